@@ -1,0 +1,45 @@
+"""The protocol both graph stores (Neo4j and the embedded default) implement."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+import pandas as pd
+
+from kg.tables import GraphTables
+
+
+@runtime_checkable
+class GraphStore(Protocol):
+    """A place the graph lives in. Constructors do no I/O beyond opening what they are given.
+
+    Reads return schema-typed tables (see :mod:`kg.tables`), in a deterministic order:
+    nodes by ``id``, relationships by ``(src, dst, *key)``, so that two stores holding the
+    same graph yield identical snapshots.
+    """
+
+    def write(self, tables: GraphTables, *, progress: bool = True) -> dict[str, int]:
+        """Merge ``tables`` into the store (idempotent); returns how many nodes and
+        relationships of each label/type were newly created."""
+        ...
+
+    def iter_nodes(self, label: str, *, batch_size: int = 50_000) -> Iterator[pd.DataFrame]:
+        """Stream the nodes of ``label`` in batches, ordered by id."""
+        ...
+
+    def iter_rels(self, rel: str, *, batch_size: int = 50_000) -> Iterator[pd.DataFrame]:
+        """Stream the relationships of type ``rel`` in batches, ordered by (src, dst, key)."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """Number of nodes per label and relationships per type (zero counts left out)."""
+        ...
+
+    def write_recommendations(self, frame: pd.DataFrame, *, progress: bool = True) -> int:
+        """Merge ``RECOMMENDED`` relationships (columns of ``schema.rel_columns('RECOMMENDED')``),
+        idempotent per ``model_version``; returns the number written."""
+        ...
+
+    def close(self) -> None:
+        ...

@@ -1,0 +1,71 @@
+"""GraphTables: the validated, typed tables every input format is turned into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from kg import schema
+
+REJECT_COLUMNS = ["file", "line", "field", "reason", "action", "value"]
+
+
+def empty_node_table(label: str) -> pd.DataFrame:
+    """An empty, correctly typed node table for ``label``."""
+    return typed_node_table(label, pd.DataFrame(columns=schema.node_columns(label)))
+
+
+def empty_rel_table(rel: str) -> pd.DataFrame:
+    """An empty, correctly typed relationship table for ``rel``."""
+    return typed_rel_table(rel, pd.DataFrame(columns=schema.rel_columns(rel)))
+
+
+def typed_node_table(label: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Select and cast the schema columns of a node table (missing properties become NA)."""
+    out = pd.DataFrame({schema.NODE_KEY: frame[schema.NODE_KEY].astype("string")})
+    for prop, dtype in schema.NODE_PROPERTIES[schema.label(label)]:
+        out[prop] = frame[prop].astype(dtype) if prop in frame else pd.Series(
+            pd.NA, index=frame.index, dtype=dtype
+        )
+    return out.reset_index(drop=True)
+
+
+def typed_rel_table(rel: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Select and cast the schema columns of a relationship table."""
+    out = pd.DataFrame(
+        {"src": frame["src"].astype("string"), "dst": frame["dst"].astype("string")}
+    )
+    for prop, dtype in schema.rel_spec(rel).properties:
+        out[prop] = frame[prop].astype(dtype) if prop in frame else pd.Series(
+            pd.NA, index=frame.index, dtype=dtype
+        )
+    return out.reset_index(drop=True)
+
+
+@dataclass
+class GraphTables:
+    """One typed table per node label and relationship type, plus the rejects report.
+
+    Node tables have the columns :func:`kg.schema.node_columns`; relationship tables
+    :func:`kg.schema.rel_columns`. ``rejects`` has :data:`REJECT_COLUMNS`, one row per
+    rejected or repaired input row (``action`` is ``"rejected"`` or ``"repaired"``).
+    """
+
+    nodes: dict[str, pd.DataFrame] = field(default_factory=dict)
+    rels: dict[str, pd.DataFrame] = field(default_factory=dict)
+    rejects: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=REJECT_COLUMNS))
+    #: Rows read per source file (for the run summary).
+    rows_read: dict[str, int] = field(default_factory=dict)
+
+    def node(self, label: str) -> pd.DataFrame:
+        return self.nodes.get(label, empty_node_table(label))
+
+    def rel(self, rel: str) -> pd.DataFrame:
+        return self.rels.get(rel, empty_rel_table(rel))
+
+    def counts(self) -> dict[str, int]:
+        """Rows per node label and relationship type (non-empty ones only)."""
+        out = {name: len(t) for name, t in self.nodes.items() if len(t)}
+        out.update({name: len(t) for name, t in self.rels.items() if len(t)})
+        return out

