@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch_geometric.data import HeteroData
@@ -127,7 +128,7 @@ def build_snapshot(
         src = id_maps[node_type(spec.src)].index_of(frame["src"])
         dst = id_maps[node_type(spec.dst)].index_of(frame["dst"])
         store_ = data[edge_type(rel)]
-        store_.edge_index = torch.as_tensor([src, dst], dtype=torch.long)
+        store_.edge_index = torch.as_tensor(np.stack([src, dst]), dtype=torch.long)
         if rel in schema.INTERACTIONS:
             store_.edge_time = torch.as_tensor(frame["timestamp"].fillna(-1).to_numpy("int64"))
             store_.edge_value = torch.as_tensor(frame["value"].fillna(1.0).to_numpy("float32"))
@@ -135,6 +136,6 @@ def build_snapshot(
         elif rel == schema.RELATED:
             relations = sorted(frame["relation"].dropna().unique().tolist())
             codes = pd.Categorical(frame["relation"], categories=relations).codes
-            store_.edge_relation = torch.as_tensor(codes, dtype=torch.long)
+            store_.edge_relation = torch.as_tensor(np.asarray(codes, dtype=np.int64))
     assert products is not None
     return GraphSnapshot(data, id_maps, products, relations)
