@@ -1,0 +1,224 @@
+"""Cypher statements for the Neo4j store, built by small pure functions.
+
+Labels, relationship types and property names come only from :mod:`kg.schema` (validated by
+:func:`kg.schema.label` / :func:`kg.schema.rel_type` and backtick-quoted); every value is a
+query parameter. Write statements take ``$rows``: a list of maps shaped by
+:mod:`kg.store.neo4j` (``{id, props}`` for nodes, ``{src, dst, <key>..., props}`` for
+relationships, grouped by source node as ``{src, rels: [...]}``), where ``props`` holds only
+non-null properties, so NA never becomes a value.
+"""
+
+from __future__ import annotations
+
+from kg import schema
+
+
+def quote(name: str) -> str:
+    """Backtick-quote an identifier (labels, types and properties are schema names anyway)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def constraint_name(label: str) -> str:
+    return f"kgrec_{schema.label(label).lower()}_{schema.NODE_KEY}"
+
+
+def create_constraint(label: str) -> str:
+    """Uniqueness constraint on the node key (also the index every MERGE and MATCH seeks on)."""
+    return (
+        f"CREATE CONSTRAINT {quote(constraint_name(label))} IF NOT EXISTS "
+        f"FOR (n:{quote(schema.label(label))}) REQUIRE n.{quote(schema.NODE_KEY)} IS UNIQUE"
+    )
+
+
+def create_nodes(label: str) -> str:
+    """Create a batch of new nodes (the uniqueness constraint rejects an existing key)."""
+    return (
+        "UNWIND $rows AS row\n"
+        f"CREATE (n:{quote(schema.label(label))} {{{quote(schema.NODE_KEY)}: row.id}})\n"
+        "SET n += row.props"
+    )
+
+
+def merge_nodes(label: str) -> str:
+    """Merge a batch of nodes by key; non-null properties overwrite, missing ones are kept."""
+    return (
+        "UNWIND $rows AS row\n"
+        f"MERGE (n:{quote(schema.label(label))} {{{quote(schema.NODE_KEY)}: row.id}})\n"
+        "SET n += row.props"
+    )
+
+
+def _endpoints(rel: str) -> str:
+    spec = schema.rel_spec(rel)
+    key = quote(schema.NODE_KEY)
+    return (
+        f"MATCH (s:{quote(spec.src)} {{{key}: row.src}})\n"
+        f"MATCH (d:{quote(spec.dst)} {{{key}: row.dst}})\n"
+    )
+
+
+def _grouped_endpoints(rel: str) -> str:
+    """``$rows`` holds one map per source node, ``{src, rels: [{dst, <key>..., props}]}``:
+    the source is looked up once per group instead of once per relationship."""
+    spec = schema.rel_spec(rel)
+    key = quote(schema.NODE_KEY)
+    return (
+        "UNWIND $rows AS g\n"
+        f"MATCH (s:{quote(spec.src)} {{{key}: g.src}})\n"
+        "UNWIND g.rels AS row\n"
+        f"MATCH (d:{quote(spec.dst)} {{{key}: row.dst}})\n"
+    )
+
+
+def merge_rels(rel: str) -> str:
+    """Merge relationships grouped by source on ``(src, dst, *key)``; key values non-null.
+
+    Returns ``matched``: relationships whose two end nodes exist (fewer than sent means
+    missing nodes).
+    """
+    spec = schema.rel_spec(rel)
+    keys = ", ".join(f"{quote(k)}: row.{quote(k)}" for k in spec.key)
+    pattern = f"[r:{quote(spec.name)}{' {' + keys + '}' if keys else ''}]"
+    return (
+        _grouped_endpoints(rel)
+        + f"MERGE (s)-{pattern}->(d)\n"
+        "SET r += row.props\n"
+        "RETURN count(*) AS matched"
+    )
+
+
+def create_rels(rel: str) -> str:
+    """Create relationships grouped by source (``props`` carries the key values too).
+
+    Only for rows known to be new: the store uses it when it holds no ``rel`` at all yet and
+    the rows are deduplicated, which skips MERGE's look-up of existing relationships.
+    """
+    return (
+        _grouped_endpoints(rel)
+        + f"CREATE (s)-[r:{quote(schema.rel_spec(rel).name)}]->(d)\n"
+        "SET r += row.props\n"
+        "RETURN count(*) AS matched"
+    )
+
+
+def merge_rels_null_key(rel: str, null_keys: tuple[str, ...]) -> str:
+    """Like :func:`merge_rels` for rows whose key properties ``null_keys`` are null.
+
+    MERGE cannot match on a null property, so this finds an existing relationship with the
+    same non-null key values and those properties absent, and creates one only when there
+    is none (rows are deduplicated beforehand, so one batch never holds the same key twice).
+    """
+    spec = schema.rel_spec(rel)
+    unknown = set(null_keys) - set(spec.key)
+    if unknown or not null_keys:
+        raise ValueError(f"{rel}: null_keys {sorted(null_keys)} must be a subset of {spec.key}")
+    cond = [
+        f"old.{quote(k)} IS NULL" if k in null_keys else f"old.{quote(k)} = row.{quote(k)}"
+        for k in spec.key
+    ]
+    t = quote(spec.name)
+    return (
+        _grouped_endpoints(rel)
+        + f"OPTIONAL MATCH (s)-[old:{t}]->(d) WHERE {' AND '.join(cond)}\n"
+        "WITH s, d, row, head(collect(old)) AS old\n"
+        f"FOREACH (_ IN CASE WHEN old IS NULL THEN [1] ELSE [] END |\n"
+        f"  CREATE (s)-[r:{t}]->(d) SET r += row.props)\n"
+        "FOREACH (_ IN CASE WHEN old IS NULL THEN [] ELSE [1] END | SET old += row.props)\n"
+        "RETURN count(*) AS matched"
+    )
+
+
+def missing_endpoints(rel: str) -> str:
+    """Which ``src``/``dst`` ids of ``$rows`` have no node (for the error message)."""
+    spec = schema.rel_spec(rel)
+    key = quote(schema.NODE_KEY)
+    return (
+        "UNWIND $rows AS row\n"
+        f"OPTIONAL MATCH (s:{quote(spec.src)} {{{key}: row.src}})\n"
+        f"OPTIONAL MATCH (d:{quote(spec.dst)} {{{key}: row.dst}})\n"
+        "WITH row, s, d WHERE s IS NULL OR d IS NULL\n"
+        "RETURN row.src AS src, s IS NOT NULL AS src_found, "
+        "row.dst AS dst, d IS NOT NULL AS dst_found\n"
+        "LIMIT 5"
+    )
+
+
+def absent_nodes(label: str) -> str:
+    """How many of the ids ``$ids`` have no ``label`` node, and one of them (no row if none)."""
+    return (
+        "UNWIND $ids AS id\n"
+        f"OPTIONAL MATCH (n:{quote(schema.label(label))} {{{quote(schema.NODE_KEY)}: id}})\n"
+        "WITH id WHERE n IS NULL\n"
+        "RETURN count(id) AS absent, min(id) AS example"
+    )
+
+
+def read_nodes(label: str) -> str:
+    """One page of nodes after key ``$after`` (keyset pagination on the unique index)."""
+    lab = schema.label(label)
+    key = quote(schema.NODE_KEY)
+    cols = ", ".join(
+        f"n.{quote(c)} AS {quote(c)}" for c in schema.node_columns(lab)
+    )
+    return (
+        f"MATCH (n:{quote(lab)}) WHERE n.{key} > $after\n"
+        f"RETURN {cols}\n"
+        f"ORDER BY n.{key}\n"
+        "LIMIT $limit"
+    )
+
+
+def read_rels(rel: str) -> str:
+    """All relationships of ``rel``, ordered by ``(src, dst, *key)`` (streamed by the caller).
+
+    Nulls sort last, like pandas ``sort_values``.
+    """
+    spec = schema.rel_spec(rel)
+    key = quote(schema.NODE_KEY)
+    props = [f"r.{quote(p)} AS {quote(p)}" for p, _ in spec.properties]
+    order = ["src", "dst", *(quote(k) for k in spec.key)]
+    return (
+        f"MATCH (s:{quote(spec.src)})-[r:{quote(spec.name)}]->(d:{quote(spec.dst)})\n"
+        f"RETURN {', '.join([f's.{key} AS src', f'd.{key} AS dst', *props])}\n"
+        f"ORDER BY {', '.join(order)}"
+    )
+
+
+def count_nodes(label: str) -> str:
+    return f"MATCH (n:{quote(schema.label(label))}) RETURN count(n) AS n"
+
+
+def count_rels(rel: str) -> str:
+    return f"MATCH ()-[r:{quote(schema.rel_type(rel))}]->() RETURN count(r) AS n"
+
+
+def delete_recommendations() -> str:
+    """Delete the RECOMMENDED edges of ``$users`` ({src, model_version} maps) of that version."""
+    spec = schema.RECOMMENDED_SPEC
+    return (
+        "UNWIND $users AS u\n"
+        f"MATCH (s:{quote(spec.src)} {{{quote(schema.NODE_KEY)}: u.src}})"
+        f"-[r:{quote(spec.name)}]->()\n"
+        "WHERE r.`model_version` = u.model_version\n"
+        "DELETE r"
+    )
+
+
+def create_recommendations() -> str:
+    """Create RECOMMENDED edges (old ones of the same users and version deleted first)."""
+    spec = schema.RECOMMENDED_SPEC
+    return (
+        "UNWIND $rows AS row\n"
+        + _endpoints(spec.name)
+        + f"CREATE (s)-[r:{quote(spec.name)}]->(d)\n"
+        "SET r += row.props\n"
+        "RETURN count(*) AS matched"
+    )
+
+
+def delete_all(batch: int = 10_000) -> str:
+    """Delete every node and relationship in batches (auto-commit: ``run``, not execute_write)."""
+    return (
+        "MATCH (n) CALL (n) { DETACH DELETE n } "
+        f"IN TRANSACTIONS OF {int(batch)} ROWS"
+    )

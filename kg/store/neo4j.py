@@ -1,0 +1,399 @@
+"""Neo4jStore: the graph in a real Neo4j 5 server, behind :class:`kg.store.base.GraphStore`.
+
+Every write is a batched ``UNWIND $rows ... MERGE`` run in a managed transaction
+(``session.execute_write``: the driver retries transient errors), so writes are idempotent and
+incremental: re-writing the same tables creates nothing, new events append. NA/NaN values are
+left out of the property maps (Neo4j has no null properties), and read back as NA.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import pandas as pd
+from neo4j import READ_ACCESS, Driver, GraphDatabase, ManagedTransaction, Record, Session
+from neo4j.exceptions import AuthError, ServiceUnavailable
+from tqdm.auto import tqdm
+
+from kg import cypher, schema
+from kg.errors import InputError, StoreError
+from kg.tables import GraphTables, typed_node_table, typed_rel_table
+
+Row = dict[str, Any]
+
+
+class ConnectionSettings(Protocol):
+    """What :func:`connect` needs (``kgrec.config.Neo4jConfig`` fits; kg does not import kgrec)."""
+
+    uri: str
+    user: str
+    password: str
+    database: str
+
+
+def _clean(value: Any) -> Any:
+    """NA/NaN -> None; numpy scalars -> Python scalars (what Bolt can carry)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def _column(frame: pd.DataFrame, name: str) -> list[Any]:
+    return [_clean(v) for v in frame[name].astype(object).tolist()]
+
+
+def _check_not_null(frame: pd.DataFrame, columns: list[str], table: str) -> None:
+    for col in columns:
+        bad = frame[col].isna().to_numpy().nonzero()[0]
+        if len(bad):
+            raise InputError(f"{table} table has a null {col}", row=int(bad[0]), field=col)
+
+
+def node_rows(label: str, frame: pd.DataFrame) -> list[Row]:
+    """``{id, props}`` maps for :func:`kg.cypher.merge_nodes` (null properties left out)."""
+    frame = typed_node_table(label, frame)
+    _check_not_null(frame, [schema.NODE_KEY], label)
+    # First row of a duplicated key wins, as in LocalStore (MERGE alone would let the last win).
+    frame = frame.drop_duplicates(schema.NODE_KEY, keep="first")
+    props = [p for p, _ in schema.NODE_PROPERTIES[label]]
+    cols = {c: _column(frame, c) for c in props}
+    return [
+        {"id": key, "props": {p: cols[p][i] for p in props if cols[p][i] is not None}}
+        for i, key in enumerate(frame[schema.NODE_KEY].tolist())
+    ]
+
+
+def rel_rows(rel: str, frame: pd.DataFrame) -> list[Row]:
+    """``{src, dst, <key>..., props}`` maps for :func:`kg.cypher.merge_rels` (nulls left out)."""
+    spec = schema.rel_spec(rel)
+    frame = typed_rel_table(rel, frame)
+    _check_not_null(frame, ["src", "dst"], rel)
+    frame = frame.drop_duplicates(["src", "dst", *spec.key], keep="first")
+    # Sorted by source so that a batch groups into few source nodes (see group_by_src).
+    frame = frame.sort_values("src", kind="stable")
+    props = [p for p, _ in spec.properties]
+    cols = {c: _column(frame, c) for c in ["src", "dst", *props]}
+    rows = []
+    for i in range(len(frame)):
+        row: Row = {"src": cols["src"][i], "dst": cols["dst"][i]}
+        row.update({k: cols[k][i] for k in spec.key})
+        row["props"] = {p: cols[p][i] for p in props if cols[p][i] is not None}
+        rows.append(row)
+    return rows
+
+
+def group_by_src(rows: list[Row]) -> list[Row]:
+    """Flat relationship rows -> ``{src, rels}`` maps, the shape :mod:`kg.cypher` writes take."""
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row["src"], []).append(row)
+    return [{"src": src, "rels": rels} for src, rels in groups.items()]
+
+
+def _batches(rows: list[Row], size: int) -> Iterator[list[Row]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+class Neo4jStore:
+    """The graph in Neo4j. The driver is passed in; the constructor does no I/O.
+
+    Args:
+        driver: an open ``neo4j.Driver``.
+        database: database name (Community has one user database, ``"neo4j"``).
+        batch_size: rows per ``UNWIND`` write transaction.
+        owns_driver: close the driver in :meth:`close` (set by :func:`connect`).
+    """
+
+    def __init__(
+        self,
+        driver: Driver,
+        database: str = "neo4j",
+        batch_size: int = 5_000,
+        *,
+        owns_driver: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.driver = driver
+        self.database = database
+        self.batch_size = batch_size
+        self.owns_driver = owns_driver
+        self._constraints_done = False
+
+    def _session(self, **config: Any) -> Session:
+        # A label or property the graph does not hold yet is normal here (empty store, NA
+        # columns): silence those "does not exist" notices, keep every other warning.
+        return self.driver.session(
+            database=self.database,
+            notifications_disabled_classifications=["UNRECOGNIZED"],
+            **config,
+        )
+
+    def _query(self, query: str, **params: Any) -> list[Record]:
+        """Run one short auto-commit query and return all its records."""
+        with self._session(default_access_mode=READ_ACCESS) as session:
+            return list(session.run(query, params))
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def ensure_constraints(self) -> None:
+        """Create the uniqueness constraint of every node key (once; ``IF NOT EXISTS``)."""
+        if self._constraints_done:
+            return
+        with self._session() as session:
+            for lab in schema.NODE_LABELS:
+                session.run(cypher.create_constraint(lab)).consume()
+            session.run("CALL db.awaitIndexes(300)").consume()
+        self._constraints_done = True
+
+    def write(self, tables: GraphTables, *, progress: bool = True) -> dict[str, int]:
+        """Merge ``tables`` (nodes first, then relationships); returns newly created counts
+        per label/type present in ``tables`` (all zero when the same tables are written again).
+        """
+        self.ensure_constraints()
+        self._check_endpoints(tables)
+        created: dict[str, int] = {}
+        for lab in schema.NODE_LABELS:
+            frame = tables.nodes.get(lab)
+            if frame is not None and len(frame):
+                created[lab] = self._write_nodes(lab, frame, progress)
+        for rel in schema.RELATIONSHIPS:
+            frame = tables.rels.get(rel)
+            if frame is not None and len(frame):
+                created[rel] = self._write_rels(rel, frame, progress)
+        return created
+
+    def _check_endpoints(self, tables: GraphTables) -> None:
+        """Fail before writing anything when a relationship names a node that is neither in
+        ``tables`` nor in the store (the in-transaction check is only a safety net)."""
+        for rel, frame in tables.rels.items():
+            if not len(frame):
+                continue
+            spec = schema.rel_spec(rel)
+            for end, lab in (("src", spec.src), ("dst", spec.dst)):
+                given = tables.node(lab)[schema.NODE_KEY]
+                ids = frame.loc[~frame[end].isin(given), end].dropna().unique().tolist()
+                if not ids:
+                    continue
+                records = self._query(cypher.absent_nodes(lab), ids=[str(i) for i in ids])
+                if records[0]["absent"]:
+                    raise StoreError(
+                        f"{rel}: {records[0]['absent']} relationship end(s) name a {lab} that does "
+                        f"not exist, e.g. {end}={records[0]['example']!r}; load the nodes first"
+                    )
+
+    def _is_empty(self, count_query: str) -> bool:
+        return self._query(count_query)[0]["n"] == 0
+
+    def _write_nodes(self, label: str, frame: pd.DataFrame, progress: bool) -> int:
+        rows = node_rows(label, frame)
+        # First load of a label: CREATE (the uniqueness constraint still guards the key).
+        fresh = self._is_empty(cypher.count_nodes(label))
+        query = cypher.create_nodes(label) if fresh else cypher.merge_nodes(label)
+
+        def work(tx: ManagedTransaction, batch: list[Row]) -> int:
+            return tx.run(query, rows=batch).consume().counters.nodes_created
+
+        return self._run_batches(work, rows, label, progress)
+
+    def _write_rels(self, rel: str, frame: pd.DataFrame, progress: bool) -> int:
+        spec = schema.rel_spec(rel)
+        rows = rel_rows(rel, frame)
+        # No relationship of this type stored yet and rows deduplicated: every row is new, so
+        # CREATE them and skip MERGE's search of existing relationships (a re-run or resumed
+        # load finds the type non-empty and merges).
+        fresh = self._is_empty(cypher.count_rels(rel))
+        # MERGE cannot match a null key property: rows with null keys take another statement.
+        groups: dict[tuple[str, ...], list[Row]] = {}
+        for row in rows:
+            groups.setdefault(tuple(k for k in spec.key if row[k] is None), []).append(row)
+        total = 0
+        for null_keys, group in groups.items():
+            if fresh:
+                query = cypher.create_rels(rel)
+            elif null_keys:
+                query = cypher.merge_rels_null_key(rel, null_keys)
+            else:
+                query = cypher.merge_rels(rel)
+            total += self._run_batches(self._rel_work(rel, query), group, rel, progress)
+        return total
+
+    def _rel_work(self, rel: str, query: str) -> Callable[[ManagedTransaction, list[Row]], int]:
+        def work(tx: ManagedTransaction, batch: list[Row]) -> int:
+            result = tx.run(query, rows=group_by_src(batch))
+            matched = result.single(strict=True)["matched"]
+            if matched != len(batch):
+                # Raising inside the transaction function rolls this batch back.
+                self._raise_missing(tx, rel, batch)
+            return result.consume().counters.relationships_created
+
+        return work
+
+    @staticmethod
+    def _raise_missing(tx: ManagedTransaction, rel: str, batch: list[Row]) -> None:
+        spec = schema.rel_spec(rel)
+        found = tx.run(cypher.missing_endpoints(rel), rows=batch).data()
+        parts = []
+        for rec in found:
+            if not rec["src_found"]:
+                parts.append(f"{spec.src} {rec['src']!r}")
+            if not rec["dst_found"]:
+                parts.append(f"{spec.dst} {rec['dst']!r}")
+        raise StoreError(
+            f"{rel}: relationships refer to nodes that are not in the store "
+            f"(first missing: {', '.join(parts)}); write those nodes first. "
+            "This batch was rolled back."
+        )
+
+    def _run_batches(
+        self,
+        work: Callable[[ManagedTransaction, list[Row]], int],
+        rows: list[Row],
+        desc: str,
+        progress: bool,
+    ) -> int:
+        created = 0
+        with (
+            self._session() as session,
+            tqdm(total=len(rows), desc=desc, unit="row", disable=not progress, leave=False) as bar,
+        ):
+            for batch in _batches(rows, self.batch_size):
+                created += session.execute_write(work, batch)
+                bar.update(len(batch))
+        return created
+
+    def write_recommendations(self, frame: pd.DataFrame, *, progress: bool = True) -> int:
+        """Write ``RECOMMENDED`` edges; a user's old edges of the same ``model_version`` are
+        replaced, so re-writing a version never duplicates. Returns the number written."""
+        if not len(frame):
+            return 0
+        self.ensure_constraints()
+        frame = typed_rel_table(schema.RECOMMENDED, frame)
+        _check_not_null(frame, ["src", "dst", "model_version"], schema.RECOMMENDED)
+        rows = rel_rows(schema.RECOMMENDED, frame)  # deduplicated on (src, dst, model_version)
+        # A user's rows stay in one transaction: delete-then-create must see all of them.
+        by_user: dict[tuple[str, str], list[Row]] = {}
+        for row in rows:
+            by_user.setdefault((row["src"], row["model_version"]), []).append(row)
+        chunks: list[list[Row]] = [[]]
+        for group in by_user.values():
+            if chunks[-1] and len(chunks[-1]) + len(group) > self.batch_size:
+                chunks.append([])
+            chunks[-1].extend(group)
+        delete_q, create_q = cypher.delete_recommendations(), cypher.create_recommendations()
+
+        def work(tx: ManagedTransaction, batch: list[Row]) -> int:
+            users = list({(r["src"], r["model_version"]) for r in batch})
+            tx.run(delete_q, users=[{"src": s, "model_version": v} for s, v in users]).consume()
+            result = tx.run(create_q, rows=batch)
+            if result.single(strict=True)["matched"] != len(batch):
+                self._raise_missing(tx, schema.RECOMMENDED, batch)
+            return result.consume().counters.relationships_created
+
+        written = 0
+        with (
+            self._session() as session,
+            tqdm(total=len(rows), desc="RECOMMENDED", unit="row", disable=not progress) as bar,
+        ):
+            for chunk in chunks:
+                written += session.execute_write(work, chunk)
+                bar.update(len(chunk))
+        return written
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def iter_nodes(self, label: str, *, batch_size: int = 50_000) -> Iterator[pd.DataFrame]:
+        """Nodes of ``label`` ordered by id, ``batch_size`` per frame (keyset pagination)."""
+        query, cols = cypher.read_nodes(label), schema.node_columns(label)
+        after = ""
+        while True:
+            records = self._query(query, after=after, limit=batch_size)
+            if not records:
+                return
+            yield typed_node_table(label, pd.DataFrame([r.values() for r in records], columns=cols))
+            if len(records) < batch_size:
+                return
+            after = records[-1][schema.NODE_KEY]
+
+    def iter_rels(self, rel: str, *, batch_size: int = 50_000) -> Iterator[pd.DataFrame]:
+        """Relationships of ``rel`` ordered by ``(src, dst, *key)``, streamed from one query."""
+        query, cols = cypher.read_rels(rel), schema.rel_columns(rel)
+        with self._session(default_access_mode=READ_ACCESS, fetch_size=batch_size) as session:
+            result = session.run(query)
+            while True:
+                records = result.fetch(batch_size)
+                if not records:
+                    return
+                frame = pd.DataFrame([r.values() for r in records], columns=cols)
+                yield typed_rel_table(rel, frame)
+
+    def counts(self) -> dict[str, int]:
+        """Nodes per label and relationships per type (from Neo4j's count store; zeros left out)."""
+        out: dict[str, int] = {}
+        queries = [(lab, cypher.count_nodes(lab)) for lab in schema.NODE_LABELS]
+        rels = [*schema.RELATIONSHIPS, schema.RECOMMENDED]
+        queries += [(rel, cypher.count_rels(rel)) for rel in rels]
+        for name, query in queries:
+            records = self._query(query)
+            if records[0]["n"]:
+                out[name] = int(records[0]["n"])
+        return out
+
+    # -- housekeeping ---------------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Delete every node and relationship (constraints stay). For tests and benchmarks."""
+        with self._session() as session:
+            session.run(cypher.delete_all()).consume()
+
+    def close(self) -> None:
+        if self.owns_driver:
+            self.driver.close()
+
+    def __enter__(self) -> Neo4jStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Neo4jStore(database={self.database!r}, batch_size={self.batch_size})"
+
+
+def connect(
+    settings: ConnectionSettings, *, batch_size: int = 5_000, timeout_s: float = 30.0
+) -> Neo4jStore:
+    """Open a driver from ``settings`` (uri, user, password, database; an empty password means
+    no authentication), check that the server answers, and return a store that owns it.
+
+    Raises:
+        StoreError: the server cannot be reached or refuses the credentials (the message names
+            the uri and user, never the password).
+    """
+    auth = (settings.user, settings.password) if settings.password else None
+    driver = GraphDatabase.driver(settings.uri, auth=auth)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            driver.verify_connectivity()
+            break
+        except AuthError as exc:
+            driver.close()
+            raise StoreError(
+                f"Neo4j at {settings.uri} refused user {settings.user!r}: {exc.message}"
+            ) from None
+        except (ServiceUnavailable, OSError) as exc:
+            if time.monotonic() > deadline:
+                driver.close()
+                raise StoreError(
+                    f"Neo4j at {settings.uri} does not answer ({exc}); start it with "
+                    "`bash scripts/neo4j/server.sh start`"
+                ) from None
+            time.sleep(0.5)
+    return Neo4jStore(driver, settings.database, batch_size, owns_driver=True)

@@ -1,0 +1,97 @@
+"""Session fixtures shared by every test package.
+
+Neo4j: tests marked ``@pytest.mark.neo4j`` use the real Neo4j 5.26 server. The session
+fixture starts it with ``scripts/neo4j/server.sh start`` on port ``$KGREC_TEST_NEO4J_PORT``
+(default 7697) with a temporary data folder, unless a server already answers there, and stops
+what it started at the end. If the server cannot start, the tests fail with its log; they
+never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SERVER_SH = REPO / "scripts" / "neo4j" / "server.sh"
+TEST_NEO4J_PORT = int(os.environ.get("KGREC_TEST_NEO4J_PORT", "7697"))
+
+
+def _answers(uri: str) -> bool:
+    from neo4j import GraphDatabase
+
+    try:
+        with GraphDatabase.driver(uri, auth=None, connection_timeout=2) as driver:
+            driver.verify_connectivity()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "no usable server here"
+        return False
+
+
+def _server(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(SERVER_SH), command], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="session")
+def neo4j_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bolt URI of a running test server (started here unless one already answers)."""
+    uri = f"bolt://127.0.0.1:{TEST_NEO4J_PORT}"
+    if _answers(uri):
+        yield uri
+        return
+    run_dir = tmp_path_factory.mktemp("neo4j")
+    env = {
+        **os.environ,
+        "NEO4J_PORT": str(TEST_NEO4J_PORT),
+        "NEO4J_HOME": str(run_dir / "data"),
+        "NEO4J_RUN_DIR": str(run_dir),
+        "NEO4J_AUTH": "off",
+    }
+    started = _server("start", env)
+    if started.returncode != 0:
+        pytest.fail(
+            f"could not start Neo4j on {uri}:\n{started.stdout}\n{started.stderr}", pytrace=False
+        )
+    try:
+        yield uri
+    finally:
+        _server("stop", env)
+
+
+@pytest.fixture(scope="session")
+def neo4j_driver(neo4j_uri: str) -> Iterator[object]:
+    from neo4j import GraphDatabase
+
+    driver = GraphDatabase.driver(neo4j_uri, auth=None)
+    driver.verify_connectivity()
+    yield driver
+    driver.close()
+
+
+@pytest.fixture
+def neo4j_store_factory(neo4j_driver) -> Iterator[Callable[..., object]]:
+    """``factory(batch_size=5000)`` -> a ``Neo4jStore``; the first call empties the database."""
+    from kg.store.neo4j import Neo4jStore
+
+    stores = []
+
+    def factory(batch_size: int = 5_000) -> Neo4jStore:
+        store = Neo4jStore(neo4j_driver, batch_size=batch_size)
+        if not stores:
+            store.clear()
+        stores.append(store)
+        return store
+
+    yield factory
+
+
+@pytest.fixture
+def neo4j_store(neo4j_store_factory):
+    """A :class:`kg.store.neo4j.Neo4jStore` on an emptied test database."""
+    return neo4j_store_factory()
