@@ -25,7 +25,9 @@ def gift(shared_data: Path) -> tuple[GraphTables, list[dict], list[dict]]:
     return read_amazon(meta, reviews), _lines(meta), _lines(reviews)
 
 
-def test_gift_cards_counts_match_the_files(gift: tuple[GraphTables, list[dict], list[dict]]) -> None:
+def test_gift_cards_counts_match_the_files(
+    gift: tuple[GraphTables, list[dict], list[dict]],
+) -> None:
     t, meta, reviews = gift
     assert (len(meta), len(reviews)) == (1547, 2972)
     assert sorted(t.rows_read.values()) == [len(meta), len(reviews)]
@@ -63,10 +65,13 @@ def test_gift_cards_values_and_repairs(gift: tuple[GraphTables, list[dict], list
     assert products.loc[[meta[i - 1]["asin"] for i in junk], "price"].isna().all()
     cats = t.node(schema.CATEGORY).set_index("id")
     assert cats.loc["Gift Cards > Gift Cards", ["name", "level"]].tolist() == ["Gift Cards", 1]
-    sub = set(zip(t.rel(schema.SUBCATEGORY_OF)["src"], t.rel(schema.SUBCATEGORY_OF)["dst"],
-                  strict=True))
-    assert sub == {("Gift Cards > Gift Cards", "Gift Cards"),
-                   ("Gift Cards > Gift Card Accessories", "Gift Cards")}
+    sub = set(
+        zip(t.rel(schema.SUBCATEGORY_OF)["src"], t.rel(schema.SUBCATEGORY_OF)["dst"], strict=True)
+    )
+    assert sub == {
+        ("Gift Cards > Gift Cards", "Gift Cards"),
+        ("Gift Cards > Gift Card Accessories", "Gift Cards"),
+    }
     # Feature bullets after the real path were cut off and reported.
     bullets = [i for i, m in enumerate(meta, 1) if len(m["category"]) > 2]
     assert all(rep.loc[(i, "category"), "action"] == "repaired" for i in bullets)
@@ -101,8 +106,11 @@ def test_magazine_duplicates_and_bare_products(shared_data: Path) -> None:
 
 def test_reject_reviews_without_metadata(shared_data: Path) -> None:
     folder = shared_data / "amazon-2018"
-    t = read_amazon(folder / "meta_Magazine_Subscriptions.json.gz",
-                    folder / "Magazine_Subscriptions_5.json.gz", bare_products=False)
+    t = read_amazon(
+        folder / "meta_Magazine_Subscriptions.json.gz",
+        folder / "Magazine_Subscriptions_5.json.gz",
+        bare_products=False,
+    )
     unknown = t.rejects[t.rejects["reason"] == "unknown product"]
     assert len(unknown) == 64 and (unknown["action"] == "rejected").all()
     assert t.rel(schema.RATED)["dst"].nunique() == 151

@@ -49,14 +49,32 @@ def test_csv_products_and_events_with_broken_rows(tmp_path: Path) -> None:
     mapping = load_mapping(overrides=["product.title=name", "event.timestamp=ts"])
     t = read_generic(tmp_path / "products.csv", tmp_path / "events.csv", mapping=mapping)
     assert _rows(t.rejects) == [
-        ("products.csv", 2, "title", "HTML removed from text", "repaired",
-         "Red &amp; Blue <b>Mug</b>"),
-        ("products.csv", 3, "", "expected 6 fields, found 7", "rejected",
-         "p2,Plate,ACME,Kitchen,$1,000.00,white"),
+        (
+            "products.csv",
+            2,
+            "title",
+            "HTML removed from text",
+            "repaired",
+            "Red &amp; Blue <b>Mug</b>",
+        ),
+        (
+            "products.csv",
+            3,
+            "",
+            "expected 6 fields, found 7",
+            "rejected",
+            "p2,Plate,ACME,Kitchen,$1,000.00,white",
+        ),
         ("products.csv", 4, "price", "unparsable price: set to empty", "repaired", "cheap"),
         ("products.csv", 5, "item_id", "missing item_id", "rejected", ""),
-        ("products.csv", 6, "name", "duplicate item_id with conflicting name (first kept, line 2)",
-         "rejected", "Red Mug v2"),
+        (
+            "products.csv",
+            6,
+            "name",
+            "duplicate item_id with conflicting name (first kept, line 2)",
+            "rejected",
+            "Red Mug v2",
+        ),
         ("events.csv", 5, "item_id", "unknown product", "rejected", "p9"),
         ("events.csv", 6, "event", "unknown event type", "rejected", "teleport"),
         ("events.csv", 7, "value", "rating without a value", "rejected", ""),
@@ -70,12 +88,14 @@ def test_csv_products_and_events_with_broken_rows(tmp_path: Path) -> None:
     assert products.loc["p1", "category_path"] == "Kitchen > Mugs"
     assert products.loc["p1", "attributes"] == '{"colour": "red"}'
     assert sorted(t.node(schema.CATEGORY)["id"]) == ["Kitchen", "Kitchen > Bowls", "Kitchen > Mugs"]
-    assert sorted(zip(t.rel(schema.SUBCATEGORY_OF)["src"], t.rel(schema.SUBCATEGORY_OF)["dst"],
-                      strict=True)) == [("Kitchen > Bowls", "Kitchen"), ("Kitchen > Mugs", "Kitchen")]
+    assert sorted(
+        zip(t.rel(schema.SUBCATEGORY_OF)["src"], t.rel(schema.SUBCATEGORY_OF)["dst"], strict=True)
+    ) == [("Kitchen > Bowls", "Kitchen"), ("Kitchen > Mugs", "Kitchen")]
     assert list(t.rel(schema.HAS_BRAND)["dst"]) == ["ACME"]
     bought = t.rel(schema.PURCHASED)
-    assert list(zip(bought["src"], bought["dst"], bought["timestamp"], bought["weight"],
-                    strict=True)) == [("u1", "p1", 1700000000, 1.0)]
+    assert list(
+        zip(bought["src"], bought["dst"], bought["timestamp"], bought["weight"], strict=True)
+    ) == [("u1", "p1", 1700000000, 1.0)]
     viewed = t.rel(schema.VIEWED)
     assert list(viewed["timestamp"]) == [1700000000] and list(viewed["weight"]) == [0.25]
     rated = t.rel(schema.RATED)
@@ -85,21 +105,35 @@ def test_csv_products_and_events_with_broken_rows(tmp_path: Path) -> None:
 
 
 def test_jsonl_gz_and_parquet_with_kg(tmp_path: Path) -> None:
-    lines = [json.dumps({"sku": "a", "title": "Alpha", "category": ["Books", "SF"]}),
-             "{not json",
-             json.dumps({"sku": "b", "title": "Beta", "category": ["Books"]})]
+    lines = [
+        json.dumps({"sku": "a", "title": "Alpha", "category": ["Books", "SF"]}),
+        "{not json",
+        json.dumps({"sku": "b", "title": "Beta", "category": ["Books"]}),
+    ]
     with gzip.open(tmp_path / "p.jsonl.gz", "wt", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
     pd.DataFrame({"customer_id": ["c1", "c1"], "sku": ["a", "b"], "quantity": [2, 1]}).to_parquet(
-        tmp_path / "e.parquet")
+        tmp_path / "e.parquet"
+    )
     pd.DataFrame({"id": ["c1"], "age": [33]}).to_parquet(tmp_path / "u.parquet")
     (tmp_path / "kg.tsv").write_text("head\trelation\ttail\nQ1\tauthor\tQ2\nQ1\t\tQ3\n")
     (tmp_path / "links.csv").write_text("sku,entity\na,Q1\nzz,Q2\n")
-    t = read_generic(tmp_path / "p.jsonl.gz", tmp_path / "e.parquet", users=tmp_path / "u.parquet",
-                     kg=tmp_path / "kg.tsv", links=tmp_path / "links.csv")
+    t = read_generic(
+        tmp_path / "p.jsonl.gz",
+        tmp_path / "e.parquet",
+        users=tmp_path / "u.parquet",
+        kg=tmp_path / "kg.tsv",
+        links=tmp_path / "links.csv",
+    )
     assert _rows(t.rejects) == [
-        ("p.jsonl.gz", 2, "", "bad JSON: Expecting property name enclosed in double quotes "
-         "at column 2", "rejected", "{not json"),
+        (
+            "p.jsonl.gz",
+            2,
+            "",
+            "bad JSON: Expecting property name enclosed in double quotes at column 2",
+            "rejected",
+            "{not json",
+        ),
         ("kg.tsv", 3, "relation", "missing relation", "rejected", ""),
         ("links.csv", 3, "sku", "unknown product", "rejected", "zz"),
     ]
@@ -129,6 +163,6 @@ def test_mapping_file_and_errors(tmp_path: Path) -> None:
 
 
 def test_clean_html() -> None:
-    assert clean_html(' Maggiano&#39;s Gift Card') == "Maggiano's Gift Card"
+    assert clean_html(" Maggiano&#39;s Gift Card") == "Maggiano's Gift Card"
     assert clean_html('<span class="a-size-medium a-color-secondary"') is None
     assert clean_html("<script>x=1</script><p>Tea &amp; <i>cake</i></p>") == "Tea & cake"
