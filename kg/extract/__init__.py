@@ -1,0 +1,17 @@
+"""Readers and adapters: every input format becomes a validated :class:`kg.tables.GraphTables`."""
+
+from __future__ import annotations
+
+from kg.extract.amazon import read_amazon
+from kg.extract.generic import ColumnMapping, load_mapping, read_generic
+from kg.extract.recbole import fetch_ml100k, read_recbole, read_recbole_ml100k
+
+__all__ = [
+    "ColumnMapping",
+    "fetch_ml100k",
+    "load_mapping",
+    "read_amazon",
+    "read_generic",
+    "read_recbole",
+    "read_recbole_ml100k",
+]

@@ -111,8 +111,10 @@ def read_delimited(
 
     Tab-separated files are read without quote handling (RecBole atomic files contain
     bare quotes in titles)."""
-    quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(fh, delimiter=sep, quoting=quoting)
+    if sep == "\t":
+        reader = csv.reader(fh, delimiter=sep, quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(fh, delimiter=sep, quoting=csv.QUOTE_MINIMAL)
     try:
         header = [h.strip() for h in next(reader)]
     except StopIteration:

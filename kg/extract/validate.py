@@ -256,7 +256,7 @@ def event_types(
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Map event words to relationship types; unknown words reject the row."""
     words = frame[field].astype("string")
-    mapping = {}
+    mapping: dict[str, str | None] = {}
     for word in words.dropna().unique():
         try:
             mapping[word] = schema.event_type(str(word))
@@ -264,9 +264,8 @@ def event_types(
             mapping[word] = None
     types = words.map(mapping)
     bad = types.isna()
-    rejects.add_many(
-        file, frame.loc[bad, LINE], field, "unknown event type", REJECTED, frame.loc[bad, field]
-    )
+    reasons = ["missing event type" if e else "unknown event type" for e in blank(words)[bad]]
+    rejects.add_many(file, frame.loc[bad, LINE], field, reasons, REJECTED, frame.loc[bad, field])
     return frame[~bad], types[~bad].astype("string")
 
 

@@ -43,6 +43,7 @@ def test_csv_products_and_events_with_broken_rows(tmp_path: Path) -> None:
         "u2,p3,teleport,1700000300,\n"
         "u3,p1,rating,1700000400,\n"
         "u3,p1,cart,yesterday,\n"
+        "u3,p1,,1700000500,\n"
         "u1,p1,purchase,1700000000,\n",
         encoding="utf-8",
     )
@@ -79,7 +80,8 @@ def test_csv_products_and_events_with_broken_rows(tmp_path: Path) -> None:
         ("events.csv", 6, "event", "unknown event type", "rejected", "teleport"),
         ("events.csv", 7, "value", "rating without a value", "rejected", ""),
         ("events.csv", 8, "ts", "unparsable timestamp", "rejected", "yesterday"),
-        ("events.csv", 9, "user", "duplicate of line 2", "rejected", "u1"),
+        ("events.csv", 9, "event", "missing event type", "rejected", ""),
+        ("events.csv", 10, "user", "duplicate of line 2", "rejected", "u1"),
     ]
     products = t.node(schema.PRODUCT).set_index("id")
     assert list(products.index) == ["p1", "p3"]
@@ -101,7 +103,7 @@ def test_csv_products_and_events_with_broken_rows(tmp_path: Path) -> None:
     rated = t.rel(schema.RATED)
     assert list(rated["value"]) == [4.0] and list(rated["weight"]) == [pytest.approx(0.8)]
     assert sorted(t.node(schema.USER)["id"]) == ["u1", "u2"]
-    assert t.rows_read == {str(tmp_path / "products.csv"): 5, str(tmp_path / "events.csv"): 8}
+    assert t.rows_read == {str(tmp_path / "products.csv"): 5, str(tmp_path / "events.csv"): 9}
 
 
 def test_jsonl_gz_and_parquet_with_kg(tmp_path: Path) -> None:

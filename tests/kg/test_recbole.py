@@ -173,3 +173,15 @@ def test_missing_source_and_columns_raise(tmp_path: Path) -> None:
     _write(tmp_path, "x.inter", "user:token\titem_id:token\nu\ta\n")
     with pytest.raises(InputError, match="missing column.*user_id"):
         read_recbole(tmp_path)
+
+
+def test_fetch_downloads_once_and_replaces_a_corrupt_wheel(tmp_path: Path) -> None:
+    from kg.extract.recbole import RECBOLE_WHEEL, fetch_ml100k
+
+    (tmp_path / RECBOLE_WHEEL).write_bytes(b"truncated download")
+    wheel = fetch_ml100k(tmp_path)
+    assert wheel == tmp_path / RECBOLE_WHEEL
+    assert _sha256(wheel) == RECBOLE_WHEEL_SHA256
+    stamp = wheel.stat().st_mtime_ns
+    assert fetch_ml100k(tmp_path) == wheel and wheel.stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in tmp_path.iterdir()) == [RECBOLE_WHEEL]
