@@ -1,0 +1,101 @@
+"""The Cypher builders: labels/types from the schema only, values only as parameters."""
+
+from __future__ import annotations
+
+import pytest
+
+from kg import cypher, schema
+from kg.errors import SchemaError
+
+
+def test_constraint_per_label_is_unique_on_the_key() -> None:
+    assert cypher.create_constraint("Product") == (
+        "CREATE CONSTRAINT `kgrec_product_id` IF NOT EXISTS "
+        "FOR (n:`Product`) REQUIRE n.`id` IS UNIQUE"
+    )
+    names = {cypher.constraint_name(lab) for lab in schema.NODE_LABELS}
+    assert names == {f"kgrec_{lab.lower()}_id" for lab in schema.NODE_LABELS}
+
+
+def test_node_writes_unwind_rows_and_merge_on_the_key() -> None:
+    assert cypher.merge_nodes("User") == (
+        "UNWIND $rows AS row\nMERGE (n:`User` {`id`: row.id})\nSET n += row.props"
+    )
+    assert cypher.create_nodes("Entity").splitlines()[1] == "CREATE (n:`Entity` {`id`: row.id})"
+
+
+def test_rel_merge_uses_the_schema_merge_key_and_groups_by_source() -> None:
+    lines = cypher.merge_rels("RATED").splitlines()
+    assert lines == [
+        "UNWIND $rows AS g",
+        "MATCH (s:`User` {`id`: g.src})",
+        "UNWIND g.rels AS row",
+        "MATCH (d:`Product` {`id`: row.dst})",
+        "MERGE (s)-[r:`RATED` {`timestamp`: row.`timestamp`}]->(d)",
+        "SET r += row.props",
+        "RETURN count(*) AS matched",
+    ]
+    assert "MERGE (s)-[r:`RELATED` {`relation`: row.`relation`}]->(d)" in cypher.merge_rels(
+        "RELATED"
+    )
+    # No merge key: one relationship per (src, dst).
+    assert "MERGE (s)-[r:`IN_CATEGORY`]->(d)" in cypher.merge_rels("IN_CATEGORY")
+    assert "MATCH (d:`Category` {`id`: row.dst})" in cypher.merge_rels("SUBCATEGORY_OF")
+    create = cypher.create_rels("RATED")
+    assert "CREATE (s)-[r:`RATED`]->(d)" in create and "MERGE" not in create
+
+
+def test_null_key_statement_matches_absent_properties() -> None:
+    q = cypher.merge_rels_null_key("RATED", ("timestamp",))
+    assert "OPTIONAL MATCH (s)-[old:`RATED`]->(d) WHERE old.`timestamp` IS NULL" in q
+    assert "CREATE (s)-[r:`RATED`]->(d) SET r += row.props" in q
+    with pytest.raises(ValueError, match="subset"):
+        cypher.merge_rels_null_key("RATED", ("relation",))
+    with pytest.raises(ValueError):
+        cypher.merge_rels_null_key("IN_CATEGORY", ())
+
+
+def test_reads_are_ordered_for_deterministic_snapshots() -> None:
+    q = cypher.read_nodes("Category")
+    assert q == (
+        "MATCH (n:`Category`) WHERE n.`id` > $after\n"
+        "RETURN n.`id` AS `id`, n.`name` AS `name`, n.`level` AS `level`\n"
+        "ORDER BY n.`id`\nLIMIT $limit"
+    )
+    r = cypher.read_rels("RATED")
+    assert r.startswith("MATCH (s:`User`)-[r:`RATED`]->(d:`Product`)\n")
+    assert r.endswith("ORDER BY src, dst, `timestamp`")
+    assert "r.`weight` AS `weight`" in r
+    assert cypher.read_rels("ALSO_BOUGHT").endswith("ORDER BY src, dst")
+
+
+def test_counts_recommendations_and_clear() -> None:
+    assert cypher.count_nodes("Brand") == "MATCH (n:`Brand`) RETURN count(n) AS n"
+    assert cypher.count_rels("RECOMMENDED") == (
+        "MATCH ()-[r:`RECOMMENDED`]->() RETURN count(r) AS n"
+    )
+    delete = cypher.delete_recommendations()
+    assert "WHERE r.`model_version` = u.model_version" in delete and delete.endswith("DELETE r")
+    create = cypher.create_recommendations()
+    assert "MATCH (s:`User` {`id`: row.src})" in create
+    assert "CREATE (s)-[r:`RECOMMENDED`]->(d)" in create
+    assert cypher.delete_all(500).endswith("IN TRANSACTIONS OF 500 ROWS")
+    assert "$ids" in cypher.absent_nodes("Product")
+
+
+def test_unknown_labels_and_types_are_refused() -> None:
+    with pytest.raises(SchemaError):
+        cypher.merge_nodes("Person) DETACH DELETE (n")
+    with pytest.raises(SchemaError):
+        cypher.merge_rels("KNOWS")
+    with pytest.raises(SchemaError):
+        cypher.count_rels("RATED]->() DETACH DELETE r //")
+    assert cypher.quote("a`b") == "`a``b`"
+
+
+def test_no_statement_inlines_a_value() -> None:
+    statements = [cypher.merge_nodes(lab) for lab in schema.NODE_LABELS]
+    statements += [cypher.merge_rels(rel) for rel in schema.RELATIONSHIPS]
+    statements += [cypher.read_rels(rel) for rel in schema.RELATIONSHIPS]
+    for q in statements:
+        assert "'" not in q and '"' not in q, q
