@@ -10,6 +10,7 @@ only.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import html
 import importlib
@@ -194,6 +195,14 @@ class TextEncoder:
         #: Texts run through the model so far (cache hits are not counted).
         self.encoded_count = 0
 
+    def with_cache(self, cache_dir: str | Path | None) -> TextEncoder:
+        """The same loaded model with another cache folder (``None``: no cache) and a fresh
+        ``encoded_count``."""
+        other = copy.copy(self)
+        other.cache = EmbeddingCache(cache_dir, self.model_id) if cache_dir else None
+        other.encoded_count = 0
+        return other
+
     def _model_id(self, given: str) -> str:
         weights = next(self.model_dir / f for f in _WEIGHT_FILES if (self.model_dir / f).is_file())
         digest = hashlib.sha1(
@@ -358,8 +367,8 @@ def user_profiles(
         latest = by_user.transform("max").to_numpy()
         age_days = np.where(known & np.isfinite(latest), (latest - time) / 86_400.0, 0.0)
         weights = weights * np.power(0.5, age_days / half_life_days)
-    users = torch.as_tensor(frame["user"].to_numpy("int64"))
-    items = torch.as_tensor(frame["product"].to_numpy("int64"))
+    users = torch.as_tensor(frame["user"].to_numpy("int64", copy=True))
+    items = torch.as_tensor(frame["product"].to_numpy("int64", copy=True))
     w = torch.as_tensor(weights, dtype=product_vectors.dtype)
     out = torch.zeros(num_users, product_vectors.shape[1], dtype=product_vectors.dtype)
     out.index_add_(0, users, product_vectors[items] * w.unsqueeze(1))

