@@ -38,7 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the recbole==1.2.1 wheel (cached) and read MovieLens-100K + its KG",
     )
     src.add_argument("--dataset", help="RecBole dataset name (file stem) when SOURCE has several")
-    src.add_argument("--products", help="generic products file (CSV/TSV/JSONL[.gz]/Parquet)")
+    src.add_argument(
+        "--products",
+        help="generic products file (CSV/TSV/JSONL[.gz]/Parquet); "
+        "leave out to append events on products already in the store",
+    )
     src.add_argument("--events", help="generic events file (user, product, type, timestamp, value)")
     src.add_argument("--users", help="generic users file (optional)")
     src.add_argument("--kg", help="knowledge-graph triples file: head, relation, tail (optional)")
@@ -144,8 +148,18 @@ def read_sources(args: argparse.Namespace, config: Config) -> GraphTables:
         return read_recbole(args.recbole, args.dataset, progress=progress)
     from kg.extract.generic import load_mapping, read_generic
 
-    if not (args.products and args.events):
-        raise InputError("the generic reader needs both --products and --events")
+    if not args.events:
+        raise InputError(
+            "the generic reader needs --events (and --products unless the "
+            "products are already in the store)"
+        )
+    known: list[str] = []
+    if not args.products:
+        store = open_store(config, args.store)
+        try:
+            known = [i for batch in store.iter_nodes("Product") for i in batch["id"]]
+        finally:
+            store.close()
     return read_generic(
         args.products,
         args.events,
@@ -153,6 +167,7 @@ def read_sources(args: argparse.Namespace, config: Config) -> GraphTables:
         kg=args.kg,
         links=args.links,
         mapping=load_mapping(args.mapping, args.map),
+        known_products=known,
     )
 
 

@@ -162,23 +162,27 @@ def load_mapping(path: str | Path | None = None, overrides: Iterable[str] = ()) 
 
 
 def read_generic(
-    products: str | Path,
+    products: str | Path | None,
     events: str | Path,
     *,
     users: str | Path | None = None,
     kg: str | Path | None = None,
     links: str | Path | None = None,
     mapping: ColumnMapping | None = None,
+    known_products: Iterable[str] = (),
 ) -> GraphTables:
     """Read a generic dump into GraphTables.
 
     Args:
-        products: products file (one row per product).
+        products: products file (one row per product); None for an events-only dump whose
+            products are already stored (pass their ids as ``known_products``).
         events: events file (user, product, type, timestamp, value).
         users: optional users file (id + attribute columns).
         kg: optional knowledge-graph triples (head, relation, tail).
         links: optional product -> entity link table (needed to attach ``kg`` to products).
         mapping: column mapping and options (defaults: :data:`DEFAULT_COLUMNS`).
+        known_products: ids of products already in the store; events and links on them
+            are accepted (incremental loads).
     """
     mapping = mapping or ColumnMapping()
     rejects = v.Rejects()
@@ -189,14 +193,19 @@ def read_generic(
         read[str(path)] = n
         return frame, mapping.resolve(section, frame, str(path)), str(path)
 
-    frame, cols, file = load(products, "product")
-    parts = product_tables(frame, cols, file, rejects, mapping.options)
-    known_products = pd.Index(parts[schema.PRODUCT]["id"])
+    parts: dict[str, pd.DataFrame] = {}
+    if products is not None:
+        frame, cols, file = load(products, "product")
+        parts = product_tables(frame, cols, file, rejects, mapping.options)
+    listed = parts[schema.PRODUCT]["id"] if parts else pd.Series([], dtype="string")
+    known = pd.Index(pd.concat([listed, pd.Series(list(known_products), dtype="string")]))
+    if products is None and not len(known):
+        raise InputError("no products: give a products file or load the products first")
     user_nodes = None
     if users is not None:
         user_nodes = user_table(*load(users, "user"), rejects)
     frame, cols, file = load(events, "event")
-    rel_parts, _ = event_tables(frame, cols, file, rejects, known_products, mapping.options)
+    rel_parts, _ = event_tables(frame, cols, file, rejects, known, mapping.options)
     parts.update(rel_parts)
     parts[schema.USER] = merge_users(user_nodes, rel_parts)
     entities: list[pd.Series] = []
@@ -207,7 +216,7 @@ def read_generic(
         entities += [related["src"], related["dst"]]
     if links is not None:
         frame, cols, file = load(links, "link")
-        linked = link_table(frame, cols, file, rejects, known_products)
+        linked = link_table(frame, cols, file, rejects, known)
         parts[schema.LINKED_TO] = linked
         entities.append(linked["dst"])
     if entities:

@@ -49,6 +49,26 @@ def test_ingest_stats_snapshot(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert (figures["never_interacted"], figures["head_products"]) == (2, 1)
     assert "User" in capsys.readouterr().out
 
+    # An events-only dump appends to the products already stored.
+    (tmp_path / "more.csv").write_text("uid,item_id,event,ts\nu3,c,cart,20\nu3,nope,cart,21\n")
+    code = main(
+        [
+            "ingest",
+            "--events",
+            str(tmp_path / "more.csv"),
+            "--map",
+            "event.user=uid",
+            "--map",
+            "event.timestamp=ts",
+            "--reports-dir",
+            str(tmp_path / "rep"),
+            "--no-progress",
+            *store,
+        ]
+    )
+    assert code == 0
+    assert "Newly created: 2 (1 User, 1 CARTED)" in capsys.readouterr().out
+
     assert main(["graph", "snapshot", str(tmp_path / "snap"), "--no-progress", *store]) == 0
     snap = GraphSnapshot.load(tmp_path / "snap")
     assert snap.id_maps["product"].ids == ["a", "b", "c"]
