@@ -284,13 +284,36 @@ def write_back(
     rerun updates the same relationships instead of adding new ones.
     """
     rows = recommendation_frame(frame, model_version=model_version)
+    # Stores replace a user's recommendations of a version per call, so a user's rows must
+    # never be split over two batches: sort by user and cut only at user boundaries.
+    rows = rows.sort_values(["src", "rank"], kind="stable").reset_index(drop=True)
+    bounds = user_batches(rows["src"].to_numpy(), batch_size)
     written = 0
-    starts = range(0, len(rows), batch_size)
-    for start in tqdm(starts, desc="write-back", unit="batch", disable=not progress, leave=False):
+    for start, end in tqdm(bounds, desc="write-back", unit="batch", disable=not progress,
+                           leave=False):
         written += store.write_recommendations(
-            rows.iloc[start : start + batch_size].reset_index(drop=True), progress=False
+            rows.iloc[start:end].reset_index(drop=True), progress=False
         )
     return written
+
+
+def user_batches(users: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
+    """(start, end) row ranges of about ``batch_size`` rows over rows sorted by user, never
+    splitting one user's rows (a user with more rows than ``batch_size`` gets one batch)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(users)
+    change = np.flatnonzero(users[1:] != users[:-1]) + 1 if n else np.zeros(0, dtype=int)
+    starts = np.r_[0, change] if n else np.zeros(0, dtype=int)
+    out: list[tuple[int, int]] = []
+    begin = 0
+    for start in starts[1:]:
+        if start - begin >= batch_size:
+            out.append((begin, int(start)))
+            begin = int(start)
+    if n:
+        out.append((begin, n))
+    return out
 
 
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:

@@ -352,7 +352,7 @@ def train_text_tower(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * idx.numel()
+            total += float(loss.detach()) * idx.numel()
         losses.append(total / max(order.numel(), 1))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     model.eval()
