@@ -1,0 +1,183 @@
+"""fusion.batch: chunked exact top-k, exclusions, per-item mode, Parquet, store write-back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fusion.batch import (
+    SeenIndex,
+    chunked_topk,
+    long_tail,
+    select_items,
+    topk_frame,
+    user_batches,
+    write_back,
+    write_parquet,
+)
+from fusion.score import FusedScorer
+from kg import schema
+from kg.errors import InputError
+from kg.ids import IdMap
+from kg.store.local import LocalStore
+from kg.tables import GraphTables, typed_node_table
+
+U, N = 37, 120
+
+
+@pytest.fixture
+def scorer() -> FusedScorer:
+    gen = torch.Generator().manual_seed(0)
+    return FusedScorer(
+        torch.randn(U, 8, generator=gen), torch.randn(N, 8, generator=gen),
+        torch.randn(U, 5, generator=gen), torch.randn(N, 5, generator=gen),
+        alpha=0.6, normalise="zscore",
+    )
+
+
+@pytest.fixture
+def edges() -> torch.Tensor:
+    gen = torch.Generator().manual_seed(1)
+    pairs = torch.stack([torch.randint(0, U, (500,), generator=gen),
+                         torch.randint(0, N, (500,), generator=gen)])
+    return torch.unique(pairs, dim=1)
+
+
+def brute_force(scores: torch.Tensor, edges: torch.Tensor, k: int, transpose: bool = False):
+    full = scores.clone()
+    r, c = (edges[1], edges[0]) if transpose else (edges[0], edges[1])
+    full[r, c] = -torch.inf
+    return full.topk(k, dim=1)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_chunked_topk_equals_brute_force_and_excludes_seen(scorer, edges, chunk) -> None:
+    users = torch.arange(U)
+    top = chunked_topk(scorer.score, users, 10, num_columns=N, seen=SeenIndex.from_edges(edges, U),
+                       chunk_size=chunk, progress=False)
+    fused, g, t = scorer.score(users)
+    vals, idx = brute_force(fused, edges, 10)
+    assert torch.equal(top.index, idx)
+    torch.testing.assert_close(top.score, vals)
+    torch.testing.assert_close(top.score_gnn, g.gather(1, idx))
+    torch.testing.assert_close(top.score_text, t.gather(1, idx))
+    seen = set(map(tuple, edges.T.tolist()))
+    assert not any((u, int(i)) in seen for u in range(U) for i in top.index[u])
+
+
+def test_candidate_columns_and_padding(scorer, edges) -> None:
+    cols = torch.arange(0, N, 10)  # 12 candidates
+    users = torch.tensor([3, 5])
+    top = chunked_topk(lambda r: scorer.score(r, cols), users, 15, columns=cols, num_columns=N,
+                       seen=SeenIndex.from_edges(edges, U), chunk_size=1, progress=False)
+    assert top.index.shape == (2, 15)
+    for row, u in enumerate(users.tolist()):
+        valid = top.index[row][top.index[row] >= 0]
+        assert set(valid.tolist()) <= set(cols.tolist())
+        unseen = [c for c in cols.tolist() if (u, c) not in set(map(tuple, edges.T.tolist()))]
+        assert sorted(valid.tolist()) == sorted(unseen)  # all unseen candidates, then padding
+        assert torch.isinf(top.score[row][len(valid):]).all()
+    # Normalisation is over the candidates: the fused scores equal those of the sub-matrix.
+    fused_sub = scorer.score(users, cols)[0]
+    first = top.index[0, 0]
+    torch.testing.assert_close(top.score[0, 0], fused_sub[0, (cols == first).nonzero()[0, 0]])
+
+
+def test_per_item_mode_equals_transposed_brute_force(scorer, edges) -> None:
+    items = torch.arange(0, N, 3)
+    users = torch.arange(U)
+    stats = scorer.user_stats(users, items, chunk_size=5)
+    top = chunked_topk(lambda r: scorer.score_items(r, users, stats), items, 4, columns=users,
+                       num_columns=U, seen=SeenIndex.from_edges(edges, N, transpose=True),
+                       chunk_size=6, progress=False)
+    fused_user_major = scorer.score(users, items)[0]  # [U, C]
+    full = torch.full((N, U), -torch.inf)
+    full[items] = fused_user_major.T
+    vals, idx = brute_force(full, edges, 4, transpose=True)
+    assert torch.equal(top.index, idx[items])
+    torch.testing.assert_close(top.score, vals[items], atol=1e-5, rtol=1e-5)
+
+
+def test_topk_frame_and_parquet(tmp_path, scorer, edges) -> None:
+    users = torch.tensor([0, 2])
+    top = chunked_topk(scorer.score, users, 3, num_columns=N, seen=SeenIndex.from_edges(edges, U),
+                       progress=False)
+    uid = IdMap("user", [f"u{i}" for i in range(U)])
+    pid = IdMap("product", [f"p{i}" for i in range(N)])
+    frame = topk_frame(top, users, uid, pid)
+    path = write_parquet(frame, tmp_path / "out" / "scores.parquet")
+    back = pd.read_parquet(path)
+    assert list(back.columns) == ["user_id", "product_id", "rank", "score", "score_gnn",
+                                  "score_text", "per"]
+    assert back["user_id"].tolist() == ["u0"] * 3 + ["u2"] * 3
+    assert back["rank"].tolist() == [1, 2, 3, 1, 2, 3]
+    assert back["product_id"].tolist() == [f"p{i}" for i in top.index.flatten().tolist()]
+    np.testing.assert_allclose(back["score"], top.score.flatten().numpy(), rtol=1e-6)
+    assert (back.groupby("user_id")["score"].diff().dropna() <= 0).all()
+
+
+def test_select_items(tmp_path) -> None:
+    pid = IdMap("product", [f"p{i}" for i in range(6)])
+    degree = torch.tensor([50, 30, 10, 5, 5, 0])  # total 100: head = p0, p1 (80%)
+    assert select_items("long-tail", pid, degree).tolist() == [2, 3, 4, 5]
+    assert select_items("cold-start", pid, degree).tolist() == [5]
+    assert select_items("all", pid, degree).tolist() == list(range(6))
+    (tmp_path / "ids.txt").write_text("p4\np1\n\n")
+    assert select_items(str(tmp_path / "ids.txt"), pid, degree).tolist() == [1, 4]
+    (tmp_path / "bad.csv").write_text("product_id\np1\nnope\n")
+    with pytest.raises(InputError, match=r"bad.csv, row 2, field 'product_id'.*'nope'"):
+        select_items(str(tmp_path / "bad.csv"), pid, degree)
+    with pytest.raises(InputError, match="--items"):
+        select_items("most-popular", pid, degree)
+
+
+def test_long_tail_matches_gnn_definition() -> None:
+    from gnn.data import Split
+    from gnn.metrics import long_tail_items
+
+    gen = torch.Generator().manual_seed(3)
+    items = (torch.rand(2000, generator=gen) ** 3 * 50).long()  # skewed popularity
+    train = pd.DataFrame({"user": np.arange(2000) % 97, "product": items.numpy(),
+                          "weight": 1.0, "value": 1.0, "time": -1})
+    split = Split(train, train.iloc[:0], train.iloc[:0], 97, 60, "given")
+    ours = long_tail(split.item_counts())
+    assert ours.tolist() == torch.nonzero(long_tail_items(split)).flatten().tolist()
+
+
+def test_user_batches_never_split_a_user() -> None:
+    users = np.array(["a", "a", "a", "b", "c", "c", "d"])
+    assert user_batches(users, 2) == [(0, 3), (3, 6), (6, 7)]
+    assert user_batches(users, 100) == [(0, 7)]
+
+
+def _store_with_graph(path) -> LocalStore:
+    store = LocalStore(path)
+    tables = GraphTables()
+    tables.nodes[schema.USER] = typed_node_table(schema.USER, pd.DataFrame({"id": ["u0", "u1"]}))
+    tables.nodes[schema.PRODUCT] = typed_node_table(
+        schema.PRODUCT, pd.DataFrame({"id": ["p0", "p1", "p2"], "title": ["a", "b", "c"]})
+    )
+    store.write(tables, progress=False)
+    return store
+
+
+def test_write_back_is_idempotent_per_model_version(tmp_path) -> None:
+    store = _store_with_graph(tmp_path / "store")
+    frame = pd.DataFrame({
+        "user_id": ["u0", "u0", "u1", "u1"], "product_id": ["p0", "p1", "p1", "p2"],
+        "rank": [1, 2, 1, 2], "score": [0.9, 0.5, 0.8, 0.1],
+        "score_gnn": [1.0, 0.2, 0.7, 0.0], "score_text": [0.3, 0.6, 0.9, 0.2],
+    })
+    assert write_back(store, frame, model_version="v1", batch_size=1, progress=False) == 4
+    assert write_back(store, frame, model_version="v1", batch_size=3, progress=False) == 4
+    assert store.counts()[schema.RECOMMENDED] == 4  # rerun: replaced, not added
+    write_back(store, frame.iloc[:2], model_version="v2", progress=False)
+    stored = pd.concat(store.iter_rels(schema.RECOMMENDED))
+    assert len(stored) == 6
+    v1 = stored[stored["model_version"] == "v1"].sort_values(["src", "rank"])
+    assert v1["dst"].tolist() == ["p0", "p1", "p1", "p2"]
+    assert v1["score"].tolist() == [0.9, 0.5, 0.8, 0.1]
+    assert v1["score_text"].tolist() == [0.3, 0.6, 0.9, 0.2]
+    assert v1["created_at"].notna().all()
