@@ -371,7 +371,7 @@ def event_tables(
     frame = _stripped(frame, [cols["user"], cols["product"]])
     frame = v.require(frame, [cols["user"], cols["product"]], file, rejects)
     frame = frame.assign(user=frame[cols["user"]], product=frame[cols["product"]])
-    unknown = ~frame["product"].isin(products)
+    unknown = ~v.member(frame["product"], products)
     bare = pd.Index(frame.loc[unknown, "product"].unique())
     if bare_products:
         rejects.add_many(

@@ -117,12 +117,18 @@ def known(
     what: str,
 ) -> pd.DataFrame:
     """Reject rows whose ``field`` is not one of ``ids`` (e.g. an event on an unknown product)."""
-    ids = ids if isinstance(ids, pd.Index) else pd.Index(list(ids))
-    bad = ~frame[field].isin(ids)
+    bad = ~member(frame[field], list(ids) if not isinstance(ids, pd.Index) else ids)
     rejects.add_many(
         file, frame.loc[bad, LINE], field, f"unknown {what}", REJECTED, frame.loc[bad, field]
     )
     return frame[~bad]
+
+
+def member(values: pd.Series | pd.Index, ids: object) -> np.ndarray:
+    """Boolean mask: which ``values`` are among ``ids``. Hash lookup on object arrays:
+    ``Series.isin`` on Arrow-backed strings loops in Python (seconds per 100k rows)."""
+    pool = pd.Index(pd.unique(np.asarray(ids, dtype=object)))
+    return pool.get_indexer(np.asarray(values, dtype=object)) >= 0
 
 
 def dedupe(
