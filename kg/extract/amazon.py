@@ -149,10 +149,7 @@ def _reviewers(events: pd.DataFrame) -> pd.DataFrame:
     """User nodes with the first non-empty reviewer name as attributes."""
     ids = events["reviewerID"].astype("string").str.strip()
     names = events.get("reviewerName", pd.Series(pd.NA, index=events.index)).astype("string")
-    frame = pd.DataFrame({"id": ids, "reviewerName": names.str.strip().replace("", pd.NA)})
-    frame = frame.dropna(subset=["id"])
-    first = frame.sort_values("reviewerName", na_position="last", kind="stable")
-    first = first.drop_duplicates("id").set_index("id").reindex(ids.dropna().unique())
-    first = first.reset_index()
-    attrs = build.attributes_json(first.rename(columns={"reviewerName": "name"}), ["name"])
-    return pd.DataFrame({"id": first["id"], "attributes": attrs})
+    frame = pd.DataFrame({"id": ids, "name": names.str.strip().replace("", pd.NA)})
+    named = frame.dropna().drop_duplicates("id")  # first non-empty name in file order
+    users = pd.DataFrame({"id": ids.dropna().unique()}).merge(named, on="id", how="left")
+    return pd.DataFrame({"id": users["id"], "attributes": build.attributes_json(users, ["name"])})

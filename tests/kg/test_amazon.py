@@ -34,6 +34,11 @@ def test_gift_cards_counts_match_the_files(
     assert len(t.node(schema.PRODUCT)) == len({m["asin"] for m in meta}) == 1547
     # The 5-core figures of the data README.
     assert len(t.node(schema.USER)) == len({r["reviewerID"] for r in reviews}) == 458
+    first = reviews[0]
+    users = t.node(schema.USER).set_index("id")
+    assert users.loc[first["reviewerID"], "attributes"] == json.dumps(
+        {"name": first["reviewerName"]}
+    )
     rated = t.rel(schema.RATED)
     assert rated["dst"].nunique() == len({r["asin"] for r in reviews}) == 148
     keys = {(r["reviewerID"], r["asin"], r["unixReviewTime"]) for r in reviews}
