@@ -1,0 +1,247 @@
+"""Full-ranking evaluation shared by every model (and by fusion).
+
+Every user with at least one ``stage`` pair is scored against all products (or the given
+candidates) with their training products excluded (and validation products when
+``stage="test"``). Recall/NDCG/Hit/MRR@K come from PyG's link-prediction metrics fed the
+top-K index matrix once per batch; AUC and coverage are computed from the same scores.
+
+Slices: ``overall``; ``long_tail`` (ground-truth pairs whose product lies outside the head
+covering 80% of training interactions); ``cold_start`` (products without training
+interactions). A user counts in a slice only if the slice holds one of their pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch_geometric.metrics import (
+    LinkPredHitRatio,
+    LinkPredMRR,
+    LinkPredNDCG,
+    LinkPredRecall,
+)
+
+from gnn.data import Split
+
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+SLICES = ("overall", "long_tail", "cold_start")
+
+
+def long_tail_items(split: Split, head_share: float = 0.8) -> torch.Tensor:
+    """Bool mask of long-tail products: outside the most popular head that covers
+    ``head_share`` of the training interactions (cold-start products included)."""
+    counts = split.item_counts().double()
+    order = counts.argsort(descending=True, stable=True)
+    cum = counts[order].cumsum(0)
+    total = float(cum[-1]) if len(cum) else 0.0
+    # Head = the smallest prefix whose cumulative count reaches head_share of the total.
+    n_head = int((cum < head_share * total).sum()) + 1 if total > 0 else 0
+    tail = torch.ones(split.num_items, dtype=torch.bool)
+    tail[order[:n_head]] = False
+    return tail
+
+
+def cold_start_items(split: Split) -> torch.Tensor:
+    """Bool mask of products with no training interaction."""
+    return split.item_counts() == 0
+
+
+def _candidate_mask(candidates: torch.Tensor | None, num_items: int) -> torch.Tensor:
+    if candidates is None:
+        return torch.ones(num_items, dtype=torch.bool)
+    candidates = torch.as_tensor(candidates)
+    if candidates.dtype == torch.bool:
+        if candidates.numel() != num_items:
+            raise ValueError(
+                f"candidate mask has {candidates.numel()} entries, expected {num_items}"
+            )
+        return candidates
+    mask = torch.zeros(num_items, dtype=torch.bool)
+    mask[candidates.long()] = True
+    return mask
+
+
+class _SliceState:
+    """Accumulates one slice's metrics over user batches."""
+
+    def __init__(self, k: int, slice_items: torch.Tensor) -> None:
+        self.k = k
+        self.metrics = {
+            f"recall@{k}": LinkPredRecall(k),
+            f"ndcg@{k}": LinkPredNDCG(k),
+            f"hit@{k}": LinkPredHitRatio(k),
+            "mrr": LinkPredMRR(k),
+        }
+        self.slice_items = slice_items
+        self.recommended = torch.zeros_like(slice_items)
+        self.auc_sum = 0.0
+        self.users = 0
+        self.pairs = 0
+
+    def update(self, topk: torch.Tensor, rows: torch.Tensor, items: torch.Tensor,
+               auc: torch.Tensor) -> None:
+        label = torch.stack([rows, items])
+        for metric in self.metrics.values():
+            metric.update(topk, label)
+        self.recommended[topk.flatten()] = True
+        if rows.numel():
+            # Per-user AUC = mean over that user's positives, then averaged over users.
+            n_rows = topk.shape[0]
+            per_user = torch.zeros(n_rows, dtype=torch.float64).index_add_(0, rows, auc.double())
+            count = torch.bincount(rows, minlength=n_rows)
+            has = count > 0
+            self.auc_sum += float((per_user[has] / count[has]).sum())
+            self.users += int(has.sum())
+            self.pairs += int(rows.numel())
+
+    def result(self) -> dict[str, float]:
+        out = {name: float(m.compute()) for name, m in self.metrics.items()}
+        out["auc"] = self.auc_sum / self.users if self.users else 0.0
+        n_items = int(self.slice_items.sum())
+        hit_items = int((self.recommended & self.slice_items).sum())
+        out[f"coverage@{self.k}"] = hit_items / n_items if n_items else 0.0
+        out["users"] = float(self.users)
+        out["pairs"] = float(self.pairs)
+        return out
+
+
+def _pair_auc(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor,
+              n_valid: torch.Tensor, pos_count: torch.Tensor) -> torch.Tensor:
+    """AUC of each positive (row, item): the share of the row's valid negatives it outscores
+    (ties count half). ``scores`` holds -inf at excluded products."""
+    sorted_scores = scores.sort(dim=1).values
+    pos_scores = scores[rows, items]
+    # Batched searchsorted needs a [B, M] matrix of values: pad each row's positives.
+    n_rows = scores.shape[0]
+    order = torch.argsort(rows, stable=True)
+    r_sorted = rows[order]
+    starts = torch.zeros(n_rows + 1, dtype=torch.long)
+    starts[1:] = torch.bincount(r_sorted, minlength=n_rows).cumsum(0)
+    slot = torch.arange(rows.numel()) - starts[r_sorted]
+    width = int(slot.max()) + 1 if rows.numel() else 1
+    padded = torch.full((n_rows, width), float("nan"), dtype=scores.dtype)
+    padded[r_sorted, slot] = pos_scores[order]
+    lo = torch.searchsorted(sorted_scores, padded.nan_to_num(float("inf")), right=False)
+    hi = torch.searchsorted(sorted_scores, padded.nan_to_num(float("inf")), right=True)
+    n = scores.shape[1]
+    above_all = (n - hi)[r_sorted, slot]
+    equal_all = (hi - lo)[r_sorted, slot]
+    # Remove the row's other positives from the counts (they are not negatives).
+    mine = padded[r_sorted]  # [P, M]
+    s = pos_scores[order].unsqueeze(1)
+    above_pos = (mine > s).sum(1)
+    equal_pos = (mine == s).sum(1)  # includes the positive itself
+    neg = (n_valid[r_sorted] - pos_count[r_sorted]).clamp(min=1).double()
+    beaten_by = (above_all - above_pos).double() + 0.5 * (equal_all - equal_pos).double()
+    auc_sorted = 1.0 - beaten_by / neg
+    auc = torch.empty_like(auc_sorted)
+    auc[order] = auc_sorted
+    return auc
+
+
+def _positives_by_user(split: Split, stages: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = [split.pairs(s) for s in stages if len(split.frame(s))]
+    if not pairs:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    joined = torch.cat(pairs, 1)
+    order = torch.argsort(joined[0], stable=True)
+    return joined[0, order], joined[1, order]
+
+
+def _rows_of(users: torch.Tensor, batch: torch.Tensor, items: torch.Tensor):
+    """Entries of (users, items) (sorted by user) whose user is in ``batch`` (sorted),
+    as (row-in-batch, item)."""
+    lo = torch.searchsorted(users, batch[0])
+    hi = torch.searchsorted(users, batch[-1], right=True)
+    u, i = users[lo:hi], items[lo:hi]
+    rows = torch.searchsorted(batch, u).clamp(max=batch.numel() - 1)
+    hit = batch[rows] == u  # users between batch members that are not in the batch
+    return rows[hit], i[hit]
+
+
+@torch.no_grad()
+def evaluate_ranking(
+    score_fn: ScoreFn,
+    split: Split,
+    *,
+    stage: str = "test",
+    k: int = 20,
+    candidates: torch.Tensor | None = None,
+    batch_size: int = 1024,
+    slices: tuple[str, ...] = SLICES,
+) -> dict[str, dict[str, float]]:
+    """Rank products for every user holding ``stage`` pairs and report metrics per slice.
+
+    Args:
+        score_fn: ``score_fn(user_idx LongTensor[B]) -> Tensor[B, num_items]``, higher is better.
+        split: the split; training pairs (and validation pairs for ``stage="test"``) are
+            excluded from each user's ranking.
+        stage: ``"valid"`` or ``"test"``.
+        k: cut-off of recall/ndcg/hit/mrr/coverage.
+        candidates: optional bool mask ``[num_items]`` or index of products: only those are
+            ranked and only pairs on them count (e.g. long-tail products only).
+        batch_size: users scored per call of ``score_fn``.
+        slices: which of ``overall``, ``long_tail``, ``cold_start`` to report.
+
+    Returns:
+        ``{slice: {"recall@K", "ndcg@K", "hit@K", "mrr", "auc", "coverage@K", "users",
+        "pairs"}}``; ``mrr`` is MRR@K, ``coverage@K`` is the share of the slice's
+        (candidate) products that appear in some user's top K.
+    """
+    if stage not in ("valid", "test"):
+        raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
+    cand = _candidate_mask(candidates, split.num_items)
+    slice_masks = {
+        "overall": torch.ones(split.num_items, dtype=torch.bool),
+        "long_tail": long_tail_items(split),
+        "cold_start": cold_start_items(split),
+    }
+    unknown = set(slices) - set(slice_masks)
+    if unknown:
+        raise ValueError(f"unknown slices {sorted(unknown)}; known: {list(slice_masks)}")
+    states = {name: _SliceState(k, slice_masks[name] & cand) for name in slices}
+    gt_users, gt_items = _positives_by_user(split, (stage,))
+    keep = cand[gt_items]
+    gt_users, gt_items = gt_users[keep], gt_items[keep]
+    seen = ("train", "valid") if stage == "test" else ("train",)
+    ex_users, ex_items = _positives_by_user(split, seen)
+    users = torch.unique(gt_users)
+    k_eff = min(k, int(cand.sum()))
+    for start in range(0, users.numel(), batch_size):
+        batch = users[start : start + batch_size]
+        scores = score_fn(batch).float().cpu()
+        if scores.shape != (batch.numel(), split.num_items):
+            raise ValueError(
+                f"score_fn returned shape {tuple(scores.shape)}, expected "
+                f"({batch.numel()}, {split.num_items})"
+            )
+        scores = scores.clone()
+        scores[:, ~cand] = float("-inf")
+        ex_rows, ex_cols = _rows_of(ex_users, batch, ex_items)
+        scores[ex_rows, ex_cols] = float("-inf")
+        topk = scores.topk(k_eff, dim=1).indices
+        rows, items = _rows_of(gt_users, batch, gt_items)
+        n_valid = torch.isfinite(scores).sum(1)
+        pos_count = torch.bincount(rows, minlength=batch.numel())
+        auc = _pair_auc(scores, rows, items, n_valid, pos_count)
+        for name, state in states.items():
+            on = slice_masks[name][items]
+            state.update(topk, rows[on], items[on], auc[on])
+    return {name: state.result() for name, state in states.items()}
+
+
+def format_table(results: dict[str, dict[str, dict[str, float]]], k: int = 20) -> str:
+    """A plain-text table: one line per (model, slice) with the main metrics."""
+    cols = [f"recall@{k}", f"ndcg@{k}", f"hit@{k}", "mrr", "auc", f"coverage@{k}", "users"]
+    head = f"{'model':<12} {'slice':<16}" + "".join(f"{c:>12}" for c in cols)
+    lines = [head, "-" * len(head)]
+    for model, by_slice in results.items():
+        for name, values in by_slice.items():
+            cells = "".join(
+                f"{values.get(c, float('nan')):>12.0f}" if c == "users"
+                else f"{values.get(c, float('nan')):>12.4f}"
+                for c in cols
+            )
+            lines.append(f"{model:<12} {name:<16}{cells}")
+    return "\n".join(lines)

@@ -1,0 +1,383 @@
+"""Training: weighted BPR with sampled negatives, Adam, early stopping on validation NDCG@K.
+
+``train_model`` accepts :class:`TrainSettings` or any object with the same attribute names
+(``kgrec.config.TrainConfig`` qualifies; gnn never imports kgrec). One full-graph
+propagation per batch on a sparse adjacency; the negative sampler knows training pairs only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from gnn.data import (
+    NegativeSampler,
+    Split,
+    bipartite_edge_index,
+    homogeneous_graph,
+    interaction_table,
+    normalized_adjacency,
+    training_graph,
+)
+from gnn.metrics import evaluate_ranking
+from gnn.models import (
+    MODEL_NAMES,
+    KGEncoder,
+    LightGCNModel,
+    MFModel,
+    PopModel,
+    Recommender,
+)
+from kg.errors import ModelError
+from kg.ids import NodeEmbeddings
+from kg.snapshot import GraphSnapshot
+
+
+@dataclass
+class TrainSettings:
+    """Training settings; names match ``kgrec.config.TrainConfig`` (plus a few extras).
+
+    Args:
+        model: one of ``pop``, ``mf``, ``lightgcn``, ``gcn``, ``gat`` (default ``lightgcn``).
+        dim: embedding size (64). layers: propagation layers (3). heads: GAT heads (1).
+        epochs: maximum epochs (200). batch_size: positive pairs per step (2048).
+        lr: Adam learning rate (1e-3).
+        weight_decay: L2 coefficient on the batch's layer-0 embeddings only (1e-4).
+        patience: evaluations without a better validation NDCG@k before stopping (10).
+        eval_every: epochs between validation evaluations (5). k: metric cut-off (20).
+        seed: seed of initialisation, shuffling and negatives (2020).
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``; CUDA trains in bf16
+            autocast where supported.
+        event_weights: per-event-type loss weights; empty keeps the split's weights.
+        max_batches: stop each epoch after this many batches (None = all; for smoke runs).
+    """
+
+    model: str = "lightgcn"
+    dim: int = 64
+    layers: int = 3
+    heads: int = 1
+    epochs: int = 200
+    batch_size: int = 2048
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 10
+    eval_every: int = 5
+    k: int = 20
+    seed: int = 2020
+    device: str = "auto"
+    event_weights: dict[str, float] = field(default_factory=dict)
+    max_batches: int | None = None
+
+    @classmethod
+    def from_any(cls, cfg: Any = None, **overrides: Any) -> TrainSettings:
+        """Copy the attributes ``cfg`` shares with this class (duck typing), then ``overrides``."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            if cfg is not None and hasattr(cfg, f.name):
+                values[f.name] = getattr(cfg, f.name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown training settings {sorted(unknown)}")
+        settings = cls(**values)
+        if settings.model not in MODEL_NAMES:
+            raise ValueError(f"unknown model {settings.model!r}; expected one of {MODEL_NAMES}")
+        return settings
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+class FrozenEmbeddings(Recommender):
+    """Scores from exported embeddings (what :meth:`TrainResult.load` restores)."""
+
+    trainable = False
+
+    def __init__(self, users: Tensor, items: Tensor) -> None:
+        super().__init__()
+        self.num_users, self.num_items = users.shape[0], items.shape[0]
+        self.register_buffer("users", users)
+        self.register_buffer("items", items)
+
+    def embed(self) -> tuple[Tensor, Tensor]:
+        return self.users, self.items
+
+
+def build_model(
+    snapshot: GraphSnapshot,
+    split: Split,
+    settings: TrainSettings,
+    *,
+    product_features: Tensor | None = None,
+    train_weight: Tensor | None = None,
+) -> Recommender:
+    """The model named by ``settings.model`` over the training graph of ``split``."""
+    name = settings.model
+    if name == "pop":
+        weight = train_weight if train_weight is not None else torch.as_tensor(
+            split.train["weight"].to_numpy("float32", copy=True)
+        )
+        items = torch.as_tensor(split.train["product"].to_numpy("int64", copy=True))
+        pop = torch.zeros(split.num_items).index_add_(0, items, weight.float())
+        return PopModel(pop, split.num_users)
+    if name == "mf":
+        return MFModel(split.num_users, split.num_items, settings.dim)
+    if name == "lightgcn":
+        adj = normalized_adjacency(bipartite_edge_index(split), split.num_users + split.num_items)
+        return LightGCNModel(split.num_users, split.num_items, adj, settings.dim, settings.layers)
+    if name in ("gcn", "gat"):
+        graph = homogeneous_graph(training_graph(snapshot, split), snapshot.relations)
+        return KGEncoder(graph, split.num_users, split.num_items, conv=name, dim=settings.dim,
+                         layers=settings.layers, heads=settings.heads,
+                         product_features=product_features)
+    raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
+
+
+@dataclass
+class TrainResult:
+    """A trained model, its exported embeddings and its training history.
+
+    Args:
+        model: the trained :class:`Recommender` (best validation state).
+        user_embeddings, product_embeddings: final embeddings joined to the id maps.
+        history: one dict per epoch: ``epoch``, ``loss``, ``seconds`` and, on evaluation
+            epochs, ``valid`` metrics of the overall slice.
+        settings: the settings used.
+        best_epoch: epoch of the restored state (0 for untrained models).
+        seconds: training wall time.
+    """
+
+    model: Recommender
+    user_embeddings: NodeEmbeddings
+    product_embeddings: NodeEmbeddings
+    history: list[dict[str, Any]]
+    settings: TrainSettings
+    best_epoch: int = 0
+    seconds: float = 0.0
+
+    @torch.no_grad()
+    def score(self, user_idx: Tensor) -> Tensor:
+        """Scores ``[B, num_items]`` for user rows ``user_idx`` (dot products of the embeddings)."""
+        users = self.user_embeddings.tensor[user_idx.cpu()]
+        return users @ self.product_embeddings.tensor.t()
+
+    def summary(self) -> str:
+        """One paragraph: model, epochs, time, final loss and best validation NDCG."""
+        losses = [h["loss"] for h in self.history if "loss" in h]
+        evals = [h for h in self.history if "valid" in h]
+        k = self.settings.k
+        best = max((h["valid"][f"ndcg@{k}"] for h in evals), default=float("nan"))
+        return (
+            f"Trained {self.settings.model} (dim {self.settings.dim}) for {len(losses)} epochs in "
+            f"{self.seconds:.1f}s; loss {losses[0] if losses else float('nan'):.4f} -> "
+            f"{losses[-1] if losses else float('nan'):.4f}; best validation NDCG@{k} "
+            f"{best:.4f} at epoch {self.best_epoch}; embeddings for "
+            f"{len(self.user_embeddings.ids):,} users and "
+            f"{len(self.product_embeddings.ids):,} products."
+        )
+
+    def save(self, folder: str | Path) -> Path:
+        """Write checkpoint, embeddings, id maps, settings and history into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model.state_dict(), folder / "checkpoint.pt")
+        self.user_embeddings.save(folder / "user_embeddings.pt")
+        self.product_embeddings.save(folder / "product_embeddings.pt")
+        self.user_embeddings.ids.save(folder / "ids_user.json")
+        self.product_embeddings.ids.save(folder / "ids_product.json")
+        meta = {"settings": dataclasses.asdict(self.settings), "best_epoch": self.best_epoch,
+                "seconds": self.seconds}
+        (folder / "settings.json").write_text(json.dumps(meta, indent=2))
+        (folder / "history.json").write_text(json.dumps(self.history, indent=1))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> TrainResult:
+        """Restore a saved run; ``.model`` scores from the saved embeddings."""
+        folder = Path(folder)
+        for name in ("settings.json", "user_embeddings.pt", "product_embeddings.pt"):
+            if not (folder / name).exists():
+                raise ModelError(f"{folder} is not a training run: {name} is missing")
+        meta = json.loads((folder / "settings.json").read_text())
+        users = NodeEmbeddings.load(folder / "user_embeddings.pt")
+        items = NodeEmbeddings.load(folder / "product_embeddings.pt")
+        history = json.loads((folder / "history.json").read_text())
+        return cls(
+            FrozenEmbeddings(users.tensor, items.tensor), users, items, history,
+            TrainSettings.from_any(None, **meta["settings"]), meta["best_epoch"], meta["seconds"],
+        )
+
+
+def train_weights(snapshot: GraphSnapshot, split: Split,
+                  event_weights: Mapping[str, float] | None) -> Tensor:
+    """Loss weight of each training pair: the split's, or recomputed from ``event_weights``."""
+    if not event_weights:
+        return torch.as_tensor(split.train["weight"].to_numpy("float32", copy=True))
+    table = interaction_table(snapshot, event_weights)[["user", "product", "weight"]]
+    joined = split.train[["user", "product"]].merge(table, on=["user", "product"], how="left")
+    if joined["weight"].isna().any():
+        raise ValueError("split holds pairs the snapshot does not; was it made from another graph?")
+    return torch.as_tensor(joined["weight"].to_numpy("float32"))
+
+
+def bpr_loss(pos: Tensor, neg: Tensor, weight: Tensor) -> Tensor:
+    """Weighted BPR: ``sum w * -log sigmoid(pos - neg) / sum w``."""
+    return (weight * nn.functional.softplus(neg - pos)).sum() / weight.sum().clamp(min=1e-12)
+
+
+def _autocast(device: torch.device):
+    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def _embeddings(
+    model: Recommender, snapshot: GraphSnapshot
+) -> tuple[NodeEmbeddings, NodeEmbeddings]:
+    model.eval()
+    with torch.no_grad():
+        users, items = model.embed()
+    return (
+        NodeEmbeddings("user", snapshot.id_maps["user"], users.detach().float().cpu()),
+        NodeEmbeddings("product", snapshot.id_maps["product"], items.detach().float().cpu()),
+    )
+
+
+def _evaluate(model: Recommender, split: Split, stage: str, k: int) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad():
+        cache = model.embed()
+        cache = (cache[0].float(), cache[1].float())
+    device = cache[0].device
+
+    def score(users: Tensor) -> Tensor:
+        return model.score(users.to(device), cache)
+
+    return evaluate_ranking(score, split, stage=stage, k=k, slices=("overall",))["overall"]
+
+
+def _epoch(model, optimizer, pairs, weights, sampler, settings, device, gen, bar) -> float:
+    model.train()
+    n = pairs.shape[1]
+    perm = torch.randperm(n, generator=gen)
+    total, steps = 0.0, 0
+    for start in range(0, n, settings.batch_size):
+        if settings.max_batches is not None and steps >= settings.max_batches:
+            break
+        idx = perm[start : start + settings.batch_size]
+        users, pos = pairs[0, idx], pairs[1, idx]
+        neg = sampler.sample(users)
+        w = weights[idx].to(device)
+        users, pos, neg = users.to(device), pos.to(device), neg.to(device)
+        with _autocast(device):
+            user_emb, item_emb = model.embed()  # one propagation per batch
+            u = user_emb[users]
+            loss = bpr_loss((u * item_emb[pos]).sum(-1).float(),
+                            (u * item_emb[neg]).sum(-1).float(), w)
+            eu, ep = model.ego(users, pos)
+            _, en = model.ego(users, neg)
+            reg = (eu.pow(2).sum() + ep.pow(2).sum() + en.pow(2).sum()) / (2 * len(idx))
+            loss = loss + settings.weight_decay * reg.float()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+        steps += 1
+        bar.set_postfix(loss=f"{total / steps:.4f}", refresh=False)
+    return total / max(steps, 1)
+
+
+def train_model(
+    snapshot: GraphSnapshot,
+    split: Split,
+    cfg: Any = None,
+    *,
+    product_features: Tensor | None = None,
+    progress: bool = True,
+    eval_stage: str | None = None,
+    checkpoint_dir: str | Path | None = None,
+) -> TrainResult:
+    """Train ``cfg.model`` on ``split.train`` and return the best-validation state.
+
+    Args:
+        snapshot: the graph (id maps, knowledge-graph edges).
+        split: the evaluation split; only ``split.train`` is seen by propagation and negatives.
+        cfg: :class:`TrainSettings` or any object with its attribute names (e.g.
+            ``kgrec.config.TrainConfig``); None uses the defaults.
+        product_features: optional ``[num_items, F]`` product inputs for ``gcn``/``gat``.
+        progress: show a tqdm bar over epochs.
+        eval_stage: stage monitored during training; default ``"valid"`` when the split has
+            validation pairs (early stopping), else no monitoring. ``"test"`` only records
+            the curve (never used to stop or to pick the state).
+        checkpoint_dir: where to write ``best.pt`` whenever validation improves.
+    """
+    settings = cfg if isinstance(cfg, TrainSettings) else TrainSettings.from_any(cfg)
+    device = resolve_device(settings.device)
+    torch.manual_seed(settings.seed)
+    np.random.seed(settings.seed)
+    gen = torch.Generator().manual_seed(settings.seed)
+    weights = train_weights(snapshot, split, settings.event_weights)
+    model = build_model(snapshot, split, settings, product_features=product_features,
+                        train_weight=weights).to(device)
+    stage = eval_stage or ("valid" if len(split.valid) else None)
+    stops = stage == "valid"
+    history: list[dict[str, Any]] = []
+    best, best_epoch, best_state, bad = -math.inf, 0, None, 0
+    start = time.perf_counter()
+    if model.trainable and len(split.train):
+        pairs = split.pairs("train")
+        sampler = NegativeSampler(pairs, split.num_items, gen)
+        optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+        bar = tqdm(range(1, settings.epochs + 1), desc=f"train {settings.model}", unit="epoch",
+                   disable=not progress)
+        for epoch in bar:
+            t0 = time.perf_counter()
+            loss = _epoch(model, optimizer, pairs, weights, sampler, settings, device, gen, bar)
+            record: dict[str, Any] = {"epoch": epoch, "loss": loss,
+                                      "seconds": time.perf_counter() - t0}
+            if stage and (epoch % settings.eval_every == 0 or epoch == settings.epochs):
+                metrics = _evaluate(model, split, stage, settings.k)
+                record[stage] = metrics
+                score = metrics[f"ndcg@{settings.k}"]
+                bar.set_postfix(loss=f"{loss:.4f}", ndcg=f"{score:.4f}")
+                if stops and score > best:
+                    best, best_epoch, bad = score, epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    if checkpoint_dir is not None:
+                        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+                        torch.save(best_state, Path(checkpoint_dir) / "best.pt")
+                elif stops:
+                    bad += 1
+            history.append(record)
+            if stops and bad >= settings.patience:
+                break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        else:
+            best_epoch = len(history)
+    elif stage == "valid":
+        history.append({"epoch": 0, "valid": _evaluate(model, split, stage, settings.k)})
+    seconds = time.perf_counter() - start
+    users, items = _embeddings(model, snapshot)
+    result = TrainResult(model, users, items, history, settings, best_epoch, seconds)
+    if progress:
+        print(result.summary())
+    return result
