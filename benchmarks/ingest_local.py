@@ -118,6 +118,8 @@ def run(args: argparse.Namespace) -> dict:
             "platform": platform.platform(),
             "python": platform.python_version(),
             "gpu": _gpu(),
+            # The machine is shared: a high load average means slower, noisier figures.
+            "load_average_1m": os.getloadavg()[0],
         },
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
@@ -139,7 +141,8 @@ def table(res: dict) -> str:
     head = (
         f"LocalStore ingest, {res['dataset']}: {res['nodes']:,} nodes, "
         f"{res['relationships']:,} relationships; median of {len(res['seconds_all']['load'])} "
-        f"runs, {res['machine']['cpu_count']} CPUs"
+        f"runs, {res['machine']['cpu_count']} CPUs (load average "
+        f"{res['machine']['load_average_1m']:.1f})"
     )
     lines = [head, f"{'step':<28}{'seconds':>9}  throughput"]
     lines += [f"{name:<28}{sec:>9.2f}  {rate}" for name, sec, rate in rows]

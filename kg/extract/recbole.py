@@ -152,6 +152,10 @@ class _Source:
         if "inter" not in self.members:
             raise InputError(f"no {dataset}.inter found", file=str(self.path))
 
+    def close(self) -> None:
+        if self.zip:
+            self.zip.close()
+
     def name(self, ext: str) -> str:
         member = self.members[ext]
         return f"{self.path}::{member}" if self.zip else str(self.path / member)
@@ -201,6 +205,13 @@ def read_recbole(
         progress: print one line per file read.
     """
     src = _Source(source, dataset)
+    try:
+        return _read(src, progress)
+    finally:
+        src.close()
+
+
+def _read(src: _Source, progress: bool) -> GraphTables:
     rejects = v.Rejects()
     parts: dict[str, pd.DataFrame] = {}
     read: dict[str, int] = {}
@@ -220,7 +231,8 @@ def read_recbole(
     if items is not None:
         parts.update(_items(*items, rejects))
     inter = load("inter")
-    assert inter is not None  # _Source guarantees the .inter file
+    if inter is None:  # _Source checked this already; kept for type narrowing
+        raise InputError(f"no {src.dataset}.inter found", file=str(src.path))
     products = parts[schema.PRODUCT]["id"] if schema.PRODUCT in parts else None
     users = load("user")
     user_nodes = _users(*users, rejects) if users is not None else None
