@@ -372,7 +372,6 @@ def event_tables(
     frame = v.require(frame, [cols["user"], cols["product"]], file, rejects)
     frame = frame.assign(user=frame[cols["user"]], product=frame[cols["product"]])
     unknown = ~v.member(frame["product"], products)
-    bare = pd.Index(frame.loc[unknown, "product"].unique())
     if bare_products:
         rejects.add_many(
             file,
@@ -384,7 +383,6 @@ def event_tables(
         )
     else:
         frame = v.known(frame, cols["product"], products, file, rejects, "product")
-        bare = pd.Index([])
     if "type" in cols:
         frame, types = v.event_types(frame, cols["type"], file, rejects)
     else:
@@ -427,6 +425,8 @@ def event_tables(
     scale = float(options.get("rating_scale", 5.0))
     table["weight"] = v.event_weights(table["rel"], table["value"], rating_scale=scale)
     out = {str(rel): group.drop(columns=["rel", v.LINE]) for rel, group in table.groupby("rel")}
+    # Bare products only for events that made it through every check.
+    bare = pd.Index(table.loc[~v.member(table["dst"], products), "dst"].unique())
     return out, bare
 
 

@@ -175,15 +175,17 @@ def dedupe(
 
 
 def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, list | dict | np.ndarray) or isinstance(b, list | dict | np.ndarray):
-        return (
-            bool(np.array_equal(np.asarray(a, dtype=object), np.asarray(b, dtype=object)))
-            if (not isinstance(a, dict))
-            else a == b
-        )
-    if pd.isna(a) and pd.isna(b):
-        return True
-    return bool(a == b) if not (pd.isna(a) or pd.isna(b)) else False
+    """Equality of two raw values; lists/arrays element-wise, NA equal to NA."""
+    if isinstance(a, dict) or isinstance(b, dict):
+        return bool(a == b)
+    if isinstance(a, list | np.ndarray) or isinstance(b, list | np.ndarray):
+        return _listed(a) == _listed(b)
+    a_na, b_na = bool(pd.isna(a)), bool(pd.isna(b))
+    return a_na and b_na if (a_na or b_na) else bool(a == b)
+
+
+def _listed(value: Any) -> Any:
+    return value.tolist() if isinstance(value, np.ndarray) else value
 
 
 def clean_html(text: Any) -> str | None:
