@@ -6,8 +6,9 @@ completes the load and adds nothing twice (see :class:`kg.store.local.LocalStore
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,6 +32,14 @@ class IngestSummary:
     store_counts: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     rejects_path: Path | None = None
+    summary_path: Path | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-safe figures (paths as strings)."""
+        out = asdict(self)
+        for key in ("rejects_path", "summary_path"):
+            out[key] = str(out[key]) if out[key] else None
+        return out
 
     def paragraph(self) -> str:
         """The one-paragraph summary printed at the end of a run."""
@@ -46,14 +55,19 @@ class IngestSummary:
         )
 
 
-def write_rejects(tables: GraphTables, reports_dir: str | Path) -> Path | None:
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def write_rejects(
+    tables: GraphTables, reports_dir: str | Path, stamp: str | None = None
+) -> Path | None:
     """Write the rejects table as CSV under ``reports_dir`` (None when there are none)."""
     if tables.rejects.empty:
         return None
     folder = Path(reports_dir).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    path = folder / f"rejects-{stamp}.csv"
+    path = folder / f"rejects-{stamp or _stamp()}.csv"
     tables.rejects.to_csv(path, index=False)
     return path
 
@@ -71,12 +85,13 @@ def ingest(
     Args:
         tables: validated tables from a reader/adapter.
         store: target store (LocalStore or Neo4jStore).
-        reports_dir: folder of the rejects report (CSV).
+        reports_dir: folder of the rejects report (CSV) and the run summary (JSON).
         progress: show progress bars.
         echo: print the summary paragraph.
     """
     start = time.perf_counter()
-    rejects_path = write_rejects(tables, reports_dir)
+    stamp = _stamp()
+    rejects_path = write_rejects(tables, reports_dir, stamp)
     created = store.write(tables, progress=progress)
     actions = tables.rejects["action"] if len(tables.rejects) else None
     summary = IngestSummary(
@@ -89,6 +104,10 @@ def ingest(
         elapsed_s=time.perf_counter() - start,
         rejects_path=rejects_path,
     )
+    folder = Path(reports_dir).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    summary.summary_path = folder / f"ingest-{stamp}.json"
+    summary.summary_path.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
     if echo:
         print(summary.paragraph())
     return summary

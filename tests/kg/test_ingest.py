@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -39,6 +40,8 @@ def test_ingest_summary_and_rejects_report(tmp_path: Path, gift_tables: GraphTab
     text = summary.paragraph()
     assert "read 4,519 source rows" in text and "3 rejected" in text
     assert str(summary.rejects_path) in text
+    saved = json.loads(summary.summary_path.read_text())
+    assert saved["created"] == summary.created and saved["rejected"] == 3
 
     again = ingest(gift_tables, store, tmp_path / "reports", progress=False)
     assert sum(again.created.values()) == 0
