@@ -2,10 +2,14 @@
 
 Labels, relationship types and property names come only from :mod:`kg.schema` (validated by
 :func:`kg.schema.label` / :func:`kg.schema.rel_type` and backtick-quoted); every value is a
-query parameter. Write statements take ``$rows``: a list of maps shaped by
-:mod:`kg.store.neo4j` (``{id, props}`` for nodes, ``{src, dst, <key>..., props}`` for
-relationships, grouped by source node as ``{src, rels: [...]}``), where ``props`` holds only
-non-null properties, so NA never becomes a value.
+query parameter. Write statements take ``$rows``: flat maps shaped by :mod:`kg.store.neo4j`
+(``{id, <property>...}`` for nodes; relationships grouped by source node as
+``{src, rels: [{dst, <property>...}]}``), with ``null`` for a missing value.
+
+Properties are written one by one, never as ``SET n += map``: a dynamic map could touch the
+``id`` the statement seeks on, so the planner would add an Eager step that buffers the
+whole batch. A null value is skipped on create and keeps the stored value on merge
+(``coalesce``), so NA never overwrites data and never becomes a value.
 """
 
 from __future__ import annotations
@@ -30,22 +34,40 @@ def create_constraint(label: str) -> str:
     )
 
 
+def _props(label_or_rel: str) -> list[str]:
+    if label_or_rel in schema.NODE_PROPERTIES:
+        return [p for p, _ in schema.NODE_PROPERTIES[label_or_rel]]
+    return [p for p, _ in schema.rel_spec(label_or_rel).properties]
+
+
+def _map(props: list[str], var: str = "row") -> str:
+    """``{`a`: row.`a`, ...}`` (empty string for no properties)."""
+    return "{" + ", ".join(f"{quote(p)}: {var}.{quote(p)}" for p in props) + "}" if props else ""
+
+
+def _keep_set(var: str, props: list[str], row: str = "row") -> str:
+    """``SET`` each property to the row's value, keeping the stored one where the row has null."""
+    if not props:
+        return ""
+    parts = [f"{var}.{quote(p)} = coalesce({row}.{quote(p)}, {var}.{quote(p)})" for p in props]
+    return "SET " + ", ".join(parts)
+
+
 def create_nodes(label: str) -> str:
     """Create a batch of new nodes (the uniqueness constraint rejects an existing key)."""
-    return (
-        "UNWIND $rows AS row\n"
-        f"CREATE (n:{quote(schema.label(label))} {{{quote(schema.NODE_KEY)}: row.id}})\n"
-        "SET n += row.props"
-    )
+    lab = schema.label(label)
+    props = [schema.NODE_KEY, *_props(lab)]
+    return f"UNWIND $rows AS row\nCREATE (n:{quote(lab)} {_map(props)})"
 
 
 def merge_nodes(label: str) -> str:
-    """Merge a batch of nodes by key; non-null properties overwrite, missing ones are kept."""
+    """Merge a batch of nodes by key; non-null properties overwrite, null ones keep the stored."""
+    lab = schema.label(label)
     return (
         "UNWIND $rows AS row\n"
-        f"MERGE (n:{quote(schema.label(label))} {{{quote(schema.NODE_KEY)}: row.id}})\n"
-        "SET n += row.props"
-    )
+        f"MERGE (n:{quote(lab)} {{{quote(schema.NODE_KEY)}: row.{quote(schema.NODE_KEY)}}})\n"
+        + _keep_set("n", _props(lab))
+    ).rstrip("\n")
 
 
 def _endpoints(rel: str) -> str:
@@ -58,7 +80,7 @@ def _endpoints(rel: str) -> str:
 
 
 def _grouped_endpoints(rel: str) -> str:
-    """``$rows`` holds one map per source node, ``{src, rels: [{dst, <key>..., props}]}``:
+    """``$rows`` holds one map per source node, ``{src, rels: [{dst, <property>...}]}``:
     the source is looked up once per group instead of once per relationship."""
     spec = schema.rel_spec(rel)
     key = quote(schema.NODE_KEY)
@@ -77,26 +99,27 @@ def merge_rels(rel: str) -> str:
     missing nodes).
     """
     spec = schema.rel_spec(rel)
-    keys = ", ".join(f"{quote(k)}: row.{quote(k)}" for k in spec.key)
-    pattern = f"[r:{quote(spec.name)}{' {' + keys + '}' if keys else ''}]"
+    keys = _map(list(spec.key))
+    pattern = f"[r:{quote(spec.name)}{' ' + keys if keys else ''}]"
+    rest = _keep_set("r", [p for p in _props(rel) if p not in spec.key])
     return (
         _grouped_endpoints(rel)
         + f"MERGE (s)-{pattern}->(d)\n"
-        "SET r += row.props\n"
-        "RETURN count(*) AS matched"
+        + (rest + "\n" if rest else "")
+        + "RETURN count(*) AS matched"
     )
 
 
 def create_rels(rel: str) -> str:
-    """Create relationships grouped by source (``props`` carries the key values too).
+    """Create relationships grouped by source.
 
     Only for rows known to be new: the store uses it when it holds no ``rel`` at all yet and
     the rows are deduplicated, which skips MERGE's look-up of existing relationships.
     """
+    props = _map(_props(rel))
     return (
         _grouped_endpoints(rel)
-        + f"CREATE (s)-[r:{quote(schema.rel_spec(rel).name)}]->(d)\n"
-        "SET r += row.props\n"
+        + f"CREATE (s)-[r:{quote(schema.rel_spec(rel).name)}{' ' + props if props else ''}]->(d)\n"
         "RETURN count(*) AS matched"
     )
 
@@ -117,14 +140,15 @@ def merge_rels_null_key(rel: str, null_keys: tuple[str, ...]) -> str:
         for k in spec.key
     ]
     t = quote(spec.name)
+    update = _keep_set("old", [p for p in _props(rel) if p not in spec.key])
     return (
         _grouped_endpoints(rel)
         + f"OPTIONAL MATCH (s)-[old:{t}]->(d) WHERE {' AND '.join(cond)}\n"
         "WITH s, d, row, head(collect(old)) AS old\n"
         f"FOREACH (_ IN CASE WHEN old IS NULL THEN [1] ELSE [] END |\n"
-        f"  CREATE (s)-[r:{t}]->(d) SET r += row.props)\n"
-        "FOREACH (_ IN CASE WHEN old IS NULL THEN [] ELSE [1] END | SET old += row.props)\n"
-        "RETURN count(*) AS matched"
+        f"  CREATE (s)-[:{t} {_map(_props(rel))}]->(d))\n"
+        + (f"FOREACH (_ IN CASE WHEN old IS NULL THEN [] ELSE [1] END | {update})\n" * bool(update))
+        + "RETURN count(*) AS matched"
     )
 
 
@@ -210,8 +234,7 @@ def create_recommendations() -> str:
     return (
         "UNWIND $rows AS row\n"
         + _endpoints(spec.name)
-        + f"CREATE (s)-[r:{quote(spec.name)}]->(d)\n"
-        "SET r += row.props\n"
+        + f"CREATE (s)-[r:{quote(spec.name)} {_map(_props(spec.name))}]->(d)\n"
         "RETURN count(*) AS matched"
     )
 

@@ -44,7 +44,10 @@ def _clean(value: Any) -> Any:
 
 
 def _column(frame: pd.DataFrame, name: str) -> list[Any]:
-    return [_clean(v) for v in frame[name].astype(object).tolist()]
+    values = frame[name].tolist()  # Python scalars; NA stays NA
+    if not frame[name].hasnans:
+        return values
+    return [_clean(v) for v in values]
 
 
 def _check_not_null(frame: pd.DataFrame, columns: list[str], table: str) -> None:
@@ -55,36 +58,28 @@ def _check_not_null(frame: pd.DataFrame, columns: list[str], table: str) -> None
 
 
 def node_rows(label: str, frame: pd.DataFrame) -> list[Row]:
-    """``{id, props}`` maps for :func:`kg.cypher.merge_nodes` (null properties left out)."""
+    """``{id, <property>...}`` maps for :func:`kg.cypher.merge_nodes` (NA -> None)."""
     frame = typed_node_table(label, frame)
     _check_not_null(frame, [schema.NODE_KEY], label)
     # First row of a duplicated key wins, as in LocalStore (MERGE alone would let the last win).
     frame = frame.drop_duplicates(schema.NODE_KEY, keep="first")
-    props = [p for p, _ in schema.NODE_PROPERTIES[label]]
-    cols = {c: _column(frame, c) for c in props}
-    return [
-        {"id": key, "props": {p: cols[p][i] for p in props if cols[p][i] is not None}}
-        for i, key in enumerate(frame[schema.NODE_KEY].tolist())
-    ]
+    return _records(frame)
 
 
 def rel_rows(rel: str, frame: pd.DataFrame) -> list[Row]:
-    """``{src, dst, <key>..., props}`` maps for :func:`kg.cypher.merge_rels` (nulls left out)."""
+    """``{src, dst, <property>...}`` maps sorted by ``src``, for :func:`group_by_src` (NA: None)."""
     spec = schema.rel_spec(rel)
     frame = typed_rel_table(rel, frame)
     _check_not_null(frame, ["src", "dst"], rel)
     frame = frame.drop_duplicates(["src", "dst", *spec.key], keep="first")
-    # Sorted by source so that a batch groups into few source nodes (see group_by_src).
-    frame = frame.sort_values("src", kind="stable")
-    props = [p for p, _ in spec.properties]
-    cols = {c: _column(frame, c) for c in ["src", "dst", *props]}
-    rows = []
-    for i in range(len(frame)):
-        row: Row = {"src": cols["src"][i], "dst": cols["dst"][i]}
-        row.update({k: cols[k][i] for k in spec.key})
-        row["props"] = {p: cols[p][i] for p in props if cols[p][i] is not None}
-        rows.append(row)
-    return rows
+    # Sorted by source so that a batch groups into few source nodes.
+    return _records(frame.sort_values("src", kind="stable"))
+
+
+def _records(frame: pd.DataFrame) -> list[Row]:
+    cols = list(frame.columns)
+    values = [_column(frame, c) for c in cols]
+    return [dict(zip(cols, row, strict=True)) for row in zip(*values, strict=True)]
 
 
 def group_by_src(rows: list[Row]) -> list[Row]:

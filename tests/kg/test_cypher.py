@@ -19,9 +19,17 @@ def test_constraint_per_label_is_unique_on_the_key() -> None:
 
 def test_node_writes_unwind_rows_and_merge_on_the_key() -> None:
     assert cypher.merge_nodes("User") == (
-        "UNWIND $rows AS row\nMERGE (n:`User` {`id`: row.id})\nSET n += row.props"
+        "UNWIND $rows AS row\nMERGE (n:`User` {`id`: row.`id`})\n"
+        "SET n.`attributes` = coalesce(row.`attributes`, n.`attributes`)"
     )
-    assert cypher.create_nodes("Entity").splitlines()[1] == "CREATE (n:`Entity` {`id`: row.id})"
+    assert cypher.create_nodes("Entity").splitlines()[1] == (
+        "CREATE (n:`Entity` {`id`: row.`id`, `name`: row.`name`})"
+    )
+    # Every product property is written, one by one (no `+= map`: no Eager in the plan).
+    merge = cypher.merge_nodes("Product")
+    for prop, _ in schema.NODE_PROPERTIES["Product"]:
+        assert f"n.`{prop}` = coalesce(row.`{prop}`, n.`{prop}`)" in merge
+    assert "+=" not in merge and "+=" not in cypher.create_nodes("Product")
 
 
 def test_rel_merge_uses_the_schema_merge_key_and_groups_by_source() -> None:
@@ -32,23 +40,33 @@ def test_rel_merge_uses_the_schema_merge_key_and_groups_by_source() -> None:
         "UNWIND g.rels AS row",
         "MATCH (d:`Product` {`id`: row.dst})",
         "MERGE (s)-[r:`RATED` {`timestamp`: row.`timestamp`}]->(d)",
-        "SET r += row.props",
+        "SET r.`value` = coalesce(row.`value`, r.`value`), "
+        "r.`weight` = coalesce(row.`weight`, r.`weight`)",
         "RETURN count(*) AS matched",
     ]
     assert "MERGE (s)-[r:`RELATED` {`relation`: row.`relation`}]->(d)" in cypher.merge_rels(
         "RELATED"
     )
     # No merge key: one relationship per (src, dst).
-    assert "MERGE (s)-[r:`IN_CATEGORY`]->(d)" in cypher.merge_rels("IN_CATEGORY")
+    assert "MERGE (s)-[r:`IN_CATEGORY`]->(d)\nRETURN" in cypher.merge_rels("IN_CATEGORY")
     assert "MATCH (d:`Category` {`id`: row.dst})" in cypher.merge_rels("SUBCATEGORY_OF")
     create = cypher.create_rels("RATED")
-    assert "CREATE (s)-[r:`RATED`]->(d)" in create and "MERGE" not in create
+    assert (
+        "CREATE (s)-[r:`RATED` {`timestamp`: row.`timestamp`, `value`: row.`value`, "
+        "`weight`: row.`weight`}]->(d)"
+    ) in create
+    assert "MERGE" not in create
+    assert "CREATE (s)-[r:`ALSO_VIEWED`]->(d)" in cypher.create_rels("ALSO_VIEWED")
 
 
 def test_null_key_statement_matches_absent_properties() -> None:
     q = cypher.merge_rels_null_key("RATED", ("timestamp",))
     assert "OPTIONAL MATCH (s)-[old:`RATED`]->(d) WHERE old.`timestamp` IS NULL" in q
-    assert "CREATE (s)-[r:`RATED`]->(d) SET r += row.props" in q
+    assert "CREATE (s)-[:`RATED` {`timestamp`: row.`timestamp`, " in q
+    assert "| SET old.`value` = coalesce(row.`value`, old.`value`), " in q
+    # RELATED has no property besides its key: nothing to update on a match.
+    related = cypher.merge_rels_null_key("RELATED", ("relation",))
+    assert "old.`relation` IS NULL" in related and "SET" not in related
     with pytest.raises(ValueError, match="subset"):
         cypher.merge_rels_null_key("RATED", ("relation",))
     with pytest.raises(ValueError):
@@ -78,7 +96,7 @@ def test_counts_recommendations_and_clear() -> None:
     assert "WHERE r.`model_version` = u.model_version" in delete and delete.endswith("DELETE r")
     create = cypher.create_recommendations()
     assert "MATCH (s:`User` {`id`: row.src})" in create
-    assert "CREATE (s)-[r:`RECOMMENDED`]->(d)" in create
+    assert "CREATE (s)-[r:`RECOMMENDED` {`score`: row.`score`, " in create
     assert cypher.delete_all(500).endswith("IN TRANSACTIONS OF 500 ROWS")
     assert "$ids" in cypher.absent_nodes("Product")
 

@@ -232,7 +232,7 @@ def test_grouped_rows_keep_every_relationship() -> None:
     assert [(g["src"], [r["dst"] for r in g["rels"]]) for g in groups] == [
         ("a", ["y", "x"]), ("b", ["x"]),
     ]  # fmt: skip
-    assert rows[0]["props"] == {"timestamp": 2}
+    assert rows[0] == {"src": "a", "dst": "y", "timestamp": 2, "value": None, "weight": None}
 
 
 @dataclass
