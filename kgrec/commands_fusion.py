@@ -1,0 +1,334 @@
+"""``kgrec fuse``, ``kgrec score`` and ``kgrec search``: text fusion and batch scoring.
+
+``fuse`` builds the text side for a trained GNN run and fits the blend weight on the
+validation split; ``score`` writes the top-K long-tail (or cold-start, all, listed)
+products per user, or the top-K users per product, to Parquet and optionally back to the
+store; ``search`` ranks products for one user by a free-text query blended with the GNN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from kg.errors import ConfigError, InputError, ModelError
+from kg.ids import NodeEmbeddings
+from kg.snapshot import GraphSnapshot
+from kgrec.config import Config, load_config
+
+FUSION_FILE = "fusion.json"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    f = sub.add_parser(
+        "fuse",
+        help="fit the GNN + text fusion of a training run",
+        description=(
+            "Encode product texts (cached), build the text side (a text tower trained with "
+            "BPR on the training interactions, or raw text profiles), and fit the GNN weight "
+            "alpha on the validation split (constant and popularity-aware); writes the "
+            "artefacts to OUT (default RUN/fusion) and prints the validation curve."
+        ),
+    )
+    _common(f)
+    f.add_argument("--text-side", choices=("tower", "profile"), default="tower",
+                   help="text tower (default; speaks the users' language, scores cold products)"
+                   " or raw text-profile similarity")
+    f.add_argument("--tower-epochs", type=int, default=30, help="text tower epochs (default 30)")
+    f.add_argument("--mode", choices=("constant", "popularity", "best"), default="best",
+                   help="alpha kept: constant, popularity-aware (tail/cold products lean on "
+                   "text), or whichever has the better validation NDCG (default)")
+    f.add_argument("--split", choices=("auto", "temporal", "random"), default="auto",
+                   help="validation split, as for training (default auto)")
+    f.add_argument("--out", help="artefact folder (default: RUN/fusion)")
+    f.set_defaults(func=run_fuse)
+
+    s = sub.add_parser(
+        "score",
+        help="batch-score long-tail / cold-start products",
+        description=(
+            "Exact top-K over chunks (never the whole users x products matrix), products "
+            "the user already interacted with excluded. Output Parquet: user_id, product_id, "
+            "rank, score (fused), score_gnn, score_text."
+        ),
+    )
+    _common(s)
+    s.add_argument("--fusion", help="artefact folder of `kgrec fuse` (default: RUN/fusion)")
+    s.add_argument("--items", default="long-tail",
+                   help="candidate products: long-tail (outside the head covering 80%% of "
+                   "events, cold included; default), cold-start (no events), all, or a FILE "
+                   "of product ids (one per line, or CSV/Parquet with product_id)")
+    s.add_argument("--per", choices=("user", "item"), default="user",
+                   help="user: top-K products per user (default); item: top-K users per product")
+    s.add_argument("--top-k", type=int, help="results per row (default: score.top_k, 20)")
+    s.add_argument("--chunk-size", type=int,
+                   help="rows scored at once; memory ~ chunk x candidates (default 1024)")
+    s.add_argument("--alpha", type=float,
+                   help="constant GNN weight overriding the fitted one (0 text only, 1 GNN only)")
+    s.add_argument("--out", help="Parquet output (default: score.out)")
+    s.add_argument("--write-back", action="store_true",
+                   help="also write RECOMMENDED relationships to the store (idempotent per "
+                   "model version)")
+    s.add_argument("--model-version", help="version tag for write-back (default: the fusion's)")
+    s.set_defaults(func=run_score)
+
+    q = sub.add_parser(
+        "search",
+        help="personalised semantic search: a free-text query blended with the GNN",
+        description=(
+            "Rank products for one user by alpha * z(GNN score) + (1 - alpha) * z(query "
+            "similarity): the text side is the query instead of the user's profile."
+        ),
+    )
+    _common(q)
+    q.add_argument("query", help="free-text query, e.g. 'waterproof hiking boots'")
+    q.add_argument("--user", required=True, help="user id")
+    q.add_argument("--top-k", type=int, default=10, help="results (default 10)")
+    q.add_argument("--alpha", type=float, default=0.3,
+                   help="GNN weight (default 0.3: the query leads, taste re-orders)")
+    q.add_argument("--include-seen", action="store_true",
+                   help="keep products the user already interacted with")
+    q.set_defaults(func=run_search)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True,
+                   help="GNN training run folder (user/product embeddings, as saved by training)")
+    p.add_argument("--snapshot", help="GraphSnapshot folder (default: export the store)")
+    p.add_argument("--store", choices=("local", "neo4j"),
+                   help="graph store when no --snapshot is given, and for --write-back "
+                   "(default: store.backend)")
+    p.add_argument("--store-path", help="local store folder (default: store.path)")
+    p.add_argument("--text-model", help="text model dir or package (default: fusion.text_model)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    if args.store_path:
+        config.store.path = args.store_path
+    if args.text_model:
+        config.fusion.text_model = args.text_model
+    return config
+
+
+def _snapshot(args: argparse.Namespace, config: Config) -> GraphSnapshot:
+    if args.snapshot:
+        if not Path(args.snapshot, "hetero.pt").exists():
+            raise InputError("not a snapshot folder (no hetero.pt)", file=args.snapshot)
+        return GraphSnapshot.load(args.snapshot)
+    from kg.snapshot import build_snapshot
+    from kgrec.stores import open_store
+
+    store = open_store(config, args.store)
+    try:
+        return build_snapshot(store, progress=not args.no_progress)
+    finally:
+        store.close()
+
+
+@dataclass
+class _Gnn:
+    users: torch.Tensor
+    items: torch.Tensor
+
+
+def _gnn(run: str, snapshot: GraphSnapshot) -> _Gnn:
+    folder = Path(run)
+    paths = [folder / "user_embeddings.pt", folder / "product_embeddings.pt"]
+    for path in paths:
+        if not path.exists():
+            raise ModelError(f"{folder} is not a training run: {path.name} is missing")
+    users, items = (NodeEmbeddings.load(p) for p in paths)
+    # Join on ids, never on row order.
+    return _Gnn(users.align(snapshot.id_maps["user"]), items.align(snapshot.id_maps["product"]))
+
+
+def _encoder(config: Config, device: str):
+    from fusion.text import TextEncoder
+
+    return TextEncoder(config.fusion.text_model, device=device,
+                       batch_size=config.fusion.text_batch_size,
+                       cache_dir=config.fusion.cache_dir)
+
+
+def run_fuse(args: argparse.Namespace) -> int:
+    from fusion.fit import build_text_side, fit_fusion
+    from fusion.text import encode_products
+    from gnn.data import make_split
+
+    start = time.perf_counter()
+    config = _config(args)
+    snapshot = _snapshot(args, config)
+    gnn = _gnn(args.run, snapshot)
+    encoder = _encoder(config, args.device)
+    raw = encode_products(encoder, snapshot.products, progress=not args.no_progress)
+    split = make_split(snapshot, kind=args.split, seed=config.train.seed)
+    side = build_text_side(args.text_side, split, raw.tensor, tower_epochs=args.tower_epochs,
+                           seed=config.train.seed, progress=not args.no_progress)
+    fit = fit_fusion(gnn.users, gnn.items, side, split, normalise=config.fusion.normalise,
+                     k=config.train.k, progress=not args.no_progress)
+    mode = args.mode
+    if mode == "best":
+        mode = "popularity" if fit.popularity.best_metric > fit.alpha.best_metric else "constant"
+    out = Path(args.out or Path(args.run) / "fusion")
+    out.mkdir(parents=True, exist_ok=True)
+    users, products = snapshot.id_maps["user"], snapshot.id_maps["product"]
+    NodeEmbeddings("user", users, side.users).save(out / "text_users.pt")
+    NodeEmbeddings("product", products, side.items).save(out / "text_products.pt")
+    raw.save(out / "raw_text_products.pt")
+    version = f"{Path(args.run).resolve().name}-{args.text_side}-{int(time.time())}"
+    meta = {
+        "model_version": version, "text_side": args.text_side, "mode": mode,
+        "alpha": fit.alpha.best, "alpha_head": fit.popularity.best, "pivot": fit.pivot,
+        "normalise": config.fusion.normalise, "text_model": encoder.model_id,
+        "metric": fit.metric, "valid_constant": fit.alpha.best_metric,
+        "valid_popularity": fit.popularity.best_metric, "curve": fit.alpha.curve,
+        "curve_popularity": fit.curve_popularity, "split": split.summary(),
+    }
+    (out / FUSION_FILE).write_text(json.dumps(meta, indent=1))
+    gnn_only = dict(fit.alpha.curve).get(1.0)
+    print("alpha  valid " + fit.metric)
+    for a, m in fit.alpha.curve:
+        print(f"{a:5.2f}  {m:.4f}")
+    print(
+        f"Fused {len(users):,} users x {len(products):,} products in "
+        f"{time.perf_counter() - start:.0f}s: {args.text_side} text side; best constant alpha "
+        f"{fit.alpha.best} (valid {fit.metric} {fit.alpha.best_metric:.4f}, GNN only "
+        f"{gnn_only if gnn_only is None else round(gnn_only, 4)}); popularity-aware "
+        f"alpha_head {fit.popularity.best} pivot {fit.pivot:g} ({fit.popularity.best_metric:.4f});"
+        f" keeping {mode}. Artefacts in {out} (model version {version})."
+    )
+    return 0
+
+
+def _fusion(args: argparse.Namespace, snapshot: GraphSnapshot) -> tuple[dict, torch.Tensor,
+                                                                         torch.Tensor]:
+    folder = Path(getattr(args, "fusion", None) or Path(args.run) / "fusion")
+    if not (folder / FUSION_FILE).exists():
+        raise ModelError(f"{folder} holds no {FUSION_FILE}; run `kgrec fuse --run {args.run}`")
+    meta = json.loads((folder / FUSION_FILE).read_text())
+    users = NodeEmbeddings.load(folder / "text_users.pt").align(snapshot.id_maps["user"])
+    items = NodeEmbeddings.load(folder / "text_products.pt").align(snapshot.id_maps["product"])
+    return meta, users, items
+
+
+def _events(snapshot: GraphSnapshot) -> torch.Tensor:
+    frame = snapshot.interactions()
+    return torch.as_tensor(
+        [frame["user"].to_numpy("int64"), frame["product"].to_numpy("int64")], dtype=torch.long
+    ).reshape(2, -1)
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from fusion.batch import (
+        SeenIndex,
+        chunked_topk,
+        describe,
+        select_items,
+        topk_frame,
+        write_back,
+        write_parquet,
+    )
+    from fusion.score import FusedScorer, item_degree, popularity_alpha
+
+    start = time.perf_counter()
+    config = _config(args)
+    k = args.top_k or config.score.top_k
+    chunk = args.chunk_size or config.score.chunk_size
+    snapshot = _snapshot(args, config)
+    gnn = _gnn(args.run, snapshot)
+    meta, text_users, text_items = _fusion(args, snapshot)
+    events = _events(snapshot)
+    users_map, products_map = snapshot.id_maps["user"], snapshot.id_maps["product"]
+    degree = item_degree(events, len(products_map))
+    if args.alpha is not None:
+        alpha: float | torch.Tensor = args.alpha
+    elif meta["mode"] == "popularity":
+        alpha = popularity_alpha(degree, meta["alpha_head"], meta["pivot"])
+    else:
+        alpha = meta["alpha"]
+    from fusion.text import pick_device
+
+    scorer = FusedScorer(gnn.users, gnn.items, text_users, text_items, alpha=alpha,
+                         normalise=meta["normalise"], device=pick_device(args.device))
+    items = select_items(args.items, products_map, degree)
+    users = torch.arange(len(users_map))
+    progress = not args.no_progress
+    if args.per == "user":
+        top = chunked_topk(lambda r: scorer.score(r, items), users, k, columns=items,
+                           num_columns=len(products_map), seen=SeenIndex.from_edges(
+                               events, len(users_map)), chunk_size=chunk, progress=progress,
+                           desc="score users")
+        frame = topk_frame(top, users, users_map, products_map, per="user")
+    else:
+        stats = scorer.user_stats(users, items, chunk_size=chunk)
+        top = chunked_topk(lambda r: scorer.score_items(r, users, stats), items, k,
+                           columns=users, num_columns=len(users_map),
+                           seen=SeenIndex.from_edges(events, len(products_map), transpose=True),
+                           chunk_size=chunk, progress=progress, desc="score products")
+        frame = topk_frame(top, items, products_map, users_map, per="item")
+    out = write_parquet(frame, args.out or config.score.out)
+    written = 0
+    if args.write_back:
+        from kgrec.stores import open_store
+
+        store = open_store(config, args.store)
+        try:
+            written = write_back(store, frame, model_version=args.model_version
+                                 or meta["model_version"], batch_size=config.store.batch_size,
+                                 progress=progress)
+        finally:
+            store.close()
+    summary = describe(frame, time.perf_counter() - start, args.per, items)
+    print(f"{summary} Written to {out}" + (f"; {written:,} RECOMMENDED relationships "
+                                          "written back." if args.write_back else "."))
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from fusion.score import FusedScorer
+
+    config = _config(args)
+    if not 0 <= args.alpha <= 1:
+        raise ConfigError(f"--alpha must lie in [0, 1], got {args.alpha}")
+    snapshot = _snapshot(args, config)
+    users_map, products_map = snapshot.id_maps["user"], snapshot.id_maps["product"]
+    if args.user not in users_map:
+        raise InputError(f"unknown user {args.user!r}", field="--user")
+    gnn = _gnn(args.run, snapshot)
+    folder = Path(args.run) / "fusion"
+    raw_path = folder / "raw_text_products.pt"
+    encoder = _encoder(config, args.device)
+    if raw_path.exists():
+        raw = NodeEmbeddings.load(raw_path).align(products_map)
+    else:  # no fuse run yet: encode now (cached for next time)
+        from fusion.text import encode_products
+
+        raw = encode_products(encoder, snapshot.products, progress=not args.no_progress).tensor
+    query = encoder.encode([args.query])
+    user = torch.as_tensor(users_map.index_of([args.user]))
+    scorer = FusedScorer(gnn.users[user], gnn.items, query, raw, alpha=args.alpha)
+    fused, g, t = scorer.score(torch.tensor([0]))
+    if not args.include_seen:
+        events = _events(snapshot)
+        fused[0, events[1][events[0] == user[0]]] = -torch.inf
+    top = torch.topk(fused[0], min(args.top_k, fused.shape[1]))
+    titles = snapshot.products.set_index("id")["title"]
+    print(f"{'rank':>4}  {'product':<12} {'fused':>7} {'gnn':>7} {'query':>7}  title")
+    for rank, (value, idx) in enumerate(zip(top.values.tolist(), top.indices.tolist(), strict=True),
+                                        start=1):
+        pid = products_map.ids[idx]
+        print(f"{rank:>4}  {pid:<12} {value:7.3f} {float(g[0, idx]):7.3f} "
+              f"{float(t[0, idx]):7.3f}  {titles.get(pid, '')}")
+    print(f"Searched {len(products_map):,} products for user {args.user} with query "
+          f"{args.query!r} (alpha {args.alpha}: GNN z-score weight).", file=sys.stdout)
+    return 0
+
