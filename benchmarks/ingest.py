@@ -133,9 +133,11 @@ def naive_statement(rel: str) -> str:
     """One relationship per auto-commit statement, MERGE on the same key as kgrec."""
     spec = schema.rel_spec(rel)
     keys = ", ".join(f"{k}: $row.{k}" for k in spec.key)
+    sets = ", ".join(f"r.{p} = $row.{p}" for p, _ in spec.properties if p not in spec.key)
     return (
         f"MATCH (s:{spec.src} {{id: $row.src}}) MATCH (d:{spec.dst} {{id: $row.dst}}) "
-        f"MERGE (s)-[r:{spec.name}{' {' + keys + '}' if keys else ''}]->(d) SET r += $row.props"
+        f"MERGE (s)-[r:{spec.name}{' {' + keys + '}' if keys else ''}]->(d)"
+        + (f" SET {sets}" if sets else "")
     )
 
 
