@@ -8,6 +8,7 @@ passing or the negative sampler.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -418,8 +419,12 @@ def normalized_adjacency(
     inv = deg.pow(-0.5)
     inv[torch.isinf(inv)] = 0
     values = inv[edge_index[0]] * weight * inv[edge_index[1]]
-    adj = torch.sparse_coo_tensor(edge_index, values, (num_nodes, num_nodes)).coalesce()
-    return adj.to_sparse_csr()
+    adj = torch.sparse_coo_tensor(
+        edge_index, values, (num_nodes, num_nodes), check_invariants=False
+    ).coalesce()
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": known, and it works
+        warnings.simplefilter("ignore", UserWarning)
+        return adj.to_sparse_csr()
 
 
 def bipartite_edge_index(split: Split) -> torch.Tensor:

@@ -1,0 +1,81 @@
+"""Fixtures of the gnn tests: the real MovieLens-100K snapshot (built once) and tiny graphs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torch_geometric.data import HeteroData
+
+from gnn.data import Split, make_split
+from kg import schema
+from kg.ids import IdMap
+from kg.snapshot import GraphSnapshot, build_snapshot, edge_type, node_type
+from kg.tables import empty_node_table
+
+#: The shared real data (../shared/data from the repository root), or $KGREC_SHARED_DATA.
+SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    import os
+
+    return Path(os.environ.get("KGREC_SHARED_DATA", SHARED_DATA)).resolve()
+
+
+@pytest.fixture(scope="session")
+def ml100k_snapshot(tmp_path_factory: pytest.TempPathFactory) -> GraphSnapshot:
+    """MovieLens-100K + KG through the real reader, the embedded store and build_snapshot."""
+    from kg.extract.recbole import fetch_ml100k, read_recbole
+    from kg.store.local import LocalStore
+
+    tables = read_recbole(fetch_ml100k(), "ml-100k")
+    store = LocalStore(tmp_path_factory.mktemp("ml100k-store"))
+    store.write(tables, progress=False)
+    return build_snapshot(store, progress=False)
+
+
+@pytest.fixture(scope="session")
+def ml100k_split(ml100k_snapshot: GraphSnapshot) -> Split:
+    return make_split(ml100k_snapshot, kind="random", seed=2020)
+
+
+def tiny_snapshot(events: list[tuple[int, int, int, float]], num_users: int, num_items: int,
+                  rel: str = schema.RATED) -> GraphSnapshot:
+    """A snapshot with users u0.., products p0.., one category c0 holding every product,
+    and ``events`` (user, product, time, value) of type ``rel``."""
+    data = HeteroData()
+    sizes = {"user": num_users, "product": num_items, "category": 1}
+    id_maps = {}
+    for label in schema.NODE_LABELS:
+        nt = node_type(label)
+        n = sizes.get(nt, 0)
+        id_maps[nt] = IdMap(nt, [f"{nt[0]}{i}" for i in range(n)])
+        data[nt].num_nodes = n
+    frame = pd.DataFrame(events, columns=["user", "product", "time", "value"])
+    store = data[edge_type(rel)]
+    store.edge_index = torch.as_tensor(frame[["user", "product"]].to_numpy().T.copy())
+    store.edge_time = torch.as_tensor(frame["time"].to_numpy())
+    store.edge_value = torch.as_tensor(frame["value"].to_numpy("float32"))
+    store.edge_weight = torch.ones(len(frame))
+    data[edge_type(schema.IN_CATEGORY)].edge_index = torch.stack(
+        [torch.arange(num_items), torch.zeros(num_items, dtype=torch.long)]
+    )
+    products = pd.concat(
+        [empty_node_table(schema.PRODUCT), pd.DataFrame({"id": id_maps["product"].ids})]
+    ).astype(empty_node_table(schema.PRODUCT).dtypes.to_dict()).reset_index(drop=True)
+    return GraphSnapshot(data, id_maps, products, [])
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: on the shared 2-core machine, two spinning OpenMP threads per
+    process under load run several times slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

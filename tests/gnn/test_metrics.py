@@ -1,0 +1,92 @@
+"""Ranking metrics against values computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from gnn.data import Split
+from gnn.metrics import cold_start_items, evaluate_ranking, long_tail_items
+
+
+def _frame(pairs: list[tuple[int, int]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"user": [u for u, _ in pairs], "product": [i for _, i in pairs], "weight": 1.0,
+         "value": 1.0, "time": -1}
+    ).astype({"user": "int64", "product": "int64"})
+
+
+# 2 users x 6 products. Training: u0 {0, 2}, u1 {0, 1}; item counts 2, 1, 1, 0, 0, 0.
+SPLIT = Split(_frame([(0, 0), (0, 2), (1, 0), (1, 1)]), _frame([(1, 3)]),
+              _frame([(0, 3), (0, 5), (1, 4)]), 2, 6, "given")
+SCORES = torch.tensor([[9.0, 0.0, 8.0, 7.0, 1.0, 2.0], [9.0, 8.0, 0.0, 5.0, 6.0, 7.0]])
+
+
+def score(users: torch.Tensor) -> torch.Tensor:
+    return SCORES[users]
+
+
+def test_overall_metrics_match_hand_computation():
+    # u0 ranks (train 0, 2 excluded) 3 > 5 > 4 > 1: both positives in the top 2.
+    # u1 ranks (train 0, 1 and valid 3 excluded) 5 > 4 > 2: its positive 4 is second.
+    out = evaluate_ranking(score, SPLIT, stage="test", k=2)["overall"]
+    ndcg_u1 = (1 / math.log2(3)) / 1.0
+    assert out["recall@2"] == pytest.approx(1.0)
+    assert out["ndcg@2"] == pytest.approx((1.0 + ndcg_u1) / 2)
+    assert out["hit@2"] == pytest.approx(1.0)
+    assert out["mrr"] == pytest.approx((1.0 + 0.5) / 2)
+    # AUC: u0's positives beat both negatives {1, 4}; u1's positive 4 beats 2 but not 5.
+    assert out["auc"] == pytest.approx((1.0 + 0.5) / 2)
+    assert out["coverage@2"] == pytest.approx(3 / 6)  # {3, 5, 4} recommended
+    assert (out["users"], out["pairs"]) == (2, 3)
+    k1 = evaluate_ranking(score, SPLIT, stage="test", k=1)["overall"]
+    assert k1["recall@1"] == pytest.approx((0.5 + 0.0) / 2)
+    assert k1["ndcg@1"] == pytest.approx(0.5)
+
+
+def test_valid_stage_does_not_exclude_valid_items():
+    # Stage valid: u1's truth is {3}; only training items are excluded: 5 > 4 > 3 > 2.
+    out = evaluate_ranking(score, SPLIT, stage="valid", k=3)["overall"]
+    assert out["users"] == 1
+    assert out["recall@3"] == pytest.approx(1.0)
+    assert out["ndcg@3"] == pytest.approx(1 / math.log2(4))
+    assert out["mrr"] == pytest.approx(1 / 3)
+    assert out["auc"] == pytest.approx(1 / 3)
+
+
+def test_slices_and_candidates():
+    tail = long_tail_items(SPLIT)
+    # 80% of 4 interactions = 3.2: the head is items 0, 1, 2 (cumulative 2, 3, 4).
+    assert tail.tolist() == [False, False, False, True, True, True]
+    assert cold_start_items(SPLIT).tolist() == [False, False, False, True, True, True]
+    # Restrict candidates to {1, 4, 5}: u0 ranks 5 > 4 > 1 (truth {5}), u1 ranks 5 > 4 (truth {4}).
+    out = evaluate_ranking(score, SPLIT, stage="test", k=1,
+                           candidates=torch.tensor([1, 4, 5]))["overall"]
+    assert out["recall@1"] == pytest.approx(0.5)
+    assert out["mrr"] == pytest.approx(0.5)
+    assert out["auc"] == pytest.approx((1.0 + 0.0) / 2)
+    assert out["coverage@1"] == pytest.approx(1 / 3)
+    mask = torch.zeros(6, dtype=torch.bool)
+    mask[[1, 4, 5]] = True
+    assert evaluate_ranking(score, SPLIT, stage="test", k=1, candidates=mask)["overall"] == out
+
+
+def test_long_tail_head_covers_eighty_percent():
+    counts = [50, 30, 10, 5, 5, 0]  # cumulative 50, 80 -> the head is items 0 and 1
+    pairs = [(u, i) for i, c in enumerate(counts) for u in range(c)]
+    split = Split(_frame(pairs), _frame([]), _frame([]), 50, 6, "given")
+    assert long_tail_items(split).tolist() == [False, False, True, True, True, True]
+    assert cold_start_items(split).tolist() == [False] * 5 + [True]
+
+
+def test_ties_count_half_in_auc_and_bad_shapes_are_errors():
+    flat = torch.zeros(2, 6)
+    out = evaluate_ranking(lambda u: flat[u], SPLIT, stage="test", k=2)["overall"]
+    assert out["auc"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match=r"score_fn returned shape \(2, 5\)"):
+        evaluate_ranking(lambda u: torch.zeros(len(u), 5), SPLIT)
+    with pytest.raises(ValueError, match="stage must be"):
+        evaluate_ranking(score, SPLIT, stage="train")

@@ -1,0 +1,76 @@
+"""The models' propagation equals PyG's reference layers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch_geometric.nn import GATConv, GCNConv, LightGCN
+
+from gnn.data import bipartite_edge_index, homogeneous_graph, normalized_adjacency, training_graph
+from gnn.models import EDGE_DIM, KGEncoder, LightGCNModel, SymmetricSpmm, receptive_edges
+
+
+def test_symmetric_spmm_matches_gcnconv_forward_and_backward(ml100k_snapshot, ml100k_split):
+    graph = homogeneous_graph(training_graph(ml100k_snapshot, ml100k_split))
+    n = graph.num_nodes
+    reference = GCNConv(8, 8, add_self_loops=False, normalize=True, bias=False)
+    x1 = torch.randn(n, 8, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    expected = reference(x1, graph.edge_index)
+    got = SymmetricSpmm.apply(normalized_adjacency(graph.edge_index, n), reference.lin(x2))
+    assert torch.allclose(got, expected, atol=1e-5)
+    weight = torch.randn(n, 8)
+    (expected * weight).sum().backward()
+    (got * weight).sum().backward()
+    assert torch.allclose(x1.grad, x2.grad, atol=1e-5)
+
+
+def test_lightgcn_matches_pyg_lightgcn(ml100k_split):
+    split = ml100k_split
+    edge_index = bipartite_edge_index(split)
+    adj = normalized_adjacency(edge_index, split.num_users + split.num_items)
+    model = LightGCNModel(split.num_users, split.num_items, adj, dim=16, layers=3)
+    reference = LightGCN(split.num_users + split.num_items, 16, 3)
+    reference.embedding.weight.data.copy_(model.lightgcn.embedding.weight.data)
+    users, items = model.embed()
+    expected = reference.get_embedding(edge_index)
+    assert users.shape == (943, 16) and items.shape == (1682, 16)
+    assert torch.allclose(torch.cat([users, items]), expected, atol=1e-5)
+
+
+def test_gat_receptive_pruning_keeps_user_and_product_outputs_exact(
+    ml100k_snapshot, ml100k_split
+):
+    graph = homogeneous_graph(training_graph(ml100k_snapshot, ml100k_split),
+                              ml100k_snapshot.relations)
+    keep = receptive_edges(graph, layers=2)
+    assert 0 < int(keep.sum()) < graph.edge_index.shape[1]
+    # Only messages into entities two hops from users/products are dropped.
+    entity = graph.node_types.index("entity")
+    assert (graph.node_type[graph.edge_index[1, ~keep]] == entity).all()
+    model = KGEncoder(graph, 943, 1682, conv="gat", dim=8, layers=2)
+    users, items = model.embed()
+    x = model.inputs()
+    attr = model.rel_emb(graph.edge_type)
+    outs = [x]
+    for conv in model.convs:
+        x = conv(x, graph.edge_index, attr)
+        outs.append(x)
+    full = torch.stack(outs).mean(0)
+    assert torch.allclose(users, full[:943], atol=1e-5)
+    assert torch.allclose(items, full[943 : 943 + 1682], atol=1e-5)
+    assert isinstance(model.convs[0], GATConv) and model.rel_emb.embedding_dim == EDGE_DIM
+
+
+def test_product_features_enter_product_inputs_only(ml100k_snapshot, ml100k_split):
+    graph = homogeneous_graph(training_graph(ml100k_snapshot, ml100k_split))
+    feats = torch.randn(1682, 5)
+    model = KGEncoder(graph, 943, 1682, conv="gcn", dim=8, layers=1, product_features=feats)
+    x = model.inputs()
+    expected = model.node.weight[943 : 943 + 1682] + model.feature_proj(feats)
+    assert torch.allclose(x[943 : 943 + 1682], expected)
+    assert torch.equal(x[:943], model.node.weight[:943])
+    with pytest.raises(ValueError, match="product_features has 3 rows, expected 1682"):
+        KGEncoder(graph, 943, 1682, product_features=torch.randn(3, 5))
+    with pytest.raises(ValueError, match="conv must be"):
+        KGEncoder(graph, 943, 1682, conv="sage")
