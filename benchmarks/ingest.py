@@ -236,7 +236,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
 def _has_rust_ext() -> bool:
     try:
-        import neo4j._rust  # type: ignore[import-not-found]  # noqa: F401
+        import neo4j._rust  # noqa: F401
     except ImportError:
         return False
     return True

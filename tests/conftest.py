@@ -1,15 +1,18 @@
 """Session fixtures shared by every test package.
 
 Neo4j: tests marked ``@pytest.mark.neo4j`` use the real Neo4j 5.26 server. The session
-fixture starts it with ``scripts/neo4j/server.sh start`` on port ``$KGREC_TEST_NEO4J_PORT``
-(default 7697) with a temporary data folder, unless a server already answers there, and stops
-what it started at the end. If the server cannot start, the tests fail with its log; they
-never skip.
+fixture starts a private one with ``scripts/neo4j/server.sh start`` (temporary data folder,
+no auth) on the first free port from ``$KGREC_TEST_NEO4J_PORT`` (default 7697) and stops it
+at the end, so concurrent test sessions never share (and clear) each other's database. To
+reuse a running server instead (faster edit-test loops), set ``KGREC_TEST_NEO4J_URI``
+(e.g. ``bolt://127.0.0.1:7687``); its database is emptied by the tests. If the server cannot
+start, the tests fail with its log; they never skip.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,15 +24,15 @@ SERVER_SH = REPO / "scripts" / "neo4j" / "server.sh"
 TEST_NEO4J_PORT = int(os.environ.get("KGREC_TEST_NEO4J_PORT", "7697"))
 
 
-def _answers(uri: str) -> bool:
-    from neo4j import GraphDatabase
-
-    try:
-        with GraphDatabase.driver(uri, auth=None, connection_timeout=2) as driver:
-            driver.verify_connectivity()
-        return True
-    except Exception:  # noqa: BLE001 - any failure means "no usable server here"
-        return False
+def _free_port(start: int, tries: int = 100) -> int:
+    for port in range(start, start + tries):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {start}..{start + tries - 1} for the test Neo4j server")
 
 
 def _server(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -40,15 +43,16 @@ def _server(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 @pytest.fixture(scope="session")
 def neo4j_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Bolt URI of a running test server (started here unless one already answers)."""
-    uri = f"bolt://127.0.0.1:{TEST_NEO4J_PORT}"
-    if _answers(uri):
-        yield uri
+    """Bolt URI of the test server: ``$KGREC_TEST_NEO4J_URI``, or a private one started here."""
+    if os.environ.get("KGREC_TEST_NEO4J_URI"):
+        yield os.environ["KGREC_TEST_NEO4J_URI"]
         return
+    port = _free_port(TEST_NEO4J_PORT)
+    uri = f"bolt://127.0.0.1:{port}"
     run_dir = tmp_path_factory.mktemp("neo4j")
     env = {
         **os.environ,
-        "NEO4J_PORT": str(TEST_NEO4J_PORT),
+        "NEO4J_PORT": str(port),
         "NEO4J_HOME": str(run_dir / "data"),
         "NEO4J_RUN_DIR": str(run_dir),
         "NEO4J_AUTH": "off",
@@ -79,7 +83,7 @@ def neo4j_store_factory(neo4j_driver) -> Iterator[Callable[..., object]]:
     """``factory(batch_size=5000)`` -> a ``Neo4jStore``; the first call empties the database."""
     from kg.store.neo4j import Neo4jStore
 
-    stores = []
+    stores: list[object] = []
 
     def factory(batch_size: int = 5_000) -> Neo4jStore:
         store = Neo4jStore(neo4j_driver, batch_size=batch_size)
