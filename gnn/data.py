@@ -8,6 +8,7 @@ passing or the negative sampler.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import torch
 from torch_geometric.data import HeteroData
 
 from kg import schema
-from kg.errors import InputError
+from kg.errors import InputError, ModelError
 from kg.ids import IdMap
 from kg.snapshot import GraphSnapshot, edge_type, node_type
 from kg.tables import empty_node_table
@@ -69,6 +70,25 @@ class Split:
         """Training interactions per product (``LongTensor[num_items]``)."""
         items = torch.from_numpy(self.train["product"].to_numpy("int64", copy=True))
         return torch.bincount(items, minlength=self.num_items)
+
+    def save(self, folder: str | Path) -> None:
+        """Write the three frames (Parquet) and the split's sizes and kind (JSON)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stage in STAGES:
+            self.frame(stage).to_parquet(folder / f"split_{stage}.parquet", index=False)
+        meta = {"num_users": self.num_users, "num_items": self.num_items, "kind": self.kind,
+                "seed": self.seed}
+        (folder / "split.json").write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Split:
+        folder = Path(folder)
+        if not (folder / "split.json").exists():
+            raise ModelError(f"{folder} holds no saved split (split.json is missing)")
+        meta = json.loads((folder / "split.json").read_text())
+        frames = [pd.read_parquet(folder / f"split_{stage}.parquet") for stage in STAGES]
+        return cls(*frames, **meta)
 
     def summary(self) -> str:
         return (

@@ -61,6 +61,7 @@ class TrainSettings:
             autocast where supported.
         event_weights: per-event-type loss weights; empty keeps the split's weights.
         max_batches: stop each epoch after this many batches (None = all; for smoke runs).
+        max_minutes: stop after the first epoch that ends past this wall time (None = no limit).
     """
 
     model: str = "lightgcn"
@@ -78,6 +79,7 @@ class TrainSettings:
     device: str = "auto"
     event_weights: dict[str, float] = field(default_factory=dict)
     max_batches: int | None = None
+    max_minutes: float | None = None
 
     @classmethod
     def from_any(cls, cfg: Any = None, **overrides: Any) -> TrainSettings:
@@ -368,6 +370,13 @@ def train_model(
                     bad += 1
             history.append(record)
             if stops and bad >= settings.patience:
+                break
+            out_of_time = settings.max_minutes is not None and (
+                time.perf_counter() - start > 60 * settings.max_minutes
+            )
+            if out_of_time:
+                if stage and stage not in record:  # end the curve on an evaluated epoch
+                    record[stage] = _evaluate(model, split, stage, settings.k)
                 break
         if best_state is not None:
             model.load_state_dict(best_state)

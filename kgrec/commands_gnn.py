@@ -1,0 +1,230 @@
+"""``kgrec train`` and ``kgrec evaluate``: GNN / baseline training and the evaluation table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from kg.errors import InputError, ModelError
+from kgrec.config import Config, load_config
+from kgrec.stores import BACKENDS, open_store
+
+MODELS = ("gat", "gcn", "lightgcn", "mf", "pop")
+SPLITS = ("auto", "temporal", "random", "item_cold_start")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train`` and ``evaluate`` sub-commands."""
+    t = sub.add_parser(
+        "train",
+        help="train a GNN (gat, gcn) or a baseline (lightgcn, mf, pop)",
+        description=(
+            "Split the interactions (per-user temporal when timestamps exist, else random; "
+            "or item cold-start), train with weighted BPR and early stopping on validation "
+            "NDCG@K, and write checkpoint, embeddings (joined by ids), id maps, history and "
+            "the split (also as RecBole atomic files) to OUT_DIR/RUN_NAME."
+        ),
+    )
+    _data_options(t)
+    _train_options(t)
+    t.add_argument("--run-name", help="run folder name (default: the model name)")
+    t.add_argument("--out-dir", help="parent folder of runs (default: train.out_dir)")
+    t.set_defaults(func=run_train)
+
+    e = sub.add_parser(
+        "evaluate",
+        help="evaluate training runs: overall / long-tail / cold-start table, CSV and plot",
+        description=(
+            "Full ranking over all products, training (and validation) items excluded: "
+            "Recall/NDCG/Hit@K, MRR@K, AUC and coverage@K on the overall, long-tail and "
+            "cold-start slices, plus tail_candidates (ranking restricted to long-tail "
+            "products). Give RUN_DIRs of `kgrec train`, or --model to train first."
+        ),
+    )
+    e.add_argument("runs", nargs="*", metavar="RUN_DIR", help="folders written by `kgrec train`")
+    e.add_argument("--model", action="append", choices=MODELS,
+                   help="train this model first (repeatable) and evaluate it too")
+    _data_options(e)
+    _train_options(e, with_model=False)
+    e.add_argument("--stage", choices=("test", "valid"), default="test",
+                   help="split part to evaluate (default test)")
+    e.add_argument("--out", help="folder of results.csv and results.png "
+                   "(default: the first RUN_DIR, or train.out_dir/evaluation)")
+    e.set_defaults(func=run_evaluate)
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--snapshot", help="GraphSnapshot folder from `kgrec graph snapshot` "
+                   "(default: export the configured store)")
+    g.add_argument("--store", choices=BACKENDS, help="graph store when no --snapshot is given "
+                   "(default: store.backend)")
+    g.add_argument("--store-path", help="folder of the local store (default: store.path)")
+    g.add_argument("--split", choices=SPLITS, default="auto",
+                   help="auto (temporal when every event has a time, else random; default), "
+                   "temporal, random (per user 8:1:1) or item_cold_start (10%% of products "
+                   "held out with all their interactions)")
+    g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _train_options(p: argparse.ArgumentParser, with_model: bool = True) -> None:
+    g = p.add_argument_group("training (defaults from the [train] config section)")
+    if with_model:
+        g.add_argument("--model", choices=MODELS, help="model (default: train.model, lightgcn)")
+    g.add_argument("--epochs", type=int, help="maximum epochs (default train.epochs, 200)")
+    g.add_argument("--dim", type=int, help="embedding size (default train.dim, 64)")
+    g.add_argument("--layers", type=int, help="propagation layers (default train.layers, 3)")
+    g.add_argument("--batch-size", type=int, help="pairs per step (default train.batch_size)")
+    g.add_argument("--lr", type=float, help="Adam learning rate (default train.lr, 1e-3)")
+    g.add_argument("--reg", type=float, dest="weight_decay",
+                   help="L2 on the batch's embeddings (default train.weight_decay, 1e-4)")
+    g.add_argument("--patience", type=int, help="evaluations without improvement before "
+                   "stopping (default train.patience, 10)")
+    g.add_argument("--eval-every", type=int, help="epochs between validations (default 5)")
+    g.add_argument("--k", type=int, help="metric cut-off K (default train.k, 20)")
+    g.add_argument("--seed", type=int, help="seed of split, init and negatives (default 2020)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                   help="auto: CUDA when present, with bf16 autocast (default train.device)")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    if getattr(args, "store_path", None):
+        config.store.path = args.store_path
+    for name in ("model", "epochs", "dim", "layers", "batch_size", "lr", "weight_decay",
+                 "patience", "eval_every", "k", "seed", "device"):
+        value = getattr(args, name, None)
+        if value is not None and not isinstance(value, list):
+            setattr(config.train, name, value)
+    return config
+
+
+def _snapshot(args: argparse.Namespace, config: Config):
+    from kg.snapshot import GraphSnapshot, build_snapshot
+
+    if args.snapshot:
+        if not Path(args.snapshot, "hetero.pt").exists():
+            raise InputError("not a snapshot folder (no hetero.pt)", file=args.snapshot)
+        return GraphSnapshot.load(args.snapshot)
+    store = open_store(config, args.store)
+    try:
+        return build_snapshot(store, progress=not args.no_progress)
+    finally:
+        store.close()
+
+
+def _split(snapshot, kind: str, config: Config):
+    from gnn.data import item_cold_start_split, make_split
+
+    weights = config.train.event_weights or None
+    if kind == "item_cold_start":
+        return item_cold_start_split(snapshot, seed=config.train.seed, event_weights=weights)
+    return make_split(snapshot, kind=kind, seed=config.train.seed, event_weights=weights)
+
+
+def _train(snapshot, split, config: Config, model: str, run_dir: Path, progress: bool) -> Path:
+    from gnn.data import export_recbole
+    from gnn.train import TrainSettings, train_model
+
+    settings = TrainSettings.from_any(config.train, model=model)
+    result = train_model(snapshot, split, settings, progress=progress,
+                         checkpoint_dir=run_dir / "checkpoints")
+    result.save(run_dir)
+    split.save(run_dir)
+    export_recbole(split, snapshot, run_dir / "recbole", "kgrec")
+    if not progress:  # train_model printed it already otherwise
+        print(result.summary())
+    print(f"Run written to {run_dir} ({split.summary()}).")
+    return run_dir
+
+
+def run_train(args: argparse.Namespace) -> int:
+    config = _config(args)
+    snapshot = _snapshot(args, config)
+    split = _split(snapshot, args.split, config)
+    model = config.train.model
+    run_dir = Path(args.out_dir or config.train.out_dir) / (args.run_name or model)
+    _train(snapshot, split, config, model, run_dir, not args.no_progress)
+    return 0
+
+
+def evaluate_run(run_dir: Path, stage: str = "test", k: int = 20) -> dict[str, dict[str, float]]:
+    """The evaluation table of one run: slices overall / long_tail / cold_start and
+    tail_candidates (ranking restricted to long-tail products)."""
+    from gnn.data import Split
+    from gnn.metrics import evaluate_ranking, long_tail_items
+    from gnn.train import TrainResult
+
+    result = TrainResult.load(run_dir)
+    split = Split.load(run_dir)
+    if result.user_embeddings.tensor.shape[0] != split.num_users:
+        raise ModelError(f"{run_dir}: embeddings and split disagree on the number of users")
+    table = evaluate_ranking(result.score, split, stage=stage, k=k)
+    tail = evaluate_ranking(result.score, split, stage=stage, k=k,
+                            candidates=long_tail_items(split), slices=("overall",))
+    table["tail_candidates"] = tail["overall"]
+    return table
+
+
+def _plot(results: dict[str, dict[str, dict[str, float]]], k: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    slices = list(next(iter(results.values())))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / len(results)
+    for ax, metric in zip(axes, (f"recall@{k}", f"ndcg@{k}"), strict=True):
+        for i, (name, by_slice) in enumerate(results.items()):
+            values = [by_slice[s][metric] for s in slices]
+            ax.bar(np.arange(len(slices)) + i * width, values, width, label=name)
+        ax.set_xticks(np.arange(len(slices)) + 0.4 - width / 2, slices)
+        ax.set_title(metric)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from gnn.metrics import format_table
+
+    config = _config(args)
+    runs = [Path(r) for r in args.runs]
+    if args.model:
+        snapshot = _snapshot(args, config)
+        split = _split(snapshot, args.split, config)
+        for model in args.model:
+            run_dir = Path(config.train.out_dir) / model
+            runs.append(_train(snapshot, split, config, model, run_dir, not args.no_progress))
+    if not runs:
+        raise InputError("give RUN_DIRs or --model")
+    k = config.train.k
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for run in runs:
+        name = _run_name(run)
+        results[name if name not in results else str(run)] = evaluate_run(run, args.stage, k)
+    out = Path(args.out) if args.out else runs[0] if len(runs) == 1 else (
+        Path(config.train.out_dir) / "evaluation"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{"model": m, "slice": s, **v} for m, by in results.items() for s, v in by.items()]
+    pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
+    _plot(results, k, out / "results.png")
+    print(format_table(results, k))
+    print(f"Evaluated {len(results)} run(s) on the {args.stage} split; table in "
+          f"{out / 'results.csv'}, plot in {out / 'results.png'}.")
+    return 0
+
+
+def _run_name(run: Path) -> str:
+    meta: dict[str, Any] = json.loads((run / "settings.json").read_text()) if (
+        run / "settings.json"
+    ).exists() else {}
+    return str(meta.get("settings", {}).get("model", run.name))
