@@ -151,6 +151,7 @@ class Neo4jStore:
         """Merge ``tables`` (nodes first, then relationships); returns newly created counts
         per label/type present in ``tables`` (all zero when the same tables are written again).
         """
+        self._check_names(tables)
         self.ensure_constraints()
         self._check_endpoints(tables)
         created: dict[str, int] = {}
@@ -163,6 +164,15 @@ class Neo4jStore:
             if frame is not None and len(frame):
                 created[rel] = self._write_rels(rel, frame, progress)
         return created
+
+    @staticmethod
+    def _check_names(tables: GraphTables) -> None:
+        """Every table must be written: refuse names this method would skip."""
+        for lab in tables.nodes:
+            schema.label(lab)
+        for rel in tables.rels:
+            if schema.rel_type(rel) == schema.RECOMMENDED:
+                raise StoreError("write RECOMMENDED rows with write_recommendations(), not write()")
 
     def _check_endpoints(self, tables: GraphTables) -> None:
         """Fail before writing anything when a relationship names a node that is neither in
@@ -362,10 +372,11 @@ class Neo4jStore:
 
 
 def connect(
-    settings: ConnectionSettings, *, batch_size: int = 5_000, timeout_s: float = 30.0
+    settings: ConnectionSettings, *, batch_size: int = 5_000, timeout_s: float = 10.0
 ) -> Neo4jStore:
     """Open a driver from ``settings`` (uri, user, password, database; an empty password means
-    no authentication), check that the server answers, and return a store that owns it.
+    no authentication), check that the server answers (retrying for ``timeout_s`` seconds, so
+    a server that is still starting is waited for), and return a store that owns the driver.
 
     Raises:
         StoreError: the server cannot be reached or refuses the credentials (the message names

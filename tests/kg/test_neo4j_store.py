@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kg import schema
-from kg.errors import InputError, StoreError
+from kg.errors import InputError, SchemaError, StoreError
 from kg.extract.amazon import read_amazon
 from kg.snapshot import build_snapshot
 from kg.store.base import GraphStore
@@ -192,6 +192,13 @@ def test_missing_end_nodes_fail_before_anything_is_written(neo4j_store: Neo4jSto
     nulls = _tables({"User": {"id": ["u5", None]}}, {})
     with pytest.raises(InputError, match="row 1.*field 'id'"):
         neo4j_store.write(nulls, progress=False)
+    recs = GraphTables(rels={"RECOMMENDED": typed_rel_table("RECOMMENDED", pd.DataFrame(
+        {"src": ["u1"], "dst": ["p1"], "model_version": ["v"]}))})
+    with pytest.raises(StoreError, match="write_recommendations"):
+        neo4j_store.write(recs, progress=False)
+    with pytest.raises(SchemaError):
+        neo4j_store.write(GraphTables(nodes={"Person": pd.DataFrame({"id": ["x"]})}))
+    assert neo4j_store.counts()["User"] == 3
 
 
 def test_recommendations_replace_per_model_version(neo4j_store: Neo4jStore) -> None:
