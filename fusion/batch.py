@@ -31,6 +31,19 @@ OUTPUT_COLUMNS = ["user_id", "product_id", "rank", "score", "score_gnn", "score_
 ChunkScorer = Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]
 
 
+def dot_scorer(users: Tensor, items: Tensor, columns: Tensor | None = None) -> ChunkScorer:
+    """A single-source :data:`ChunkScorer` (e.g. GNN only): ``users[rows] @ items.T``, the
+    same matrix reported as fused and GNN score, text score NaN."""
+    cand = items if columns is None else items[columns]
+    cand_t = cand.T.contiguous()
+
+    def score(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        s = users[rows.to(users.device)] @ cand_t
+        return s, s, torch.full_like(s, torch.nan)
+
+    return score
+
+
 class SeenIndex:
     """Row -> seen column indices in CSR form, for masking already-used pairs.
 
