@@ -204,7 +204,7 @@ def make_split(
     stage = _cut(key, users, valid_ratio, test_ratio)
     frames = [pairs[stage == i].reset_index(drop=True) for i in range(3)]
     return Split(
-        *frames,
+        frames[0], frames[1], frames[2],
         num_users=len(snapshot.id_maps["user"]),
         num_items=len(snapshot.id_maps["product"]),
         kind=kind,
@@ -399,7 +399,9 @@ def homogeneous_graph(graph: HeteroData, relations: list[str] | None = None) -> 
         n = int(graph[nt].num_nodes or 0)
         types.append(torch.full((n,), i, dtype=torch.long))
         start += n
-    indices, rel_ids, names = [], [], []
+    indices: list[torch.Tensor] = []
+    rel_ids: list[torch.Tensor] = []
+    names: list[str] = []
     for et in graph.edge_types:
         src, rel, dst = et
         ei = graph[et].edge_index

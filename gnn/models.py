@@ -8,6 +8,8 @@ scores are dot products, so the embeddings are exactly what fusion receives.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GCNConv, LightGCN
@@ -24,13 +26,14 @@ class SymmetricSpmm(torch.autograd.Function):
     (``adj^T = adj``) instead of transposing it on every call."""
 
     @staticmethod
-    def forward(ctx, adj: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.adj = adj
-        return torch.sparse.mm(adj, x)
+    def forward(ctx, adj: Tensor, x: Tensor) -> Tensor:
+        # Sparse products run in the adjacency's dtype (fp32) even under autocast.
+        ctx.adj, ctx.dtype = adj, x.dtype
+        return torch.sparse.mm(adj, x.to(adj.dtype))
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
-        return None, torch.sparse.mm(ctx.adj, grad)
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:
+        return None, torch.sparse.mm(ctx.adj, grad.to(ctx.adj.dtype)).to(ctx.dtype)
 
 
 class Recommender(nn.Module):
@@ -63,6 +66,7 @@ class PopModel(Recommender):
     """
 
     trainable = False
+    popularity: Tensor
 
     def __init__(self, item_weight: Tensor, num_users: int) -> None:
         super().__init__()
@@ -109,6 +113,8 @@ class LightGCNModel(Recommender):
         dim: embedding size (default 64).
         layers: propagation layers (default 3).
     """
+
+    adj: Tensor
 
     def __init__(self, num_users: int, num_items: int, adj: Tensor, dim: int = 64,
                  layers: int = 3) -> None:
@@ -163,6 +169,13 @@ class KGEncoder(Recommender):
         product_features: optional ``[num_items, F]`` tensor aligned to the product id map.
     """
 
+    features: Tensor | None
+    feature_proj: nn.Linear | None
+    adj: Tensor
+    edge_index: Tensor
+    edge_type: Tensor
+    rel_emb: nn.Embedding
+
     def __init__(
         self,
         graph: HomogeneousGraph,
@@ -189,10 +202,9 @@ class KGEncoder(Recommender):
                     f"product_features has {product_features.shape[0]} rows, expected {num_items}"
                 )
             self.register_buffer("features", product_features.float(), persistent=False)
-            self.feature_proj: nn.Module | None = nn.Linear(product_features.shape[1], dim)
+            self.feature_proj = nn.Linear(product_features.shape[1], dim)
         else:
-            self.features = None
-            self.feature_proj = None
+            self.features, self.feature_proj = None, None
         if conv == "gcn":
             # Symmetric normalised adjacency of the whole typed graph, built once.
             adj = normalized_adjacency(graph.edge_index, graph.num_nodes)
@@ -217,8 +229,8 @@ class KGEncoder(Recommender):
 
         # Identity-initialised transforms: training starts from plain (LightGCN-like)
         # propagation over the knowledge graph and learns the mixing from there.
-        for conv in self.convs:
-            nn.init.eye_(conv.lin.weight)
+        for layer in self.convs:
+            nn.init.eye_(cast(Any, layer).lin.weight)
 
     def inputs(self) -> Tensor:
         """Layer-0 node states: id embeddings (+ projected product features)."""
@@ -238,7 +250,7 @@ class KGEncoder(Recommender):
                 # GCNConv(normalize=False) on the pre-normalised adjacency is A_hat @ (x W);
                 # its weights are used with the symmetric sparse product (a test checks
                 # equality with conv(x, edge_index, edge_weight)).
-                x = SymmetricSpmm.apply(self.adj, conv.lin(x))
+                x = SymmetricSpmm.apply(self.adj, cast(Any, conv).lin(x))
                 outs.append(x)
         else:
             attr = self.rel_emb(self.edge_type)

@@ -114,6 +114,9 @@ class FrozenEmbeddings(Recommender):
 
     trainable = False
 
+    users: Tensor
+    items: Tensor
+
     def __init__(self, users: Tensor, items: Tensor) -> None:
         super().__init__()
         self.num_users, self.num_items = users.shape[0], items.shape[0]
@@ -185,14 +188,15 @@ class TrainResult:
     def summary(self) -> str:
         """One paragraph: model, epochs, time, final loss and best validation NDCG."""
         losses = [h["loss"] for h in self.history if "loss" in h]
-        evals = [h for h in self.history if "valid" in h]
+        stage = "valid" if any("valid" in h for h in self.history) else "test"
         k = self.settings.k
-        best = max((h["valid"][f"ndcg@{k}"] for h in evals), default=float("nan"))
+        scores = [h[stage][f"ndcg@{k}"] for h in self.history if stage in h]
+        best = max(scores, default=float("nan"))
         return (
             f"Trained {self.settings.model} (dim {self.settings.dim}) for {len(losses)} epochs in "
             f"{self.seconds:.1f}s; loss {losses[0] if losses else float('nan'):.4f} -> "
-            f"{losses[-1] if losses else float('nan'):.4f}; best validation NDCG@{k} "
-            f"{best:.4f} at epoch {self.best_epoch}; embeddings for "
+            f"{losses[-1] if losses else float('nan'):.4f}; best {stage} NDCG@{k} "
+            f"{best:.4f} (restored state: epoch {self.best_epoch}); embeddings for "
             f"{len(self.user_embeddings.ids):,} users and "
             f"{len(self.product_embeddings.ids):,} products."
         )
@@ -281,7 +285,11 @@ def _epoch(model, optimizer, pairs, weights, sampler, settings, device, gen, bar
     n = pairs.shape[1]
     perm = torch.randperm(n, generator=gen)
     total, steps = 0.0, 0
-    for start in range(0, n, settings.batch_size):
+    starts = range(0, n, settings.batch_size)
+    # A per-batch bar only where an epoch is long enough to need one (e.g. Gowalla).
+    batches = tqdm(starts, desc="batches", unit="batch", leave=False,
+                   disable=bar.disable or len(starts) < 50)
+    for start in batches:
         if settings.max_batches is not None and steps >= settings.max_batches:
             break
         idx = perm[start : start + settings.batch_size]

@@ -74,3 +74,22 @@ def test_product_features_enter_product_inputs_only(ml100k_snapshot, ml100k_spli
         KGEncoder(graph, 943, 1682, product_features=torch.randn(3, 5))
     with pytest.raises(ValueError, match="conv must be"):
         KGEncoder(graph, 943, 1682, conv="sage")
+
+
+def test_no_optional_sparse_extensions_needed():
+    import torch_geometric.typing as pyg_typing
+
+    # Propagation is torch.sparse CSR / plain scatter: no pyg-lib or torch-sparse installed.
+    assert not pyg_typing.WITH_PYG_LIB and not pyg_typing.WITH_TORCH_SPARSE
+
+
+def test_symmetric_spmm_keeps_the_input_dtype():
+    edge_index = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])
+    adj = normalized_adjacency(edge_index, 3)
+    x = torch.randn(3, 4, dtype=torch.bfloat16, requires_grad=True)
+    out = SymmetricSpmm.apply(adj, x)
+    assert out.dtype == torch.float32
+    out.sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.bfloat16
+    dense = adj.to_dense()
+    assert torch.allclose(out, dense @ x.detach().float())
