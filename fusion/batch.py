@@ -27,8 +27,9 @@ ITEM_SETS = ("long-tail", "cold-start", "all")
 #: Columns of the Parquet output.
 OUTPUT_COLUMNS = ["user_id", "product_id", "rank", "score", "score_gnn", "score_text"]
 
-#: ``rows -> (fused, gnn, text)`` score matrices ``[len(rows), num_columns]``.
-ChunkScorer = Callable[[Tensor], tuple[Tensor, Tensor, Tensor]]
+#: ``rows -> (fused, gnn, text)`` score matrices ``[len(rows), num_columns]``, or the fused
+#: matrix alone (then :func:`chunked_topk` needs ``components``).
+ChunkScorer = Callable[[Tensor], "tuple[Tensor, Tensor, Tensor] | Tensor"]
 
 
 def dot_scorer(users: Tensor, items: Tensor, columns: Tensor | None = None) -> ChunkScorer:
@@ -103,6 +104,7 @@ def chunked_topk(
     chunk_size: int = 1024,
     progress: bool = True,
     desc: str = "score",
+    components: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
 ) -> TopK:
     """Exact top-``k`` columns of every row, one chunk of rows at a time.
 
@@ -117,6 +119,8 @@ def chunked_topk(
         chunk_size: Rows per chunk (memory is ``chunk_size x C`` floats, a few times).
         progress: Show a progress bar.
         desc: Progress bar label.
+        components: For scorers that return the fused matrix only: maps (rows, global
+            column indices ``[b, k]``) to the GNN and text scores of those pairs.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -136,8 +140,12 @@ def chunked_topk(
     bar = tqdm(total=len(rows), desc=desc, unit="row", disable=not progress, leave=False)
     for start in range(0, len(rows), chunk_size):
         chunk = rows[start : start + chunk_size]
-        fused, g, t = scorer(chunk)
-        fused = fused.float()
+        out_chunk = scorer(chunk)
+        if isinstance(out_chunk, Tensor):  # fused only: components at the top-k pairs
+            fused, g, t = out_chunk.float(), None, None
+        else:
+            fused, g, t = out_chunk
+            fused = fused.float()
         if seen is not None:
             pos, cols = seen.pairs(chunk)
             local = col_of[cols]
@@ -148,8 +156,14 @@ def chunked_topk(
         glob = columns.to(idx.device)[idx]
         out["index"].append(torch.where(found, glob, -1).cpu())
         out["score"].append(vals.cpu())
-        out["score_gnn"].append(torch.where(found, g.gather(1, idx).float(), torch.nan).cpu())
-        out["score_text"].append(torch.where(found, t.gather(1, idx).float(), torch.nan).cpu())
+        if g is None or t is None:
+            if components is None:
+                raise ValueError("a scorer returning fused scores only needs components=")
+            g_top, t_top = components(chunk, glob.clamp(min=0))
+        else:
+            g_top, t_top = g.gather(1, idx), t.gather(1, idx)
+        out["score_gnn"].append(torch.where(found, g_top.float(), torch.nan).cpu())
+        out["score_text"].append(torch.where(found, t_top.float(), torch.nan).cpu())
         bar.update(len(chunk))
     bar.close()
     cat = {

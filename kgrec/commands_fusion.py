@@ -263,10 +263,10 @@ def run_score(args: argparse.Namespace) -> int:
     users = torch.arange(len(users_map))
     progress = not args.no_progress
     if args.per == "user":
-        top = chunked_topk(lambda r: scorer.score(r, items), users, k, columns=items,
+        top = chunked_topk(scorer.chunk_scorer(items), users, k, columns=items,
                            num_columns=len(products_map), seen=SeenIndex.from_edges(
                                events, len(users_map)), chunk_size=chunk, progress=progress,
-                           desc="score users")
+                           desc="score users", components=scorer.pair_components)
         frame = topk_frame(top, users, users_map, products_map, per="user")
     else:
         stats = scorer.user_stats(users, items, chunk_size=chunk)

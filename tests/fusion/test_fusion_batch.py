@@ -67,6 +67,20 @@ def test_chunked_topk_equals_brute_force_and_excludes_seen(scorer, edges, chunk)
     assert not any((u, int(i)) in seen for u in range(U) for i in top.index[u])
 
 
+def test_one_matmul_scorer_gives_the_same_top_k(scorer, edges) -> None:
+    cols = torch.arange(0, N, 2)
+    seen = SeenIndex.from_edges(edges, U)
+    fast = chunked_topk(scorer.chunk_scorer(cols), torch.arange(U), 6, columns=cols,
+                        num_columns=N, seen=seen, chunk_size=8, progress=False,
+                        components=scorer.pair_components)
+    slow = chunked_topk(lambda r: scorer.score(r, cols), torch.arange(U), 6, columns=cols,
+                        num_columns=N, seen=seen, chunk_size=8, progress=False)
+    assert torch.equal(fast.index, slow.index)
+    for a, b in ((fast.score, slow.score), (fast.score_gnn, slow.score_gnn),
+                 (fast.score_text, slow.score_text)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
 def test_candidate_columns_and_padding(scorer, edges) -> None:
     cols = torch.arange(0, N, 10)  # 12 candidates
     users = torch.tensor([3, 5])
