@@ -30,7 +30,7 @@ from gnn.metrics import evaluate_ranking
 ScoreFn = Callable[[Tensor], Tensor]
 #: Text sides: the raw MiniLM profile similarity, or a text tower trained on the interactions.
 TEXT_SIDES = ("profile", "tower")
-POPULARITY_PIVOTS: tuple[float, ...] = (2.0, 5.0, 20.0, 50.0)
+POPULARITY_PIVOTS: tuple[float, ...] = (5.0, 20.0)
 
 
 def candidate_score_fn(scorer: FusedScorer, candidates: Tensor | None = None) -> ScoreFn:
@@ -65,7 +65,7 @@ def build_text_side(
     split: Split,
     item_text: Tensor,
     *,
-    tower_epochs: int = 30,
+    tower_epochs: int = 20,
     tower_dim: int = 64,
     seed: int = 2020,
     device: str = "cpu",

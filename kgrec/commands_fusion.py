@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--text-side", choices=("tower", "profile"), default="tower",
                    help="text tower (default; speaks the users' language, scores cold products)"
                    " or raw text-profile similarity")
-    f.add_argument("--tower-epochs", type=int, default=30, help="text tower epochs (default 30)")
+    f.add_argument("--tower-epochs", type=int, default=20, help="text tower epochs (default 20)")
     f.add_argument("--mode", choices=("constant", "popularity", "best"), default="best",
                    help="alpha kept: constant, popularity-aware (tail/cold products lean on "
                    "text), or whichever has the better validation NDCG (default)")
@@ -244,11 +244,12 @@ def run_score(args: argparse.Namespace) -> int:
     k = args.top_k or config.score.top_k
     chunk = args.chunk_size or config.score.chunk_size
     snapshot = _snapshot(args, config)
-    gnn = _gnn(args.run, snapshot)
-    meta, text_users, text_items = _fusion(args, snapshot)
     events = _events(snapshot)
     users_map, products_map = snapshot.id_maps["user"], snapshot.id_maps["product"]
     degree = item_degree(events, len(products_map))
+    items = select_items(args.items, products_map, degree)  # bad --items fails fast
+    gnn = _gnn(args.run, snapshot)
+    meta, text_users, text_items = _fusion(args, snapshot)
     if args.alpha is not None:
         alpha: float | torch.Tensor = args.alpha
     elif meta["mode"] == "popularity":
@@ -259,7 +260,6 @@ def run_score(args: argparse.Namespace) -> int:
 
     scorer = FusedScorer(gnn.users, gnn.items, text_users, text_items, alpha=alpha,
                          normalise=meta["normalise"], device=pick_device(args.device))
-    items = select_items(args.items, products_map, degree)
     users = torch.arange(len(users_map))
     progress = not args.no_progress
     if args.per == "user":

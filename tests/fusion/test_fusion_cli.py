@@ -1,0 +1,103 @@
+"""kgrec fuse / score / search end to end on a small graph in the embedded store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gnn.data import make_split
+from gnn.train import TrainSettings, train_model
+from kg import schema
+from kg.snapshot import build_snapshot
+from kg.store.local import LocalStore
+from kg.tables import GraphTables, typed_node_table, typed_rel_table
+from kgrec.cli import main
+
+THEMES = ["waterproof hiking boots", "trail running shoes", "corporate tax law textbook",
+          "acoustic guitar strings", "espresso coffee beans", "children's picture book",
+          "cordless power drill", "yoga mat", "science fiction novel", "dog chew toy"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fusion-cli")
+    rng = np.random.default_rng(0)
+    products = pd.DataFrame({"id": [f"p{i:02d}" for i in range(40)],
+                             "title": [f"{THEMES[i % 10]} model {i // 10}" for i in range(40)]})
+    users = pd.DataFrame({"id": [f"u{i:02d}" for i in range(30)]})
+    rows = []
+    for u in range(30):
+        liked = [t for t in range(10) if t % 3 == u % 3]  # taste by theme
+        items = rng.choice([i for i in range(36) if i % 10 in liked], 10, replace=False)
+        rows += [(f"u{u:02d}", f"p{i:02d}", 1_000_000 + 3600 * j, 5.0, 1.0)
+                 for j, i in enumerate(items)]
+    events = pd.DataFrame(rows, columns=["src", "dst", "timestamp", "value", "weight"])
+    tables = GraphTables()
+    tables.nodes[schema.PRODUCT] = typed_node_table(schema.PRODUCT, products)
+    tables.nodes[schema.USER] = typed_node_table(schema.USER, users)
+    tables.rels[schema.RATED] = typed_rel_table(schema.RATED, events)
+    store = LocalStore(root / "store")
+    store.write(tables, progress=False)
+    snapshot = build_snapshot(store, progress=False)
+    snapshot.save(root / "snapshot")
+    split = make_split(snapshot)
+    result = train_model(snapshot, split, TrainSettings(model="mf", epochs=3, dim=8,
+                                                        eval_every=100, device="cpu"),
+                         progress=False)
+    result.save(root / "run")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KGREC_FUSION_CACHE_DIR", str(tmp_path / "text-cache"))
+
+
+def _common(root) -> list[str]:
+    return ["--run", str(root / "run"), "--snapshot", str(root / "snapshot"),
+            "--store-path", str(root / "store"), "--device", "cpu", "--no-progress"]
+
+
+def test_fuse_score_write_back_and_search(workdir, capsys) -> None:
+    assert main(["fuse", *_common(workdir), "--tower-epochs", "3"]) == 0
+    meta = pd.read_json(workdir / "run" / "fusion" / "fusion.json", typ="series")
+    assert meta["text_side"] == "tower" and 0.0 <= meta["alpha"] <= 1.0
+    assert "Artefacts in" in capsys.readouterr().out
+
+    out = workdir / "scores.parquet"
+    args = ["score", *_common(workdir), "--items", "all", "--top-k", "3", "--out", str(out),
+            "--chunk-size", "7", "--write-back"]
+    assert main(args) == 0
+    frame = pd.read_parquet(out)
+    assert len(frame) == 30 * 3
+    assert frame.groupby("user_id")["rank"].apply(list).map(lambda r: r == [1, 2, 3]).all()
+    seen = pd.concat(LocalStore(workdir / "store").iter_rels(schema.RATED))
+    pairs = set(zip(seen["src"], seen["dst"], strict=True))
+    assert not any((u, p) in pairs for u, p in zip(frame["user_id"], frame["product_id"],
+                                                   strict=True))
+    assert frame[["score", "score_gnn", "score_text"]].notna().all().all()
+    assert LocalStore(workdir / "store").counts()[schema.RECOMMENDED] == 90
+    assert main(args) == 0  # same model version: replaced, not added
+    assert LocalStore(workdir / "store").counts()[schema.RECOMMENDED] == 90
+
+    item_out = workdir / "per_item.parquet"
+    assert main(["score", *_common(workdir), "--items", "all", "--per", "item", "--top-k", "2",
+                 "--out", str(item_out)]) == 0
+    per_item = pd.read_parquet(item_out)
+    assert len(per_item) == 40 * 2 and set(per_item["per"]) == {"item"}
+
+    capsys.readouterr()
+    assert main(["search", *_common(workdir), "--user", "u00", "--alpha", "0", "--top-k", "4",
+                 "--include-seen", "espresso coffee beans"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    top_titles = [line for line in lines[1:5]]
+    assert all("espresso coffee beans" in line for line in top_titles)
+
+
+def test_score_rejects_unknown_item_file(workdir, tmp_path, capsys) -> None:
+    bad = tmp_path / "ids.txt"
+    bad.write_text("p01\nzzz\n")
+    assert main(["score", *_common(workdir), "--items", str(bad), "--out",
+                 str(tmp_path / "x.parquet")]) == 1
+    assert "row 2" in capsys.readouterr().err
