@@ -178,33 +178,43 @@ def absent_nodes(label: str) -> str:
 
 
 def read_nodes(label: str) -> str:
-    """One page of nodes after key ``$after`` (keyset pagination on the unique index)."""
+    """One page of nodes after key ``$after``, at most ``$limit``, ordered by key.
+
+    Keyset pagination on the unique index; the page comes back as one record, ``rows`` a
+    list of ``[id, <property>...]`` lists (nulls kept), which the driver decodes far faster
+    than one record per node.
+    """
     lab = schema.label(label)
     key = quote(schema.NODE_KEY)
-    cols = ", ".join(
-        f"n.{quote(c)} AS {quote(c)}" for c in schema.node_columns(lab)
-    )
+    cols = ", ".join(f"n.{quote(c)}" for c in schema.node_columns(lab))
     return (
         f"MATCH (n:{quote(lab)}) WHERE n.{key} > $after\n"
-        f"RETURN {cols}\n"
-        f"ORDER BY n.{key}\n"
-        "LIMIT $limit"
+        f"WITH n ORDER BY n.{key} LIMIT $limit\n"
+        f"RETURN collect([{cols}]) AS rows"
     )
 
 
 def read_rels(rel: str) -> str:
-    """All relationships of ``rel``, ordered by ``(src, dst, *key)`` (streamed by the caller).
+    """The ``rel`` relationships of one page of source nodes: the first ``$limit`` sources
+    with key after ``$after``, returned as one record ``(last, rows)``.
 
-    Nulls sort last, like pandas ``sort_values``.
+    ``last`` is the page's last source key (the next ``$after``; no record once the sources
+    are exhausted); ``rows`` lists ``[src, dst, <property>...]`` ordered by
+    ``(src, dst, *key)``, nulls sorting last as in pandas. Sources without such a
+    relationship still advance the page.
     """
     spec = schema.rel_spec(rel)
     key = quote(schema.NODE_KEY)
-    props = [f"r.{quote(p)} AS {quote(p)}" for p, _ in spec.properties]
-    order = ["src", "dst", *(quote(k) for k in spec.key)]
+    cols = ", ".join(["src", "dst", *(f"r.{quote(p)}" for p, _ in spec.properties)])
+    order = ", ".join(["src", "dst", *(f"r.{quote(k)}" for k in spec.key)])
     return (
-        f"MATCH (s:{quote(spec.src)})-[r:{quote(spec.name)}]->(d:{quote(spec.dst)})\n"
-        f"RETURN {', '.join([f's.{key} AS src', f'd.{key} AS dst', *props])}\n"
-        f"ORDER BY {', '.join(order)}"
+        f"MATCH (s:{quote(spec.src)}) WHERE s.{key} > $after\n"
+        f"WITH s ORDER BY s.{key} LIMIT $limit\n"
+        f"WITH collect(s) AS page, max(s.{key}) AS last\n"
+        "UNWIND page AS s\n"
+        f"OPTIONAL MATCH (s)-[r:{quote(spec.name)}]->(d:{quote(spec.dst)})\n"
+        f"WITH last, s.{key} AS src, d.{key} AS dst, r ORDER BY {order}\n"
+        f"RETURN last, collect(CASE WHEN r IS NULL THEN null ELSE [{cols}] END) AS rows"
     )
 
 

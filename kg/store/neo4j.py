@@ -51,10 +51,11 @@ def _column(frame: pd.DataFrame, name: str) -> list[Any]:
 
 
 def _check_not_null(frame: pd.DataFrame, columns: list[str], table: str) -> None:
+    """Keys must be present; an empty string is refused too (reads page on ``id > ""``)."""
     for col in columns:
-        bad = frame[col].isna().to_numpy().nonzero()[0]
+        bad = (frame[col].isna() | (frame[col] == "")).to_numpy().nonzero()[0]
         if len(bad):
-            raise InputError(f"{table} table has a null {col}", row=int(bad[0]), field=col)
+            raise InputError(f"{table} table has an empty {col}", row=int(bad[0]), field=col)
 
 
 def node_rows(label: str, frame: pd.DataFrame) -> list[Row]:
@@ -167,12 +168,13 @@ class Neo4jStore:
 
     @staticmethod
     def _check_names(tables: GraphTables) -> None:
-        """Every table must be written: refuse names this method would skip."""
-        for lab in tables.nodes:
-            schema.label(lab)
-        for rel in tables.rels:
+        """Refuse tables this method would skip and keys it cannot write, before writing."""
+        for lab, frame in tables.nodes.items():
+            _check_not_null(frame, [schema.NODE_KEY], schema.label(lab))
+        for rel, frame in tables.rels.items():
             if schema.rel_type(rel) == schema.RECOMMENDED:
                 raise StoreError("write RECOMMENDED rows with write_recommendations(), not write()")
+            _check_not_null(frame, ["src", "dst"], rel)
 
     def _check_endpoints(self, tables: GraphTables) -> None:
         """Fail before writing anything when a relationship names a node that is neither in
@@ -315,28 +317,36 @@ class Neo4jStore:
 
     def iter_nodes(self, label: str, *, batch_size: int = 50_000) -> Iterator[pd.DataFrame]:
         """Nodes of ``label`` ordered by id, ``batch_size`` per frame (keyset pagination)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         query, cols = cypher.read_nodes(label), schema.node_columns(label)
         after = ""
         while True:
-            records = self._query(query, after=after, limit=batch_size)
-            if not records:
+            rows = self._query(query, after=after, limit=batch_size)[0]["rows"]
+            if not rows:
                 return
-            yield typed_node_table(label, pd.DataFrame([r.values() for r in records], columns=cols))
-            if len(records) < batch_size:
+            yield typed_node_table(label, pd.DataFrame(rows, columns=cols))
+            if len(rows) < batch_size:
                 return
-            after = records[-1][schema.NODE_KEY]
+            after = rows[-1][0]
 
     def iter_rels(self, rel: str, *, batch_size: int = 50_000) -> Iterator[pd.DataFrame]:
-        """Relationships of ``rel`` ordered by ``(src, dst, *key)``, streamed from one query."""
+        """Relationships of ``rel`` ordered by ``(src, dst, *key)``, about ``batch_size`` per
+        frame: pages of source nodes (keyset on their id), the number of sources per page
+        adapted to the degrees seen so far."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         query, cols = cypher.read_rels(rel), schema.rel_columns(rel)
-        with self._session(default_access_mode=READ_ACCESS, fetch_size=batch_size) as session:
-            result = session.run(query)
-            while True:
-                records = result.fetch(batch_size)
-                if not records:
-                    return
-                frame = pd.DataFrame([r.values() for r in records], columns=cols)
-                yield typed_rel_table(rel, frame)
+        after, sources = "", max(1, batch_size // 64)
+        while True:
+            records = self._query(query, after=after, limit=sources)
+            if not records:
+                return
+            rows = records[0]["rows"]
+            if rows:
+                yield typed_rel_table(rel, pd.DataFrame(rows, columns=cols))
+            after = records[0]["last"]
+            sources = max(1, min(batch_size, sources * batch_size // max(len(rows), 1)))
 
     def counts(self) -> dict[str, int]:
         """Nodes per label and relationships per type (from Neo4j's count store; zeros left out)."""
