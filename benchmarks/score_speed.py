@@ -112,7 +112,7 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=100_000, help="products (100000)")
     parser.add_argument("--dim", type=int, default=64, help="embedding size (64)")
     parser.add_argument("--k", type=int, default=20, help="top-K (20)")
-    parser.add_argument("--chunk", type=int, default=1024, help="users per chunk (1024)")
+    parser.add_argument("--chunk", type=int, default=512, help="users per chunk (512)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats, best kept (3)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="threads for torch/BLAS/FAISS (all cores)")

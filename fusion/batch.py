@@ -24,6 +24,8 @@ from kg.ids import IdMap
 from kg.store.base import GraphStore
 
 ITEM_SETS = ("long-tail", "cold-start", "all")
+#: Column group width of :func:`grouped_topk`.
+GROUP = 32
 #: Columns of the Parquet output.
 OUTPUT_COLUMNS = ["user_id", "product_id", "rank", "score", "score_gnn", "score_text"]
 
@@ -32,17 +34,67 @@ OUTPUT_COLUMNS = ["user_id", "product_id", "rank", "score", "score_gnn", "score_
 ChunkScorer = Callable[[Tensor], "tuple[Tensor, Tensor, Tensor] | Tensor"]
 
 
-def dot_scorer(users: Tensor, items: Tensor, columns: Tensor | None = None) -> ChunkScorer:
-    """A single-source :data:`ChunkScorer` (e.g. GNN only): ``users[rows] @ items.T``, the
-    same matrix reported as fused and GNN score, text score NaN."""
+class MatmulScorer:
+    """A scorer whose scores are one matrix product: ``user_vectors(rows) @ items.T``.
+
+    :func:`chunked_topk` runs it cache-friendly: the product is written block by block of
+    ``item_block`` columns into one reused buffer, and the top-K uses a grouped selection
+    (see :func:`grouped_topk`) instead of a full sort pass.
+
+    Args:
+        user_vectors: Maps row indices to ``[b, D]`` row vectors.
+        items: ``[C, D]`` column vectors (the candidate columns, in order).
+        components: (rows, global column indices ``[b, k]``) -> (gnn, text) scores at
+            those pairs; ``None`` reports the score itself as GNN score and NaN as text.
+    """
+
+    def __init__(
+        self,
+        user_vectors: Callable[[Tensor], Tensor],
+        items: Tensor,
+        components: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
+    ) -> None:
+        self.user_vectors = user_vectors
+        self.items_t = items.T.contiguous()
+        self.components = components
+
+    @property
+    def num_columns(self) -> int:
+        return int(self.items_t.shape[1])
+
+    def __call__(self, rows: Tensor) -> Tensor:
+        return self.user_vectors(rows) @ self.items_t
+
+    def fill(self, rows: Tensor, out: Tensor, item_block: int = 4096) -> None:
+        """Write the scores of ``rows`` into ``out[:, :num_columns]`` block by block."""
+        users = self.user_vectors(rows)
+        n = self.num_columns
+        for start in range(0, n, item_block):
+            end = min(start + item_block, n)
+            torch.mm(users, self.items_t[:, start:end], out=out[:, start:end])
+
+
+def dot_scorer(users: Tensor, items: Tensor, columns: Tensor | None = None) -> MatmulScorer:
+    """A single-source scorer (e.g. GNN only): ``users[rows] @ items[columns].T``."""
     cand = items if columns is None else items[columns]
-    cand_t = cand.T.contiguous()
+    return MatmulScorer(lambda rows: users[rows.to(users.device)], cand)
 
-    def score(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        s = users[rows.to(users.device)] @ cand_t
-        return s, s, torch.full_like(s, torch.nan)
 
-    return score
+def grouped_topk(scores: Tensor, k: int, group: int = 32) -> tuple[Tensor, Tensor]:
+    """Exact row-wise top-``k`` of ``[B, C]`` scores (C a multiple of ``group``).
+
+    Columns are cut into groups of ``group``; each of the true top-k values lies in one of
+    the ``k`` groups with the largest maxima (a group holding a top-k value has a maximum
+    at least the k-th value, and at most k groups do), so one max-reduction over the
+    matrix, a top-k over the group maxima and a top-k over ``k * group`` gathered values
+    replace a top-k over all C columns.
+    """
+    b, c = scores.shape
+    groups = scores.view(b, c // group, group)
+    top_g = groups.amax(2).topk(min(k, c // group), dim=1).indices
+    cand = groups.gather(1, top_g[:, :, None].expand(-1, -1, group)).reshape(b, -1)
+    values, pos = cand.topk(min(k, cand.shape[1]), dim=1)
+    return values, top_g.gather(1, pos // group) * group + pos % group
 
 
 class SeenIndex:
@@ -137,29 +189,49 @@ def chunked_topk(
     col_of[columns] = torch.arange(len(columns))
     kk = min(k, len(columns))
     out = {name: [] for name in ("index", "score", "score_gnn", "score_text")}
+    matmul = isinstance(scorer, MatmulScorer)
+    if matmul and components is None:
+        components = scorer.components  # type: ignore[union-attr]
+    buffer = None
     bar = tqdm(total=len(rows), desc=desc, unit="row", disable=not progress, leave=False)
     for start in range(0, len(rows), chunk_size):
         chunk = rows[start : start + chunk_size]
-        out_chunk = scorer(chunk)
-        if isinstance(out_chunk, Tensor):  # fused only: components at the top-k pairs
-            fused, g, t = out_chunk.float(), None, None
+        g = t = None
+        if matmul:
+            n_cols = len(columns)
+            padded = n_cols + (-n_cols) % GROUP
+            if buffer is None or buffer.shape[0] < len(chunk):
+                buffer = torch.full((len(chunk), padded), -torch.inf,
+                                    device=scorer.items_t.device)  # type: ignore[union-attr]
+            fused = buffer[: len(chunk)]
+            scorer.fill(chunk, fused)  # type: ignore[union-attr]
         else:
-            fused, g, t = out_chunk
-            fused = fused.float()
+            out_chunk = scorer(chunk)
+            if isinstance(out_chunk, Tensor):  # fused only: components at the top-k pairs
+                fused = out_chunk.float()
+            else:
+                fused, g, t = out_chunk
+                fused = fused.float()
         if seen is not None:
             pos, cols = seen.pairs(chunk)
             local = col_of[cols]
             keep = local >= 0
             fused[pos[keep].to(fused.device), local[keep].to(fused.device)] = -torch.inf
-        vals, idx = torch.topk(fused, kk, dim=1)
+        if matmul and fused.shape[1] >= 4 * GROUP * kk:
+            vals, idx = grouped_topk(fused, kk, GROUP)
+        else:
+            vals, idx = torch.topk(fused[:, : len(columns)], kk, dim=1)
         found = torch.isfinite(vals)
         glob = columns.to(idx.device)[idx]
         out["index"].append(torch.where(found, glob, -1).cpu())
         out["score"].append(vals.cpu())
         if g is None or t is None:
-            if components is None:
+            if components is not None:
+                g_top, t_top = components(chunk, glob.clamp(min=0))
+            elif matmul:  # single source: the score is the GNN score
+                g_top, t_top = vals, torch.full_like(vals, torch.nan)
+            else:
                 raise ValueError("a scorer returning fused scores only needs components=")
-            g_top, t_top = components(chunk, glob.clamp(min=0))
         else:
             g_top, t_top = g.gather(1, idx), t.gather(1, idx)
         out["score_gnn"].append(torch.where(found, g_top.float(), torch.nan).cpu())

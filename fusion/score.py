@@ -226,6 +226,9 @@ class FusedScorer:
         if self.normalise != "zscore":
             raise ValueError("fused_zscore needs normalise='zscore'")
         side = self._item_side(items)
+        return self._zscore_users(users, side) @ side["items"].T
+
+    def _zscore_users(self, users: Tensor, side: dict[str, Tensor]) -> Tensor:
         ug = self.gnn_users[users.to(self.device)]
         ut = self.text_users[users.to(self.device)]
         parts = []
@@ -234,7 +237,7 @@ class FusedScorer:
             std = ((u @ cov) * u).sum(1).clamp(min=0).sqrt()
             std = torch.where(std > 0, std, torch.ones_like(std))
             parts += [u / std[:, None], (-mean / std)[:, None]]
-        return torch.cat(parts, 1) @ side["items"].T
+        return torch.cat(parts, 1)
 
     def _item_side(self, items: Tensor | None) -> dict[str, Tensor]:
         key = None if items is None else hash(items.cpu().numpy().tobytes())
@@ -267,10 +270,14 @@ class FusedScorer:
         """The fastest exact scorer of user chunks against ``items`` for
         :func:`fusion.batch.chunked_topk`: the one-matmul z-score blend when it applies
         (returns fused scores only; components come from :meth:`pair_components`)."""
+        from fusion.batch import MatmulScorer  # batch builds on score, not the reverse
+
         if self.normalise == "zscore" and not (
             isinstance(self.alpha, float) and self.alpha in (0.0, 1.0)
         ):
-            return lambda rows: self.fused_zscore(rows, items)
+            side = self._item_side(items)
+            return MatmulScorer(lambda rows: self._zscore_users(rows, side), side["items"],
+                                self.pair_components)
         return lambda rows: self.score(rows, items)
 
     def __call__(self, users: Tensor) -> Tensor:

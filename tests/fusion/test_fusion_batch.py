@@ -10,6 +10,8 @@ import torch
 from fusion.batch import (
     SeenIndex,
     chunked_topk,
+    dot_scorer,
+    grouped_topk,
     long_tail,
     select_items,
     topk_frame,
@@ -79,6 +81,27 @@ def test_one_matmul_scorer_gives_the_same_top_k(scorer, edges) -> None:
     for a, b in ((fast.score, slow.score), (fast.score_gnn, slow.score_gnn),
                  (fast.score_text, slow.score_text)):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_matmul_path_with_grouped_topk_equals_brute_force() -> None:
+    gen = torch.Generator().manual_seed(4)
+    users, items = torch.randn(50, 16, generator=gen), torch.randn(5003, 16, generator=gen)
+    pairs = torch.stack([torch.randint(0, 50, (3000,), generator=gen),
+                         torch.randint(0, 5003, (3000,), generator=gen)]).unique(dim=1)
+    cols = torch.arange(1, 5003, 1)  # 5002 candidates: not a multiple of the group width
+    top = chunked_topk(dot_scorer(users, items, cols), torch.arange(50), 10, columns=cols,
+                       num_columns=5003, seen=SeenIndex.from_edges(pairs, 50), chunk_size=16,
+                       progress=False)
+    full = users @ items.T
+    full[:, 0] = -torch.inf  # not a candidate
+    vals, idx = brute_force(full, pairs, 10)
+    assert torch.equal(top.index, idx)
+    torch.testing.assert_close(top.score, vals)
+    torch.testing.assert_close(top.score_gnn, vals)
+    assert torch.isnan(top.score_text).all()
+    v, i = grouped_topk(full[:, :4992], 7, 32)
+    ref = full[:, :4992].topk(7, dim=1)
+    assert torch.equal(i, ref.indices) and torch.equal(v, ref.values)
 
 
 def test_candidate_columns_and_padding(scorer, edges) -> None:
