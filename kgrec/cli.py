@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from kg.errors import KgrecError
 
+# torch_geometric still calls torch.jit.script on import; the warning is noise to users.
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+
 #: Modules that each provide ``register(subparsers)``; their sub-commands set ``func``.
-COMMAND_MODULES = ("kgrec.commands_kg", "kgrec.commands_gnn", "kgrec.commands_fusion")
+COMMAND_MODULES = (
+    "kgrec.commands_kg",
+    "kgrec.commands_gnn",
+    "kgrec.commands_fusion",
+    "kgrec.pipeline",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
