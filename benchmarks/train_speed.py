@@ -44,7 +44,7 @@ def kgrec_worker(data: str, batches: int | None, threads: int, out: mp.Queue) ->
     import torch
     from tqdm.auto import tqdm
 
-    from gnn.data import NegativeSampler, load_lightgcn_split
+    from gnn.data import NegativeSampler, load_lightgcn_split, negative_pool
     from gnn.train import TrainSettings, _epoch, build_model, train_weights
 
     torch.set_num_threads(threads)
@@ -57,7 +57,7 @@ def kgrec_worker(data: str, batches: int | None, threads: int, out: mp.Queue) ->
     gen = torch.Generator().manual_seed(2020)
     pairs = split.pairs("train")
     weights = train_weights(snapshot, split, None)
-    sampler = NegativeSampler(pairs, split.num_items, gen)
+    sampler = NegativeSampler(pairs, split.num_items, gen, pool=negative_pool(split))
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     bar = tqdm(disable=True)
     device = torch.device("cpu")

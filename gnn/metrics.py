@@ -12,6 +12,7 @@ interactions). A user counts in a slice only if the slice holds one of their pai
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -97,7 +98,8 @@ class _SliceState:
 
     def result(self) -> dict[str, float]:
         out = {name: float(m.compute()) for name, m in self.metrics.items()}
-        out["auc"] = self.auc_sum / self.users if self.users else 0.0
+        if not math.isnan(self.auc_sum):
+            out["auc"] = self.auc_sum / self.users if self.users else 0.0
         n_items = int(self.slice_items.sum())
         hit_items = int((self.recommended & self.slice_items).sum())
         out[f"coverage@{self.k}"] = hit_items / n_items if n_items else 0.0
@@ -170,6 +172,7 @@ def evaluate_ranking(
     candidates: torch.Tensor | None = None,
     batch_size: int = 1024,
     slices: tuple[str, ...] = SLICES,
+    auc: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Rank products for every user holding ``stage`` pairs and report metrics per slice.
 
@@ -183,6 +186,8 @@ def evaluate_ranking(
             ranked and only pairs on them count (e.g. long-tail products only).
         batch_size: users scored per call of ``score_fn``.
         slices: which of ``overall``, ``long_tail``, ``cold_start`` to report.
+        auc: compute AUC (a full sort per user batch; training-time monitoring skips it
+            and leaves the key out).
 
     Returns:
         ``{slice: {"recall@K", "ndcg@K", "hit@K", "mrr", "auc", "coverage@K", "users",
@@ -224,10 +229,11 @@ def evaluate_ranking(
         rows, items = _rows_of(gt_users, batch, gt_items)
         n_valid = torch.isfinite(scores).sum(1)
         pos_count = torch.bincount(rows, minlength=batch.numel())
-        auc = _pair_auc(scores, rows, items, n_valid, pos_count)
+        pair_auc = (_pair_auc(scores, rows, items, n_valid, pos_count) if auc
+                    else torch.full((rows.numel(),), float("nan"), dtype=torch.float64))
         for name, state in states.items():
             on = slice_masks[name][items]
-            state.update(topk, rows[on], items[on], auc[on])
+            state.update(topk, rows[on], items[on], pair_auc[on])
     return {name: state.result() for name, state in states.items()}
 
 

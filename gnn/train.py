@@ -27,6 +27,7 @@ from gnn.data import (
     bipartite_edge_index,
     homogeneous_graph,
     interaction_table,
+    negative_pool,
     normalized_adjacency,
     training_graph,
 )
@@ -277,7 +278,9 @@ def _evaluate(model: Recommender, split: Split, stage: str, k: int) -> dict[str,
     def score(users: Tensor) -> Tensor:
         return model.score(users.to(device), cache)
 
-    return evaluate_ranking(score, split, stage=stage, k=k, slices=("overall",))["overall"]
+    # AUC needs a full sort per batch: skipped while monitoring (it only stops on NDCG@k).
+    return evaluate_ranking(score, split, stage=stage, k=k, slices=("overall",),
+                            auc=False)["overall"]
 
 
 def _epoch(model, optimizer, pairs, weights, sampler, settings, device, gen, bar) -> float:
@@ -354,7 +357,7 @@ def train_model(
     start = time.perf_counter()
     if model.trainable and len(split.train):
         pairs = split.pairs("train")
-        sampler = NegativeSampler(pairs, split.num_items, gen)
+        sampler = NegativeSampler(pairs, split.num_items, gen, pool=negative_pool(split))
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
         bar = tqdm(range(1, settings.epochs + 1), desc=f"train {settings.model}", unit="epoch",
                    disable=not progress)

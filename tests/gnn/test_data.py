@@ -17,6 +17,7 @@ from gnn.data import (
     item_cold_start_split,
     load_lightgcn_split,
     make_split,
+    negative_pool,
     training_graph,
 )
 from gnn.metrics import cold_start_items
@@ -180,3 +181,17 @@ def test_split_arguments_are_checked(ml100k_snapshot):
         make_split(ml100k_snapshot, valid_ratio=0.5, test_ratio=0.5)
     with pytest.raises(ValueError, match="unknown split kind"):
         make_split(ml100k_snapshot, kind="weekly")
+
+
+def test_negative_pool_excludes_products_without_training_pairs(ml100k_snapshot):
+    split = item_cold_start_split(ml100k_snapshot, frac=0.1, seed=3)
+    pool = negative_pool(split)
+    held = torch.as_tensor(sorted(set(split.valid["product"]) | set(split.test["product"])))
+    assert not torch.isin(pool, held).any()
+    assert pool.numel() == int((split.item_counts() > 0).sum())
+    pairs = split.pairs("train")
+    sampler = NegativeSampler(pairs, split.num_items, torch.Generator().manual_seed(0), pool=pool)
+    neg = sampler.sample(pairs[0])
+    assert torch.isin(neg, pool).all() and not sampler.is_positive(pairs[0], neg).any()
+    with pytest.raises(ValueError, match="empty negative pool"):
+        NegativeSampler(pairs, split.num_items, pool=torch.zeros(0, dtype=torch.long))

@@ -90,3 +90,10 @@ def test_ties_count_half_in_auc_and_bad_shapes_are_errors():
         evaluate_ranking(lambda u: torch.zeros(len(u), 5), SPLIT)
     with pytest.raises(ValueError, match="stage must be"):
         evaluate_ranking(score, SPLIT, stage="train")
+
+
+def test_auc_can_be_skipped_without_changing_the_rest():
+    full = evaluate_ranking(score, SPLIT, stage="test", k=2)["overall"]
+    quick = evaluate_ranking(score, SPLIT, stage="test", k=2, auc=False)["overall"]
+    assert "auc" not in quick
+    assert quick == {name: value for name, value in full.items() if name != "auc"}
