@@ -30,6 +30,7 @@ def machine() -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "memory_gib": round(mem, 1), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "python": platform.python_version(),
+        # Shared machine: the load when the benchmark started says how contended it was.
         "load_average_1m_at_start": round(os.getloadavg()[0], 2),
     }  # fmt: skip
 

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_every=args.eval_every, seed=args.seed, device=args.device,
         max_minutes=args.max_minutes,
     )
-    started = now()
+    started, host = now(), machine()
     t0 = time.perf_counter()
     result = train_model(snapshot, split, settings, eval_stage="test")
     wall = time.perf_counter() - t0
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": ("s_per_epoch is training only (evaluation excluded); recall/ndcg are the last "
                  "evaluated epoch on the test split, full ranking over 40,981 items with "
                  "training items excluded"),
-        "command": command(), "machine": machine(), "date": started,
+        "command": command(), "machine": host, "date": started,
     }
     write_json(args.out, payload)
     print(f"{'epoch':>6} {'loss':>8} {'recall@20':>10} {'ndcg@20':>9}")
