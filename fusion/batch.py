@@ -188,23 +188,23 @@ def chunked_topk(
     col_of = torch.full((max(total, 1),), -1, dtype=torch.long)
     col_of[columns] = torch.arange(len(columns))
     kk = min(k, len(columns))
-    out = {name: [] for name in ("index", "score", "score_gnn", "score_text")}
-    matmul = isinstance(scorer, MatmulScorer)
-    if matmul and components is None:
-        components = scorer.components  # type: ignore[union-attr]
+    out: dict[str, list[Tensor]] = {n: [] for n in ("index", "score", "score_gnn", "score_text")}
+    mm = scorer if isinstance(scorer, MatmulScorer) else None
+    matmul = mm is not None
+    if mm is not None and components is None:
+        components = mm.components
     buffer = None
     bar = tqdm(total=len(rows), desc=desc, unit="row", disable=not progress, leave=False)
     for start in range(0, len(rows), chunk_size):
         chunk = rows[start : start + chunk_size]
         g = t = None
-        if matmul:
+        if mm is not None:
             n_cols = len(columns)
             padded = n_cols + (-n_cols) % GROUP
             if buffer is None or buffer.shape[0] < len(chunk):
-                buffer = torch.full((len(chunk), padded), -torch.inf,
-                                    device=scorer.items_t.device)  # type: ignore[union-attr]
+                buffer = torch.full((len(chunk), padded), -torch.inf, device=mm.items_t.device)
             fused = buffer[: len(chunk)]
-            scorer.fill(chunk, fused)  # type: ignore[union-attr]
+            mm.fill(chunk, fused)
         else:
             out_chunk = scorer(chunk)
             if isinstance(out_chunk, Tensor):  # fused only: components at the top-k pairs

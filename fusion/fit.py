@@ -145,9 +145,11 @@ def fit_fusion(
     constant = fit_alpha(run, grid, progress=progress)
     curve_pop: list[tuple[float, float, float]] = []
     best_pivot, best = pivots[0], (-1.0, 0.0)
+    def run_popularity(pivot: float) -> Callable[[float], float]:
+        return lambda a: run(popularity_alpha(degree, a, pivot))
+
     for pivot in pivots:
-        fit = fit_alpha(lambda a, p=pivot: run(popularity_alpha(degree, a, p)), grid,
-                        progress=progress)
+        fit = fit_alpha(run_popularity(pivot), grid, progress=progress)
         curve_pop += [(a, pivot, m) for a, m in fit.curve]
         if fit.best_metric > best[0]:
             best, best_pivot = (fit.best_metric, fit.best), pivot

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from kg.errors import ConfigError, InputError, ModelError
@@ -222,9 +223,8 @@ def _fusion(args: argparse.Namespace, snapshot: GraphSnapshot) -> tuple[dict, to
 
 def _events(snapshot: GraphSnapshot) -> torch.Tensor:
     frame = snapshot.interactions()
-    return torch.as_tensor(
-        [frame["user"].to_numpy("int64"), frame["product"].to_numpy("int64")], dtype=torch.long
-    ).reshape(2, -1)
+    pairs = np.stack([frame["user"].to_numpy("int64"), frame["product"].to_numpy("int64")])
+    return torch.as_tensor(pairs, dtype=torch.long).reshape(2, -1)
 
 
 def run_score(args: argparse.Namespace) -> int:
