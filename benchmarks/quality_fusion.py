@@ -73,13 +73,13 @@ def load_snapshot() -> GraphSnapshot:
 
 
 def gnn_run(snapshot: GraphSnapshot, split: Split, name: str, args) -> TrainResult:
-    folder = WORK / f"lightgcn-{name}-e{args.epochs}-m{args.max_minutes:g}"
+    folder = WORK / f"{args.model}-{name}-e{args.epochs}-m{args.max_minutes:g}"
     if (folder / "settings.json").exists():
         return TrainResult.load(folder)
     # The settings of the gnn benchmark's lightgcn row (benchmarks/quality_ml100k.py).
-    settings = TrainSettings(model="lightgcn", epochs=args.epochs, batch_size=4096, lr=args.lr,
-                             eval_every=2, patience=4, max_minutes=args.max_minutes, layers=3,
-                             seed=2020)
+    settings = TrainSettings(model=args.model, epochs=args.epochs, batch_size=4096, lr=args.lr,
+                             eval_every=2, patience=4, max_minutes=args.max_minutes,
+                             layers=3 if args.model == "lightgcn" else 2, seed=2020)
     result = train_model(snapshot, split, settings, progress=True)
     result.save(folder)
     return result
@@ -171,7 +171,9 @@ def _alpha_record(alpha, mode, setting: Setting, kind: str):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=100, help="LightGCN max epochs (100)")
+    parser.add_argument("--model", default="lightgcn",
+                        help="base model from gnn (lightgcn, mf, gcn, gat; default lightgcn)")
+    parser.add_argument("--epochs", type=int, default=100, help="base model max epochs (100)")
     parser.add_argument("--max-minutes", type=float, default=4.0,
                         help="LightGCN wall-time cap per split (4, as the gnn benchmark)")
     parser.add_argument("--lr", type=float, default=5e-3, help="LightGCN learning rate (5e-3)")
@@ -218,10 +220,11 @@ def main() -> int:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - start, 1),
         "k": K,
-        "lightgcn": {"epochs": args.epochs, "lr": args.lr, "max_minutes": args.max_minutes,
+        "base_model": args.model,
+        "base_training": {"epochs": args.epochs, "lr": args.lr, "max_minutes": args.max_minutes,
                      "batch_size": 4096, "eval_every": 2, "patience": 4,
                      "temporal_best_epoch": warm_gnn_epoch},
-        "rows": "gnn_only = the fusion's LightGCN alone (alpha 1); text = MiniLM profile "
+        "rows": "gnn_only = the fusion's base model alone (alpha 1); text = MiniLM profile "
                 "similarity; text_tower = BPR-trained projection of MiniLM vectors; fused_* "
                 "blend per-user z-scores: fixed alpha 0.5, alpha fitted on validation, or "
                 "popularity-aware alpha(degree); *_tower_* use the text tower as text side",
@@ -238,7 +241,16 @@ def main() -> int:
     }
     path = Path(args.out)
     data = json.loads(path.read_text()) if path.exists() else {}
+    for row in rows.values():
+        row["base_model"] = args.model
     data.setdefault("models", {}).update(rows)
+    by_base = (data.get("fusion") or {}).get("by_base", {})
+    by_base[args.model] = {
+        name: {part: row[part][f"ndcg@{K}"]  # type: ignore[index]
+               for part in ("overall", "long_tail", "tail_candidates", "item_cold_start")}
+        for name, row in rows.items()
+    }
+    record["by_base"] = by_base  # NDCG@20 of the fusion rows on each base model run so far
     data["fusion"] = record
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1))
