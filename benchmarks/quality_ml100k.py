@@ -76,7 +76,7 @@ def settings_for(model: str, args: argparse.Namespace) -> TrainSettings:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    started, t0 = now(), time.perf_counter()
+    started, host, t0 = now(), machine(), time.perf_counter()
     snapshot = load_snapshot(args.snapshot)
     warm = make_split(snapshot)  # temporal: ml-100k events all carry timestamps
     cold = item_cold_start_split(snapshot)
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                   "item_cold_start": cold.summary(), "seed": 2020, "k": K,
                   "protocol": "full ranking over all products, training (and validation) "
                               "items excluded; early stopping on validation NDCG@20"},
-        "command": command(), "machine": machine(), "date": started,
+        "command": command(), "machine": host, "date": started,
     })
     data["gnn"] = {"runs": runs, "seconds": round(time.perf_counter() - t0, 1)}
     write_json(args.out, data)

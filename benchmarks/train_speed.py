@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads per process (2)")
     p.add_argument("--out", type=Path, default=RESULTS / "train_speed.json")
     args = p.parse_args(argv)
-    started = now()
+    started, host = now(), machine()
     runs: dict[str, list[dict]] = {"kgrec": [], "pyg": []}
     for r in range(args.rounds):
         for name, target in (("kgrec", kgrec_worker), ("pyg", pyg_worker)):
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "note": ("s_per_epoch = median s/batch x batches per epoch (evaluation excluded); "
                  "kgrec_setup_s (normalised CSR adjacency, once per training) is not in it"),
-        "command": command(), "machine": machine(), "date": started,
+        "command": command(), "machine": host, "date": started,
     }
     write_json(args.out, payload)
     print(f"{'':10}{'s/epoch':>10}{'peak RSS MB':>13}")
