@@ -59,7 +59,7 @@ def tiny_snapshot(events: list[tuple[int, int, int, float]], num_users: int, num
     frame = pd.DataFrame(events, columns=["user", "product", "time", "value"])
     store = data[edge_type(rel)]
     store.edge_index = torch.as_tensor(frame[["user", "product"]].to_numpy().T.copy())
-    store.edge_time = torch.as_tensor(frame["time"].to_numpy())
+    store.edge_time = torch.as_tensor(frame["time"].to_numpy().copy())
     store.edge_value = torch.as_tensor(frame["value"].to_numpy("float32"))
     store.edge_weight = torch.ones(len(frame))
     data[edge_type(schema.IN_CATEGORY)].edge_index = torch.stack(
