@@ -218,3 +218,26 @@ def test_write_back_is_idempotent_per_model_version(tmp_path) -> None:
     assert v1["score"].tolist() == [0.9, 0.5, 0.8, 0.1]
     assert v1["score_text"].tolist() == [0.3, 0.6, 0.9, 0.2]
     assert v1["created_at"].notna().all()
+
+
+@pytest.mark.neo4j
+def test_write_back_to_neo4j_is_idempotent(neo4j_store) -> None:
+    tables = GraphTables()
+    tables.nodes[schema.USER] = typed_node_table(schema.USER, pd.DataFrame({"id": ["u0", "u1"]}))
+    tables.nodes[schema.PRODUCT] = typed_node_table(
+        schema.PRODUCT, pd.DataFrame({"id": ["p0", "p1", "p2"], "title": ["a", "b", "c"]})
+    )
+    neo4j_store.write(tables, progress=False)
+    frame = pd.DataFrame({
+        "user_id": ["u0", "u0", "u1", "u1", "u1"], "product_id": ["p0", "p1", "p0", "p1", "p2"],
+        "rank": [1, 2, 1, 2, 3], "score": [0.9, 0.5, 0.8, 0.3, 0.1],
+        "score_gnn": [1.0, 0.2, 0.7, 0.1, 0.0], "score_text": [0.3, 0.6, 0.9, 0.5, 0.2],
+    })
+    # batch_size=2 would split u1's three rows; write_back keeps a user in one batch.
+    assert write_back(neo4j_store, frame, model_version="v1", batch_size=2, progress=False) == 5
+    assert write_back(neo4j_store, frame, model_version="v1", batch_size=2, progress=False) == 5
+    assert neo4j_store.counts()[schema.RECOMMENDED] == 5
+    stored = pd.concat(neo4j_store.iter_rels(schema.RECOMMENDED))
+    u1 = stored[stored["src"] == "u1"].sort_values("rank")
+    assert u1["dst"].tolist() == ["p0", "p1", "p2"]
+    assert u1["score_gnn"].tolist() == [0.7, 0.1, 0.0]
