@@ -65,19 +65,18 @@ class GraphStats:
             f"{self.long_tail_products:,} products ({self.long_tail_share:.1%} of the catalogue, "
             f"{self.long_tail_interaction_share:.1%} of interactions), of which "
             f"{self.never_interacted:,} were never interacted with. Median interactions per "
-            f"user {self.user_degree['median']:.0f}, per product "
-            f"{self.product_degree['median']:.0f}."
+            f"user {self.user_degree['p50']:.0f}, per product "
+            f"{self.product_degree['p50']:.0f}."
         )
 
 
 def degree_summary(degrees: np.ndarray) -> dict[str, float]:
-    """min, quantiles, median, mean and max of a degree array (zeros when empty)."""
+    """min, mean, max and quantiles (p50 is the median) of a degree array (zeros when empty)."""
     if len(degrees) == 0:
         return {k: 0.0 for k in ("min", "mean", "max", *(f"p{int(q * 100)}" for q in QUANTILES))}
     out = {"min": float(degrees.min()), "mean": float(degrees.mean()), "max": float(degrees.max())}
     for q in QUANTILES:
         out[f"p{int(q * 100)}"] = float(np.quantile(degrees, q))
-    out["median"] = out["p50"]
     return out
 
 

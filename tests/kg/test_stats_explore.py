@@ -73,7 +73,7 @@ def test_head_size_and_degree_summary() -> None:
     assert head_size(deg, 0.81) == 3
     assert head_size(np.zeros(3, dtype=int)) == 0
     s = degree_summary(deg)
-    assert (s["min"], s["max"], s["mean"], s["median"]) == (0.0, 5.0, 2.0, 1.0)
+    assert (s["min"], s["max"], s["mean"], s["p50"]) == (0.0, 5.0, 2.0, 1.0)
     with pytest.raises(ValueError, match="head_share"):
         head_size(deg, 0.0)
 
