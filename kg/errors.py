@@ -40,7 +40,7 @@ class SchemaError(KgrecError):
 
 
 class MissingIdError(KgrecError):
-    """An id was looked up in an IdMap that does not hold it (artefacts join on ids, never on order)."""
+    """An id looked up in an IdMap that does not hold it (artefacts join on ids, not order)."""
 
 
 class StoreError(KgrecError):

@@ -62,7 +62,7 @@ class IdMap:
 
 @dataclass
 class NodeEmbeddings:
-    """Embeddings of one node type, row ``i`` belonging to ``ids[i]``: the gnn/text -> fusion hand-off."""
+    """Embeddings of one node type, row ``i`` for ``ids[i]``: the gnn/text -> fusion hand-off."""
 
     node_type: str
     ids: IdMap

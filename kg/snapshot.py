@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from kg import schema
 from kg.ids import IdMap
 from kg.store.base import GraphStore
-from kg.tables import empty_rel_table, typed_node_table, typed_rel_table
+from kg.tables import empty_node_table, empty_rel_table, typed_node_table, typed_rel_table
 
 
 def node_type(label: str) -> str:
@@ -50,7 +50,8 @@ class GraphSnapshot:
     relations: list[str] = field(default_factory=list)
 
     def interactions(self) -> pd.DataFrame:
-        """All user->product events as one frame: user, product (row indices), rel, time, value, weight."""
+        """All user->product events in one frame: user and product (row indices), rel, time,
+        value, weight."""
         frames = []
         for rel in schema.INTERACTIONS:
             et = edge_type(rel)
@@ -105,18 +106,15 @@ def build_snapshot(
     """Export ``store`` into a :class:`GraphSnapshot`, streaming every table in batches."""
     data = HeteroData()
     id_maps: dict[str, IdMap] = {}
-    products = None
+    node_tables: dict[str, pd.DataFrame] = {}
     for label in schema.NODE_LABELS:
         frame = _read_all(store.iter_nodes(label, batch_size=batch_size), label, progress)
-        frame = typed_node_table(label, frame) if len(frame) else typed_node_table(
-            label, pd.DataFrame(columns=schema.node_columns(label))
-        )
+        frame = typed_node_table(label, frame) if len(frame) else empty_node_table(label)
         frame = frame.sort_values(schema.NODE_KEY, kind="stable").reset_index(drop=True)
         nt = node_type(label)
         id_maps[nt] = IdMap(nt, frame[schema.NODE_KEY].tolist())
         data[nt].num_nodes = len(frame)
-        if label == schema.PRODUCT:
-            products = frame
+        node_tables[label] = frame
     relations: list[str] = []
     for rel in schema.RELATIONSHIPS:
         frame = _read_all(store.iter_rels(rel, batch_size=batch_size), rel, progress)
@@ -137,5 +135,4 @@ def build_snapshot(
             relations = sorted(frame["relation"].dropna().unique().tolist())
             codes = pd.Categorical(frame["relation"], categories=relations).codes
             store_.edge_relation = torch.as_tensor(np.asarray(codes, dtype=np.int64))
-    assert products is not None
-    return GraphSnapshot(data, id_maps, products, relations)
+    return GraphSnapshot(data, id_maps, node_tables[schema.PRODUCT], relations)

@@ -115,7 +115,8 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
             if isinstance(current, float) or current is None:
                 return None if value.lower() in ("", "none", "null") else float(value)
         except ValueError as exc:
-            raise ConfigError(f"{where}: cannot read {value!r} as {type(current).__name__}") from exc
+            kind = type(current).__name__
+            raise ConfigError(f"{where}: cannot read {value!r} as {kind}") from exc
     return value
 
 
@@ -123,7 +124,8 @@ def _apply(section: Any, values: dict[str, Any], where: str) -> None:
     names = {f.name for f in dataclasses.fields(section)}
     for key, value in values.items():
         if key not in names:
-            raise ConfigError(f"{where}: unknown setting {key!r}; known: {', '.join(sorted(names))}")
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"{where}: unknown setting {key!r}; known: {known}")
         setattr(section, key, _coerce(value, getattr(section, key), f"{where}.{key}"))
 
 
