@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="alpha kept: constant, popularity-aware (tail/cold products lean on "
                    "text), or whichever has the better validation NDCG (default)")
     f.add_argument("--split", choices=("auto", "temporal", "random"), default="auto",
-                   help="validation split, as for training (default auto)")
+                   help="validation split when the run folder holds none (default auto)")
     f.add_argument("--out", help="artefact folder (default: RUN/fusion)")
     f.set_defaults(func=run_fuse)
 
@@ -163,7 +163,7 @@ def _encoder(config: Config, device: str):
 def run_fuse(args: argparse.Namespace) -> int:
     from fusion.fit import build_text_side, fit_fusion
     from fusion.text import encode_products
-    from gnn.data import make_split
+    from gnn.data import Split, make_split
 
     start = time.perf_counter()
     config = _config(args)
@@ -171,7 +171,11 @@ def run_fuse(args: argparse.Namespace) -> int:
     gnn = _gnn(args.run, snapshot)
     encoder = _encoder(config, args.device)
     raw = encode_products(encoder, snapshot.products, progress=not args.no_progress)
-    split = make_split(snapshot, kind=args.split, seed=config.train.seed)
+    # Fit on the very split the GNN was trained on (saved in its run), so no test pair leaks.
+    if (Path(args.run) / "split.json").exists():
+        split = Split.load(args.run)
+    else:
+        split = make_split(snapshot, kind=args.split, seed=config.train.seed)
     side = build_text_side(args.text_side, split, raw.tensor, tower_epochs=args.tower_epochs,
                            seed=config.train.seed, progress=not args.no_progress)
     fit = fit_fusion(gnn.users, gnn.items, side, split, normalise=config.fusion.normalise,
