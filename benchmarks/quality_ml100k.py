@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         )["overall"]
         rows[model] = table
         runs[model] = {
+            "command": command(), "date": started,
             "settings": {"epochs": settings.epochs, "batch_size": settings.batch_size,
                          "lr": settings.lr, "layers": settings.layers, "dim": settings.dim,
                          "reg": settings.weight_decay, "max_minutes": settings.max_minutes},
@@ -117,11 +118,14 @@ def main(argv: list[str] | None = None) -> int:
                               "items excluded; early stopping on validation NDCG@20"},
         "command": command(), "machine": host, "date": started,
     })
-    data["gnn"] = {"runs": runs, "seconds": round(time.perf_counter() - t0, 1)}
+    # Models run separately keep their own command and timings under gnn.runs.
+    gnn = data.setdefault("gnn", {})
+    gnn.setdefault("runs", {}).update(runs)
+    gnn["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(args.out, data)
     print(format_table(rows, K))
     best = max((m for m in rows if m != "pop"), key=lambda m: rows[m]["overall"][f"ndcg@{K}"])
-    print(f"ml-100k quality of {len(rows)} models in {data['gnn']['seconds']:.0f}s: best overall "
+    print(f"ml-100k quality of {len(rows)} models in {gnn['seconds']:.0f}s: best overall "
           f"NDCG@{K} {best} {rows[best]['overall'][f'ndcg@{K}']:.4f} vs pop "
           f"{rows.get('pop', {}).get('overall', {}).get(f'ndcg@{K}', float('nan')):.4f}; "
           f"merged into {args.out}.")
