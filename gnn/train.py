@@ -47,7 +47,7 @@ from kg.snapshot import GraphSnapshot
 
 @dataclass
 class TrainSettings:
-    """Training settings; names match ``kgrec.config.TrainConfig`` (plus a few extras).
+    """Training settings; ``kgrec.config.TrainConfig`` (the [train] section) extends this class.
 
     Args:
         model: one of ``pop``, ``mf``, ``lightgcn``, ``gcn``, ``gat`` (default ``lightgcn``).

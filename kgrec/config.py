@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gnn.train import TrainSettings
 from kg.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "kgrec.toml"
@@ -47,25 +48,12 @@ class DataConfig:
 
 
 @dataclass
-class TrainConfig:
-    model: str = "lightgcn"
-    dim: int = 64
-    layers: int = 3
-    epochs: int = 200
-    batch_size: int = 2048
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    #: Stop after this many evaluations without a better validation NDCG@k.
-    patience: int = 10
-    eval_every: int = 5
-    k: int = 20
-    seed: int = 2020
-    #: "auto" (CUDA when present), "cpu" or "cuda".
-    device: str = "auto"
+class TrainConfig(TrainSettings):
+    """The [train] section: every setting of :class:`gnn.train.TrainSettings` (documented
+    there, one place), plus where runs are written."""
+
     #: Folder for checkpoints, embeddings and evaluation tables.
     out_dir: str = ".kgrec/runs"
-    #: Per-event-type weights in the loss; empty means kg.schema.DEFAULT_EVENT_WEIGHTS.
-    event_weights: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -112,8 +100,12 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
                 return value.lower() in ("1", "true", "yes", "on")
             if isinstance(current, int):
                 return int(value)
-            if isinstance(current, float) or current is None:
-                return None if value.lower() in ("", "none", "null") else float(value)
+            if current is None and value.lower() in ("", "none", "null"):
+                return None
+            if current is None:  # an optional number: keep whole numbers whole
+                return int(value) if value.lstrip("-").isdigit() else float(value)
+            if isinstance(current, float):
+                return float(value)
         except ValueError as exc:
             kind = type(current).__name__
             raise ConfigError(f"{where}: cannot read {value!r} as {kind}") from exc
