@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from fusion.text import TextEncoder, product_text  # noqa: E402
 from gnn.data import Split, item_cold_start_split, make_split  # noqa: E402
 from gnn.metrics import long_tail_items  # noqa: E402
 from gnn.train import TrainResult, TrainSettings, train_model  # noqa: E402
-from kg.snapshot import GraphSnapshot, build_snapshot  # noqa: E402
+from kg.snapshot import GraphSnapshot, snapshot_from_tables  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "quality_ml100k.json"
 WORK = ROOT / ".kgrec" / "bench-fusion"
@@ -61,13 +60,8 @@ def load_snapshot() -> GraphSnapshot:
     if (folder / "hetero.pt").exists():
         return GraphSnapshot.load(folder)
     from kg.extract.recbole import read_recbole_ml100k
-    from kg.store.local import LocalStore
 
-    tables = read_recbole_ml100k()
-    with tempfile.TemporaryDirectory() as tmp:
-        store = LocalStore(tmp)
-        store.write(tables, progress=False)
-        snapshot = build_snapshot(store, progress=False)
+    snapshot = snapshot_from_tables(read_recbole_ml100k())
     snapshot.save(folder)
     return snapshot
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from benchmarks._gnn_common import RESULTS, command, machine, now, write_json  #
 from gnn.data import item_cold_start_split, make_split  # noqa: E402
 from gnn.metrics import evaluate_ranking, format_table, long_tail_items  # noqa: E402
 from gnn.train import TrainSettings, train_model  # noqa: E402
-from kg.snapshot import GraphSnapshot, build_snapshot  # noqa: E402
+from kg.snapshot import GraphSnapshot, snapshot_from_tables  # noqa: E402
 
 MODELS = ("pop", "mf", "lightgcn", "gcn", "gat")
 K = 20
@@ -55,14 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_snapshot(folder: Path | None) -> GraphSnapshot:
     if folder is not None:
         return GraphSnapshot.load(folder)
-    from kg.extract.recbole import fetch_ml100k, read_recbole
-    from kg.store.local import LocalStore
+    from kg.extract.recbole import read_recbole_ml100k
 
-    tables = read_recbole(fetch_ml100k(), "ml-100k")
-    with tempfile.TemporaryDirectory() as tmp:
-        store = LocalStore(tmp)
-        store.write(tables, progress=False)
-        return build_snapshot(store, progress=False)
+    return snapshot_from_tables(read_recbole_ml100k())
 
 
 def settings_for(model: str, args: argparse.Namespace) -> TrainSettings:

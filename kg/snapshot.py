@@ -8,6 +8,7 @@ snapshots. Node types are the lower-cased labels; edge types are
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +19,16 @@ from torch_geometric.data import HeteroData
 from tqdm.auto import tqdm
 
 from kg import schema
+from kg.errors import InputError
 from kg.ids import IdMap
 from kg.store.base import GraphStore
-from kg.tables import empty_node_table, empty_rel_table, typed_node_table, typed_rel_table
+from kg.tables import (
+    GraphTables,
+    empty_node_table,
+    empty_rel_table,
+    typed_node_table,
+    typed_rel_table,
+)
 
 
 def node_type(label: str) -> str:
@@ -86,6 +94,8 @@ class GraphSnapshot:
     @classmethod
     def load(cls, folder: str | Path) -> GraphSnapshot:
         folder = Path(folder)
+        if not (folder / "hetero.pt").exists():
+            raise InputError("not a snapshot folder (no hetero.pt)", file=str(folder))
         data = HeteroData.from_dict(torch.load(folder / "hetero.pt", weights_only=False))
         id_maps = {
             p.stem.removeprefix("ids_"): IdMap.load(p) for p in sorted(folder.glob("ids_*.json"))
@@ -136,3 +146,14 @@ def build_snapshot(
             codes = pd.Categorical(frame["relation"], categories=relations).codes
             store_.edge_relation = torch.as_tensor(np.asarray(codes, dtype=np.int64))
     return GraphSnapshot(data, id_maps, node_tables[schema.PRODUCT], relations)
+
+
+def snapshot_from_tables(tables: GraphTables) -> GraphSnapshot:
+    """Snapshot of freshly read ``tables``, through a temporary embedded store: the same
+    validation, merge and export path as a real ingest (for benchmarks, tests, notebooks)."""
+    from kg.store.local import LocalStore  # the store module imports this one
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LocalStore(tmp)
+        store.write(tables, progress=False)
+        return build_snapshot(store, progress=False)

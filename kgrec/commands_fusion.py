@@ -121,18 +121,9 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _snapshot(args: argparse.Namespace, config: Config) -> GraphSnapshot:
-    if args.snapshot:
-        if not Path(args.snapshot, "hetero.pt").exists():
-            raise InputError("not a snapshot folder (no hetero.pt)", file=args.snapshot)
-        return GraphSnapshot.load(args.snapshot)
-    from kg.snapshot import build_snapshot
-    from kgrec.stores import open_store
+    from kgrec.stores import load_snapshot
 
-    store = open_store(config, args.store)
-    try:
-        return build_snapshot(store, progress=not args.no_progress)
-    finally:
-        store.close()
+    return load_snapshot(config, args.snapshot, args.store, progress=not args.no_progress)
 
 
 @dataclass

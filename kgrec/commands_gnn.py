@@ -9,7 +9,7 @@ from typing import Any
 
 from kg.errors import InputError, ModelError
 from kgrec.config import Config, load_config
-from kgrec.stores import BACKENDS, open_store
+from kgrec.stores import BACKENDS, load_snapshot
 
 MODELS = ("gat", "gcn", "lightgcn", "mf", "pop")
 SPLITS = ("auto", "temporal", "random", "item_cold_start")
@@ -102,17 +102,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _snapshot(args: argparse.Namespace, config: Config):
-    from kg.snapshot import GraphSnapshot, build_snapshot
-
-    if args.snapshot:
-        if not Path(args.snapshot, "hetero.pt").exists():
-            raise InputError("not a snapshot folder (no hetero.pt)", file=args.snapshot)
-        return GraphSnapshot.load(args.snapshot)
-    store = open_store(config, args.store)
-    try:
-        return build_snapshot(store, progress=not args.no_progress)
-    finally:
-        store.close()
+    return load_snapshot(config, args.snapshot, args.store, progress=not args.no_progress)
 
 
 def _split(snapshot, kind: str, config: Config):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kg.errors import ConfigError
+from kg.snapshot import GraphSnapshot, build_snapshot
 from kg.store.base import GraphStore
 from kg.store.local import LocalStore
 from kgrec.config import Config
@@ -26,3 +27,16 @@ def open_store(config: Config, backend: str | None = None) -> GraphStore:
 
         return connect(config.neo4j, batch_size=config.store.batch_size)
     raise ConfigError(f"unknown store backend {name!r}; known: {', '.join(BACKENDS)}")
+
+
+def load_snapshot(
+    config: Config, snapshot: str | None = None, backend: str | None = None, progress: bool = True
+) -> GraphSnapshot:
+    """The saved snapshot folder ``snapshot`` if given, else a fresh export of the store."""
+    if snapshot:
+        return GraphSnapshot.load(snapshot)
+    store = open_store(config, backend)
+    try:
+        return build_snapshot(store, progress=progress)
+    finally:
+        store.close()

@@ -108,3 +108,12 @@ def text_encoder(tmp_path_factory: pytest.TempPathFactory):
     from fusion.text import TextEncoder
 
     return TextEncoder(device="cpu", cache_dir=tmp_path_factory.mktemp("text-cache"))
+
+
+@pytest.fixture(scope="session")
+def ml100k_snapshot():
+    """MovieLens-100K + KG through the real reader, the embedded store and build_snapshot."""
+    from kg.extract.recbole import read_recbole_ml100k
+    from kg.snapshot import snapshot_from_tables
+
+    return snapshot_from_tables(read_recbole_ml100k())

@@ -3,8 +3,6 @@ model beats raw text, and the text tower makes item cold start clearly non-zero.
 
 from __future__ import annotations
 
-import tempfile
-
 import pytest
 import torch
 
@@ -13,21 +11,15 @@ from fusion.score import FusedScorer, item_degree, popularity_alpha
 from fusion.text import product_text
 from gnn.data import item_cold_start_split, make_split
 from gnn.train import TrainSettings, train_model
-from kg.snapshot import GraphSnapshot, build_snapshot
+from kg.snapshot import GraphSnapshot
 
 pytestmark = pytest.mark.slow
 GRID = (0.0, 0.5, 0.7, 0.9, 1.0)
 
 
 @pytest.fixture(scope="module")
-def ml100k() -> GraphSnapshot:
-    from kg.extract.recbole import read_recbole_ml100k
-    from kg.store.local import LocalStore
-
-    with tempfile.TemporaryDirectory() as tmp:
-        store = LocalStore(tmp)
-        store.write(read_recbole_ml100k(), progress=False)
-        return build_snapshot(store, progress=False)
+def ml100k(ml100k_snapshot) -> GraphSnapshot:
+    return ml100k_snapshot
 
 
 @pytest.fixture(scope="module")

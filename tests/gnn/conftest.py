@@ -13,7 +13,7 @@ from torch_geometric.data import HeteroData
 from gnn.data import Split, make_split
 from kg import schema
 from kg.ids import IdMap
-from kg.snapshot import GraphSnapshot, build_snapshot, edge_type, node_type
+from kg.snapshot import GraphSnapshot, edge_type, node_type
 from kg.tables import empty_node_table
 
 #: The shared real data (../shared/data from the repository root), or $KGREC_SHARED_DATA.
@@ -25,18 +25,6 @@ def shared_data() -> Path:
     import os
 
     return Path(os.environ.get("KGREC_SHARED_DATA", SHARED_DATA)).resolve()
-
-
-@pytest.fixture(scope="session")
-def ml100k_snapshot(tmp_path_factory: pytest.TempPathFactory) -> GraphSnapshot:
-    """MovieLens-100K + KG through the real reader, the embedded store and build_snapshot."""
-    from kg.extract.recbole import fetch_ml100k, read_recbole
-    from kg.store.local import LocalStore
-
-    tables = read_recbole(fetch_ml100k(), "ml-100k")
-    store = LocalStore(tmp_path_factory.mktemp("ml100k-store"))
-    store.write(tables, progress=False)
-    return build_snapshot(store, progress=False)
 
 
 @pytest.fixture(scope="session")
