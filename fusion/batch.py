@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from kg import schema
 from kg.errors import InputError
 from kg.ids import IdMap
+from kg.stats import long_tail_mask
 from kg.store.base import GraphStore
 
 ITEM_SETS = ("long-tail", "cold-start", "all")
@@ -309,14 +310,8 @@ def select_items(
 
 
 def long_tail(degree: Tensor, head_share: float = 0.8) -> Tensor:
-    """Products outside the popular head: sort by degree, the head is the smallest set of
-    most popular products holding ``head_share`` of all training events."""
-    if not 0 < head_share < 1:
-        raise ValueError(f"head_share must lie in (0, 1), got {head_share}")
-    order = torch.argsort(degree, descending=True, stable=True)
-    cum = torch.cumsum(degree[order].double(), 0)
-    head_size = int(torch.searchsorted(cum, head_share * cum[-1])) + 1 if len(cum) else 0
-    return torch.sort(order[head_size:]).values
+    """Indices of the long-tail products (see :func:`kg.stats.long_tail_mask`)."""
+    return torch.from_numpy(np.flatnonzero(long_tail_mask(degree.cpu().numpy(), head_share)))
 
 
 def _items_from_file(path: Path, product_ids: IdMap) -> Tensor:

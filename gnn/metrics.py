@@ -24,6 +24,7 @@ from torch_geometric.metrics import (
 )
 
 from gnn.data import Split
+from kg.stats import long_tail_mask
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 SLICES = ("overall", "long_tail", "cold_start")
@@ -32,15 +33,7 @@ SLICES = ("overall", "long_tail", "cold_start")
 def long_tail_items(split: Split, head_share: float = 0.8) -> torch.Tensor:
     """Bool mask of long-tail products: outside the most popular head that covers
     ``head_share`` of the training interactions (cold-start products included)."""
-    counts = split.item_counts().double()
-    order = counts.argsort(descending=True, stable=True)
-    cum = counts[order].cumsum(0)
-    total = float(cum[-1]) if len(cum) else 0.0
-    # Head = the smallest prefix whose cumulative count reaches head_share of the total.
-    n_head = int((cum < head_share * total).sum()) + 1 if total > 0 else 0
-    tail = torch.ones(split.num_items, dtype=torch.bool)
-    tail[order[:n_head]] = False
-    return tail
+    return torch.from_numpy(long_tail_mask(split.item_counts().numpy(), head_share))
 
 
 def cold_start_items(split: Split) -> torch.Tensor:

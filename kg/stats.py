@@ -91,6 +91,17 @@ def head_size(product_degrees: np.ndarray, head_share: float = 0.8) -> int:
     return int(np.searchsorted(covered, head_share * total - 1e-9) + 1)
 
 
+def long_tail_mask(product_degrees: np.ndarray, head_share: float = 0.8) -> np.ndarray:
+    """Bool mask of long-tail products: outside the most-interacted head (ties broken by
+    position) that covers ``head_share`` of interactions; never-interacted products included.
+    The one definition of the long tail that stats, evaluation and batch scoring share."""
+    degrees = np.asarray(product_degrees)
+    order = np.argsort(-degrees, kind="stable")
+    tail = np.ones(len(degrees), dtype=bool)
+    tail[order[: head_size(degrees, head_share)]] = False
+    return tail
+
+
 def graph_stats(
     source: GraphSnapshot | GraphStore, *, head_share: float = 0.8, progress: bool = False
 ) -> GraphStats:

@@ -87,6 +87,8 @@ def _train_options(p: argparse.ArgumentParser, with_model: bool = True) -> None:
     g.add_argument("--seed", type=int, help="seed of split, init and negatives (default 2020)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"),
                    help="auto: CUDA when present, with bf16 autocast (default train.device)")
+    g.add_argument("--max-minutes", type=float, help="stop after the first epoch that ends "
+                   "past this wall time; the best checkpoint is kept (default: no limit)")
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -94,7 +96,7 @@ def _config(args: argparse.Namespace) -> Config:
     if getattr(args, "store_path", None):
         config.store.path = args.store_path
     for name in ("model", "epochs", "dim", "layers", "batch_size", "lr", "weight_decay",
-                 "patience", "eval_every", "k", "seed", "device"):
+                 "patience", "eval_every", "k", "seed", "device", "max_minutes"):
         value = getattr(args, name, None)
         if value is not None and not isinstance(value, list):
             setattr(config.train, name, value)

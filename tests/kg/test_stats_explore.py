@@ -143,3 +143,13 @@ def test_paths_explain_a_recommendation(snap: GraphSnapshot, tmp_path: Path) -> 
         highlight=["Product:p3"],
     )
     assert (tmp_path / "n.png").stat().st_size > 1000 and len(ax.collections) >= 2
+
+
+def test_long_tail_mask_is_outside_the_head():
+    from kg.stats import long_tail_mask
+
+    mask = long_tail_mask(np.array([5, 3, 1, 1, 0]), 0.8)
+    assert mask.tolist() == [False, False, True, True, True]
+    # Ties keep catalogue order; the head is the two products of degree 5.
+    assert long_tail_mask(np.array([1, 5, 5, 0]), 0.5).tolist() == [True, False, False, True]
+    assert long_tail_mask(np.zeros(3, dtype=int)).tolist() == [True, True, True]
