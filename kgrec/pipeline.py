@@ -80,7 +80,9 @@ def demo_steps(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
 
 def run_demo(args: argparse.Namespace, main: Callable[[Sequence[str]], int] | None = None) -> int:
     if main is None:
-        from kgrec.cli import main
+        from kgrec.cli import main as cli_main
+
+        main = cli_main
     start = time.perf_counter()
     config = [] if args.config is None else ["--config", args.config]
     steps = demo_steps(args)
