@@ -117,3 +117,9 @@ def ml100k_snapshot():
     from kg.snapshot import snapshot_from_tables
 
     return snapshot_from_tables(read_recbole_ml100k())
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared real datasets (../shared/data beside the repository), or $KGREC_SHARED_DATA."""
+    return Path(os.environ.get("KGREC_SHARED_DATA", REPO / ".." / "shared" / "data")).resolve()

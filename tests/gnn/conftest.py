@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,16 +14,6 @@ from kg import schema
 from kg.ids import IdMap
 from kg.snapshot import GraphSnapshot, edge_type, node_type
 from kg.tables import empty_node_table
-
-#: The shared real data (../shared/data from the repository root), or $KGREC_SHARED_DATA.
-SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    import os
-
-    return Path(os.environ.get("KGREC_SHARED_DATA", SHARED_DATA)).resolve()
 
 
 @pytest.fixture(scope="session")
