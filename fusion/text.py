@@ -176,15 +176,20 @@ class TextEncoder:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         self.model_dir = resolve_model_dir(model)
         self.device = pick_device(device)
         self.batch_size = batch_size
+        # A local load takes well under a second: transformers' per-tensor bar is only noise.
+        hf_logging.disable_progress_bar()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
             self.model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
         except (OSError, ValueError) as exc:
             raise ModelError(f"text model {model!r} ({self.model_dir}): {exc}") from exc
+        finally:
+            hf_logging.enable_progress_bar()
         self.model.to(self.device).eval()
         self.max_length = max_length or _model_max_length(
             self.model_dir, self.tokenizer.model_max_length
