@@ -21,7 +21,7 @@ import torch
 from kg.errors import ConfigError, InputError, ModelError
 from kg.ids import NodeEmbeddings
 from kg.snapshot import GraphSnapshot
-from kgrec.config import Config, load_config
+from kgrec.config import Config, cli_config
 
 FUSION_FILE = "fusion.json"
 
@@ -112,9 +112,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    config = load_config(args.config)
-    if args.store_path:
-        config.store.path = args.store_path
+    config = cli_config(args)
     if args.text_model:
         config.fusion.text_model = args.text_model
     return config

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from kg.errors import InputError, ModelError
-from kgrec.config import Config, load_config
+from kgrec.config import Config, cli_config
 from kgrec.stores import BACKENDS, load_snapshot
 
 MODELS = ("gat", "gcn", "lightgcn", "mf", "pop")
@@ -92,9 +92,7 @@ def _train_options(p: argparse.ArgumentParser, with_model: bool = True) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    config = load_config(args.config)
-    if getattr(args, "store_path", None):
-        config.store.path = args.store_path
+    config = cli_config(args)
     for name in ("model", "epochs", "dim", "layers", "batch_size", "lr", "weight_decay",
                  "patience", "eval_every", "k", "seed", "device", "max_minutes"):
         value = getattr(args, name, None)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kg.errors import InputError
 from kg.tables import GraphTables
-from kgrec.config import Config, load_config
+from kgrec.config import Config, cli_config
 from kgrec.stores import BACKENDS, open_store
 
 
@@ -115,13 +115,6 @@ def _store_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store-path", help="folder of the local store (default: store.path)")
 
 
-def _config(args: argparse.Namespace) -> Config:
-    config = load_config(args.config)
-    if getattr(args, "store_path", None):
-        config.store.path = args.store_path
-    return config
-
-
 def read_sources(args: argparse.Namespace, config: Config) -> GraphTables:
     """Tables from the one source the options name."""
     generic = args.products or args.events
@@ -174,7 +167,7 @@ def read_sources(args: argparse.Namespace, config: Config) -> GraphTables:
 def run_ingest(args: argparse.Namespace) -> int:
     from kg.ingest import ingest
 
-    config = _config(args)
+    config = cli_config(args)
     tables = read_sources(args, config)
     store = open_store(config, args.store)
     try:
@@ -193,7 +186,7 @@ def run_ingest(args: argparse.Namespace) -> int:
 def run_stats(args: argparse.Namespace) -> int:
     from kg.stats import graph_stats, plot_degrees
 
-    config = _config(args)
+    config = cli_config(args)
     store = open_store(config, args.store)
     try:
         stats = graph_stats(store, head_share=args.head_share, progress=not args.no_progress)
@@ -214,7 +207,7 @@ def run_stats(args: argparse.Namespace) -> int:
 def run_snapshot(args: argparse.Namespace) -> int:
     from kg.snapshot import build_snapshot
 
-    config = _config(args)
+    config = cli_config(args)
     store = open_store(config, args.store)
     try:
         snap = build_snapshot(store, progress=not args.no_progress)

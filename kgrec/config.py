@@ -144,3 +144,12 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         if values:
             _apply(getattr(config, section.name), values, f"environment {prefix}*")
     return config
+
+
+def cli_config(args: Any) -> Config:
+    """The settings of one CLI call: ``--config`` loaded, then the ``--store-path`` override
+    every command shares (the command adds its own overrides)."""
+    config = load_config(getattr(args, "config", None))
+    if getattr(args, "store_path", None):
+        config.store.path = args.store_path
+    return config
