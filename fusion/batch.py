@@ -2,7 +2,8 @@
 
 Never materialises the users x items matrix: a chunk of rows (users, or items in
 ``--per item`` mode) is scored against the candidate columns, seen pairs are set to -inf,
-and ``torch.topk`` keeps K per row. Memory is bounded by ``chunk_size x columns``.
+and K per row are kept. Memory is bounded by ``chunk_size x columns``; matmul scorers
+(:class:`MatmulScorer`) do not even hold that, only group maxima.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from kg.stats import long_tail_mask
 from kg.store.base import GraphStore
 
 ITEM_SETS = ("long-tail", "cold-start", "all")
-#: Column group width of :func:`grouped_topk`.
+#: Column group width of :func:`grouped_topk` (the selection among group maxima).
 GROUP = 32
+#: Members per column group of the streamed matmul top-K (see :class:`MatmulScorer`).
+MEMBERS = 8
 #: Columns of the Parquet output.
 OUTPUT_COLUMNS = ["user_id", "product_id", "rank", "score", "score_gnn", "score_text"]
 
@@ -38,15 +41,22 @@ ChunkScorer = Callable[[Tensor], "tuple[Tensor, Tensor, Tensor] | Tensor"]
 class MatmulScorer:
     """A scorer whose scores are one matrix product: ``user_vectors(rows) @ items.T``.
 
-    :func:`chunked_topk` runs it cache-friendly: the product is written block by block of
-    ``item_block`` columns into one reused buffer, and the top-K uses a grouped selection
-    (see :func:`grouped_topk`) instead of a full sort pass.
+    :meth:`topk` never writes the ``rows x columns`` score matrix to memory. The product is
+    computed ``item_block`` columns at a time into one small buffer that stays in cache;
+    each block's columns are cut into groups of :data:`MEMBERS` (strided, so the maximum
+    is a vectorised reduction) and only the group maxima are kept. The true top-k lie in
+    the k groups with the largest maxima (a group holding a top-k value has a maximum at
+    least the k-th value, and at most k groups do), so only those ``k * MEMBERS`` columns
+    are scored again, exactly, at the end. Writing and re-reading the full matrix cost
+    more than the matrix product itself saves (see ``benchmarks/score_speed.py``).
 
     Args:
         user_vectors: Maps row indices to ``[b, D]`` row vectors.
         items: ``[C, D]`` column vectors (the candidate columns, in order).
         components: (rows, global column indices ``[b, k]``) -> (gnn, text) scores at
             those pairs; ``None`` reports the score itself as GNN score and NaN as text.
+        item_block: Columns per block (default: 1024 on the CPU, where the block buffer
+            must stay in cache, and all columns at once on a GPU).
     """
 
     def __init__(
@@ -54,10 +64,27 @@ class MatmulScorer:
         user_vectors: Callable[[Tensor], Tensor],
         items: Tensor,
         components: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
+        *,
+        item_block: int | None = None,
     ) -> None:
         self.user_vectors = user_vectors
         self.items_t = items.T.contiguous()
         self.components = components
+        block = item_block or (1024 if items.device.type == "cpu" else 1 << 20)
+        # Whole groups per block, and no block wider than the (padded) candidate count.
+        self.item_block = min(_round_up(block, MEMBERS), _round_up(self.num_columns, MEMBERS))
+        self.grouped_items = self._group_rows(items)
+
+    def _group_rows(self, items: Tensor) -> Tensor:
+        """``[groups, MEMBERS * D]``: each group's member vectors side by side, so that
+        re-scoring a group reads one contiguous run instead of MEMBERS scattered rows."""
+        blocks = -(-self.num_columns // self.item_block)
+        padded = torch.zeros(blocks * self.item_block, items.shape[1], dtype=items.dtype,
+                             device=items.device)
+        padded[: self.num_columns] = items
+        per_block = self.item_block // MEMBERS
+        return (padded.view(blocks, MEMBERS, per_block, -1).transpose(1, 2)
+                .reshape(blocks * per_block, -1))
 
     @property
     def num_columns(self) -> int:
@@ -66,13 +93,101 @@ class MatmulScorer:
     def __call__(self, rows: Tensor) -> Tensor:
         return self.user_vectors(rows) @ self.items_t
 
-    def fill(self, rows: Tensor, out: Tensor, item_block: int = 4096) -> None:
-        """Write the scores of ``rows`` into ``out[:, :num_columns]`` block by block."""
+    def topk(self, rows: Tensor, k: int, seen: tuple[Tensor, Tensor] | None = None
+             ) -> tuple[Tensor, Tensor]:
+        """Exact top-``k`` (values, column positions) of each row, ``[b, k]`` each.
+
+        Args:
+            rows: Row indices (a chunk).
+            k: Results per row (at most :attr:`num_columns`).
+            seen: (position in ``rows``, column position) pairs to exclude.
+        """
         users = self.user_vectors(rows)
-        n = self.num_columns
-        for start in range(0, n, item_block):
-            end = min(start + item_block, n)
-            torch.mm(users, self.items_t[:, start:end], out=out[:, start:end])
+        if seen is not None:
+            seen = (seen[0].to(users.device), seen[1].to(users.device))
+        if self.num_columns < 16 * MEMBERS * k:  # too few columns for grouping to pay
+            scores = users @ self.items_t
+            if seen is not None:
+                scores[seen[0], seen[1]] = -torch.inf
+            return torch.topk(scores, k, dim=1)
+        group_max = self._group_maxima(users, seen)
+        _, top_groups = grouped_topk(group_max, k, GROUP, sorted=False)
+        cols = self._group_columns(top_groups)  # [b, k * MEMBERS], may point past the end
+        values = self._exact_scores(users, top_groups)
+        values[cols >= self.num_columns] = -torch.inf
+        if seen is not None:
+            values[_pair_mask(seen, cols, self.num_columns)] = -torch.inf
+        values, pos = values.topk(k, dim=1)
+        return values, cols.gather(1, pos)
+
+    def _group_maxima(self, users: Tensor, seen: tuple[Tensor, Tensor] | None) -> Tensor:
+        b, n, width = users.shape[0], self.num_columns, self.item_block
+        per_block = width // MEMBERS
+        blocks = -(-n // width)
+        block = torch.empty(b, width, device=users.device)
+        group_max = torch.empty(b, blocks * per_block, device=users.device)
+        seen_by_block = _split_by_block(seen, width, blocks)
+        for j in range(blocks):
+            start = j * width
+            end = min(start + width, n)
+            torch.mm(users, self.items_t[:, start:end], out=block[:, : end - start])
+            if end - start < width:
+                block[:, end - start :] = -torch.inf
+            block_seen = seen_by_block[j]
+            if block_seen is not None:
+                block[block_seen[0], block_seen[1] - start] = -torch.inf
+            # Group g of block j holds columns start + g + m * per_block, m < MEMBERS.
+            torch.amax(block.view(b, MEMBERS, per_block), 1,
+                       out=group_max[:, j * per_block : (j + 1) * per_block])
+        return group_max
+
+    def _group_columns(self, groups: Tensor) -> Tensor:
+        per_block = self.item_block // MEMBERS
+        first = (groups // per_block) * self.item_block + groups % per_block
+        members = torch.arange(MEMBERS, device=groups.device) * per_block
+        return (first[:, :, None] + members).flatten(1)
+
+    def _exact_scores(self, users: Tensor, groups: Tensor, sub: int = 128) -> Tensor:
+        """Scores of ``users[r]`` with every member of ``groups[r, j]``, ``[b, k * MEMBERS]``
+        in :meth:`_group_columns` order."""
+        b, k = groups.shape
+        out = torch.empty(b, k * MEMBERS, device=users.device)
+        for r in range(0, b, sub):  # sub-chunks keep the gathered vectors in cache
+            vectors = torch.nn.functional.embedding(groups[r : r + sub], self.grouped_items)
+            vectors = vectors.view(len(vectors), k * MEMBERS, -1)
+            out[r : r + sub] = vectors.mul_(users[r : r + sub, None, :]).sum(-1)
+        return out
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return max(multiple, -(-n // multiple) * multiple)
+
+
+def _split_by_block(seen: tuple[Tensor, Tensor] | None, width: int, blocks: int
+                    ) -> list[tuple[Tensor, Tensor] | None]:
+    """The seen (position, column) pairs of each column block."""
+    if seen is None or not len(seen[0]):
+        return [None] * blocks
+    pos, col = seen
+    order = torch.argsort(col)
+    pos, col = pos[order], col[order]
+    edges = torch.arange(0, blocks + 1, device=col.device) * width
+    bounds = torch.searchsorted(col, edges).tolist()
+    return [(pos[a:b], col[a:b]) if b > a else None
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _pair_mask(seen: tuple[Tensor, Tensor], cols: Tensor, num_columns: int) -> Tensor:
+    """``[b, m]`` mask of the (row, cols[row, j]) pairs that are in ``seen``."""
+    pos, col = seen
+    if not len(pos):
+        return torch.zeros(cols.shape, dtype=torch.bool, device=cols.device)
+    stride = max(num_columns, int(cols.max()) + 1)  # padded columns point past the end
+    keys = torch.sort(pos * stride + col).values
+    rows = torch.arange(len(cols), device=cols.device)[:, None]
+    query = rows * stride + cols
+    at = torch.searchsorted(keys, query).clamp(max=len(keys) - 1)
+    return keys[at] == query
 
 
 def dot_scorer(users: Tensor, items: Tensor, columns: Tensor | None = None) -> MatmulScorer:
@@ -81,20 +196,24 @@ def dot_scorer(users: Tensor, items: Tensor, columns: Tensor | None = None) -> M
     return MatmulScorer(lambda rows: users[rows.to(users.device)], cand)
 
 
-def grouped_topk(scores: Tensor, k: int, group: int = 32) -> tuple[Tensor, Tensor]:
-    """Exact row-wise top-``k`` of ``[B, C]`` scores (C a multiple of ``group``).
+def grouped_topk(scores: Tensor, k: int, group: int = GROUP, *, sorted: bool = True
+                 ) -> tuple[Tensor, Tensor]:
+    """Exact row-wise top-``k`` of ``[B, C]`` scores.
 
     Columns are cut into groups of ``group``; each of the true top-k values lies in one of
     the ``k`` groups with the largest maxima (a group holding a top-k value has a maximum
     at least the k-th value, and at most k groups do), so one max-reduction over the
     matrix, a top-k over the group maxima and a top-k over ``k * group`` gathered values
-    replace a top-k over all C columns.
+    replace a top-k over all C columns. Falls back to ``torch.topk`` when C is not a
+    multiple of ``group`` or too small for grouping to pay.
     """
     b, c = scores.shape
+    if c % group or c < 4 * group * k:
+        return scores.topk(min(k, c), dim=1, sorted=sorted)
     groups = scores.view(b, c // group, group)
-    top_g = groups.amax(2).topk(min(k, c // group), dim=1).indices
+    top_g = groups.amax(2).topk(k, dim=1, sorted=False).indices
     cand = groups.gather(1, top_g[:, :, None].expand(-1, -1, group)).reshape(b, -1)
-    values, pos = cand.topk(min(k, cand.shape[1]), dim=1)
+    values, pos = cand.topk(k, dim=1, sorted=sorted)
     return values, top_g.gather(1, pos // group) * group + pos % group
 
 
@@ -169,7 +288,8 @@ def chunked_topk(
         columns: Global indices of the candidate columns (``None``: all ``num_columns``).
         num_columns: Total number of columns (needed when ``columns`` is ``None``).
         seen: Pairs to exclude, in global column indices.
-        chunk_size: Rows per chunk (memory is ``chunk_size x C`` floats, a few times).
+        chunk_size: Rows per chunk (memory is ``chunk_size x C`` floats, a few times; for a
+            :class:`MatmulScorer`, ``chunk_size x (item_block + C / MEMBERS)``).
         progress: Show a progress bar.
         desc: Progress bar label.
         components: For scorers that return the fused matrix only: maps (rows, global
@@ -191,21 +311,20 @@ def chunked_topk(
     kk = min(k, len(columns))
     out: dict[str, list[Tensor]] = {n: [] for n in ("index", "score", "score_gnn", "score_text")}
     mm = scorer if isinstance(scorer, MatmulScorer) else None
-    matmul = mm is not None
     if mm is not None and components is None:
         components = mm.components
-    buffer = None
     bar = tqdm(total=len(rows), desc=desc, unit="row", disable=not progress, leave=False)
     for start in range(0, len(rows), chunk_size):
         chunk = rows[start : start + chunk_size]
         g = t = None
+        seen_pairs = None
+        if seen is not None:
+            pos, cols = seen.pairs(chunk)
+            local = col_of[cols]
+            keep = local >= 0
+            seen_pairs = (pos[keep], local[keep])
         if mm is not None:
-            n_cols = len(columns)
-            padded = n_cols + (-n_cols) % GROUP
-            if buffer is None or buffer.shape[0] < len(chunk):
-                buffer = torch.full((len(chunk), padded), -torch.inf, device=mm.items_t.device)
-            fused = buffer[: len(chunk)]
-            mm.fill(chunk, fused)
+            vals, idx = mm.topk(chunk, kk, seen_pairs)
         else:
             out_chunk = scorer(chunk)
             if isinstance(out_chunk, Tensor):  # fused only: components at the top-k pairs
@@ -213,15 +332,9 @@ def chunked_topk(
             else:
                 fused, g, t = out_chunk
                 fused = fused.float()
-        if seen is not None:
-            pos, cols = seen.pairs(chunk)
-            local = col_of[cols]
-            keep = local >= 0
-            fused[pos[keep].to(fused.device), local[keep].to(fused.device)] = -torch.inf
-        if matmul and fused.shape[1] >= 4 * GROUP * kk:
-            vals, idx = grouped_topk(fused, kk, GROUP)
-        else:
-            vals, idx = torch.topk(fused[:, : len(columns)], kk, dim=1)
+            if seen_pairs is not None:
+                fused[seen_pairs[0].to(fused.device), seen_pairs[1].to(fused.device)] = -torch.inf
+            vals, idx = torch.topk(fused, kk, dim=1)
         found = torch.isfinite(vals)
         glob = columns.to(idx.device)[idx]
         out["index"].append(torch.where(found, glob, -1).cpu())
@@ -229,7 +342,7 @@ def chunked_topk(
         if g is None or t is None:
             if components is not None:
                 g_top, t_top = components(chunk, glob.clamp(min=0))
-            elif matmul:  # single source: the score is the GNN score
+            elif mm is not None:  # single source: the score is the GNN score
                 g_top, t_top = vals, torch.full_like(vals, torch.nan)
             else:
                 raise ValueError("a scorer returning fused scores only needs components=")

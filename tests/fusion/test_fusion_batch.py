@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from fusion.batch import (
+    MEMBERS,
+    MatmulScorer,
     SeenIndex,
     chunked_topk,
     dot_scorer,
@@ -102,6 +104,32 @@ def test_matmul_path_with_grouped_topk_equals_brute_force() -> None:
     v, i = grouped_topk(full[:, :4992], 7, 32)
     ref = full[:, :4992].topk(7, dim=1)
     assert torch.equal(i, ref.indices) and torch.equal(v, ref.values)
+
+
+@pytest.mark.parametrize("item_block", [48, 1024, None])
+def test_streamed_matmul_topk_equals_brute_force(item_block) -> None:
+    """Many blocks (a partial last one), seen pairs in every block, and a user who has
+    seen all but 3 candidates: only those 3 come back, then padding."""
+    gen = torch.Generator().manual_seed(7)
+    users, items = torch.randn(20, 12, generator=gen), torch.randn(3001, 12, generator=gen)
+    seen_rows = torch.randint(0, 20, (4000,), generator=gen)
+    seen_cols = torch.randint(0, 3001, (4000,), generator=gen)
+    kept = torch.tensor([5, 1500, 2999])
+    mask = torch.ones(3001, dtype=torch.bool)
+    mask[kept] = False
+    everything = torch.nonzero(mask).flatten()
+    pairs = torch.stack([torch.cat([seen_rows, torch.zeros(len(everything), dtype=torch.long)]),
+                         torch.cat([seen_cols, everything])]).unique(dim=1)
+    scorer = MatmulScorer(lambda rows: users[rows], items, item_block=item_block)
+    assert scorer.num_columns >= 16 * MEMBERS * 9  # the grouped path, not the fallback
+    top = chunked_topk(scorer, torch.arange(20), 9, num_columns=3001,
+                       seen=SeenIndex.from_edges(pairs, 20), chunk_size=6, progress=False)
+    vals, idx = brute_force(users @ items.T, pairs, 9)
+    assert torch.equal(top.index[1:], idx[1:])
+    torch.testing.assert_close(top.score[1:], vals[1:])
+    assert sorted(top.index[0, :3].tolist()) == kept.tolist()
+    assert top.index[0, 3:].tolist() == [-1] * 6
+    assert torch.isinf(top.score[0, 3:]).all()
 
 
 def test_candidate_columns_and_padding(scorer, edges) -> None:
