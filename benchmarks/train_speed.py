@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing as mp
+import queue as queue_module
 import resource
 import statistics
 import sys
@@ -40,7 +41,23 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def kgrec_worker(data: str, batches: int | None, threads: int, out: mp.Queue) -> None:
+def _peak_gpu_mb(device) -> float | None:
+    import torch
+
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def kgrec_worker(data: str, batches: int | None, threads: int, device_name: str,
+                 out: mp.Queue) -> None:
     import torch
     from tqdm.auto import tqdm
 
@@ -51,8 +68,9 @@ def kgrec_worker(data: str, batches: int | None, threads: int, out: mp.Queue) ->
     snapshot, split = load_lightgcn_split(data)
     t0 = time.perf_counter()
     settings = TrainSettings(model="lightgcn", dim=DIM, layers=LAYERS, batch_size=BATCH, lr=LR,
-                             epochs=1, max_batches=1, device="cpu")
-    model = build_model(snapshot, split, settings)
+                             epochs=1, max_batches=1, device=device_name)
+    device = torch.device(device_name)
+    model = build_model(snapshot, split, settings).to(device)
     setup = time.perf_counter() - t0
     gen = torch.Generator().manual_seed(2020)
     pairs = split.pairs("train")
@@ -60,42 +78,46 @@ def kgrec_worker(data: str, batches: int | None, threads: int, out: mp.Queue) ->
     sampler = NegativeSampler(pairs, split.num_items, gen, pool=negative_pool(split))
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     bar = tqdm(disable=True)
-    device = torch.device("cpu")
     _epoch(model, optimizer, pairs, weights, sampler, settings, device, gen, bar)  # warm-up
     settings.max_batches = batches
     n = math.ceil(pairs.shape[1] / BATCH) if batches is None else batches
     t0 = time.perf_counter()
     _epoch(model, optimizer, pairs, weights, sampler, settings, device, gen, bar)
+    _sync(device)
     seconds = time.perf_counter() - t0
     out.put({"s_per_batch": seconds / n, "batches": n, "setup_s": setup,
-             "batches_per_epoch": math.ceil(pairs.shape[1] / BATCH), "peak_rss_mb": _peak_rss_mb()})
+             "batches_per_epoch": math.ceil(pairs.shape[1] / BATCH), "peak_rss_mb": _peak_rss_mb(),
+             "peak_gpu_mb": _peak_gpu_mb(device)})
 
 
-def pyg_worker(data: str, batches: int | None, threads: int, out: mp.Queue) -> None:
+def pyg_worker(data: str, batches: int | None, threads: int, device_name: str,
+               out: mp.Queue) -> None:
     import torch
     from torch_geometric.nn import LightGCN
 
     from gnn.data import load_lightgcn_split
 
     torch.set_num_threads(threads)
+    device = torch.device(device_name)
     _, split = load_lightgcn_split(data)
     num_users, num_items = split.num_users, split.num_items
     pairs = split.pairs("train")
     # The example's data: to_homogeneous() of a user<->item graph, both edge directions.
     fwd = torch.stack([pairs[0], pairs[1] + num_users])
-    edge_index = torch.cat([fwd, fwd.flip(0)], 1)
+    edge_index = torch.cat([fwd, fwd.flip(0)], 1).to(device)
     mask = edge_index[0] < edge_index[1]
     train_edge_label_index = edge_index[:, mask]
     loader = torch.utils.data.DataLoader(range(train_edge_label_index.size(1)), shuffle=True,
                                          batch_size=BATCH)
-    model = LightGCN(num_nodes=num_users + num_items, embedding_dim=DIM, num_layers=LAYERS)
+    model = LightGCN(num_nodes=num_users + num_items, embedding_dim=DIM,
+                     num_layers=LAYERS).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
 
     def step(index: torch.Tensor) -> None:
-        pos_edge_label_index = train_edge_label_index[:, index]
+        pos_edge_label_index = train_edge_label_index[:, index.to(device)]
         neg_edge_label_index = torch.stack([
             pos_edge_label_index[0],
-            torch.randint(num_users, num_users + num_items, (index.numel(),)),
+            torch.randint(num_users, num_users + num_items, (index.numel(),), device=device),
         ], dim=0)
         edge_label_index = torch.cat([pos_edge_label_index, neg_edge_label_index], dim=1)
         optimizer.zero_grad()
@@ -113,18 +135,28 @@ def pyg_worker(data: str, batches: int | None, threads: int, out: mp.Queue) -> N
             break
         step(index)
         n += 1
+    _sync(device)
     seconds = time.perf_counter() - t0
     out.put({"s_per_batch": seconds / n, "batches": n, "batches_per_epoch": len(loader),
-             "peak_rss_mb": _peak_rss_mb()})
+             "peak_rss_mb": _peak_rss_mb(), "peak_gpu_mb": _peak_gpu_mb(device)})
 
 
 def run_child(target, args: argparse.Namespace) -> dict:
     ctx = mp.get_context("spawn")
     queue: mp.Queue = ctx.Queue()
     batches = None if args.full_epoch else args.batches
-    proc = ctx.Process(target=target, args=(str(args.data), batches, args.threads, queue))
+    proc = ctx.Process(target=target,
+                       args=(str(args.data), batches, args.threads, args.device, queue))
     proc.start()
-    result = queue.get()
+    while True:  # a child that dies (e.g. no GPU) must not leave us waiting forever
+        try:
+            result = queue.get(timeout=1)
+            break
+        except queue_module.Empty:
+            if not proc.is_alive():
+                raise SystemExit(
+                    f"{target.__name__} failed with exit code {proc.exitcode}"
+                ) from None
     proc.join()
     return result
 
@@ -136,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds (2)")
     p.add_argument("--full-epoch", action="store_true", help="time whole epochs instead")
     p.add_argument("--threads", type=int, default=2, help="torch threads per process (2)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where both train (default cpu; cuda times the GPU path)")
     p.add_argument("--out", type=Path, default=RESULTS / "train_speed.json")
     args = p.parse_args(argv)
     started, host = now(), machine()
@@ -159,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mb": round(max(x["peak_rss_mb"] for x in runs["kgrec"]), 1),
         "pyg_peak_rss_mb": round(max(x["peak_rss_mb"] for x in runs["pyg"]), 1),
         "kgrec_setup_s": round(statistics.median(x["setup_s"] for x in runs["kgrec"]), 2),
-        "device": "cpu",
+        "device": args.device,
+        "peak_gpu_mb": {name: max((x["peak_gpu_mb"] or 0) for x in results) or None
+                        for name, results in runs.items()},
         "settings": {"dim": DIM, "layers": LAYERS, "batch_size": BATCH, "lr": LR,
                      "timed_batches": "full epoch" if args.full_epoch else args.batches,
                      "rounds": args.rounds, "threads": args.threads,
@@ -173,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':10}{'s/epoch':>10}{'peak RSS MB':>13}")
     print(f"{'kgrec':10}{payload['kgrec_s_per_epoch']:>10.1f}{payload['peak_rss_mb']:>13.0f}")
     print(f"{'pyg':10}{payload['pyg_s_per_epoch']:>10.1f}{payload['pyg_peak_rss_mb']:>13.0f}")
-    print(f"LightGCN on Gowalla (CPU, {args.threads} threads): kgrec {payload['kgrec_s_per_epoch']}"
+    where = "CUDA" if args.device == "cuda" else f"CPU, {args.threads} threads"
+    print(f"LightGCN on Gowalla ({where}): kgrec {payload['kgrec_s_per_epoch']}"
           f" s/epoch vs PyG example {payload['pyg_s_per_epoch']} s/epoch, {payload['ratio']}x; "
           f"peak RSS {payload['peak_rss_mb']} MB vs {payload['pyg_peak_rss_mb']} MB. "
           f"Results in {args.out}.")

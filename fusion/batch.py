@@ -147,12 +147,14 @@ class MatmulScorer:
         members = torch.arange(MEMBERS, device=groups.device) * per_block
         return (first[:, :, None] + members).flatten(1)
 
-    def _exact_scores(self, users: Tensor, groups: Tensor, sub: int = 128) -> Tensor:
+    def _exact_scores(self, users: Tensor, groups: Tensor) -> Tensor:
         """Scores of ``users[r]`` with every member of ``groups[r, j]``, ``[b, k * MEMBERS]``
         in :meth:`_group_columns` order."""
         b, k = groups.shape
         out = torch.empty(b, k * MEMBERS, device=users.device)
-        for r in range(0, b, sub):  # sub-chunks keep the gathered vectors in cache
+        # On the CPU, sub-chunks keep the gathered vectors in cache.
+        sub = 128 if users.device.type == "cpu" else b
+        for r in range(0, b, sub):
             vectors = torch.nn.functional.embedding(groups[r : r + sub], self.grouped_items)
             vectors = vectors.view(len(vectors), k * MEMBERS, -1)
             out[r : r + sub] = vectors.mul_(users[r : r + sub, None, :]).sum(-1)

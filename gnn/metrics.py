@@ -208,22 +208,28 @@ def evaluate_ranking(
     k_eff = min(k, int(cand.sum()))
     for start in range(0, users.numel(), batch_size):
         batch = users[start : start + batch_size]
-        scores = score_fn(batch).float().cpu()
+        # Masking and top-k run where the scores are (the GPU during training); only the
+        # [B, k] indices come back, unless AUC needs the whole matrix.
+        scores = score_fn(batch).float()
         if scores.shape != (batch.numel(), split.num_items):
             raise ValueError(
                 f"score_fn returned shape {tuple(scores.shape)}, expected "
                 f"({batch.numel()}, {split.num_items})"
             )
+        device = scores.device
         scores = scores.clone()
-        scores[:, ~cand] = float("-inf")
+        scores[:, ~cand.to(device)] = float("-inf")
         ex_rows, ex_cols = _rows_of(ex_users, batch, ex_items)
-        scores[ex_rows, ex_cols] = float("-inf")
-        topk = scores.topk(k_eff, dim=1).indices
+        scores[ex_rows.to(device), ex_cols.to(device)] = float("-inf")
+        topk = scores.topk(k_eff, dim=1).indices.cpu()
         rows, items = _rows_of(gt_users, batch, gt_items)
-        n_valid = torch.isfinite(scores).sum(1)
-        pos_count = torch.bincount(rows, minlength=batch.numel())
-        pair_auc = (_pair_auc(scores, rows, items, n_valid, pos_count) if auc
-                    else torch.full((rows.numel(),), float("nan"), dtype=torch.float64))
+        if auc:
+            scores = scores.cpu()
+            n_valid = torch.isfinite(scores).sum(1)
+            pos_count = torch.bincount(rows, minlength=batch.numel())
+            pair_auc = _pair_auc(scores, rows, items, n_valid, pos_count)
+        else:
+            pair_auc = torch.full((rows.numel(),), float("nan"), dtype=torch.float64)
         for name, state in states.items():
             on = slice_masks[name][items]
             state.update(topk, rows[on], items[on], pair_auc[on])

@@ -106,8 +106,14 @@ def test_matmul_path_with_grouped_topk_equals_brute_force() -> None:
     assert torch.equal(i, ref.indices) and torch.equal(v, ref.values)
 
 
-@pytest.mark.parametrize("item_block", [48, 1024, None])
-def test_streamed_matmul_topk_equals_brute_force(item_block) -> None:
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize(
+    ("item_block", "device"),
+    [(48, "cpu"), (1024, "cpu"), (None, "cpu"), pytest.param(None, "cuda", marks=CUDA)],
+)
+def test_streamed_matmul_topk_equals_brute_force(item_block, device) -> None:
     """Many blocks (a partial last one), seen pairs in every block, and a user who has
     seen all but 3 candidates: only those 3 come back, then padding."""
     gen = torch.Generator().manual_seed(7)
@@ -120,7 +126,8 @@ def test_streamed_matmul_topk_equals_brute_force(item_block) -> None:
     everything = torch.nonzero(mask).flatten()
     pairs = torch.stack([torch.cat([seen_rows, torch.zeros(len(everything), dtype=torch.long)]),
                          torch.cat([seen_cols, everything])]).unique(dim=1)
-    scorer = MatmulScorer(lambda rows: users[rows], items, item_block=item_block)
+    on = users.to(device), items.to(device)
+    scorer = MatmulScorer(lambda rows: on[0][rows.to(device)], on[1], item_block=item_block)
     assert scorer.num_columns >= 16 * MEMBERS * 9  # the grouped path, not the fallback
     top = chunked_topk(scorer, torch.arange(20), 9, num_columns=3001,
                        seen=SeenIndex.from_edges(pairs, 20), chunk_size=6, progress=False)
