@@ -38,7 +38,9 @@ def machine() -> dict[str, Any]:
 def command() -> str:
     """The command line that ran this benchmark (from the repository root)."""
     script = Path(sys.argv[0]).resolve().relative_to(ROOT)
-    return " ".join([".venv/bin/python", str(script), *map(shlex.quote, sys.argv[1:])])
+    python = Path(sys.executable)
+    shown = python.relative_to(ROOT) if python.is_relative_to(ROOT) else python.name
+    return " ".join([str(shown), str(script), *map(shlex.quote, sys.argv[1:])])
 
 
 def now() -> str:

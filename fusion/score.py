@@ -153,7 +153,7 @@ class FusedScorer:
         text_items: ``[N, d']`` text-side product vectors.
         alpha: GNN weight, a number or ``[N]`` per product.
         normalise: ``"zscore"``, ``"rank"`` or ``"none"``.
-        device: Where the matmuls run.
+        device: Where the matmuls run (default: where ``gnn_users`` is).
     """
 
     def __init__(
@@ -165,7 +165,7 @@ class FusedScorer:
         *,
         alpha: float | Tensor = 0.5,
         normalise: str = "zscore",
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
     ) -> None:
         if gnn_users.shape[0] != text_users.shape[0]:
             raise ValueError(
@@ -175,7 +175,7 @@ class FusedScorer:
             raise ValueError(
                 f"item rows differ: gnn {gnn_items.shape[0]} vs text {text_items.shape[0]}"
             )
-        self.device = torch.device(device)
+        self.device = torch.device(device) if device is not None else gnn_users.device
         self.gnn_users, self.gnn_items = (x.float().to(self.device) for x in (gnn_users, gnn_items))
         self.text_users, self.text_items = (
             x.float().to(self.device) for x in (text_users, text_items)

@@ -17,6 +17,10 @@ from torch_geometric.nn import GATConv, GCNConv, LightGCN
 from gnn.data import HomogeneousGraph, normalized_adjacency
 
 MODEL_NAMES = ("pop", "mf", "lightgcn", "gcn", "gat")
+#: Standard deviation of the normal initialisation of every id embedding (LightGCN's paper
+#: and official code). PyG's LightGCN default, xavier-uniform, has std 0.005 on Gowalla's 70k
+#: nodes (0.027 on ml-100k): training stalls early (ml-100k test NDCG@20 0.097, not 0.135).
+INIT_STD = 0.1
 #: Size of GAT's relation-type embedding (edge_attr); small keeps its per-edge projection cheap.
 EDGE_DIM = 16
 
@@ -97,8 +101,8 @@ class MFModel(Recommender):
         self.num_users, self.num_items = num_users, num_items
         self.user = nn.Embedding(num_users, dim)
         self.item = nn.Embedding(num_items, dim)
-        nn.init.normal_(self.user.weight, std=0.1)
-        nn.init.normal_(self.item.weight, std=0.1)
+        nn.init.normal_(self.user.weight, std=INIT_STD)
+        nn.init.normal_(self.item.weight, std=INIT_STD)
 
     def embed(self) -> tuple[Tensor, Tensor]:
         return self.user.weight, self.item.weight
@@ -127,6 +131,7 @@ class LightGCNModel(Recommender):
         super().__init__()
         self.num_users, self.num_items = num_users, num_items
         self.lightgcn = LightGCN(num_users + num_items, dim, layers, normalize=False)
+        nn.init.normal_(self.lightgcn.embedding.weight, std=INIT_STD)
         self.register_buffer("adj", adj, persistent=False)
 
     def embed(self) -> tuple[Tensor, Tensor]:
@@ -200,7 +205,7 @@ class KGEncoder(Recommender):
             raise ValueError("graph must hold users first, then products (homogeneous_graph)")
         self.num_users, self.num_items, self.conv_kind = num_users, num_items, conv
         self.node = nn.Embedding(graph.num_nodes, dim)
-        nn.init.normal_(self.node.weight, std=0.1)
+        nn.init.normal_(self.node.weight, std=INIT_STD)
         num_rel = max(len(graph.edge_types), 1)
         if product_features is not None:
             if product_features.shape[0] != num_items:
