@@ -116,8 +116,12 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=100_000, help="products (100000)")
     parser.add_argument("--dim", type=int, default=64, help="embedding size (64)")
     parser.add_argument("--k", type=int, default=20, help="top-K (20)")
-    parser.add_argument("--chunk", type=int, default=512, help="users per chunk (512)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats, best kept (3)")
+    parser.add_argument("--chunk", type=int, default=1024,
+                        help="users per chunk (1024, the library default)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed repeats per process, best kept (3)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of one process per method, alternating (3)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="threads for torch/BLAS/FAISS (all cores)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
@@ -128,16 +132,27 @@ def main() -> int:
     if args.method:
         child(args)
         return 0
-    results = {}
-    for method in METHODS:
-        cmd = [sys.executable, __file__, "--method", method, *sys.argv[1:]]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            if method == "faiss" and "No module named 'faiss'" in done.stderr:
-                results[method] = None
+    results: dict[str, dict | None] = {}
+    # Rounds alternate the methods so that a noisy spell on a shared machine hits them all;
+    # each method keeps its best round. The slow numpy baseline runs in the first only.
+    for round_ in range(args.rounds):
+        for method in METHODS:
+            if round_ and (method == "numpy" or results.get(method, {}) is None):
                 continue
-            raise SystemExit(f"{method} failed:\n{done.stderr[-2000:]}")
-        results[method] = json.loads(done.stdout.strip().splitlines()[-1])
+            cmd = [sys.executable, __file__, "--method", method, *sys.argv[1:]]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                if method == "faiss" and "No module named 'faiss'" in done.stderr:
+                    results[method] = None
+                    continue
+                raise SystemExit(f"{method} failed:\n{done.stderr[-2000:]}")
+            run = json.loads(done.stdout.strip().splitlines()[-1])
+            best = results.get(method)
+            if best is None or run["users_per_s"] > best["users_per_s"]:
+                run["peak_rss_mb"] = max(run["peak_rss_mb"], best["peak_rss_mb"] if best else 0)
+                results[method] = run
+            else:
+                best["peak_rss_mb"] = max(best["peak_rss_mb"], run["peak_rss_mb"])
     print(f"{'method':<12} {'users/s':>10} {'seconds':>8} {'peak RSS MB':>12} {'exact':>6}")
     for method, r in results.items():
         if r:
@@ -145,15 +160,17 @@ def main() -> int:
                   f"{r['peak_rss_mb']:>12.0f} {r['exact_agreement']:>6.2f}")
     import torch
 
+    rate = {m: (r["users_per_s"] if r else None) for m, r in results.items()}
     record = {
-        "kgrec_users_per_s": results["kgrec"]["users_per_s"],
-        "kgrec_fused_users_per_s": results["kgrec_fused"]["users_per_s"],
-        "numpy_users_per_s": results["numpy"]["users_per_s"],
-        "faiss_users_per_s": results["faiss"]["users_per_s"] if results["faiss"] else None,
+        "kgrec_users_per_s": rate["kgrec"],
+        "kgrec_fused_users_per_s": rate["kgrec_fused"],
+        "numpy_users_per_s": rate["numpy"],
+        "faiss_users_per_s": rate["faiss"],
         "peak_rss_mb": {m: r["peak_rss_mb"] for m, r in results.items() if r},
         "details": results,
         "settings": {"users": args.users, "items": args.items, "dim": args.dim, "k": args.k,
-                     "chunk": args.chunk, "repeats": args.repeats, "threads": args.threads,
+                     "chunk": args.chunk, "repeats": args.repeats, "rounds": args.rounds,
+                     "threads": args.threads,
                      "kgrec_device": args.device},
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg(),
@@ -163,7 +180,7 @@ def main() -> int:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=1))
-    faiss_rate = record["faiss_users_per_s"]
+    faiss_rate = rate["faiss"]
     print(f"Top-{args.k} of {args.items:,} products for {args.users:,} users (d={args.dim}): "
           f"kgrec {record['kgrec_users_per_s']:.0f} users/s (fused two-source "
           f"{record['kgrec_fused_users_per_s']:.0f}), numpy {record['numpy_users_per_s']:.0f}, "

@@ -74,17 +74,23 @@ class MatmulScorer:
         # Whole groups per block, and no block wider than the (padded) candidate count.
         self.item_block = min(_round_up(block, MEMBERS), _round_up(self.num_columns, MEMBERS))
         self.grouped_items = self._group_rows(items)
+        self._buffers: dict[str, Tensor] = {}
 
     def _group_rows(self, items: Tensor) -> Tensor:
         """``[groups, MEMBERS * D]``: each group's member vectors side by side, so that
-        re-scoring a group reads one contiguous run instead of MEMBERS scattered rows."""
-        blocks = -(-self.num_columns // self.item_block)
-        padded = torch.zeros(blocks * self.item_block, items.shape[1], dtype=items.dtype,
-                             device=items.device)
-        padded[: self.num_columns] = items
-        per_block = self.item_block // MEMBERS
-        return (padded.view(blocks, MEMBERS, per_block, -1).transpose(1, 2)
-                .reshape(blocks * per_block, -1))
+        re-scoring a group reads one contiguous run instead of MEMBERS scattered rows.
+        Columns past the end (the last block's padding) are zero vectors."""
+        n, d, width = self.num_columns, items.shape[1], self.item_block
+        per_block, full = width // MEMBERS, n // width
+        grouped = torch.empty(-(-n // width), per_block, MEMBERS, d, dtype=items.dtype,
+                              device=items.device)
+        # One strided copy: member m of group g in block j is column j*width + m*per_block + g.
+        grouped[:full] = items[: full * width].view(full, MEMBERS, per_block, d).transpose(1, 2)
+        if full < len(grouped):
+            last = torch.zeros(width, d, dtype=items.dtype, device=items.device)
+            last[: n - full * width] = items[full * width :]
+            grouped[full] = last.view(MEMBERS, per_block, d).transpose(0, 1)
+        return grouped.view(-1, MEMBERS * d)
 
     @property
     def num_columns(self) -> int:
@@ -124,8 +130,8 @@ class MatmulScorer:
         b, n, width = users.shape[0], self.num_columns, self.item_block
         per_block = width // MEMBERS
         blocks = -(-n // width)
-        block = torch.empty(b, width, device=users.device)
-        group_max = torch.empty(b, blocks * per_block, device=users.device)
+        block = self._scratch("block", b, width, users.device)
+        group_max = self._scratch("group_max", b, blocks * per_block, users.device)
         seen_by_block = _split_by_block(seen, width, blocks)
         for j in range(blocks):
             start = j * width
@@ -140,6 +146,14 @@ class MatmulScorer:
             torch.amax(block.view(b, MEMBERS, per_block), 1,
                        out=group_max[:, j * per_block : (j + 1) * per_block])
         return group_max
+
+    def _scratch(self, name: str, rows: int, cols: int, device: torch.device) -> Tensor:
+        """A ``[rows, cols]`` work buffer kept across chunks: allocating tens of megabytes
+        per chunk costs page faults (freed large blocks go back to the OS)."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape[0] < rows or buf.shape[1] != cols or buf.device != device:
+            buf = self._buffers[name] = torch.empty(rows, cols, device=device)
+        return buf[:rows]
 
     def _group_columns(self, groups: Tensor) -> Tensor:
         per_block = self.item_block // MEMBERS
