@@ -73,6 +73,8 @@ class MatmulScorer:
         block = item_block or (1024 if items.device.type == "cpu" else 1 << 20)
         # Whole groups per block, and no block wider than the (padded) candidate count.
         self.item_block = min(_round_up(block, MEMBERS), _round_up(self.num_columns, MEMBERS))
+        self.groups_per_block = self.item_block // MEMBERS
+        self.blocks = -(-self.num_columns // self.item_block)
         self.grouped_items = self._group_rows(items)
         self._buffers: dict[str, Tensor] = {}
 
@@ -81,8 +83,8 @@ class MatmulScorer:
         re-scoring a group reads one contiguous run instead of MEMBERS scattered rows.
         Columns past the end (the last block's padding) are zero vectors."""
         n, d, width = self.num_columns, items.shape[1], self.item_block
-        per_block, full = width // MEMBERS, n // width
-        grouped = torch.empty(-(-n // width), per_block, MEMBERS, d, dtype=items.dtype,
+        per_block, full = self.groups_per_block, n // width
+        grouped = torch.empty(self.blocks, per_block, MEMBERS, d, dtype=items.dtype,
                               device=items.device)
         # One strided copy: member m of group g in block j is column j*width + m*per_block + g.
         grouped[:full] = items[: full * width].view(full, MEMBERS, per_block, d).transpose(1, 2)
@@ -128,12 +130,11 @@ class MatmulScorer:
 
     def _group_maxima(self, users: Tensor, seen: tuple[Tensor, Tensor] | None) -> Tensor:
         b, n, width = users.shape[0], self.num_columns, self.item_block
-        per_block = width // MEMBERS
-        blocks = -(-n // width)
+        per_block = self.groups_per_block
         block = self._scratch("block", b, width, users.device)
-        group_max = self._scratch("group_max", b, blocks * per_block, users.device)
-        seen_by_block = _split_by_block(seen, width, blocks)
-        for j in range(blocks):
+        group_max = self._scratch("group_max", b, self.blocks * per_block, users.device)
+        seen_by_block = _split_by_block(seen, width, self.blocks)
+        for j in range(self.blocks):
             start = j * width
             end = min(start + width, n)
             torch.mm(users, self.items_t[:, start:end], out=block[:, : end - start])
@@ -156,7 +157,7 @@ class MatmulScorer:
         return buf[:rows]
 
     def _group_columns(self, groups: Tensor) -> Tensor:
-        per_block = self.item_block // MEMBERS
+        per_block = self.groups_per_block
         first = (groups // per_block) * self.item_block + groups % per_block
         members = torch.arange(MEMBERS, device=groups.device) * per_block
         return (first[:, :, None] + members).flatten(1)
