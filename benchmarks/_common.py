@@ -1,4 +1,4 @@
-"""Shared bits of the gnn benchmarks: machine description and results files."""
+"""Shared bits of every benchmark: the command line, machine description, date and results files."""
 
 from __future__ import annotations
 
@@ -17,22 +17,27 @@ SHARED_DATA = Path(os.environ.get("KGREC_SHARED_DATA", ROOT / ".." / "shared" / 
 
 
 def machine() -> dict[str, Any]:
-    """CPU count and model, GPU (if any), memory, torch threads, load at start."""
-    import torch
-
+    """CPU count and model, GPU (if any), memory, versions, torch threads, load at start."""
     cpu = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
          if line.startswith("model name")), platform.processor(),
     )  # fmt: skip
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {
-        "cpu_count": os.cpu_count(), "cpu": cpu,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "memory_gib": round(mem, 1), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "python": platform.python_version(),
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(), "cpu": cpu, "gpu": None, "memory_gib": round(mem, 1),
+        "python": platform.python_version(), "platform": platform.platform(),
         # Shared machine: the load when the benchmark started says how contended it was.
         "load_average_1m_at_start": round(os.getloadavg()[0], 2),
     }  # fmt: skip
+    try:  # the Neo4j ingest benchmark needs no torch
+        import torch
+    except ImportError:
+        return info
+    info.update({
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+    })  # fmt: skip
+    return info
 
 
 def command() -> str:

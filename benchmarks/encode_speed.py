@@ -12,10 +12,7 @@ texts in their file order, padding every batch to the model's maximum length. Wr
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -27,18 +24,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import RESULTS, SHARED_DATA, command, machine, now  # noqa: E402
 from fusion.text import TextEncoder, product_text  # noqa: E402
 from kg.extract.amazon import read_amazon  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "encode_speed.json"
-DATA = Path(os.environ.get("KGREC_SHARED_DATA", ROOT / ".." / "shared" / "data"))
 FILES = ("meta_Gift_Cards.json.gz", "meta_Magazine_Subscriptions.json.gz")
 
 
 def amazon_texts(limit: int | None) -> list[str]:
     texts: list[str] = []
     for name in FILES:
-        products = read_amazon(DATA / "amazon-2018" / name).node("Product")
+        products = read_amazon(SHARED_DATA / "amazon-2018" / name).node("Product")
         texts += product_text(products)
     texts = list(dict.fromkeys(t for t in texts if t))  # distinct, file order kept
     if limit and limit < len(texts):
@@ -67,7 +63,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2,
                         help="alternating timed runs of each encoder, best kept (2)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--out", default=str(RESULTS), help="results JSON")
+    parser.add_argument("--out", default=str(RESULTS / "encode_speed.json"), help="results JSON")
     args = parser.parse_args()
     texts = amazon_texts(args.limit or None)
     with tempfile.TemporaryDirectory() as cache:
@@ -110,11 +106,7 @@ def main() -> int:
         "batch_size": args.batch_size,
         "device": str(encoder.device),
         "data": [f"amazon-2018/{f}" for f in FILES],
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg(),
-                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                    "platform": platform.platform(), "torch_threads": torch.get_num_threads()},
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": command(), "machine": machine(), "date": now(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=1))

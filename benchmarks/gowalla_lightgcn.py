@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._gnn_common import RESULTS, SHARED_DATA, command, machine, now, write_json  # noqa: E402
+from benchmarks._common import RESULTS, SHARED_DATA, command, machine, now, write_json  # noqa: E402
 from gnn.data import load_lightgcn_split  # noqa: E402
 from gnn.train import TrainSettings, resolve_device, train_model  # noqa: E402
 

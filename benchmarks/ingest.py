@@ -24,10 +24,8 @@ database unless ``--clear`` is given (the benchmark deletes everything in it).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -41,12 +39,14 @@ import pandas as pd
 from neo4j import GraphDatabase
 from tqdm.auto import tqdm
 
-from kg import schema
-from kg.extract.recbole import read_recbole_ml100k
-from kg.store.neo4j import Neo4jStore, rel_rows
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-REPO = Path(__file__).resolve().parents[1]
-SERVER_SH = REPO / "scripts" / "neo4j" / "server.sh"
+from benchmarks._common import RESULTS, ROOT, command, machine, now  # noqa: E402
+from kg import schema  # noqa: E402
+from kg.extract.recbole import read_recbole_ml100k  # noqa: E402
+from kg.store.neo4j import Neo4jStore, rel_rows  # noqa: E402
+
+SERVER_SH = ROOT / "scripts" / "neo4j" / "server.sh"
 TARGET_RELS_PER_S, TARGET_RATIO = 20_000, 20.0
 
 
@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--cache-dir", help="where the recbole wheel is cached (kgrec default)")
     p.add_argument(
-        "--out", type=Path, default=REPO / "benchmarks" / "results" / "ingest.json",
+        "--out", type=Path, default=RESULTS / "ingest.json",
         help="results file (benchmarks/results/ingest.json)",
     )  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -101,25 +101,6 @@ def cpu_seconds(pid: int | None) -> float | None:
         return None
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine() -> dict[str, object]:
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
-    try:
-        import torch
-
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except ImportError:
-        gpu = None
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {
-        "cpu_count": os.cpu_count(), "cpu": cpu, "gpu": gpu, "memory_gib": round(mem, 1),
-        "python": platform.python_version(), "platform": platform.platform(),
-        "load_average_1m_at_start": round(os.getloadavg()[0], 2),
-    }  # fmt: skip
 
 
 def delete_relationships(driver: neo4j.Driver) -> None:
@@ -206,8 +187,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     return {
         "benchmark": "ingest",
         "dataset": "MovieLens-100K + KG (recbole==1.2.1 wheel, ml-100k atomic files)",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": command(),
+        "date": now(),
         "machine": info,
         "server": server_agent, "driver": f"neo4j {neo4j.__version__}",
         "rust_ext": _has_rust_ext(), "batch_size": args.batch_size,

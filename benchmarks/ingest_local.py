@@ -19,23 +19,21 @@ Prints a table and writes ``benchmarks/results/ingest_local.json``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from kg import schema
-from kg.extract.recbole import fetch_ml100k, read_recbole
-from kg.snapshot import build_snapshot
-from kg.store.local import LocalStore
-from kg.tables import GraphTables
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-RESULTS = Path(__file__).resolve().parent / "results" / "ingest_local.json"
+from benchmarks._common import RESULTS, command, machine, now  # noqa: E402
+from kg import schema  # noqa: E402
+from kg.extract.recbole import fetch_ml100k, read_recbole  # noqa: E402
+from kg.snapshot import build_snapshot  # noqa: E402
+from kg.store.local import LocalStore  # noqa: E402
+from kg.tables import GraphTables  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=10_000,
         help="RATED events held back for the incremental load (10000)",
     )
-    p.add_argument("--out", default=str(RESULTS), help="results JSON path")
+    p.add_argument("--out", default=str(RESULTS / "ingest_local.json"), help="results JSON path")
     return p.parse_args(argv)
 
 
@@ -64,12 +62,6 @@ def _timed(fn) -> tuple[float, object]:
     start = time.perf_counter()
     out = fn()
     return time.perf_counter() - start, out
-
-
-def _gpu() -> str | None:
-    import torch
-
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -112,16 +104,9 @@ def run(args: argparse.Namespace) -> dict:
         "rerun_rows_per_s": (rels + nodes) / med["rerun"],
         "incremental_rels_per_s": args.tail / med["incremental"],
         "read_rows_per_s": sum(tables.rows_read.values()) / med["read"],
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "gpu": _gpu(),
-            # The machine is shared: a high load average means slower, noisier figures.
-            "load_average_1m": os.getloadavg()[0],
-        },
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+"command": command(),
+        "machine": machine(),
+        "date": now(),
     }
 
 
@@ -142,7 +127,7 @@ def table(res: dict) -> str:
         f"LocalStore ingest, {res['dataset']}: {res['nodes']:,} nodes, "
         f"{res['relationships']:,} relationships; median of {len(res['seconds_all']['load'])} "
         f"runs, {res['machine']['cpu_count']} CPUs (load average "
-        f"{res['machine']['load_average_1m']:.1f})"
+        f"{res['machine']['load_average_1m_at_start']:.1f})"
     )
     lines = [head, f"{'step':<28}{'seconds':>9}  throughput"]
     lines += [f"{name:<28}{sec:>9.2f}  {rate}" for name, sec, rate in rows]

@@ -15,10 +15,7 @@ rows already there are kept); curves and settings go under ``fusion``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,6 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import RESULTS, command, machine, now  # noqa: E402
 from fusion.fit import (  # noqa: E402
     TextSide,
     build_text_side,
@@ -42,17 +40,10 @@ from gnn.metrics import long_tail_items  # noqa: E402
 from gnn.train import TrainResult, TrainSettings, train_model  # noqa: E402
 from kg.snapshot import GraphSnapshot, snapshot_from_tables  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "quality_ml100k.json"
 WORK = ROOT / ".kgrec" / "bench-fusion"
 GRID = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 PIVOTS = (5.0, 20.0)
 K = 20
-
-
-def machine() -> dict[str, object]:
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpus": os.cpu_count(), "gpu": gpu, "platform": platform.platform(),
-            "torch": torch.__version__}
 
 
 def load_snapshot() -> GraphSnapshot:
@@ -189,7 +180,8 @@ def main() -> int:
     parser.add_argument("--tower-epochs", type=int, default=20, help="text tower epochs (20)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: the shared 2-core dev machine)")
-    parser.add_argument("--out", default=str(RESULTS), help="results JSON to merge into")
+    parser.add_argument("--out", default=str(RESULTS / "quality_ml100k.json"),
+                        help="results JSON to merge into")
     parser.add_argument("--features-only", action="store_true",
                         help="only add the row '<model>_text_features': --model (gcn/gat) "
                         "trained with MiniLM product vectors as input features")
@@ -208,9 +200,7 @@ def main() -> int:
         data = json.loads(path.read_text()) if path.exists() else {}
         data.setdefault("models", {})[name] = row
         data.setdefault("fusion", {})["features_row"] = {
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "machine": machine(),
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": command(), "machine": machine(), "date": now(),
             "seconds": round(time.perf_counter() - start, 1),
         }
         path.write_text(json.dumps(data, indent=1))
@@ -246,9 +236,7 @@ def main() -> int:
             norms[f"{kind}/{method}"] = {"best_alpha": fit.best,
                                          "valid_ndcg@20": fit.best_metric, "curve": fit.curve}
     record = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": command(), "machine": machine(), "date": now(),
         "seconds": round(time.perf_counter() - start, 1),
         "k": K,
         "base_model": args.model,

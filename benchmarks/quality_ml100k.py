@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._gnn_common import RESULTS, command, machine, now, write_json  # noqa: E402
+from benchmarks._common import RESULTS, command, machine, now, write_json  # noqa: E402
 from gnn.data import item_cold_start_split, make_split  # noqa: E402
 from gnn.metrics import evaluate_ranking, format_table, long_tail_items  # noqa: E402
 from gnn.train import TrainSettings, train_model  # noqa: E402

@@ -10,10 +10,8 @@ its own subprocess so that its peak RSS is its own. Writes
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -24,7 +22,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "benchmarks" / "results" / "score_speed.json"
+
+from benchmarks._common import RESULTS, command, machine, now  # noqa: E402
+
 METHODS = ("kgrec", "kgrec_fused", "numpy", "faiss")
 
 
@@ -127,7 +127,7 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="where kgrec's scorer runs (cpu); numpy and FAISS stay on the CPU")
     parser.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)
-    parser.add_argument("--out", default=str(RESULTS), help="results JSON")
+    parser.add_argument("--out", default=str(RESULTS / "score_speed.json"), help="results JSON")
     args = parser.parse_args()
     if args.method:
         child(args)
@@ -137,7 +137,7 @@ def main() -> int:
     # each method keeps its best round. The slow numpy baseline runs in the first only.
     for round_ in range(args.rounds):
         for method in METHODS:
-            if round_ and (method == "numpy" or results.get(method, {}) is None):
+            if round_ and (method == "numpy" or results[method] is None):
                 continue
             cmd = [sys.executable, __file__, "--method", method, *sys.argv[1:]]
             done = subprocess.run(cmd, capture_output=True, text=True)
@@ -147,18 +147,15 @@ def main() -> int:
                     continue
                 raise SystemExit(f"{method} failed:\n{done.stderr[-2000:]}")
             run = json.loads(done.stdout.strip().splitlines()[-1])
-            best = results.get(method)
-            if best is None or run["users_per_s"] > best["users_per_s"]:
-                run["peak_rss_mb"] = max(run["peak_rss_mb"], best["peak_rss_mb"] if best else 0)
-                results[method] = run
-            else:
-                best["peak_rss_mb"] = max(best["peak_rss_mb"], run["peak_rss_mb"])
+            best = results.get(method) or run
+            peak = max(run["peak_rss_mb"], best["peak_rss_mb"])  # the worst round's memory
+            results[method] = {**max(best, run, key=lambda r: r["users_per_s"]),
+                               "peak_rss_mb": peak}
     print(f"{'method':<12} {'users/s':>10} {'seconds':>8} {'peak RSS MB':>12} {'exact':>6}")
     for method, r in results.items():
         if r:
             print(f"{method:<12} {r['users_per_s']:>10.0f} {r['seconds']:>8.3f} "
                   f"{r['peak_rss_mb']:>12.0f} {r['exact_agreement']:>6.2f}")
-    import torch
 
     rate = {m: (r["users_per_s"] if r else None) for m, r in results.items()}
     record = {
@@ -172,11 +169,7 @@ def main() -> int:
                      "chunk": args.chunk, "repeats": args.repeats, "rounds": args.rounds,
                      "threads": args.threads,
                      "kgrec_device": args.device},
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg(),
-                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                    "platform": platform.platform()},
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": command(), "machine": machine(), "date": now(),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=1))

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._gnn_common import RESULTS, SHARED_DATA, command, machine, now, write_json  # noqa: E402
+from benchmarks._common import RESULTS, SHARED_DATA, command, machine, now, write_json  # noqa: E402
 
 DIM, LAYERS, BATCH, LR = 64, 2, 8192, 0.001
 
