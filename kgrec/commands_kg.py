@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ingest",
         help="build the graph from catalogue dumps",
         description=(
-            "Read catalogue dumps (one source: --amazon, --recbole or --products/--events), "
+            "Read catalogue dumps (one source: --amazon, --recbole, --scientific or "
+            "--products/--events), "
             "validate them, merge them into the store (idempotent: re-running the same dump "
             "adds nothing; a dump of new events appends) and write the rejects report."
         ),
@@ -38,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the recbole==1.2.1 wheel (cached) and read MovieLens-100K + its KG",
     )
     src.add_argument("--dataset", help="RecBole dataset name (file stem) when SOURCE has several")
+    src.add_argument(
+        "--scientific",
+        metavar="FOLDER",
+        help="Amazon Industrial & Scientific 5-core (LC-Rec JSON): a folder with "
+        "Scientific.item.json and Scientific.inter.json; event timestamps are list positions",
+    )
     src.add_argument(
         "--products",
         help="generic products file (CSV/TSV/JSONL[.gz]/Parquet); "
@@ -118,9 +125,11 @@ def _store_options(p: argparse.ArgumentParser) -> None:
 def read_sources(args: argparse.Namespace, config: Config) -> GraphTables:
     """Tables from the one source the options name."""
     generic = args.products or args.events
-    chosen = [bool(args.amazon), bool(args.recbole), bool(generic)]
+    chosen = [bool(args.amazon), bool(args.recbole), bool(args.scientific), bool(generic)]
     if sum(chosen) != 1:
-        raise InputError("give exactly one source: --amazon, --recbole or --products/--events")
+        raise InputError(
+            "give exactly one source: --amazon, --recbole, --scientific or --products/--events"
+        )
     if args.amazon:
         from kg.extract.amazon import read_amazon
 
@@ -139,6 +148,10 @@ def read_sources(args: argparse.Namespace, config: Config) -> GraphTables:
             wheel = fetch_ml100k(args.cache_dir or config.data.cache_dir)
             return read_recbole(wheel, ML100K, progress=progress)
         return read_recbole(args.recbole, args.dataset, progress=progress)
+    if args.scientific:
+        from kg.extract.scientific import read_scientific
+
+        return read_scientific(args.scientific, progress=not args.no_progress)
     from kg.extract.generic import load_mapping, read_generic
 
     if not args.events:
