@@ -41,7 +41,8 @@ class Split:
             pair; ``weight`` is the loss weight, ``value`` the raw event value, ``time``
             unix seconds or -1).
         num_users, num_items: sizes of the user and product id maps.
-        kind: ``"temporal"``, ``"random"``, ``"item_cold_start"`` or ``"given"``.
+        kind: ``"temporal"``, ``"temporal_ratio"``, ``"leave_one_out"``, ``"random"``,
+            ``"item_cold_start"`` or ``"given"``.
         seed: the seed that drew a random split (None when deterministic).
     """
 
@@ -136,17 +137,41 @@ def interaction_table(
     )
 
 
-def _cut(order_key: np.ndarray, users: np.ndarray, valid_ratio: float, test_ratio: float):
-    """Per-user stage labels (0 train, 1 valid, 2 test) with the last rows (by key) to test."""
+def _cut(
+    order_key: np.ndarray,
+    users: np.ndarray,
+    valid_ratio: float,
+    test_ratio: float,
+    rule: str = "min_one",
+) -> np.ndarray:
+    """Per-user stage labels (0 train, 1 valid, 2 test): each user's last rows (by key) to
+    test, the ones just before to valid, the rest to train.
+
+    Stage sizes for a user with ``n`` rows, by ``rule``:
+
+    - ``"ratio"``: ``floor(ratio * n)`` (RecBole's ratio split): a user with fewer than
+      ``1 / ratio`` rows gets no valid/test row, so sparse catalogues lose most users.
+    - ``"min_one"``: the same, but at least 1 per stage whose ratio is > 0 once ``n >= 3``
+      (leave-last-out for short histories, the ratio for long ones); 1-2 rows stay in train,
+      and train always keeps at least one row.
+    - ``"last_one"``: leave-one-out, 1 test and 1 valid row once ``n >= 3`` (ratios unused).
+    """
     order = np.lexsort((order_key, users))
     sorted_users = users[order]
     starts = np.r_[0, np.flatnonzero(np.diff(sorted_users)) + 1]
     sizes = np.diff(np.r_[starts, len(users)])
     rank = np.arange(len(users)) - np.repeat(starts, sizes)
     size = np.repeat(sizes, sizes)
-    # RecBole-style counts: floor(ratio * n) for valid/test, the rest to train.
     n_test = np.floor(size * test_ratio).astype(int)
     n_valid = np.floor(size * valid_ratio).astype(int)
+    if rule != "ratio":
+        long = size >= 3
+        if rule == "last_one":
+            n_test, n_valid = long.astype(int), long.astype(int)
+        else:
+            n_test = np.where(long, np.maximum(n_test, int(test_ratio > 0)), 0)
+            n_valid = np.where(long, np.maximum(n_valid, int(valid_ratio > 0)), 0)
+            n_valid = np.minimum(n_valid, size - n_test - 1).clip(min=0)
     stage_sorted = np.zeros(len(users), dtype=np.int8)
     stage_sorted[rank >= size - n_test] = 2
     stage_sorted[(rank >= size - n_test - n_valid) & (rank < size - n_test)] = 1
@@ -163,6 +188,15 @@ def _check_ratios(valid_ratio: float, test_ratio: float) -> None:
         )
 
 
+#: make_split kind -> the per-user stage sizes rule of :func:`_cut`.
+_SPLIT_RULES = {
+    "temporal": "min_one",
+    "temporal_ratio": "ratio",
+    "leave_one_out": "last_one",
+    "random": "min_one",
+}
+
+
 def make_split(
     snapshot: GraphSnapshot,
     kind: str = "auto",
@@ -176,14 +210,26 @@ def make_split(
 
     Args:
         snapshot: the graph; its interaction edges are split (one row per pair).
-        kind: ``"temporal"`` (each user's latest interactions to test, the ones before to
-            valid), ``"random"`` (per-user random, RecBole's RS 8:1:1) or ``"auto"``
-            (temporal when every event has a timestamp, random otherwise).
-        valid_ratio, test_ratio: share of each user's pairs (floored) per stage.
-        seed: seed of the random split (and of tie-free shuffles).
+        kind: ``"temporal"`` (each user's latest pairs to test, the ones before to valid;
+            ``n_test = max(1, floor(test_ratio * n))`` and likewise for valid once a user has
+            ``n >= 3`` pairs, so every such user is evaluated; users with 1-2 pairs stay in
+            train), ``"temporal_ratio"`` (RecBole's pure ``floor(ratio * n)``: users with
+            fewer than ``1 / ratio`` pairs get no valid/test pair), ``"leave_one_out"``
+            (last pair to test, second-to-last to valid, for users with >= 3 pairs),
+            ``"random"`` (per-user random, RecBole's RS 8:1:1, with temporal's at-least-one
+            rule) or ``"auto"`` (temporal when every event has a timestamp, random
+            otherwise). Time ties are broken by product row, so every kind but random is
+            deterministic.
+        valid_ratio, test_ratio: share of each user's pairs (floored) per stage; unused by
+            leave_one_out.
+        seed: seed of the random split.
         event_weights: per-event-type loss weights (default ``kg.schema.DEFAULT_EVENT_WEIGHTS``).
     """
     _check_ratios(valid_ratio, test_ratio)
+    if kind != "auto" and kind not in _SPLIT_RULES:
+        raise ValueError(
+            f"unknown split kind {kind!r}; expected auto, {', '.join(_SPLIT_RULES)}"
+        )
     pairs = interaction_table(snapshot, event_weights)
     if kind == "auto":
         times = pairs["time"].to_numpy()
@@ -191,17 +237,15 @@ def make_split(
             "random"
         )
     users = pairs["user"].to_numpy()
-    if kind == "temporal":
+    if kind == "random":
+        key = np.random.default_rng(seed).permutation(len(pairs))
+    else:
         # Ties in time are broken by product row so that the split is deterministic.
         key = np.empty(len(pairs), dtype=np.int64)
         key[np.lexsort((pairs["product"].to_numpy(), pairs["time"].to_numpy()))] = np.arange(
             len(pairs)
         )
-    elif kind == "random":
-        key = np.random.default_rng(seed).permutation(len(pairs))
-    else:
-        raise ValueError(f"unknown split kind {kind!r}; expected auto, temporal or random")
-    stage = _cut(key, users, valid_ratio, test_ratio)
+    stage = _cut(key, users, valid_ratio, test_ratio, _SPLIT_RULES[kind])
     frames = [pairs[stage == i].reset_index(drop=True) for i in range(3)]
     return Split(
         frames[0], frames[1], frames[2],

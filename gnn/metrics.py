@@ -59,8 +59,9 @@ def _candidate_mask(candidates: torch.Tensor | None, num_items: int) -> torch.Te
 class _SliceState:
     """Accumulates one slice's metrics over user batches."""
 
-    def __init__(self, k: int, slice_items: torch.Tensor) -> None:
+    def __init__(self, k: int, slice_items: torch.Tensor, auc: bool = True) -> None:
         self.k = k
+        self.auc = auc
         self.metrics = {
             f"recall@{k}": LinkPredRecall(k),
             f"ndcg@{k}": LinkPredNDCG(k),
@@ -72,6 +73,8 @@ class _SliceState:
         self.auc_sum = 0.0
         self.users = 0
         self.pairs = 0
+        #: Users ranked in any batch (coverage counts their top K, slice users or not).
+        self.ranked = 0
 
     def update(self, topk: torch.Tensor, rows: torch.Tensor, items: torch.Tensor,
                auc: torch.Tensor) -> None:
@@ -79,6 +82,7 @@ class _SliceState:
         for metric in self.metrics.values():
             metric.update(topk, label)
         self.recommended[topk.flatten()] = True
+        self.ranked += int(topk.shape[0])
         if rows.numel():
             # Per-user AUC = mean over that user's positives, then averaged over users.
             n_rows = topk.shape[0]
@@ -90,12 +94,19 @@ class _SliceState:
             self.pairs += int(rows.numel())
 
     def result(self) -> dict[str, float]:
-        out = {name: float(m.compute()) for name, m in self.metrics.items()}
-        if not math.isnan(self.auc_sum):
-            out["auc"] = self.auc_sum / self.users if self.users else 0.0
+        """The slice's metrics. A slice without users (cold_start when no held-out pair is on
+        a cold product) has nothing to average: its ranking metrics are NaN, never 0, so a
+        table cannot show a missing slice as a model that scored zero. Coverage stays
+        defined while any user was ranked (the share of the slice's products in their top
+        K); NaN when none was, or the slice holds no product."""
+        empty = self.users == 0
+        out = {name: math.nan if empty else float(m.compute()) for name, m in self.metrics.items()}
+        if self.auc:
+            out["auc"] = math.nan if empty else self.auc_sum / self.users
         n_items = int(self.slice_items.sum())
         hit_items = int((self.recommended & self.slice_items).sum())
-        out[f"coverage@{self.k}"] = hit_items / n_items if n_items else 0.0
+        covered = n_items and self.ranked
+        out[f"coverage@{self.k}"] = hit_items / n_items if covered else math.nan
         out["users"] = float(self.users)
         out["pairs"] = float(self.pairs)
         return out
@@ -198,7 +209,7 @@ def evaluate_ranking(
     unknown = set(slices) - set(slice_masks)
     if unknown:
         raise ValueError(f"unknown slices {sorted(unknown)}; known: {list(slice_masks)}")
-    states = {name: _SliceState(k, slice_masks[name] & cand) for name in slices}
+    states = {name: _SliceState(k, slice_masks[name] & cand, auc) for name in slices}
     gt_users, gt_items = _positives_by_user(split, (stage,))
     keep = cand[gt_items]
     gt_users, gt_items = gt_users[keep], gt_items[keep]
@@ -237,16 +248,20 @@ def evaluate_ranking(
 
 
 def format_table(results: dict[str, dict[str, dict[str, float]]], k: int = 20) -> str:
-    """A plain-text table: one line per (model, slice) with the main metrics."""
+    """A plain-text table: one line per (model, slice) with the main metrics; ``n/a`` where
+    a value is NaN or absent (an empty slice, AUC skipped), so it never reads as 0."""
     cols = [f"recall@{k}", f"ndcg@{k}", f"hit@{k}", "mrr", "auc", f"coverage@{k}", "users"]
     head = f"{'model':<12} {'slice':<16}" + "".join(f"{c:>12}" for c in cols)
     lines = [head, "-" * len(head)]
     for model, by_slice in results.items():
         for name, values in by_slice.items():
-            cells = "".join(
-                f"{values.get(c, float('nan')):>12.0f}" if c == "users"
-                else f"{values.get(c, float('nan')):>12.4f}"
-                for c in cols
-            )
+            cells = "".join(_cell(values.get(c), 0 if c == "users" else 4) for c in cols)
             lines.append(f"{model:<12} {name:<16}{cells}")
     return "\n".join(lines)
+
+
+def _cell(value: float | None, digits: int) -> str:
+    """One right-aligned table cell: the value, or ``n/a`` for a missing or NaN one."""
+    if value is None or math.isnan(value):
+        return f"{'n/a':>12}"
+    return f"{value:>12.{digits}f}"

@@ -12,7 +12,7 @@ from kgrec.config import Config, cli_config
 from kgrec.stores import BACKENDS, load_snapshot
 
 MODELS = ("gat", "gcn", "lightgcn", "mf", "pop")
-SPLITS = ("auto", "temporal", "random", "item_cold_start")
+SPLITS = ("auto", "temporal", "temporal_ratio", "leave_one_out", "random", "item_cold_start")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,8 +64,11 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--store-path", help="folder of the local store (default: store.path)")
     g.add_argument("--split", choices=SPLITS, default="auto",
                    help="auto (temporal when every event has a time, else random; default), "
-                   "temporal, random (per user 8:1:1) or item_cold_start (10%% of products "
-                   "held out with all their interactions)")
+                   "temporal (per user latest 10%% to test, the 10%% before to valid, at least "
+                   "1 each for users with >= 3 pairs), temporal_ratio (RecBole's floor(10%%): "
+                   "users under 10 pairs get none), leave_one_out (last pair to test, the one "
+                   "before to valid), random (per user 8:1:1, at least 1 each) or "
+                   "item_cold_start (10%% of products held out with all their interactions)")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 

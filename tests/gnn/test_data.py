@@ -195,3 +195,105 @@ def test_negative_pool_excludes_products_without_training_pairs(ml100k_snapshot)
     assert torch.isin(neg, pool).all() and not sampler.is_positive(pairs[0], neg).any()
     with pytest.raises(ValueError, match="empty negative pool"):
         NegativeSampler(pairs, split.num_items, pool=torch.zeros(0, dtype=torch.long))
+
+
+# Users u0..u5 with 1, 2, 3, 5, 12 and 25 pairs; user u holds products 0..n-1 at times
+# 10 * product (given in shuffled order), so the latest pair is the highest product.
+SIZES = (1, 2, 3, 5, 12, 25)
+# kind -> per-user (train, valid, test) counts.
+KIND_COUNTS = {
+    "temporal": [(1, 0, 0), (2, 0, 0), (1, 1, 1), (3, 1, 1), (10, 1, 1), (21, 2, 2)],
+    "random": [(1, 0, 0), (2, 0, 0), (1, 1, 1), (3, 1, 1), (10, 1, 1), (21, 2, 2)],
+    "temporal_ratio": [(1, 0, 0), (2, 0, 0), (3, 0, 0), (5, 0, 0), (10, 1, 1), (21, 2, 2)],
+    "leave_one_out": [(1, 0, 0), (2, 0, 0), (1, 1, 1), (3, 1, 1), (10, 1, 1), (23, 1, 1)],
+}
+
+
+def _sized_snapshot():
+    rng = np.random.default_rng(5)
+    events = [(u, p, 10 * p, 1.0) for u, n in enumerate(SIZES) for p in rng.permutation(n)]
+    return tiny_snapshot(events, len(SIZES), max(SIZES))
+
+
+def _per_user(split: Split) -> list[tuple[int, int, int]]:
+    counts = [split.frame(s).groupby("user").size() for s in ("train", "valid", "test")]
+    return [tuple(int(c.get(u, 0)) for c in counts) for u in range(len(SIZES))]
+
+
+@pytest.mark.parametrize("kind", list(KIND_COUNTS))
+def test_split_kinds_give_exact_per_user_counts(kind):
+    split = make_split(_sized_snapshot(), kind=kind)
+    assert split.kind == kind
+    assert _per_user(split) == KIND_COUNTS[kind]
+    if kind == "random":
+        return
+    # Ordered kinds: test holds each user's latest pairs, valid the ones just before.
+    for u, n in enumerate(SIZES):
+        _, n_valid, n_test = KIND_COUNTS[kind][u]
+        test = sorted(split.test.loc[split.test["user"] == u, "product"])
+        valid = sorted(split.valid.loc[split.valid["user"] == u, "product"])
+        assert test == list(range(n - n_test, n))
+        assert valid == list(range(n - n_test - n_valid, n - n_test))
+
+
+def test_auto_split_is_temporal_with_at_least_one_pair_per_stage():
+    split = make_split(_sized_snapshot())
+    assert (split.kind, _per_user(split)) == ("temporal", KIND_COUNTS["temporal"])
+
+
+def test_min_one_rule_respects_a_zero_ratio_and_keeps_a_training_pair():
+    snap = _sized_snapshot()
+    no_valid = make_split(snap, kind="temporal", valid_ratio=0.0)
+    assert [v for _, v, _ in _per_user(no_valid)] == [0] * len(SIZES)
+    assert [t for _, _, t in _per_user(no_valid)] == [0, 0, 1, 1, 1, 2]
+    # test_ratio 0.8 on 3 pairs: floor(2.4) = 2 to test, valid's minimum gives way to train.
+    heavy = make_split(snap, kind="temporal", valid_ratio=0.1, test_ratio=0.8)
+    assert _per_user(heavy)[2] == (1, 0, 2)
+    assert _per_user(heavy)[3] == (1, 0, 4)
+
+
+def test_temporal_ties_are_broken_by_product_row():
+    # Three pairs at the same time: the highest product row is the "latest".
+    split = make_split(tiny_snapshot([(0, p, 7, 1.0) for p in (2, 0, 1)], 1, 3), "temporal")
+    assert (split.train["product"].tolist(), split.valid["product"].tolist(),
+            split.test["product"].tolist()) == ([0], [1], [2])
+
+
+def test_ml100k_temporal_split_is_unchanged(ml100k_snapshot):
+    # Every ml-100k user has >= 20 ratings: the at-least-one rule never applies.
+    split = make_split(ml100k_snapshot, kind="temporal")
+    assert (len(split.train), len(split.valid), len(split.test)) == (80_808, 9_596, 9_596)
+    ratio = make_split(ml100k_snapshot, kind="temporal_ratio")
+    for stage in ("train", "valid", "test"):
+        assert split.frame(stage).equals(ratio.frame(stage))
+    assert make_split(ml100k_snapshot).kind == "temporal"
+
+
+@pytest.fixture(scope="module")
+def scientific_snapshot(shared_data):
+    from kg.extract.scientific import read_scientific
+    from kg.snapshot import snapshot_from_tables
+
+    return snapshot_from_tables(read_scientific(shared_data / "amazon-scientific"))
+
+
+def test_scientific_split_evaluates_every_user_with_three_pairs(shared_data, scientific_snapshot):
+    import json
+
+    inter = json.loads((shared_data / "amazon-scientific" / "Scientific.inter.json").read_text())
+    lengths = pd.Series({u: len(set(items)) for u, items in inter.items()})
+    split = make_split(scientific_snapshot)
+    assert split.kind == "temporal"  # list positions are the timestamps
+    assert split.valid["user"].nunique() == split.test["user"].nunique() == (lengths >= 3).sum()
+    assert (lengths >= 3).sum() == 8_317
+    # max(1, floor(0.1 n)) per stage: 2 or more only for the users with >= 20 pairs.
+    n_held = int(lengths.map(lambda n: max(1, n // 10)).sum())
+    assert (len(split.train), len(split.valid), len(split.test)) == (
+        58_492 - 2 * n_held, n_held, n_held) == (41_592, 8_450, 8_450)
+    # RecBole's pure ratio split evaluates only the users with >= 10 pairs.
+    ratio = make_split(scientific_snapshot, kind="temporal_ratio")
+    assert ratio.test["user"].nunique() == ratio.valid["user"].nunique() == 1_099
+    assert (lengths >= 10).sum() == 1_099
+    assert (len(ratio.train), len(ratio.valid), len(ratio.test)) == (56_028, 1_232, 1_232)
+    loo = make_split(scientific_snapshot, kind="leave_one_out")
+    assert (len(loo.train), len(loo.valid), len(loo.test)) == (41_858, 8_317, 8_317)

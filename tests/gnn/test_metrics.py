@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gnn.data import Split
-from gnn.metrics import cold_start_items, evaluate_ranking, long_tail_items
+from gnn.metrics import cold_start_items, evaluate_ranking, format_table, long_tail_items
 
 
 def _frame(pairs: list[tuple[int, int]]) -> pd.DataFrame:
@@ -97,3 +97,32 @@ def test_auc_can_be_skipped_without_changing_the_rest():
     quick = evaluate_ranking(score, SPLIT, stage="test", k=2, auc=False)["overall"]
     assert "auc" not in quick
     assert quick == {name: value for name, value in full.items() if name != "auc"}
+
+
+def test_empty_slice_gives_nan_metrics_and_prints_na():
+    # Test pairs only on trained products (u0 -> 1, u1 -> 2): no cold-start pair at all.
+    warm = Split(SPLIT.train, _frame([]), _frame([(0, 1), (1, 2)]), 2, 6, "given")
+    out = evaluate_ranking(score, warm, stage="test", k=2)
+    cold = out["cold_start"]
+    assert (cold["users"], cold["pairs"]) == (0.0, 0.0)
+    for name in ("recall@2", "ndcg@2", "hit@2", "mrr", "auc"):
+        assert math.isnan(cold[name]), name
+    # Coverage needs no slice user: u0's top 2 is {3, 5}, u1's {5, 4}: every cold product.
+    assert cold["coverage@2"] == pytest.approx(1.0)
+    # Both users miss (u0 ranks 3 > 5 > 4 > 1, u1 5 > 4 > 3 > 2): a real zero, not n/a.
+    assert (out["overall"]["recall@2"], out["overall"]["users"]) == (0.0, 2.0)
+    table = format_table({"mf": out}, k=2)
+    lines = table.splitlines()
+    assert lines[2] == f"{'mf':<12} {'overall':<16}" + f"{0.0:>12.4f}" * 4 + (
+        f"{out['overall']['auc']:>12.4f}{out['overall']['coverage@2']:>12.4f}{2:>12}"
+    )
+    assert lines[4] == f"{'mf':<12} {'cold_start':<16}" + f"{'n/a':>12}" * 5 + (
+        f"{1.0:>12.4f}{0:>12}"
+    )
+    assert "nan" not in table
+    # A stage without any user: nothing ranked, so coverage is n/a too; AUC skipped stays out.
+    empty = evaluate_ranking(score, warm, stage="valid", k=2, auc=False)["overall"]
+    assert "auc" not in empty and empty["users"] == 0.0
+    assert all(math.isnan(empty[n]) for n in ("recall@2", "ndcg@2", "hit@2", "mrr", "coverage@2"))
+    row = format_table({"mf": {"overall": empty}}, k=2).splitlines()[2]
+    assert row == f"{'mf':<12} {'overall':<16}" + f"{'n/a':>12}" * 6 + f"{0:>12}"
