@@ -62,7 +62,8 @@ class TrainSettings:
             autocast where supported.
         event_weights: per-event-type loss weights; empty keeps the split's weights.
         max_batches: stop each epoch after this many batches (None = all; for smoke runs).
-        max_minutes: stop after the first epoch that ends past this wall time (None = no limit).
+        max_minutes: wall-time limit, checked after every batch (None = no limit); the
+            best validated state is kept and the run is reported as not converged.
     """
 
     model: str = "lightgcn"
@@ -165,11 +166,14 @@ class TrainResult:
     Args:
         model: the trained :class:`Recommender` (best validation state).
         user_embeddings, product_embeddings: final embeddings joined to the id maps.
-        history: one dict per epoch: ``epoch``, ``loss``, ``seconds`` and, on evaluation
-            epochs, ``valid`` metrics of the overall slice.
+        history: one dict per epoch: ``epoch``, ``loss``, ``batches``, ``seconds`` and, on
+            evaluation epochs, ``valid`` metrics of the overall slice.
         settings: the settings used.
         best_epoch: epoch of the restored state (0 for untrained models).
         seconds: training wall time.
+        stop_reason: ``"early stopping"`` (validation stopped improving for ``patience``
+            evaluations: converged), ``"epoch cap"``, ``"time limit"`` or
+            ``"not trainable"`` (popularity, frozen embeddings).
     """
 
     model: Recommender
@@ -179,6 +183,13 @@ class TrainResult:
     settings: TrainSettings
     best_epoch: int = 0
     seconds: float = 0.0
+    stop_reason: str = "not trainable"
+
+    @property
+    def converged(self) -> bool | None:
+        """True when early stopping ended training, False when a cap (epochs or minutes)
+        did first; None for models that are not trained."""
+        return None if self.stop_reason == "not trainable" else self.stop_reason == "early stopping"
 
     @torch.no_grad()
     def score(self, user_idx: Tensor) -> Tensor:
@@ -197,10 +208,18 @@ class TrainResult:
             f"Trained {self.settings.model} (dim {self.settings.dim}) for {len(losses)} epochs in "
             f"{self.seconds:.1f}s; loss {losses[0] if losses else float('nan'):.4f} -> "
             f"{losses[-1] if losses else float('nan'):.4f}; best {stage} NDCG@{k} "
-            f"{best:.4f} (restored state: epoch {self.best_epoch}); embeddings for "
+            f"{best:.4f} (restored state: epoch {self.best_epoch}); {self._stopped()}; "
+            f"embeddings for "
             f"{len(self.user_embeddings.ids):,} users and "
             f"{len(self.product_embeddings.ids):,} products."
         )
+
+    def _stopped(self) -> str:
+        if self.converged is None:
+            return "no training"
+        if self.converged:
+            return "converged (early stopping)"
+        return f"NOT converged: stopped by the {self.stop_reason} before early stopping"
 
     def save(self, folder: str | Path) -> Path:
         """Write checkpoint, embeddings, id maps, settings and history into ``folder``."""
@@ -212,7 +231,8 @@ class TrainResult:
         self.user_embeddings.ids.save(folder / "ids_user.json")
         self.product_embeddings.ids.save(folder / "ids_product.json")
         meta = {"settings": dataclasses.asdict(self.settings), "best_epoch": self.best_epoch,
-                "seconds": self.seconds}
+                "seconds": self.seconds, "stop_reason": self.stop_reason,
+                "converged": self.converged}
         (folder / "settings.json").write_text(json.dumps(meta, indent=2))
         (folder / "history.json").write_text(json.dumps(self.history, indent=1))
         return folder
@@ -231,6 +251,7 @@ class TrainResult:
         return cls(
             FrozenEmbeddings(users.tensor, items.tensor), users, items, history,
             TrainSettings.from_any(None, **meta["settings"]), meta["best_epoch"], meta["seconds"],
+            meta.get("stop_reason", "epoch cap"),
         )
 
 
@@ -283,7 +304,13 @@ def _evaluate(model: Recommender, split: Split, stage: str, k: int) -> dict[str,
                             auc=False)["overall"]
 
 
-def _epoch(model, optimizer, pairs, weights, sampler, settings, device, gen, bar) -> float:
+def _epoch(model, optimizer, pairs, weights, sampler, settings, device, gen, bar,
+           deadline: float | None) -> tuple[float, int, bool]:
+    """One pass over the shuffled training pairs; returns (mean loss, batches run, stopped by
+    the deadline).
+
+    The deadline (``time.perf_counter()`` value) is checked after every batch, so a time
+    limit ends training within one batch, not one epoch."""
     model.train()
     n = pairs.shape[1]
     perm = torch.randperm(n, generator=gen)
@@ -315,7 +342,9 @@ def _epoch(model, optimizer, pairs, weights, sampler, settings, device, gen, bar
         total += loss.item()
         steps += 1
         bar.set_postfix(loss=f"{total / steps:.4f}", refresh=False)
-    return total / max(steps, 1)
+        if deadline is not None and time.perf_counter() > deadline:
+            return total / steps, steps, True
+    return total / max(steps, 1), steps, False
 
 
 def train_model(
@@ -354,19 +383,25 @@ def train_model(
     stops = stage == "valid"
     history: list[dict[str, Any]] = []
     best, best_epoch, best_state, bad = -math.inf, 0, None, 0
+    stop_reason = "not trainable"
     start = time.perf_counter()
+    deadline = None if settings.max_minutes is None else start + 60 * settings.max_minutes
     if model.trainable and len(split.train):
         pairs = split.pairs("train")
         sampler = NegativeSampler(pairs, split.num_items, gen, pool=negative_pool(split))
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
         bar = tqdm(range(1, settings.epochs + 1), desc=f"train {settings.model}", unit="epoch",
                    disable=not progress)
+        stop_reason = "epoch cap"
         for epoch in bar:
             t0 = time.perf_counter()
-            loss = _epoch(model, optimizer, pairs, weights, sampler, settings, device, gen, bar)
-            record: dict[str, Any] = {"epoch": epoch, "loss": loss,
+            loss, batches, out_of_time = _epoch(model, optimizer, pairs, weights, sampler,
+                                                settings, device, gen, bar, deadline)
+            record: dict[str, Any] = {"epoch": epoch, "loss": loss, "batches": batches,
                                       "seconds": time.perf_counter() - t0}
-            if stage and (epoch % settings.eval_every == 0 or epoch == settings.epochs):
+            # The curve always ends on an evaluated epoch, however training stops.
+            if stage and (epoch % settings.eval_every == 0 or epoch == settings.epochs
+                          or out_of_time):
                 metrics = _evaluate(model, split, stage, settings.k)
                 record[stage] = metrics
                 score = metrics[f"ndcg@{settings.k}"]
@@ -381,13 +416,10 @@ def train_model(
                     bad += 1
             history.append(record)
             if stops and bad >= settings.patience:
+                stop_reason = "early stopping"
                 break
-            out_of_time = settings.max_minutes is not None and (
-                time.perf_counter() - start > 60 * settings.max_minutes
-            )
             if out_of_time:
-                if stage and stage not in record:  # end the curve on an evaluated epoch
-                    record[stage] = _evaluate(model, split, stage, settings.k)
+                stop_reason = "time limit"
                 break
         if best_state is not None:
             model.load_state_dict(best_state)
@@ -397,7 +429,8 @@ def train_model(
         history.append({"epoch": 0, "valid": _evaluate(model, split, stage, settings.k)})
     seconds = time.perf_counter() - start
     users, items = _embeddings(model, snapshot)
-    result = TrainResult(model, users, items, history, settings, best_epoch, seconds)
+    result = TrainResult(model, users, items, history, settings, best_epoch, seconds,
+                         stop_reason)
     if progress:
         print(result.summary())
     return result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -94,6 +96,7 @@ def test_early_stopping_and_checkpoint(tmp_path, ml100k_snapshot, ml100k_split):
                          checkpoint_dir=tmp_path)
     assert [h["epoch"] for h in result.history] == [1, 2]
     assert result.best_epoch == 1
+    assert (result.stop_reason, result.converged) == ("early stopping", True)
     state = torch.load(tmp_path / "best.pt", weights_only=True)
     assert torch.equal(state["user.weight"], result.model.user.weight.detach())
 
@@ -119,3 +122,25 @@ def test_settings_accept_the_kgrec_train_config():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             train_model(None, None, TrainSettings(device="cuda"), progress=False)  # type: ignore[arg-type]
+
+
+def test_epoch_cap_is_reported_as_not_converged(tmp_path, ml100k_snapshot, ml100k_split):
+    settings = TrainSettings(model="mf", epochs=2, eval_every=1, patience=5, max_batches=2)
+    result = train_model(ml100k_snapshot, ml100k_split, settings, progress=False)
+    assert (result.stop_reason, result.converged) == ("epoch cap", False)
+    assert "NOT converged: stopped by the epoch cap" in result.summary()
+    result.save(tmp_path)
+    saved = json.loads((tmp_path / "settings.json").read_text())
+    assert (saved["stop_reason"], saved["converged"]) == ("epoch cap", False)
+    assert TrainResult.load(tmp_path).converged is False
+
+
+def test_time_limit_stops_within_a_batch(ml100k_snapshot, ml100k_split):
+    # 80,808 pairs in batches of 256: 316 batches an epoch; a 1 ms budget ends after one.
+    settings = TrainSettings(model="mf", epochs=50, batch_size=256, eval_every=10,
+                             max_minutes=1e-3 / 60)
+    result = train_model(ml100k_snapshot, ml100k_split, settings, progress=False)
+    assert [(h["epoch"], h["batches"]) for h in result.history] == [(1, 1)]
+    assert (result.stop_reason, result.converged) == ("time limit", False)
+    # The curve ends on an evaluated epoch even though epoch 1 is no evaluation epoch.
+    assert "valid" in result.history[-1]
