@@ -31,10 +31,11 @@ from gnn.data import (
     normalized_adjacency,
     training_graph,
 )
+from gnn.kgat import KGATModel
 from gnn.metrics import evaluate_ranking
 from gnn.models import (
+    INIT_STD,
     MODEL_NAMES,
-    KGEncoder,
     LightGCNModel,
     MFModel,
     PopModel,
@@ -50,13 +51,24 @@ class TrainSettings:
     """Training settings; ``kgrec.config.TrainConfig`` (the [train] section) extends this class.
 
     Args:
-        model: one of ``pop``, ``mf``, ``lightgcn``, ``gcn``, ``gat`` (default ``lightgcn``).
-        dim: embedding size (64). layers: propagation layers (3). heads: GAT heads (1).
-        epochs: maximum epochs (200). batch_size: positive pairs per step (2048).
-        lr: Adam learning rate (1e-3).
+        model: one of ``pop``, ``mf``, ``lightgcn``, ``gcn``, ``gat`` (default ``gat``: the
+            knowledge-graph attention model of :mod:`gnn.kgat`; ``gcn`` is its variant
+            without attention).
+        dim: embedding size (64). layers: collaborative propagation layers (3).
+        kg_hops: knowledge-graph attention rounds of gat/gcn (2; 0 leaves the KG out).
+        kg_dropout: dropout on gat/gcn attention coefficients (0.3).
+        text_features: gat/gcn take the products' text vectors as inputs (True; the
+            callers encode them, see ``kgrec train``).
+        id_dropout: gat/gcn with text: share of products whose id embedding is replaced by
+            their projected text in each step (0.2), so products without events are
+            embedded by their text.
+        init_std: std of the normal initialisation of id embeddings (0.1, LightGCN's
+            paper; PyG's xavier default stalls LightGCN training).
+        epochs: maximum epochs (300). batch_size: positive pairs per step (4096).
+        lr: Adam learning rate (5e-3).
         weight_decay: L2 coefficient on the batch's layer-0 embeddings only (1e-4).
-        patience: evaluations without a better validation NDCG@k before stopping (10).
-        eval_every: epochs between validation evaluations (5). k: metric cut-off (20).
+        patience: evaluations without a better validation NDCG@k before stopping (4).
+        eval_every: epochs between validation evaluations (2). k: metric cut-off (20).
         seed: seed of initialisation, shuffling and negatives (2020).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``; CUDA trains in bf16
             autocast where supported.
@@ -66,16 +78,20 @@ class TrainSettings:
             best validated state is kept and the run is reported as not converged.
     """
 
-    model: str = "lightgcn"
+    model: str = "gat"
     dim: int = 64
     layers: int = 3
-    heads: int = 1
-    epochs: int = 200
-    batch_size: int = 2048
-    lr: float = 1e-3
+    kg_hops: int = 2
+    kg_dropout: float = 0.3
+    text_features: bool = True
+    id_dropout: float = 0.2
+    init_std: float = INIT_STD
+    epochs: int = 300
+    batch_size: int = 4096
+    lr: float = 5e-3
     weight_decay: float = 1e-4
-    patience: int = 10
-    eval_every: int = 5
+    patience: int = 4
+    eval_every: int = 2
     k: int = 20
     seed: int = 2020
     device: str = "auto"
@@ -147,15 +163,18 @@ def build_model(
         pop = torch.zeros(split.num_items).index_add_(0, items, weight.float())
         return PopModel(pop, split.num_users)
     if name == "mf":
-        return MFModel(split.num_users, split.num_items, settings.dim)
+        return MFModel(split.num_users, split.num_items, settings.dim, settings.init_std)
+    adj = normalized_adjacency(bipartite_edge_index(split), split.num_users + split.num_items)
     if name == "lightgcn":
-        adj = normalized_adjacency(bipartite_edge_index(split), split.num_users + split.num_items)
-        return LightGCNModel(split.num_users, split.num_items, adj, settings.dim, settings.layers)
+        return LightGCNModel(split.num_users, split.num_items, adj, settings.dim, settings.layers,
+                             settings.init_std)
     if name in ("gcn", "gat"):
         graph = homogeneous_graph(training_graph(snapshot, split), snapshot.relations)
-        return KGEncoder(graph, split.num_users, split.num_items, conv=name, dim=settings.dim,
-                         layers=settings.layers, heads=settings.heads,
-                         product_features=product_features)
+        return KGATModel(graph, adj, split.item_counts(), dim=settings.dim,
+                         layers=settings.layers, kg_hops=settings.kg_hops,
+                         attention=name == "gat", kg_dropout=settings.kg_dropout,
+                         product_features=product_features if settings.text_features else None,
+                         id_dropout=settings.id_dropout, init_std=settings.init_std)
     raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
 
 

@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _train_options(e, with_model=False)
     e.add_argument("--stage", choices=("test", "valid"), default="test",
                    help="split part to evaluate (default test)")
+    e.add_argument("--no-fusion", action="store_true",
+                   help="leave out the rows of a run's fusion (RUN/fusion from `kgrec fuse`: "
+                   "the fused ranking and each text side alone), shown by default")
     e.add_argument("--out", help="folder of results.csv and results.png "
                    "(default: the first RUN_DIR, or train.out_dir/evaluation)")
     e.set_defaults(func=run_evaluate)
@@ -75,29 +78,40 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 def _train_options(p: argparse.ArgumentParser, with_model: bool = True) -> None:
     g = p.add_argument_group("training (defaults from the [train] config section)")
     if with_model:
-        g.add_argument("--model", choices=MODELS, help="model (default: train.model, lightgcn)")
-    g.add_argument("--epochs", type=int, help="maximum epochs (default train.epochs, 200)")
+        g.add_argument("--model", choices=MODELS, help="model (default: train.model, gat)")
+    g.add_argument("--epochs", type=int, help="maximum epochs (default train.epochs, 300)")
     g.add_argument("--dim", type=int, help="embedding size (default train.dim, 64)")
     g.add_argument("--layers", type=int, help="propagation layers (default train.layers, 3)")
     g.add_argument("--batch-size", type=int, help="pairs per step (default train.batch_size)")
-    g.add_argument("--lr", type=float, help="Adam learning rate (default train.lr, 1e-3)")
+    g.add_argument("--lr", type=float, help="Adam learning rate (default train.lr, 5e-3)")
     g.add_argument("--reg", type=float, dest="weight_decay",
                    help="L2 on the batch's embeddings (default train.weight_decay, 1e-4)")
     g.add_argument("--patience", type=int, help="evaluations without improvement before "
-                   "stopping (default train.patience, 10)")
-    g.add_argument("--eval-every", type=int, help="epochs between validations (default 5)")
+                   "stopping (default train.patience, 4)")
+    g.add_argument("--eval-every", type=int, help="epochs between validations (default 2)")
     g.add_argument("--k", type=int, help="metric cut-off K (default train.k, 20)")
     g.add_argument("--seed", type=int, help="seed of split, init and negatives (default 2020)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"),
                    help="auto: CUDA when present, with bf16 autocast (default train.device)")
-    g.add_argument("--max-minutes", type=float, help="stop after the first epoch that ends "
-                   "past this wall time; the best checkpoint is kept (default: no limit)")
+    g.add_argument("--max-minutes", type=float, help="wall-time limit, checked after every "
+                   "batch; the best checkpoint is kept and the run is marked not converged "
+                   "(default: no limit)")
+    g.add_argument("--kg-hops", type=int, help="gat/gcn: attention rounds over the knowledge "
+                   "graph; 0 leaves it out (default train.kg_hops, 2)")
+    g.add_argument("--kg-dropout", type=float, help="gat/gcn: dropout on attention "
+                   "coefficients (default train.kg_dropout, 0.3)")
+    g.add_argument("--init-std", type=float, help="std of the normal initialisation of id "
+                   "embeddings (default train.init_std, 0.1)")
+    g.add_argument("--text-features", action=argparse.BooleanOptionalAction, default=None,
+                   help="gat/gcn: product text vectors (fusion.text_fields, encoded with "
+                   "fusion.text_model) as product inputs (default train.text_features, on)")
 
 
 def _config(args: argparse.Namespace) -> Config:
     config = cli_config(args)
     for name in ("model", "epochs", "dim", "layers", "batch_size", "lr", "weight_decay",
-                 "patience", "eval_every", "k", "seed", "device", "max_minutes"):
+                 "patience", "eval_every", "k", "seed", "device", "max_minutes", "kg_hops",
+                 "kg_dropout", "init_std", "text_features"):
         value = getattr(args, name, None)
         if value is not None and not isinstance(value, list):
             setattr(config.train, name, value)
@@ -122,8 +136,9 @@ def _train(snapshot, split, config: Config, model: str, run_dir: Path, progress:
     from gnn.train import TrainSettings, train_model
 
     settings = TrainSettings.from_any(config.train, model=model)
-    result = train_model(snapshot, split, settings, progress=progress,
-                         checkpoint_dir=run_dir / "checkpoints")
+    features = product_features(snapshot, config, settings, progress)
+    result = train_model(snapshot, split, settings, product_features=features,
+                         progress=progress, checkpoint_dir=run_dir / "checkpoints")
     result.save(run_dir)
     split.save(run_dir)
     export_recbole(split, snapshot, run_dir / "recbole", "kgrec")
@@ -131,6 +146,25 @@ def _train(snapshot, split, config: Config, model: str, run_dir: Path, progress:
         print(result.summary())
     print(f"Run written to {run_dir} ({split.summary()}).")
     return run_dir
+
+
+def product_features(snapshot, config: Config, settings, progress: bool):
+    """Text vectors of the products for gat/gcn with ``text_features`` (None otherwise, and
+    for a catalogue without text, which is said in one line instead of encoding blanks)."""
+    from fusion.text import TextEncoder, encode_products, has_text
+
+    if settings.model not in ("gat", "gcn") or not settings.text_features:
+        return None
+    fields = tuple(config.fusion.text_fields)
+    if not has_text(snapshot.products, fields):
+        print(f"kgrec: the catalogue carries no product text ({', '.join(fields)} empty or "
+              "identical everywhere): training on the graph alone.")
+        return None
+    encoder = TextEncoder(config.fusion.text_model, device=config.train.device,
+                          batch_size=config.fusion.text_batch_size,
+                          cache_dir=config.fusion.cache_dir)
+    return encode_products(encoder, snapshot.products, fields=fields,
+                           separator=config.fusion.text_separator, progress=progress).tensor
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -159,6 +193,34 @@ def evaluate_run(run_dir: Path, stage: str = "test", k: int = 20) -> dict[str, d
                             candidates=long_tail_items(split), slices=("overall",))
     table["tail_candidates"] = tail["overall"]
     return table
+
+
+def evaluate_fusion_run(run_dir: Path, stage: str = "test", k: int = 20
+                        ) -> dict[str, dict[str, dict[str, float]]]:
+    """Rows of the fusion saved in ``run_dir/fusion`` (by ``kgrec fuse``): the fused ranking
+    (each job with its fitted text side and alpha) and each text side alone (alpha 0)."""
+    from fusion.alpha import AlphaFunction
+    from fusion.fit import FusionFit, JobFit, fused_table
+    from gnn.data import Split
+    from gnn.train import TrainResult
+    from kgrec.commands_fusion import load_fusion
+
+    result, split = TrainResult.load(run_dir), Split.load(run_dir)
+    users, items = result.user_embeddings, result.product_embeddings
+    meta, fit, confidence = load_fusion(run_dir / "fusion", users.ids, items.ids)
+    degree = split.item_counts()
+    name = _run_name(run_dir)
+    rows = {f"{name}+fusion": fused_table(users.tensor, items.tensor, fit, split, degree,
+                                          confidence, stage=stage, k=k,
+                                          normalise_method=meta["normalise"])}
+    for side in fit.sides:
+        text_only = {job: JobFit(job, side, AlphaFunction.constant(0.0), 0.0, 0.0)
+                     for job in fit.jobs}
+        rows[f"text:{side}"] = fused_table(users.tensor, items.tensor,
+                                           FusionFit(text_only, fit.sides), split, degree,
+                                           confidence, stage=stage, k=k,
+                                           normalise_method=meta["normalise"])
+    return rows
 
 
 def _plot(results: dict[str, dict[str, dict[str, float]]], k: int, path: Path) -> None:
@@ -203,6 +265,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for run in runs:
         name = _run_name(run)
         results[name if name not in results else str(run)] = evaluate_run(run, args.stage, k)
+        if (run / "fusion" / "fusion.json").exists() and not args.no_fusion:
+            results.update(evaluate_fusion_run(run, args.stage, k))
     out = Path(args.out) if args.out else runs[0] if len(runs) == 1 else (
         Path(config.train.out_dir) / "evaluation"
     )

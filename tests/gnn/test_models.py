@@ -1,21 +1,23 @@
-"""The models' propagation equals PyG's reference layers."""
+"""The models' propagation: PyG's reference layers, the knowledge-graph attention model."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
-from torch_geometric.nn import GATConv, GCNConv, LightGCN
+from torch_geometric.nn import GCNConv, LightGCN
 
-from gnn.data import bipartite_edge_index, homogeneous_graph, normalized_adjacency, training_graph
-from gnn.models import (
-    EDGE_DIM,
-    INIT_STD,
-    KGEncoder,
-    LightGCNModel,
-    MFModel,
-    SymmetricSpmm,
-    receptive_edges,
+from gnn.data import (
+    Split,
+    bipartite_edge_index,
+    homogeneous_graph,
+    normalized_adjacency,
+    training_graph,
 )
+from gnn.edge_ops import EdgePattern
+from gnn.kgat import KGATModel, knowledge_rounds
+from gnn.models import INIT_STD, LightGCNModel, MFModel, SymmetricSpmm
+from tests.gnn.conftest import tiny_snapshot
 
 
 def test_symmetric_spmm_matches_gcnconv_forward_and_backward(ml100k_snapshot, ml100k_split):
@@ -44,44 +46,6 @@ def test_lightgcn_matches_pyg_lightgcn(ml100k_split):
     expected = reference.get_embedding(edge_index)
     assert users.shape == (943, 16) and items.shape == (1682, 16)
     assert torch.allclose(torch.cat([users, items]), expected, atol=1e-5)
-
-
-def test_gat_receptive_pruning_keeps_user_and_product_outputs_exact(
-    ml100k_snapshot, ml100k_split
-):
-    graph = homogeneous_graph(training_graph(ml100k_snapshot, ml100k_split),
-                              ml100k_snapshot.relations)
-    keep = receptive_edges(graph, layers=2)
-    assert 0 < int(keep.sum()) < graph.edge_index.shape[1]
-    # Only messages into entities two hops from users/products are dropped.
-    entity = graph.node_types.index("entity")
-    assert (graph.node_type[graph.edge_index[1, ~keep]] == entity).all()
-    model = KGEncoder(graph, 943, 1682, conv="gat", dim=8, layers=2)
-    users, items = model.embed()
-    x = model.inputs()
-    attr = model.rel_emb(graph.edge_type)
-    outs = [x]
-    for conv in model.convs:
-        x = conv(x, graph.edge_index, attr)
-        outs.append(x)
-    full = torch.stack(outs).mean(0)
-    assert torch.allclose(users, full[:943], atol=1e-5)
-    assert torch.allclose(items, full[943 : 943 + 1682], atol=1e-5)
-    assert isinstance(model.convs[0], GATConv) and model.rel_emb.embedding_dim == EDGE_DIM
-
-
-def test_product_features_enter_product_inputs_only(ml100k_snapshot, ml100k_split):
-    graph = homogeneous_graph(training_graph(ml100k_snapshot, ml100k_split))
-    feats = torch.randn(1682, 5)
-    model = KGEncoder(graph, 943, 1682, conv="gcn", dim=8, layers=1, product_features=feats)
-    x = model.inputs()
-    expected = model.node.weight[943 : 943 + 1682] + model.feature_proj(feats)
-    assert torch.allclose(x[943 : 943 + 1682], expected)
-    assert torch.equal(x[:943], model.node.weight[:943])
-    with pytest.raises(ValueError, match="product_features has 3 rows, expected 1682"):
-        KGEncoder(graph, 943, 1682, product_features=torch.randn(3, 5))
-    with pytest.raises(ValueError, match="conv must be"):
-        KGEncoder(graph, 943, 1682, conv="sage")
 
 
 def test_no_optional_sparse_extensions_needed():
@@ -114,3 +78,123 @@ def test_every_id_embedding_starts_at_the_papers_scale(ml100k_split):
     for weight in (lightgcn.lightgcn.embedding.weight, mf.user.weight, mf.item.weight):
         assert abs(float(weight.std()) - INIT_STD) < 0.005
         assert abs(float(weight.mean())) < 0.005
+
+
+def _kgat(snapshot, split, **kwargs) -> KGATModel:
+    graph = homogeneous_graph(training_graph(snapshot, split), snapshot.relations)
+    adj = normalized_adjacency(bipartite_edge_index(split), split.num_users + split.num_items)
+    return KGATModel(graph, adj, split.item_counts(), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def ml100k_kgat(ml100k_snapshot, ml100k_split) -> KGATModel:
+    torch.manual_seed(0)
+    model = _kgat(ml100k_snapshot, ml100k_split, dim=16, kg_hops=2)
+    with torch.no_grad():  # relation embeddings and weights away from their uniform start
+        model.rel_emb.normal_(1.0, 0.5)
+        model.rel_weight.normal_(0.0, 1.0)
+    return model.eval()
+
+
+def test_knowledge_rounds_walk_back_from_products(ml100k_snapshot, ml100k_split):
+    graph = homogeneous_graph(training_graph(ml100k_snapshot, ml100k_split),
+                              ml100k_snapshot.relations)
+    first, last = knowledge_rounds(graph, hops=2)
+    product, entity = graph.node_types.index("product"), graph.node_types.index("entity")
+    heads_last = graph.node_type[graph.edge_index[1, last]]
+    assert (heads_last == product).all()
+    # 1,598 linked movies + 2,893 genre memberships point into products.
+    assert int(last.sum()) == 1598 + 2893
+    # Round 1 feeds the movies' entities and the genres from their neighbours (and products).
+    heads_first = graph.node_type[graph.edge_index[1, first]]
+    assert set(heads_first.unique().tolist()) <= {product, entity,
+                                                  graph.node_types.index("category")}
+    names = [graph.edge_types[t] for t in graph.edge_type[first | last].unique().tolist()]
+    assert "interacts" not in names and "rev_interacts" not in names
+    assert int(first.sum()) > 90_000
+
+
+def test_attention_normalises_per_head_and_relation(ml100k_kgat):
+    model = ml100k_kgat
+    x = model.node_states().detach()
+    for index, rnd in enumerate(model.rounds):
+        pi, beta = model.attention_weights(index, x)
+        per_group = torch.zeros(rnd.num_groups).index_add_(0, rnd.tails.row, pi.detach())
+        assert torch.allclose(per_group, torch.ones(rnd.num_groups), atol=1e-5)
+        per_head = torch.zeros(model.num_nodes).index_add_(0, rnd.group_head, beta.detach())
+        heads = torch.unique(rnd.group_head)
+        assert torch.allclose(per_head[heads], torch.ones(heads.numel()), atol=1e-5)
+        # Attention is not uniform: tails of one (head, relation) get different weights.
+        sizes = torch.bincount(rnd.tails.row, minlength=rnd.num_groups)
+        big = sizes[rnd.tails.row] > 1
+        assert float(pi[big].std()) > 1e-3
+
+
+def test_gcn_variant_averages_uniformly(ml100k_snapshot, ml100k_split):
+    model = _kgat(ml100k_snapshot, ml100k_split, dim=8, attention=False)
+    x = model.node_states().detach()
+    pi, beta = model.attention_weights(0, x)
+    rnd = model.rounds[0]
+    sizes = torch.bincount(rnd.tails.row, minlength=rnd.num_groups).float()
+    assert torch.allclose(pi, 1.0 / sizes[rnd.tails.row])
+    relations = torch.bincount(rnd.group_head, minlength=model.num_nodes).float()
+    assert torch.allclose(beta, 1.0 / relations[rnd.group_head])
+
+
+def test_product_without_events_gets_a_text_and_graph_embedding():
+    # Product p3 has no event: its id embedding must not enter, text and category must.
+    events = [(0, 0, 1, 5.0), (0, 1, 2, 4.0), (1, 1, 3, 5.0), (1, 2, 4, 3.0), (2, 0, 5, 4.0)]
+    snapshot = tiny_snapshot(events, num_users=3, num_items=4)
+    frame = pd.DataFrame(events, columns=["user", "product", "time", "value"]).assign(weight=1.0)
+    split = Split(frame, frame.iloc[:0], frame.iloc[:0], 3, 4, "given")
+    torch.manual_seed(0)
+    text = torch.randn(4, 6)
+    model = _kgat(snapshot, split, dim=8, kg_hops=1, product_features=text)
+    _, items = model.embed()
+    assert float(items[3].norm()) > 0
+    with torch.no_grad():
+        model.node.weight[3 + 3].fill_(100.0)  # p3's id embedding: unused, it has no events
+    _, same = model.embed()
+    assert torch.allclose(same[3], items[3])
+    other = _kgat(snapshot, split, dim=8, kg_hops=1, product_features=text.flip(0))
+    other.load_state_dict(model.state_dict())
+    _, changed = other.embed()
+    assert not torch.allclose(changed[3], items[3])  # it follows the text
+    no_kg = _kgat(snapshot, split, dim=8, kg_hops=0, product_features=text)
+    no_kg.load_state_dict(model.state_dict(), strict=False)
+    assert len(no_kg.rounds) == 0
+
+
+def test_kgat_trains_through_the_edge_kernels(ml100k_kgat):
+    model = ml100k_kgat.train()
+    model.zero_grad()
+    users, items = model.embed()
+    (users.pow(2).sum() + items.pow(3).sum()).backward()
+    for name in ("node.weight", "rel_emb", "rel_weight", "gate"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and float(grad.abs().sum()) > 0, name
+    model.eval()
+
+
+def test_edge_pattern_products_match_gathers_and_gradcheck():
+    torch.manual_seed(0)
+    rows, cols, n_rows, n_cols = [], [], 7, 11
+    for r in range(n_rows):
+        for c in torch.randperm(n_cols)[: r + 1].tolist():
+            rows.append(r)
+            cols.append(c)
+    order = torch.randperm(len(rows))
+    row, col = torch.tensor(rows)[order], torch.tensor(cols)[order]
+    pattern = EdgePattern(row, col, n_rows, n_cols)
+    assert torch.equal(pattern.row, row[pattern.order]) and torch.equal(pattern.col,
+                                                                         col[pattern.order])
+    q = torch.randn(n_rows, 4, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(n_cols, 4, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(pattern.num_edges, dtype=torch.float64, requires_grad=True)
+    expected = (q[pattern.row] * x[pattern.col]).sum(-1)
+    assert torch.allclose(pattern.scores(q, x), expected)
+    summed = torch.zeros(n_rows, 4, dtype=torch.float64).index_add(
+        0, pattern.row, v[:, None] * x[pattern.col])
+    assert torch.allclose(pattern.aggregate(v, x), summed)
+    assert torch.autograd.gradcheck(pattern.scores, (q, x))
+    assert torch.autograd.gradcheck(pattern.aggregate, (v, x))

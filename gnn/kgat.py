@@ -1,0 +1,247 @@
+"""Knowledge-graph attention recommender: relation-aware attention over the knowledge graph
+feeding light collaborative propagation (KGAT / KGIN style, in LightGCN's light form).
+
+Two aggregators, as in KGIN: users and products exchange messages over the training
+interactions exactly as in LightGCN (symmetric normalisation, no weight matrices, no
+non-linearities, layer outputs averaged), while each product's layer-0 state also carries
+what its knowledge-graph neighbourhood says about it:
+
+``x0_i = id_i + g * k_i`` for products with training events,
+``x0_i = W t_i + g * k_i`` for products without (an untrained id embedding is noise)
+
+- ``id_i``: the product's free embedding;
+- ``t_i``: the product's frozen text vector (title, brand, categories, description ...),
+  ``W`` one trained projection (optional). In each training step a random share
+  ``id_dropout`` of the seen products also gets ``W t_i`` instead of its id (DropoutNet,
+  Volkovs et al. 2017): the projection learns to stand in for an id, so a product nobody
+  bought still lands where its text says (measured on ml-100k: adding ``W t_i`` to every
+  product instead over-fits, test NDCG@20 0.1276 vs 0.1325 without text);
+- ``k_i``: ``kg_hops`` rounds of attention over (head, relation, tail) triples towards the
+  products (categories, brands, linked entities and their relations; products send
+  messages into the graph too, so two products sharing a director meet in two hops);
+- ``g``: a learned gate.
+
+One attention round updates each head ``h`` that has knowledge-graph neighbours:
+
+``k_h = sum_r beta(h, r) * sum_{t in N_r(h)} pi(h, r, t) * x_t``,
+``pi(h, r, .) = softmax_t((x_h * e_r) . x_t / sqrt(d))`` over the tails of one relation,
+``beta(h, .) = softmax_r(w_r)`` over the relations present at ``h``.
+
+So attention is normalised per head node and relation (``e_r`` is a relation embedding,
+``w_r`` a relation weight), and a hub relation cannot drown a rare one. Attention dropout
+(``kg_dropout``) is applied to ``pi`` during training. ``attention=False`` gives the GCN
+variant: uniform ``pi`` and ``beta`` (mean per relation, then mean over relations).
+
+The BPR regulariser acts on the layer-0 states of the batch (:meth:`ego`), text and
+knowledge parts included. Edge products run as CSR kernels (:mod:`gnn.edge_ops`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.utils import softmax
+
+from gnn.data import HomogeneousGraph
+from gnn.edge_ops import EdgePattern
+from gnn.models import INIT_STD, Recommender, SymmetricSpmm
+
+#: Relation names of the user-product interactions in :func:`gnn.data.homogeneous_graph`:
+#: they feed the collaborative aggregator, never the knowledge-graph one.
+INTERACTION_RELATIONS = ("interacts", "rev_interacts")
+
+
+def knowledge_rounds(graph: HomogeneousGraph, hops: int) -> list[Tensor]:
+    """Bool edge masks of the ``hops`` attention rounds, farthest first.
+
+    Round ``k`` (1-based) keeps the knowledge-graph edges whose head (target) lies within
+    ``hops - k`` knowledge-graph hops of a product: the only messages that can still reach a
+    product in the remaining rounds. The last round holds the edges into products.
+    """
+    rel_is_ui = torch.tensor([name in INTERACTION_RELATIONS for name in graph.edge_types],
+                             dtype=torch.bool)
+    kg = ~rel_is_ui[graph.edge_type] if graph.edge_types else torch.zeros(0, dtype=torch.bool)
+    src, dst = graph.edge_index
+    far = torch.iinfo(torch.long).max
+    dist = torch.full((graph.num_nodes,), far, dtype=torch.long)
+    dist[graph.node_type == graph.node_types.index("product")] = 0
+    for d in range(1, hops):
+        reach = kg & (dist[dst] == d - 1) & (dist[src] == far)
+        dist[src[reach]] = d
+    return [kg & (dist[dst] <= hops - k) for k in range(1, hops + 1)]
+
+
+class _Round(nn.Module):
+    """The fixed structure of one attention round: tails grouped by (head, relation)."""
+
+    group_head: Tensor
+    group_rel: Tensor
+    is_head: Tensor
+
+    def __init__(self, graph: HomogeneousGraph, mask: Tensor) -> None:
+        super().__init__()
+        num_rel, n = len(graph.edge_types), graph.num_nodes
+        src, dst = graph.edge_index[:, mask]
+        rel = graph.edge_type[mask]
+        groups, group = torch.unique(dst * num_rel + rel, return_inverse=True)
+        self.num_groups = int(groups.numel())
+        #: tails -> (head, relation) groups, and groups -> heads.
+        self.tails = EdgePattern(group, src, self.num_groups, n)
+        self.heads = EdgePattern(groups // num_rel, torch.arange(self.num_groups), n,
+                                 self.num_groups)
+        self.register_buffer("group_head", groups // num_rel, persistent=False)
+        self.register_buffer("group_rel", groups % num_rel, persistent=False)
+        is_head = torch.zeros(n, 1)
+        is_head[dst] = 1.0
+        self.register_buffer("is_head", is_head, persistent=False)
+
+    def _apply(self, fn, recurse=True):  # move the CSR patterns with the module
+        out = super()._apply(fn, recurse)
+        device = self.is_head.device
+        self.tails, self.heads = self.tails.to(device), self.heads.to(device)
+        return out
+
+
+class KGATModel(Recommender):
+    """See the module docstring.
+
+    Args:
+        graph: the flattened training graph (:func:`gnn.data.homogeneous_graph`): users
+            first, then products, then categories, brands, entities.
+        adj: normalised ``[U+I, U+I]`` CSR adjacency of the training interactions
+            (LightGCN's, :func:`gnn.data.normalized_adjacency`).
+        item_counts: ``[I]`` training events per product (zero-count products get no id
+            embedding).
+        dim: embedding size. layers: collaborative propagation layers.
+        kg_hops: attention rounds over the knowledge graph (0: no knowledge graph).
+        attention: relation-aware attention (GAT) or uniform means (GCN).
+        kg_dropout: dropout on attention coefficients during training.
+        product_features: optional ``[I, F]`` frozen product text vectors.
+        id_dropout: share of seen products whose id embedding is replaced by their
+            projected text in each training step (DropoutNet), so that the projection learns
+            to stand in for ids.
+        init_std: standard deviation of the normal initialisation of id embeddings.
+    """
+
+    adj: Tensor
+    seen: Tensor
+    features: Tensor | None
+
+    def __init__(
+        self,
+        graph: HomogeneousGraph,
+        adj: Tensor,
+        item_counts: Tensor,
+        *,
+        dim: int = 64,
+        layers: int = 3,
+        kg_hops: int = 2,
+        attention: bool = True,
+        kg_dropout: float = 0.1,
+        product_features: Tensor | None = None,
+        id_dropout: float = 0.2,
+        init_std: float = INIT_STD,
+    ) -> None:
+        super().__init__()
+        users, items = graph.offsets["product"], int(item_counts.numel())
+        if graph.offsets["user"] != 0 or adj.shape[0] != users + items:
+            raise ValueError("graph must hold users first, then products, and adj both")
+        for name, value in (("kg_dropout", kg_dropout), ("id_dropout", id_dropout)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1), got {value}")
+        self.id_dropout = id_dropout
+        self.num_users, self.num_items, self.num_nodes = users, items, graph.num_nodes
+        self.layers, self.dim, self.attention, self.kg_dropout = layers, dim, attention, kg_dropout
+        self.node = nn.Embedding(graph.num_nodes, dim)
+        nn.init.normal_(self.node.weight, std=init_std)
+        self.register_buffer("adj", adj, persistent=False)
+        self.register_buffer("seen", (item_counts > 0).float().unsqueeze(1), persistent=False)
+        self.rounds = nn.ModuleList(_Round(graph, m) for m in knowledge_rounds(graph, kg_hops))
+        num_rel = max(len(graph.edge_types), 1)
+        self.rel_emb = nn.Parameter(torch.ones(num_rel, dim))  # e_r, starts as plain dot
+        self.rel_weight = nn.Parameter(torch.zeros(num_rel))  # w_r, starts uniform
+        self.gate = nn.Parameter(torch.ones(()))
+        if product_features is not None:
+            if product_features.shape[0] != items:
+                raise ValueError(
+                    f"product_features has {product_features.shape[0]} rows, expected {items}"
+                )
+            self.register_buffer("features", product_features.float(), persistent=False)
+            self.text_proj: nn.Linear | None = nn.Linear(product_features.shape[1], dim,
+                                                         bias=False)
+            nn.init.normal_(self.text_proj.weight, std=init_std)
+        else:
+            self.features, self.text_proj = None, None
+        self._layer0: Tensor | None = None
+
+    def attention_weights(self, index: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-edge ``pi`` (tails of round ``index`` in CSR order) and per-group ``beta``."""
+        rnd: _Round = self.rounds[index]  # type: ignore[assignment]
+        if self.attention:
+            query = x[rnd.group_head] * self.rel_emb[rnd.group_rel] / math.sqrt(self.dim)
+            logits = rnd.tails.scores(query, x)
+            beta = softmax(self.rel_weight[rnd.group_rel], rnd.group_head, num_nodes=self.num_nodes)
+        else:
+            logits = torch.zeros(rnd.tails.num_edges, device=x.device)
+            count = torch.bincount(rnd.group_head, minlength=self.num_nodes).clamp(min=1)
+            beta = 1.0 / count[rnd.group_head].float()
+        return softmax(logits, rnd.tails.row, num_nodes=rnd.num_groups), beta
+
+    def knowledge(self, x: Tensor) -> Tensor:
+        """``[I, d]`` knowledge-graph summaries ``k_i`` of the products (zero without KG)."""
+        k = torch.zeros(self.num_items, self.dim, device=x.device, dtype=x.dtype)
+        rounds: list[_Round] = list(self.rounds)  # type: ignore[arg-type]
+        for index, rnd in enumerate(rounds):
+            pi, beta = self.attention_weights(index, x)
+            if self.training and self.kg_dropout > 0:
+                pi = nn.functional.dropout(pi, self.kg_dropout)
+            by_group = rnd.tails.aggregate(pi, x)
+            out = rnd.heads.aggregate(beta[rnd.heads.order], by_group)
+            x = out * rnd.is_head + x * (1 - rnd.is_head)  # heads updated, the rest kept
+            k = out[self.num_users : self.num_users + self.num_items]
+        return k
+
+    def node_states(self) -> Tensor:
+        """``[N, d]`` states every attention round starts from: free embeddings of all
+        nodes; a product's id embedding, or its projected text where the id stands out
+        (products without events, and the ``id_dropout`` share in training)."""
+        w = self.node.weight.float()
+        users, end = self.num_users, self.num_users + self.num_items
+        use_id = self.seen
+        if self.text_proj is not None and self.features is not None:
+            if self.training and self.id_dropout > 0:
+                keep = torch.rand_like(use_id) >= self.id_dropout
+                use_id = use_id * keep
+            items = w[users:end] * use_id + self.text_proj(self.features) * (1 - use_id)
+        else:
+            items = w[users:end] * use_id
+        return torch.cat([w[:users], items, w[end:]])
+
+    def inputs(self) -> Tensor:
+        """Layer-0 states ``[U + I, d]`` of the collaborative propagation: users' ids;
+        products' id, text and gated knowledge-graph parts."""
+        x = self.node_states()
+        users, end = self.num_users, self.num_users + self.num_items
+        items = x[users:end]
+        if len(self.rounds):
+            items = items + self.gate * self.knowledge(x)
+        return torch.cat([x[:users], items])
+
+    def embed(self) -> tuple[Tensor, Tensor]:
+        with torch.autocast(device_type=self.node.weight.device.type, enabled=False):
+            x = self.inputs()
+            self._layer0 = x
+            out = x
+            for _ in range(self.layers):
+                x = SymmetricSpmm.apply(self.adj, x)
+                out = out + x
+            out = out / (self.layers + 1)
+        return out[: self.num_users], out[self.num_users :]
+
+    def ego(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
+        """Layer-0 states of the last :meth:`embed` (regularising text and knowledge parts
+        too, so the gate and projection cannot grow without bound)."""
+        x0 = self._layer0 if self._layer0 is not None else self.inputs()
+        return x0[users], x0[items + self.num_users]
