@@ -8,6 +8,7 @@ scores users x products in chunks (exact top-K) and writes Parquet / RECOMMENDED
 
 from __future__ import annotations
 
+from fusion.alpha import AlphaFit, AlphaFunction, fit_alpha_function
 from fusion.batch import (
     MatmulScorer,
     SeenIndex,
@@ -19,14 +20,12 @@ from fusion.batch import (
     write_back,
     write_parquet,
 )
+from fusion.fit import FusionFit, JobFit, build_text_side, fit_fusion, fit_job
 from fusion.score import (
-    AlphaFit,
     FusedScorer,
     TextTower,
     blend,
-    fit_alpha,
     normalise,
-    popularity_alpha,
     rank_percentile,
     train_text_tower,
     zscore,
@@ -34,32 +33,41 @@ from fusion.score import (
 from fusion.text import (
     TextEncoder,
     encode_products,
+    has_text,
     product_text,
     profile_embeddings,
     resolve_model_dir,
+    text_confidence,
     user_profiles,
 )
 
 __all__ = [
     "AlphaFit",
+    "AlphaFunction",
     "FusedScorer",
+    "FusionFit",
+    "JobFit",
     "MatmulScorer",
     "SeenIndex",
     "TextEncoder",
     "TextTower",
     "TopK",
     "blend",
+    "build_text_side",
     "chunked_topk",
     "dot_scorer",
     "encode_products",
-    "fit_alpha",
+    "fit_alpha_function",
+    "fit_fusion",
+    "fit_job",
+    "has_text",
     "normalise",
-    "popularity_alpha",
     "product_text",
     "profile_embeddings",
     "rank_percentile",
     "resolve_model_dir",
     "select_items",
+    "text_confidence",
     "topk_frame",
     "train_text_tower",
     "user_profiles",

@@ -254,7 +254,14 @@ class SeenIndex:
     @classmethod
     def from_edges(cls, edges: Tensor, num_rows: int, *, transpose: bool = False) -> SeenIndex:
         """From ``[2, E]`` (user, item) edges; ``transpose`` gives item -> users."""
+        if edges.dim() != 2 or edges.shape[0] != 2:
+            hint = " (transpose it: .T)" if edges.dim() == 2 and edges.shape[1] == 2 else ""
+            raise ValueError(f"edges must be [2, E] (row 0 users, row 1 items), got "
+                             f"{list(edges.shape)}{hint}")
         src, dst = (edges[1], edges[0]) if transpose else (edges[0], edges[1])
+        if src.numel() and (int(src.min()) < 0 or int(src.max()) >= num_rows):
+            raise ValueError(f"edge rows must lie in [0, {num_rows}), got {int(src.min())}.."
+                             f"{int(src.max())}: are users and items swapped?")
         return cls(src, dst, num_rows)
 
     def pairs(self, rows: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,36 +1,40 @@
-"""Fitting and evaluating fusions on a split: text side, alpha fits, evaluation helpers.
+"""Fitting the fusion on a split, once per job: which text side, and which alpha function.
 
-Used by ``kgrec fuse``, the quality benchmark and the tests. The evaluation itself is
-``gnn.metrics.evaluate_ranking`` (the same code that evaluates the GNN), fed score
-functions that normalise per user over the candidate products only.
+A job is what the ranking is for, and each is fitted on its own validation ranking:
+
+- ``full``: rank every product (the ``overall`` evaluation, ``recommend(items="all")``);
+- ``tail``: rank long-tail products only (batch scoring of the long tail, where text and
+  knowledge graph must carry what interaction counts cannot).
+
+For each job the fit compares the text sides (``profile``: raw MiniLM profile similarity;
+``tower``: the BPR-trained text tower; and the GNN alone, ``a = 1``, which is the
+text-featured GNN when the GNN took product text as input), fitting for each the constant
+alpha and the item-dependent :class:`fusion.alpha.AlphaFunction` on validation NDCG@K.
+Test pairs are never read. The evaluation is ``gnn.metrics.evaluate_ranking``, the same
+code that evaluates every model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from fusion.score import (
-    ALPHA_GRID,
-    AlphaFit,
-    FusedScorer,
-    TowerResult,
-    fit_alpha,
-    item_degree,
-    popularity_alpha,
-    train_text_tower,
-)
+from fusion.alpha import ALPHA_GRID, PIVOT_GRID, AlphaFit, AlphaFunction, fit_alpha_function
+from fusion.score import FusedScorer, normalise, train_text_tower
 from fusion.text import user_profiles
 from gnn.data import Split
-from gnn.metrics import evaluate_ranking
+from gnn.metrics import evaluate_ranking, long_tail_items
 
 ScoreFn = Callable[[Tensor], Tensor]
 #: Text sides: the raw MiniLM profile similarity, or a text tower trained on the interactions.
 TEXT_SIDES = ("profile", "tower")
-POPULARITY_PIVOTS: tuple[float, ...] = (5.0, 20.0)
+#: What the ranking is for: every product, or the long-tail products only.
+JOBS = ("full", "tail")
+#: The text side of the GNN-only choice (alpha 1: no separate text score).
+GNN_ONLY = "none"
 
 
 def candidate_score_fn(scorer: FusedScorer, candidates: Tensor | None = None) -> ScoreFn:
@@ -50,6 +54,15 @@ def candidate_score_fn(scorer: FusedScorer, candidates: Tensor | None = None) ->
     return score
 
 
+def job_candidates(job: str, split: Split) -> Tensor | None:
+    """Bool mask of the products a job ranks (None: all)."""
+    if job == "full":
+        return None
+    if job == "tail":
+        return long_tail_items(split)
+    raise ValueError(f"unknown job {job!r}; expected one of {', '.join(JOBS)}")
+
+
 @dataclass
 class TextSide:
     """Text-side vectors for a :class:`FusedScorer`: users ``[U, d]``, items ``[N, d]``."""
@@ -57,7 +70,7 @@ class TextSide:
     kind: str
     users: Tensor
     items: Tensor
-    tower: TowerResult | None = None
+    losses: list[float] = field(default_factory=list)
 
 
 def build_text_side(
@@ -90,19 +103,8 @@ def build_text_side(
             split.pairs("train"), item_text, split.num_users, dim=tower_dim,
             epochs=tower_epochs, seed=seed, device=device, progress=progress,
         )
-        return TextSide(kind, tower.user_vectors, tower.item_vectors, tower)
+        return TextSide(kind, tower.user_vectors, tower.item_vectors, tower.losses)
     raise ValueError(f"text side must be one of {', '.join(TEXT_SIDES)}, got {kind!r}")
-
-
-@dataclass
-class FusionFit:
-    """A fitted fusion: constant alpha (curve) and popularity-aware alpha (curve)."""
-
-    alpha: AlphaFit
-    popularity: AlphaFit
-    pivot: float
-    metric: str
-    curve_popularity: list[tuple[float, float, float]] = field(default_factory=list)
 
 
 def evaluate(
@@ -115,44 +117,216 @@ def evaluate(
                             slices=slices)
 
 
+class BlendEvaluator:
+    """Validation NDCG@K of ``a * norm(s_gnn) + (1 - a) * norm(s_text)`` for many ``a``.
+
+    Both normalised score matrices of the stage's users over the candidates are computed
+    once; each alpha then costs one blend and one ranking, not two matrix products and two
+    normalisations (the fit tries about a hundred).
+
+    Args:
+        gnn_users, gnn_items, text: the two sources.
+        split, stage, k: what is evaluated (validation by default).
+        candidates: bool mask of the ranked products (None: all).
+        normalise: per-user normalisation, as :class:`FusedScorer`.
+    """
+
+    def __init__(self, gnn_users: Tensor, gnn_items: Tensor, text: TextSide, split: Split, *,
+                 stage: str = "valid", k: int = 20, candidates: Tensor | None = None,
+                 normalise_method: str = "zscore") -> None:
+        self.split, self.stage, self.k, self.candidates = split, stage, k, candidates
+        users = torch.unique(split.pairs(stage)[0])
+        self.row = torch.full((split.num_users,), -1, dtype=torch.long)
+        self.row[users] = torch.arange(users.numel())
+        cand = (torch.arange(split.num_items) if candidates is None
+                else torch.nonzero(torch.as_tensor(candidates)).flatten())
+        self.cand = cand
+        self.gnn = normalise(gnn_users[users].float() @ gnn_items[cand].float().T,
+                             normalise_method)
+        self.text = normalise(text.users[users].float() @ text.items[cand].float().T,
+                              normalise_method)
+
+    def __call__(self, alpha: float | Tensor) -> float:
+        a = alpha[self.cand].float() if isinstance(alpha, Tensor) else float(alpha)
+        fused = a * self.gnn + (1 - a) * self.text
+
+        def score(batch: Tensor) -> Tensor:
+            out = torch.full((batch.numel(), self.split.num_items), -torch.inf)
+            out[:, self.cand] = fused[self.row[batch]]
+            return out
+
+        result = evaluate_ranking(score, self.split, stage=self.stage, k=self.k,
+                                  candidates=self.candidates, slices=("overall",), auc=False)
+        return result["overall"][f"ndcg@{self.k}"]
+
+
+@dataclass
+class JobFit:
+    """The fusion chosen for one job, with every alternative's validation fit.
+
+    Args:
+        job: ``"full"`` or ``"tail"``.
+        text_side: the chosen side (``"profile"``, ``"tower"``, or ``"none"``: GNN alone).
+        alpha: the chosen alpha function (constant 1 for ``"none"``).
+        valid_metric: its validation NDCG@K.
+        gnn_only: validation NDCG@K of the GNN alone on this job.
+        by_side: each text side's :class:`fusion.alpha.AlphaFit`.
+    """
+
+    job: str
+    text_side: str
+    alpha: AlphaFunction
+    valid_metric: float
+    gnn_only: float
+    by_side: dict[str, AlphaFit] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        gain = (self.valid_metric / self.gnn_only - 1) * 100 if self.gnn_only > 0 else 0.0
+        return (f"{self.job}: {self.text_side} text side, alpha {self.alpha.describe()} "
+                f"(valid NDCG {self.valid_metric:.4f}, GNN alone {self.gnn_only:.4f}, "
+                f"{gain:+.1f}%)")
+
+    def to_dict(self) -> dict:
+        return {
+            "job": self.job, "text_side": self.text_side, "alpha": self.alpha.to_dict(),
+            "valid_metric": self.valid_metric, "gnn_only": self.gnn_only,
+            "by_side": {side: {"best": fit.best.to_dict(), "best_metric": fit.best_metric,
+                               "constant_curve": fit.constant_curve, "curve": fit.curve}
+                        for side, fit in self.by_side.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> JobFit:
+        by_side = {side: AlphaFit(AlphaFunction.from_dict(f["best"]), f["best_metric"],
+                                  [tuple(p) for p in f["constant_curve"]],
+                                  [tuple(p) for p in f["curve"]])
+                   for side, f in data.get("by_side", {}).items()}
+        return cls(data["job"], data["text_side"], AlphaFunction.from_dict(data["alpha"]),
+                   data["valid_metric"], data["gnn_only"], by_side)
+
+
+def fit_job(
+    job: str,
+    gnn_users: Tensor,
+    gnn_items: Tensor,
+    sides: Mapping[str, TextSide],
+    split: Split,
+    degree: Tensor,
+    text_confidence: Tensor,
+    *,
+    k: int = 20,
+    normalise_method: str = "zscore",
+    grid: Sequence[float] = ALPHA_GRID,
+    pivots: Sequence[float] = PIVOT_GRID,
+    item_dependent: bool = True,
+) -> JobFit:
+    """Fit one job: for each text side the best alpha function, then the best side.
+
+    The GNN alone (``a = 1``) wins unless a blend is strictly better on validation, so a
+    text side that does not help is never kept. ``sides`` may be empty (a catalogue without
+    text): the job is then the GNN alone.
+    """
+    if not len(split.valid):
+        raise ValueError("fitting the fusion needs a split with validation pairs")
+    candidates = job_candidates(job, split)
+    by_side: dict[str, AlphaFit] = {}
+    gnn_only = None
+    for name, side in sides.items():
+        evaluator = BlendEvaluator(gnn_users, gnn_items, side, split, k=k,
+                                   candidates=candidates, normalise_method=normalise_method)
+
+        def metric(fn: AlphaFunction, ev: BlendEvaluator = evaluator) -> float:
+            return ev(fn.values(degree, text_confidence))
+
+        by_side[name] = fit_alpha_function(metric, grid=grid, pivots=pivots,
+                                           item_dependent=item_dependent)
+        gnn_only = dict(by_side[name].constant_curve).get(1.0, gnn_only)
+    if gnn_only is None:  # no text side (or no 1.0 on the grid): evaluate the GNN alone
+        zero = TextSide(GNN_ONLY, torch.zeros(split.num_users, 1),
+                        torch.zeros(split.num_items, 1))
+        gnn_only = BlendEvaluator(gnn_users, gnn_items, zero, split, k=k,
+                                  candidates=candidates, normalise_method=normalise_method)(1.0)
+    best = JobFit(job, GNN_ONLY, AlphaFunction.constant(1.0), gnn_only, gnn_only, by_side)
+    for name, fit in by_side.items():
+        if fit.best_metric > best.valid_metric and not (fit.best.is_constant
+                                                         and fit.best.a_head == 1.0):
+            best = JobFit(job, name, fit.best, fit.best_metric, gnn_only, by_side)
+    return best
+
+
+@dataclass
+class FusionFit:
+    """The fitted fusion of every job (``jobs[name]``) and the text sides it used."""
+
+    jobs: dict[str, JobFit]
+    sides: dict[str, TextSide]
+
+    def summary(self) -> str:
+        return "; ".join(job.summary() for job in self.jobs.values())
+
+
 def fit_fusion(
     gnn_users: Tensor,
     gnn_items: Tensor,
-    text: TextSide,
+    sides: Mapping[str, TextSide],
     split: Split,
+    degree: Tensor,
+    text_confidence: Tensor,
     *,
-    normalise: str = "zscore",
-    k: int = 20,
-    grid: Sequence[float] = ALPHA_GRID,
-    pivots: Sequence[float] = POPULARITY_PIVOTS,
-    candidates: Tensor | None = None,
+    jobs: Sequence[str] = JOBS,
     progress: bool = False,
+    **kwargs: object,
 ) -> FusionFit:
-    """Fit the constant alpha and the popularity-aware (alpha_head, pivot) on ``split.valid``
-    by NDCG@k (over ``candidates`` when given)."""
-    if not len(split.valid):
-        raise ValueError("fitting alpha needs a split with validation pairs")
-    metric = f"ndcg@{k}"
-    degree = item_degree(split.pairs("train"), split.num_items)
+    """:func:`fit_job` for each of ``jobs`` (options as there)."""
+    from tqdm.auto import tqdm
 
-    def run(alpha: float | Tensor) -> float:
-        scorer = FusedScorer(gnn_users, gnn_items, text.users, text.items, alpha=alpha,
-                             normalise=normalise)
-        result = evaluate(candidate_score_fn(scorer, candidates), split, stage="valid", k=k,
-                          candidates=candidates, slices=("overall",))
-        return result["overall"][metric]
+    fits = {job: fit_job(job, gnn_users, gnn_items, sides, split, degree, text_confidence,
+                         **kwargs)  # type: ignore[arg-type]
+            for job in tqdm(list(jobs), desc="fit fusion", disable=not progress, leave=False)}
+    return FusionFit(fits, dict(sides))
 
-    constant = fit_alpha(run, grid, progress=progress)
-    curve_pop: list[tuple[float, float, float]] = []
-    best_pivot, best = pivots[0], (-1.0, 0.0)
-    def run_popularity(pivot: float) -> Callable[[float], float]:
-        return lambda a: run(popularity_alpha(degree, a, pivot))
 
-    for pivot in pivots:
-        fit = fit_alpha(run_popularity(pivot), grid, progress=progress)
-        curve_pop += [(a, pivot, m) for a, m in fit.curve]
-        if fit.best_metric > best[0]:
-            best, best_pivot = (fit.best_metric, fit.best), pivot
-    pop_curve = [(a, m) for a, p, m in curve_pop if p == best_pivot]
-    popularity = AlphaFit(best[1], best[0], pop_curve)
-    return FusionFit(constant, popularity, best_pivot, metric, curve_pop)
+def fused_table(
+    gnn_users: Tensor,
+    gnn_items: Tensor,
+    fit: FusionFit,
+    split: Split,
+    degree: Tensor,
+    text_confidence: Tensor,
+    *,
+    stage: str = "test",
+    k: int = 20,
+    normalise_method: str = "zscore",
+) -> dict[str, dict[str, float]]:
+    """The evaluation table of a fitted fusion: the ``full`` job's blend on the overall /
+    long-tail / cold-start slices and the ``tail`` job's blend on ``tail_candidates`` (the
+    ranking restricted to long-tail products), each with its own text side and alpha."""
+    table: dict[str, dict[str, float]] = {}
+    for job, slices in (("full", ("overall", "long_tail", "cold_start")), ("tail", None)):
+        if job not in fit.jobs:
+            continue
+        scorer = job_scorer(gnn_users, gnn_items, fit, job, degree, text_confidence,
+                            normalise_method=normalise_method)
+        candidates = job_candidates(job, split)
+        result = evaluate(candidate_score_fn(scorer, candidates), split, stage=stage, k=k,
+                          candidates=candidates, slices=slices or ("overall",))
+        if slices:
+            table.update(result)
+        else:
+            table["tail_candidates"] = result["overall"]
+    return table
+
+
+def job_scorer(gnn_users: Tensor, gnn_items: Tensor, fit: FusionFit, job: str, degree: Tensor,
+               text_confidence: Tensor, *, normalise_method: str = "zscore") -> FusedScorer:
+    """The :class:`FusedScorer` of one fitted job (the GNN alone when it chose no text)."""
+    chosen = fit.jobs[job]
+    if chosen.text_side == GNN_ONLY:
+        users, items = torch.zeros(len(gnn_users), 1), torch.zeros(len(gnn_items), 1)
+        alpha: float | Tensor = 1.0
+    else:
+        side = fit.sides[chosen.text_side]
+        users, items = side.users, side.items
+        alpha = chosen.alpha.values(degree, text_confidence)
+    return FusedScorer(gnn_users, gnn_items, users, items, alpha=alpha,
+                       normalise=normalise_method)

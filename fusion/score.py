@@ -2,23 +2,19 @@
 
 ``s = a * norm(s_gnn) + (1 - a) * norm(s_text)`` where ``norm`` works per user over the
 candidate items, because raw dot products of the two sources live on unrelated scales (and
-differ in scale from user to user). ``a`` is a number, or one number per item (the
-popularity-aware variant: products with few training events lean on text).
+differ in scale from user to user). ``a`` is a number, or one number per item (see
+:mod:`fusion.alpha`: products with few training events or much text lean on text).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 NORMALISATIONS = ("zscore", "rank", "none")
-#: Default alpha grid (the GNN weight), 0.0 (text only) to 1.0 (GNN only).
-ALPHA_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
 
 
 def check_normalise(method: str) -> str:
@@ -69,51 +65,6 @@ def blend(gnn: Tensor, text: Tensor, alpha: float | Tensor) -> Tensor:
     elif not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     return alpha * gnn + (1 - alpha) * text
-
-
-def popularity_alpha(degree: Tensor, alpha_head: float, pivot: float) -> Tensor:
-    """Item-dependent GNN weight: ``alpha_head * min(1, log1p(deg) / log1p(pivot))``.
-
-    A product never seen in training (degree 0) is scored by text alone; from ``pivot``
-    training events on it gets the full ``alpha_head``.
-
-    Args:
-        degree: ``[N]`` training events per product.
-        alpha_head: Weight of the GNN for well-known products.
-        pivot: Degree at which a product counts as well known (> 0).
-    """
-    if pivot <= 0:
-        raise ValueError(f"pivot must be > 0, got {pivot}")
-    ramp = torch.log1p(degree.float()) / math.log1p(pivot)
-    return alpha_head * ramp.clamp(max=1.0)
-
-
-@dataclass
-class AlphaFit:
-    """Result of a grid search: the best value and the whole validation curve."""
-
-    best: float
-    best_metric: float
-    curve: list[tuple[float, float]] = field(default_factory=list)
-
-
-def fit_alpha(
-    evaluate: Callable[[float], float],
-    grid: Iterable[float] = ALPHA_GRID,
-    *,
-    progress: bool = False,
-) -> AlphaFit:
-    """Pick the grid value maximising ``evaluate`` (e.g. validation NDCG@20).
-
-    Ties go to the first (smallest) value, so the curve is reproducible.
-    """
-    curve = [(float(a), float(evaluate(float(a)))) for a in tqdm(
-        list(grid), desc="fit alpha", disable=not progress, leave=False
-    )]
-    if not curve:
-        raise ValueError("fit_alpha needs a non-empty grid")
-    best, metric = max(curve, key=lambda p: (p[1], -p[0]))
-    return AlphaFit(best, metric, curve)
 
 
 @dataclass
@@ -432,10 +383,3 @@ def train_text_tower(
 def item_degree(edges: Tensor, num_items: int) -> Tensor:
     """Training events per item from ``[2, E]`` (user, item) edges."""
     return torch.bincount(edges[1].long(), minlength=num_items)
-
-
-def grid_pairs(
-    alphas: Sequence[float], pivots: Sequence[float]
-) -> list[tuple[float, float]]:
-    """All (alpha_head, pivot) combinations for fitting :func:`popularity_alpha`."""
-    return [(a, p) for a in alphas for p in pivots]

@@ -294,45 +294,87 @@ def _attributes_text(value: object) -> str:
     return raw
 
 
-def product_text(
-    products: pd.DataFrame, *, max_chars: int = 1500, description_chars: int = 800
-) -> list[str]:
-    """One text per product row: title, brand, category path, attributes, features, description.
+#: Product fields that make up a product's text, most telling first (so truncation to the
+#: model's token limit cuts the description, not the title); ``[fusion] text_fields``.
+TEXT_FIELDS: tuple[str, ...] = (
+    "title", "brand", "category_path", "attributes", "features", "description",
+)
+#: How each field is written into the text (``{}`` is the cleaned value) and its length cap.
+_FIELD_FORMAT: dict[str, tuple[str, int | None]] = {
+    "title": ("{}", None),
+    "brand": ("Brand: {}", None),
+    "category_path": ("Category: {}", None),
+    "attributes": ("{}", None),
+    "features": ("Features: {}", 400),
+    "description": ("{}", 800),
+}
 
-    The most telling fields come first, so that truncation to the model's token limit
-    cuts the description, not the title.
+
+def _check_fields(fields: Sequence[str]) -> tuple[str, ...]:
+    unknown = [f for f in fields if f not in _FIELD_FORMAT]
+    if unknown or not fields:
+        raise ValueError(f"unknown text fields {unknown}; known: {', '.join(_FIELD_FORMAT)}"
+                         if unknown else "text fields must name at least one field")
+    return tuple(fields)
+
+
+def _field_texts(products: pd.DataFrame, name: str) -> list[str]:
+    template, cap = _FIELD_FORMAT[name]
+    column = products[name] if name in products else pd.Series([None] * len(products))
+    clean = _attributes_text if name == "attributes" else (lambda v: clean_text(v, cap))
+    return [template.format(c) if (c := clean(value)) else "" for value in column]
+
+
+def product_text(
+    products: pd.DataFrame,
+    fields: Sequence[str] = TEXT_FIELDS,
+    *,
+    separator: str = ". ",
+    max_chars: int = 1500,
+) -> list[str]:
+    """One text per product row: the non-empty ``fields`` joined by ``separator``.
 
     Args:
         products: A product node table (columns of ``kg.schema.node_columns("Product")``;
             missing columns are treated as empty).
+        fields: Which fields, in order (:data:`TEXT_FIELDS` by default; brand, category
+            and features are labelled, description and features are capped).
+        separator: What joins the fields.
         max_chars: Cap on the whole text (the model truncates at its token limit anyway).
-        description_chars: Cap on the description part.
     """
-    def col(name: str) -> pd.Series:
-        return products[name] if name in products else pd.Series([None] * len(products))
+    columns = [_field_texts(products, name) for name in _check_fields(fields)]
+    return [clean_text(separator.join(p for p in parts if p), max_chars)
+            for parts in zip(*columns, strict=True)] if columns else []
 
-    out = []
-    for title, brand, cats, attrs, feats, desc in zip(
-        col("title"), col("brand"), col("category_path"), col("attributes"),
-        col("features"), col("description"), strict=True,
-    ):
-        parts = [
-            clean_text(title),
-            f"Brand: {b}" if (b := clean_text(brand)) else "",
-            f"Category: {c}" if (c := clean_text(cats)) else "",
-            _attributes_text(attrs),
-            f"Features: {f}" if (f := clean_text(feats, 400)) else "",
-            clean_text(desc, description_chars),
-        ]
-        out.append(clean_text(". ".join(p for p in parts if p), max_chars))
-    return out
+
+def text_confidence(products: pd.DataFrame, fields: Sequence[str] = TEXT_FIELDS) -> torch.Tensor:
+    """``[N]`` share of the catalogue's text fields that each product fills, in ``[0, 1]``.
+
+    Only fields that some product fills count (a catalogue without descriptions does not
+    make every product half-empty); a product without any text gets 0. This is the text
+    confidence of the item-dependent blend weight (:mod:`fusion.alpha`).
+    """
+    filled = np.array([[bool(t) for t in _field_texts(products, name)]
+                       for name in _check_fields(fields)]).reshape(len(fields), len(products))
+    used = filled.any(axis=1)
+    if not used.any():
+        return torch.zeros(len(products))
+    return torch.as_tensor(filled[used].mean(axis=0), dtype=torch.float32)
+
+
+def has_text(products: pd.DataFrame, fields: Sequence[str] = TEXT_FIELDS) -> bool:
+    """Whether the catalogue carries product text worth encoding: some product has a
+    non-empty text and not every product has the same one (ids-only catalogues have none)."""
+    texts = set(product_text(products, fields))
+    return bool(texts - {""}) and (len(texts) > 1 or len(products) == 1)
 
 
 def encode_products(
-    encoder: TextEncoder, products: pd.DataFrame, *, progress: bool = True
+    encoder: TextEncoder, products: pd.DataFrame, *, fields: Sequence[str] = TEXT_FIELDS,
+    separator: str = ". ", progress: bool = True,
 ) -> NodeEmbeddings:
     """Text embeddings of a product table, keyed by its ``id`` column."""
-    texts = product_text(products)
+    texts = product_text(products, fields, separator=separator)
     ids = IdMap("product", products[schema.NODE_KEY].astype(str).tolist())
     return NodeEmbeddings("product", ids, encoder.encode(texts, progress=progress))
 

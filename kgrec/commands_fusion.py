@@ -14,14 +14,19 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from kg.errors import ConfigError, InputError, ModelError
-from kg.ids import NodeEmbeddings
+from kg.ids import IdMap, NodeEmbeddings
 from kg.snapshot import GraphSnapshot
 from kgrec.config import Config, cli_config
+
+if TYPE_CHECKING:
+    from fusion.fit import FusionFit
 
 FUSION_FILE = "fusion.json"
 
@@ -38,13 +43,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     _common(f)
-    f.add_argument("--text-side", choices=("tower", "profile"), default="tower",
-                   help="text tower (default; speaks the users' language, scores cold products)"
-                   " or raw text-profile similarity")
-    f.add_argument("--tower-epochs", type=int, default=20, help="text tower epochs (default 20)")
-    f.add_argument("--mode", choices=("constant", "popularity", "best"), default="best",
-                   help="alpha kept: constant, popularity-aware (tail/cold products lean on "
-                   "text), or whichever has the better validation NDCG (default)")
+    f.add_argument("--text-side", choices=("all", "tower", "profile"), default="all",
+                   help="text sides to compare: all (default: profile and tower, each against "
+                   "the GNN alone), tower (BPR-trained projection of the text vectors) or "
+                   "profile (raw text-profile similarity)")
+    f.add_argument("--tower-epochs", type=int, help="text tower epochs (default "
+                   "fusion.tower_epochs, 20)")
+    f.add_argument("--alpha-function", choices=("item", "constant"), default="item",
+                   help="item: the GNN weight may depend on each product's degree and text "
+                   "(constants compete too; default); constant: one weight for all products")
     f.add_argument("--split", choices=("auto", "temporal", "random"), default="auto",
                    help="validation split when the run folder holds none (default auto)")
     f.add_argument("--out", help="artefact folder (default: RUN/fusion)")
@@ -67,11 +74,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "of product ids (one per line, or CSV/Parquet with product_id)")
     s.add_argument("--per", choices=("user", "item"), default="user",
                    help="user: top-K products per user (default); item: top-K users per product")
-    s.add_argument("--top-k", type=int, help="results per row (default: score.top_k, 20)")
+    s.add_argument("--top-k", type=int, help="results per row, at least 1 (default: "
+                   "score.top_k, 20)")
     s.add_argument("--chunk-size", type=int,
                    help="rows scored at once; memory ~ chunk x candidates (default 1024)")
     s.add_argument("--alpha", type=float,
                    help="constant GNN weight overriding the fitted one (0 text only, 1 GNN only)")
+    s.add_argument("--exclude", choices=("all", "train", "train+valid"), default="all",
+                   help="pairs never recommended: every interaction in the snapshot (default, "
+                   "for serving), or the run split's train / train+valid pairs (a ranking "
+                   "that can be evaluated on its validation / test pairs)")
     s.add_argument("--out", help="Parquet output (default: score.out)")
     s.add_argument("--write-back", action="store_true",
                    help="also write RECOMMENDED relationships to the store (idempotent per "
@@ -91,8 +103,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("query", help="free-text query, e.g. 'waterproof hiking boots'")
     q.add_argument("--user", required=True, help="user id")
     q.add_argument("--top-k", type=int, default=10, help="results (default 10)")
-    q.add_argument("--alpha", type=float, default=0.3,
-                   help="GNN weight (default 0.3: the query leads, taste re-orders)")
+    q.add_argument("--alpha", type=float,
+                   help="GNN weight (default fusion.search_alpha, 0.3: the query leads, taste "
+                   "re-orders)")
     q.add_argument("--include-seen", action="store_true",
                    help="keep products the user already interacted with")
     q.set_defaults(func=run_search)
@@ -107,7 +120,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    "(default: store.backend)")
     p.add_argument("--store-path", help="local store folder (default: store.path)")
     p.add_argument("--text-model", help="text model dir or package (default: fusion.text_model)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                   help="auto (CUDA when present), cpu or cuda (default train.device)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -115,6 +129,8 @@ def _config(args: argparse.Namespace) -> Config:
     config = cli_config(args)
     if args.text_model:
         config.fusion.text_model = args.text_model
+    if args.device:
+        config.train.device = args.device
     return config
 
 
@@ -149,75 +165,107 @@ def _encoder(config: Config, device: str):
                        cache_dir=config.fusion.cache_dir)
 
 
+def _run_split(run: str, snapshot: GraphSnapshot, kind: str, seed: int):
+    """The split saved with the GNN run (so no test pair leaks into a fit), else a new one."""
+    from gnn.data import Split, make_split
+
+    if (Path(run) / "split.json").exists():
+        return Split.load(run)
+    return make_split(snapshot, kind=kind, seed=seed)
+
+
 def run_fuse(args: argparse.Namespace) -> int:
     from fusion.fit import build_text_side, fit_fusion
-    from fusion.text import encode_products
-    from gnn.data import Split, make_split
+    from fusion.text import encode_products, has_text, text_confidence
 
     start = time.perf_counter()
     config = _config(args)
     snapshot = _snapshot(args, config)
     gnn = _gnn(args.run, snapshot)
-    encoder = _encoder(config, args.device)
-    raw = encode_products(encoder, snapshot.products, progress=not args.no_progress)
-    # Fit on the very split the GNN was trained on (saved in its run), so no test pair leaks.
-    if (Path(args.run) / "split.json").exists():
-        split = Split.load(args.run)
-    else:
-        split = make_split(snapshot, kind=args.split, seed=config.train.seed)
-    side = build_text_side(args.text_side, split, raw.tensor, tower_epochs=args.tower_epochs,
-                           seed=config.train.seed, progress=not args.no_progress)
-    fit = fit_fusion(gnn.users, gnn.items, side, split, normalise=config.fusion.normalise,
-                     k=config.train.k, progress=not args.no_progress)
-    mode = args.mode
-    if mode == "best":
-        mode = "popularity" if fit.popularity.best_metric > fit.alpha.best_metric else "constant"
+    split = _run_split(args.run, snapshot, args.split, config.train.seed)
+    fields = tuple(config.fusion.text_fields)
     out = Path(args.out or Path(args.run) / "fusion")
     out.mkdir(parents=True, exist_ok=True)
     users, products = snapshot.id_maps["user"], snapshot.id_maps["product"]
-    NodeEmbeddings("user", users, side.users).save(out / "text_users.pt")
-    NodeEmbeddings("product", products, side.items).save(out / "text_products.pt")
-    raw.save(out / "raw_text_products.pt")
-    version = f"{Path(args.run).resolve().name}-{args.text_side}-{int(time.time())}"
+    sides = {}
+    if has_text(snapshot.products, fields):
+        encoder = _encoder(config, config.train.device)
+        raw = encode_products(encoder, snapshot.products, fields=fields,
+                              separator=config.fusion.text_separator,
+                              progress=not args.no_progress)
+        raw.save(out / "raw_text_products.pt")
+        kinds = ("profile", "tower") if args.text_side == "all" else (args.text_side,)
+        epochs = args.tower_epochs or config.fusion.tower_epochs
+        sides = {kind: build_text_side(kind, split, raw.tensor, tower_epochs=epochs,
+                                       seed=config.train.seed, progress=not args.no_progress)
+                 for kind in kinds}
+        text_model = encoder.model_id
+    else:
+        print(f"kgrec: the catalogue carries no product text (fields {', '.join(fields)} are "
+              "empty or identical everywhere): nothing encoded, graph-only fusion (alpha 1).")
+        text_model = None
+    confidence = text_confidence(snapshot.products, fields)
+    NodeEmbeddings("product", products, confidence[:, None]).save(out / "text_confidence.pt")
+    fit = fit_fusion(gnn.users, gnn.items, sides, split, split.item_counts(), confidence,
+                     k=config.train.k,
+                     normalise_method=config.fusion.normalise,
+                     item_dependent=args.alpha_function == "item",
+                     progress=not args.no_progress)
+    for kind, side in sides.items():
+        NodeEmbeddings("user", users, side.users).save(out / f"text_users_{kind}.pt")
+        NodeEmbeddings("product", products, side.items).save(out / f"text_products_{kind}.pt")
+    version = f"{Path(args.run).resolve().name}-fusion-{int(time.time())}"
     meta = {
-        "model_version": version, "text_side": args.text_side, "mode": mode,
-        "alpha": fit.alpha.best, "alpha_head": fit.popularity.best, "pivot": fit.pivot,
-        "normalise": config.fusion.normalise, "text_model": encoder.model_id,
-        "metric": fit.metric, "valid_constant": fit.alpha.best_metric,
-        "valid_popularity": fit.popularity.best_metric, "curve": fit.alpha.curve,
-        "curve_popularity": fit.curve_popularity, "split": split.summary(),
+        "model_version": version, "jobs": {name: job.to_dict() for name, job in fit.jobs.items()},
+        "text_sides": list(sides), "text_fields": list(fields),
+        "normalise": config.fusion.normalise, "text_model": text_model,
+        "split": split.summary(),
     }
     (out / FUSION_FILE).write_text(json.dumps(meta, indent=1))
-    gnn_only = dict(fit.alpha.curve).get(1.0)
-    print("alpha  valid " + fit.metric)
-    for a, m in fit.alpha.curve:
-        print(f"{a:5.2f}  {m:.4f}")
-    print(
-        f"Fused {len(users):,} users x {len(products):,} products in "
-        f"{time.perf_counter() - start:.0f}s: {args.text_side} text side; best constant alpha "
-        f"{fit.alpha.best} (valid {fit.metric} {fit.alpha.best_metric:.4f}, GNN only "
-        f"{gnn_only if gnn_only is None else round(gnn_only, 4)}); popularity-aware "
-        f"alpha_head {fit.popularity.best} pivot {fit.pivot:g} ({fit.popularity.best_metric:.4f});"
-        f" keeping {mode}. Artefacts in {out} (model version {version})."
-    )
+    for job in fit.jobs.values():
+        print(f"  {job.summary()}")
+    print(f"Fused {len(users):,} users x {len(products):,} products in "
+          f"{time.perf_counter() - start:.0f}s (text sides compared: "
+          f"{', '.join(sides) or 'none'}); artefacts in {out} (model version {version}).")
     return 0
 
 
-def _fusion(args: argparse.Namespace, snapshot: GraphSnapshot) -> tuple[dict, torch.Tensor,
-                                                                         torch.Tensor]:
-    folder = Path(getattr(args, "fusion", None) or Path(args.run) / "fusion")
+def load_fusion(folder: Path, users: IdMap, products: IdMap) -> tuple[dict, FusionFit, Tensor]:
+    """A saved ``kgrec fuse`` folder: its metadata, the fitted jobs with their text sides
+    (joined on ``users`` / ``products`` ids) and the products' text confidence."""
+    from fusion.fit import FusionFit, JobFit, TextSide
+
     if not (folder / FUSION_FILE).exists():
-        raise ModelError(f"{folder} holds no {FUSION_FILE}; run `kgrec fuse --run {args.run}`")
+        raise ModelError(f"{folder} holds no {FUSION_FILE}; run `kgrec fuse` first")
     meta = json.loads((folder / FUSION_FILE).read_text())
-    users = NodeEmbeddings.load(folder / "text_users.pt").align(snapshot.id_maps["user"])
-    items = NodeEmbeddings.load(folder / "text_products.pt").align(snapshot.id_maps["product"])
-    return meta, users, items
+    if "jobs" not in meta:
+        raise ModelError(f"{folder / FUSION_FILE} was written by an older kgrec; run "
+                         "`kgrec fuse` again")
+    sides = {kind: TextSide(kind,
+                            NodeEmbeddings.load(folder / f"text_users_{kind}.pt").align(users),
+                            NodeEmbeddings.load(folder / f"text_products_{kind}.pt")
+                            .align(products))
+             for kind in meta["text_sides"]}
+    jobs = {name: JobFit.from_dict(job) for name, job in meta["jobs"].items()}
+    confidence = NodeEmbeddings.load(folder / "text_confidence.pt").align(products)[:, 0]
+    return meta, FusionFit(jobs, sides), confidence
 
 
 def _events(snapshot: GraphSnapshot) -> torch.Tensor:
     frame = snapshot.interactions()
     pairs = np.stack([frame["user"].to_numpy("int64"), frame["product"].to_numpy("int64")])
     return torch.as_tensor(pairs, dtype=torch.long).reshape(2, -1)
+
+
+def _excluded_events(args: argparse.Namespace, snapshot: GraphSnapshot,
+                     config: Config) -> torch.Tensor:
+    """``[2, E]`` (user, product) pairs never recommended: every snapshot interaction
+    (serving), or the run's training (+ validation) pairs (an evaluable ranking)."""
+    if args.exclude == "all":
+        return _events(snapshot)
+    split = _run_split(args.run, snapshot, "auto", config.train.seed)
+    stages = ("train",) if args.exclude == "train" else ("train", "valid")
+    return torch.cat([split.pairs(stage) for stage in stages], 1)
 
 
 def run_score(args: argparse.Namespace) -> int:
@@ -230,29 +278,35 @@ def run_score(args: argparse.Namespace) -> int:
         write_back,
         write_parquet,
     )
-    from fusion.score import FusedScorer, item_degree, popularity_alpha
+    from fusion.fit import job_scorer
+    from fusion.score import FusedScorer, item_degree
+    from fusion.text import pick_device
 
     start = time.perf_counter()
     config = _config(args)
-    k = args.top_k or config.score.top_k
+    k = args.top_k if args.top_k is not None else config.score.top_k
+    if k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {k}")
     chunk = args.chunk_size or config.score.chunk_size
     snapshot = _snapshot(args, config)
-    events = _events(snapshot)
+    events = _excluded_events(args, snapshot, config)
     users_map, products_map = snapshot.id_maps["user"], snapshot.id_maps["product"]
     degree = item_degree(events, len(products_map))
     items = select_items(args.items, products_map, degree)  # bad --items fails fast
     gnn = _gnn(args.run, snapshot)
-    meta, text_users, text_items = _fusion(args, snapshot)
+    folder = Path(args.fusion or Path(args.run) / "fusion")
+    meta, fit, confidence = load_fusion(folder, users_map, products_map)
+    # Long-tail and cold-start scoring use the fusion fitted on tail candidates.
+    job = "tail" if args.items in ("long-tail", "cold-start") else "full"
+    scorer = job_scorer(gnn.users, gnn.items, fit, job, degree, confidence,
+                        normalise_method=meta["normalise"])
     if args.alpha is not None:
-        alpha: float | torch.Tensor = args.alpha
-    elif meta["mode"] == "popularity":
-        alpha = popularity_alpha(degree, meta["alpha_head"], meta["pivot"])
-    else:
-        alpha = meta["alpha"]
-    from fusion.text import pick_device
-
-    scorer = FusedScorer(gnn.users, gnn.items, text_users, text_items, alpha=alpha,
-                         normalise=meta["normalise"], device=pick_device(args.device))
+        if not 0 <= args.alpha <= 1:
+            raise ConfigError(f"--alpha must lie in [0, 1], got {args.alpha}")
+        scorer.alpha = float(args.alpha)
+    scorer = FusedScorer(scorer.gnn_users, scorer.gnn_items, scorer.text_users,
+                         scorer.text_items, alpha=scorer.alpha, normalise=meta["normalise"],
+                         device=pick_device(config.train.device))
     users = torch.arange(len(users_map))
     progress = not args.no_progress
     if args.per == "user":
@@ -290,8 +344,9 @@ def run_search(args: argparse.Namespace) -> int:
     from fusion.score import FusedScorer
 
     config = _config(args)
-    if not 0 <= args.alpha <= 1:
-        raise ConfigError(f"--alpha must lie in [0, 1], got {args.alpha}")
+    alpha = config.fusion.search_alpha if args.alpha is None else args.alpha
+    if not 0 <= alpha <= 1:
+        raise ConfigError(f"--alpha must lie in [0, 1], got {alpha}")
     snapshot = _snapshot(args, config)
     users_map, products_map = snapshot.id_maps["user"], snapshot.id_maps["product"]
     if args.user not in users_map:
@@ -299,16 +354,18 @@ def run_search(args: argparse.Namespace) -> int:
     gnn = _gnn(args.run, snapshot)
     folder = Path(args.run) / "fusion"
     raw_path = folder / "raw_text_products.pt"
-    encoder = _encoder(config, args.device)
+    encoder = _encoder(config, config.train.device)
     if raw_path.exists():
         raw = NodeEmbeddings.load(raw_path).align(products_map)
     else:  # no fuse run yet: encode now (cached for next time)
         from fusion.text import encode_products
 
-        raw = encode_products(encoder, snapshot.products, progress=not args.no_progress).tensor
+        raw = encode_products(encoder, snapshot.products, fields=config.fusion.text_fields,
+                              separator=config.fusion.text_separator,
+                              progress=not args.no_progress).tensor
     query = encoder.encode([args.query])
     user = torch.as_tensor(users_map.index_of([args.user]))
-    scorer = FusedScorer(gnn.users[user], gnn.items, query, raw, alpha=args.alpha)
+    scorer = FusedScorer(gnn.users[user], gnn.items, query, raw, alpha=alpha)
     fused, g, t = scorer.score(torch.tensor([0]))
     if not args.include_seen:
         events = _events(snapshot)
@@ -322,6 +379,6 @@ def run_search(args: argparse.Namespace) -> int:
         print(f"{rank:>4}  {pid:<12} {value:7.3f} {float(g[0, idx]):7.3f} "
               f"{float(t[0, idx]):7.3f}  {titles.get(pid, '')}")
     print(f"Searched {len(products_map):,} products for user {args.user} with query "
-          f"{args.query!r} (alpha {args.alpha}: GNN z-score weight).", file=sys.stdout)
+          f"{args.query!r} (alpha {alpha}: GNN z-score weight).", file=sys.stdout)
     return 0
 

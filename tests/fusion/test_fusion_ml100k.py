@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fusion.fit import build_text_side, candidate_score_fn, evaluate, fit_fusion
-from fusion.score import FusedScorer, item_degree, popularity_alpha
-from fusion.text import product_text
+from fusion.fit import FusionFit, build_text_side, candidate_score_fn, evaluate, fit_job, job_scorer
+from fusion.score import FusedScorer
+from fusion.text import product_text, text_confidence
 from gnn.data import item_cold_start_split, make_split
 from gnn.train import TrainSettings, train_model
 from kg.snapshot import GraphSnapshot
@@ -35,38 +35,46 @@ def _gnn(snapshot, split):
     return result.user_embeddings.tensor, result.product_embeddings.tensor
 
 
-def test_fused_tower_beats_text_and_matches_gnn(ml100k, item_text) -> None:
+def test_fused_full_job_beats_text_and_matches_gnn(ml100k, item_text) -> None:
     split = make_split(ml100k)
     gu, gi = _gnn(ml100k, split)
-    profile = build_text_side("profile", split, item_text)
-    tower = build_text_side("tower", split, item_text, tower_epochs=10)
-    fit = fit_fusion(gu, gi, tower, split, grid=GRID, pivots=(20.0,))
+    sides = {"profile": build_text_side("profile", split, item_text),
+             "tower": build_text_side("tower", split, item_text, tower_epochs=10)}
+    conf = text_confidence(ml100k.products)
+    fit = fit_job("full", gu, gi, sides, split, split.item_counts(), conf, grid=GRID,
+                  pivots=(20.0,))
 
-    def ndcg(users, items, alpha) -> float:
-        scorer = FusedScorer(gu, gi, users, items, alpha=alpha)
+    def ndcg(scorer) -> float:
         return evaluate(scorer, split, slices=("overall",))["overall"]["ndcg@20"]
 
-    text_only = ndcg(profile.users, profile.items, 0.0)
-    gnn_only = ndcg(tower.users, tower.items, 1.0)
-    fused = ndcg(tower.users, tower.items, fit.alpha.best)
-    assert 0.0 < fit.alpha.best < 1.0
+    text_only = ndcg(FusedScorer(gu, gi, sides["profile"].users, sides["profile"].items,
+                                 alpha=0.0))
+    gnn_only = ndcg(FusedScorer(gu, gi, sides["tower"].users, sides["tower"].items, alpha=1.0))
+    fused = ndcg(job_scorer(gu, gi, FusionFit({"full": fit}, sides), "full",
+                            split.item_counts(), conf))
+    assert set(fit.by_side) == {"profile", "tower"}
+    assert fit.valid_metric >= fit.gnn_only  # never below the GNN alone on validation
     assert fused > 2 * text_only
     assert fused >= gnn_only - 0.005  # fitted on valid: never clearly below the GNN on test
-    assert len(fit.alpha.curve) == len(GRID)
+    assert [a for a, _ in fit.by_side["tower"].constant_curve] == list(GRID)
 
 
 def test_item_cold_start_is_clearly_above_zero(ml100k, item_text) -> None:
     split = item_cold_start_split(ml100k)
     gu, gi = _gnn(ml100k, split)
-    tower = build_text_side("tower", split, item_text, tower_epochs=10)
-    cold = torch.nonzero(item_degree(split.pairs("train"), split.num_items) == 0).flatten()
+    sides = {"tower": build_text_side("tower", split, item_text, tower_epochs=10)}
+    degree, conf = split.item_counts(), text_confidence(ml100k.products)
+    cold = torch.nonzero(degree == 0).flatten()
+    fit = fit_job("full", gu, gi, sides, split, degree, conf, grid=GRID, pivots=(20.0,))
 
-    def ndcg(alpha) -> float:
-        fn = candidate_score_fn(FusedScorer(gu, gi, tower.users, tower.items, alpha=alpha))
-        return evaluate(fn, split, slices=("overall",))["overall"]["ndcg@20"]
+    def ndcg(scorer) -> float:
+        return evaluate(candidate_score_fn(scorer), split, slices=("overall",))[
+            "overall"]["ndcg@20"]
 
-    gnn_only = ndcg(1.0)
-    pop = ndcg(popularity_alpha(item_degree(split.pairs("train"), split.num_items), 0.7, 20.0))
+    gnn_only = ndcg(FusedScorer(gu, gi, sides["tower"].users, sides["tower"].items, alpha=1.0))
+    fused = ndcg(job_scorer(gu, gi, FusionFit({"full": fit}, sides), "full", degree, conf))
     assert len(cold) >= 0.1 * split.num_items * 0.9
     assert gnn_only < 0.01  # a collaborative model cannot rank products it never saw
-    assert pop > 0.03 and pop > 5 * max(gnn_only, 1e-3)
+    assert fit.text_side == "tower" and fused > 0.03 and fused > 5 * max(gnn_only, 1e-3)
+    # Never-seen products lean on text more than known ones (or a constant does as well).
+    assert fit.alpha.a_cold <= fit.alpha.a_head

@@ -1,4 +1,5 @@
-"""fusion.score: normalisation, blending, alpha fitting, popularity alpha, text tower."""
+"""fusion.score and fusion.alpha: normalisation, blending, alpha functions and their fit,
+text tower."""
 
 from __future__ import annotations
 
@@ -7,13 +8,12 @@ import math
 import pytest
 import torch
 
+from fusion.alpha import AlphaFunction, fit_alpha_function
 from fusion.score import (
     FusedScorer,
     blend,
-    fit_alpha,
     item_degree,
     normalise,
-    popularity_alpha,
     rank_percentile,
     train_text_tower,
     zscore,
@@ -68,8 +68,8 @@ def test_fused_scorer_matches_hand_blend() -> None:
 def test_one_matmul_zscore_blend_equals_explicit(per_item: bool) -> None:
     gen = torch.Generator().manual_seed(5)
     n = 300
-    alpha = popularity_alpha(torch.randint(0, 60, (n,), generator=gen), 0.8, 20.0) if per_item \
-        else 0.35
+    alpha = AlphaFunction(0.8, 0.0, 20.0)(torch.randint(0, 60, (n,), generator=gen)) \
+        if per_item else 0.35
     scorer = FusedScorer(torch.randn(20, 8, generator=gen), torch.randn(n, 8, generator=gen) + 1,
                          torch.randn(20, 6, generator=gen), torch.randn(n, 6, generator=gen),
                          alpha=alpha)
@@ -82,13 +82,15 @@ def test_one_matmul_zscore_blend_equals_explicit(per_item: bool) -> None:
     torch.testing.assert_close(t, scorer.components(users[:2], items[:4])[1])
 
 
-def test_fit_alpha_picks_best_on_constructed_curve() -> None:
-    fit = fit_alpha(lambda a: 1.0 - (a - 0.35) ** 2, grid=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0])
-    assert fit.best == 0.3  # 0.3 and 0.4 tie at 1 - 0.05^2; the smaller wins
+def test_constant_fit_picks_best_on_constructed_curve() -> None:
+    grid = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0]
+    fit = fit_alpha_function(lambda fn: 1.0 - (fn.a_head - 0.35) ** 2, grid=grid,
+                             item_dependent=False)
+    assert fit.best.a_head == 0.3  # 0.3 and 0.4 tie at 1 - 0.05^2; the smaller wins
     assert fit.best_metric == pytest.approx(1.0 - 0.05**2)
-    assert [a for a, _ in fit.curve] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0]
-    # ties resolve to the smallest alpha
-    assert fit_alpha(lambda a: 1.0, grid=[0.7, 0.2]).best == 0.2
+    assert [a for a, _ in fit.constant_curve] == grid
+    # ties resolve to the smallest alpha, and an item-dependent tie keeps the constant
+    assert fit_alpha_function(lambda fn: 1.0, grid=[0.7, 0.2]).best == AlphaFunction.constant(0.2)
 
 
 def test_fit_alpha_on_ranking_problem() -> None:
@@ -103,23 +105,52 @@ def test_fit_alpha_on_ranking_problem() -> None:
         top = blend(zscore(g), zscore(t), alpha).topk(5, dim=1).indices
         return float((top.unsqueeze(2) == truth.unsqueeze(1)).any(2).float().mean())
 
-    fit = fit_alpha(hit_rate, grid=[0.0, 0.25, 0.5, 0.75, 1.0])
-    assert fit.best == 0.5
+    fit = fit_alpha_function(lambda fn: hit_rate(fn.a_head), grid=[0.0, 0.25, 0.5, 0.75, 1.0],
+                             item_dependent=False)
+    assert fit.best == AlphaFunction.constant(0.5)
     assert fit.best_metric == pytest.approx(1.0)
-    assert dict(fit.curve)[0.0] < 0.6 and dict(fit.curve)[1.0] < 0.6
+    curve = dict(fit.constant_curve)
+    assert curve[0.0] < 0.6 and curve[1.0] < 0.6
 
 
-def test_popularity_alpha() -> None:
+def test_alpha_function_hand_computed_and_bounded() -> None:
     deg = torch.tensor([0, 1, 9, 99, 1000])
-    alpha = popularity_alpha(deg, alpha_head=0.8, pivot=99)
-    expected = 0.8 * torch.tensor(
-        [0.0, math.log(2) / math.log(100), math.log(10) / math.log(100), 1.0, 1.0]
-    )
-    torch.testing.assert_close(alpha, expected)
-    with pytest.raises(ValueError):
-        popularity_alpha(deg, 0.8, 0)
+    ramp = torch.tensor([0.0, math.log(2) / math.log(100), math.log(10) / math.log(100), 1, 1])
+    fn = AlphaFunction(a_head=0.8, a_cold=0.2, pivot=99)
+    torch.testing.assert_close(fn(deg), 0.2 + 0.6 * ramp)
+    # Text confidence: no text -> GNN only (1.0), half the text -> half the text share.
+    conf = torch.tensor([0.0, 0.5, 1.0, 1.0, 1.0])
+    expected = 1 - (1 - (0.2 + 0.6 * ramp)) * conf
+    torch.testing.assert_close(fn(deg, conf), expected)
+    assert AlphaFunction.constant(0.3).values(deg, conf) == 0.3
+    many = torch.randint(0, 10_000, (1000,))
+    for a_head in (0.0, 0.5, 1.0):
+        for a_cold in (0.0, 1.0):
+            values = AlphaFunction(a_head, a_cold, 7.0)(many, torch.rand(1000))
+            assert float(values.min()) >= 0.0 and float(values.max()) <= 1.0
+    for bad in ({"a_head": 1.2}, {"a_head": 0.5, "a_cold": -0.1}, {"a_head": 0.5, "pivot": 0}):
+        with pytest.raises(ValueError):
+            AlphaFunction(**bad)
+    assert AlphaFunction.from_dict(fn.to_dict()) == fn
     edges = torch.tensor([[0, 1, 1, 2], [3, 3, 0, 3]])
     assert item_degree(edges, 5).tolist() == [1, 0, 0, 3, 0]
+
+
+def test_alpha_function_fit_finds_an_item_dependent_optimum() -> None:
+    # A synthetic metric that is best when cold products lean on text (a_cold 0.2) and
+    # popular ones on the graph (a_head 0.9): the coordinate search must find both.
+    degree = torch.tensor([0, 0, 2, 50, 400])
+
+    def metric(fn: AlphaFunction) -> float:
+        target = AlphaFunction(0.9, 0.2, 30.0, False)(degree)
+        return -float((fn(degree) - target).abs().sum())
+
+    fit = fit_alpha_function(metric, grid=[round(0.1 * i, 1) for i in range(11)],
+                             pivots=(3.0, 30.0))
+    assert (fit.best.a_head, fit.best.a_cold, fit.best.pivot) == (0.9, 0.2, 30.0)
+    assert fit.best_metric == pytest.approx(0.0, abs=1e-6)
+    assert fit.best_metric > fit.best_constant[1]
+    assert len(fit.constant_curve) == 11 and len(fit.curve) > 11
 
 
 def test_text_tower_learns_text_defined_taste() -> None:

@@ -10,8 +10,10 @@ import torch
 from fusion.text import (
     TextEncoder,
     clean_text,
+    has_text,
     product_text,
     resolve_model_dir,
+    text_confidence,
     user_profiles,
 )
 from kg.errors import ModelError
@@ -126,3 +128,32 @@ def test_user_profiles_weight_recent_and_strong_events() -> None:
     torch.testing.assert_close(prof[0], expected0)
     torch.testing.assert_close(prof[1], expected1)
     torch.testing.assert_close(prof[2], torch.zeros(3))  # no history
+
+
+def test_text_fields_are_configurable_and_checked() -> None:
+    products = pd.DataFrame({"id": ["a"], "title": ["Drill"], "brand": ["Bosch"],
+                             "description": ["Cordless, 18 V"]})
+    assert product_text(products, ("brand", "title"), separator=" | ") == ["Brand: Bosch | Drill"]
+    assert product_text(products, ("description",)) == ["Cordless, 18 V"]
+    with pytest.raises(ValueError, match="unknown text fields \\['colour'\\]"):
+        product_text(products, ("title", "colour"))
+
+
+def test_text_confidence_counts_the_fields_the_catalogue_uses() -> None:
+    products = pd.DataFrame({
+        "id": ["a", "b", "c"],
+        "title": ["Drill", "Saw", pd.NA],
+        "brand": ["Bosch", pd.NA, pd.NA],
+        "description": [pd.NA, pd.NA, pd.NA],  # no product has one: it does not count
+    })
+    conf = text_confidence(products, ("title", "brand", "description"))
+    assert conf.tolist() == [1.0, 0.5, 0.0]
+
+
+def test_has_text_detects_id_only_catalogues() -> None:
+    ids_only = pd.DataFrame({"id": ["a", "b", "c"]})
+    assert not has_text(ids_only)
+    same = pd.DataFrame({"id": ["a", "b"], "title": ["Gift card", "Gift card"]})
+    assert not has_text(same)  # constant text says nothing about any product
+    assert has_text(pd.DataFrame({"id": ["a", "b"], "title": ["Gift card", pd.NA]}))
+    assert text_confidence(ids_only).tolist() == [0.0, 0.0, 0.0]
