@@ -56,3 +56,31 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+#: Datasets the quality benchmarks run on: ml-100k (RecBole's wheel, with its Freebase KG)
+#: and Amazon Industrial & Scientific (../shared/data, category tree + brands as the KG).
+DATASETS = ("ml-100k", "scientific")
+
+
+def load_dataset(name: str, cache: Path | None = None):
+    """The snapshot of a benchmark dataset, built through the real reader and the embedded
+    store once, then loaded from ``cache`` (default ``.kgrec/bench/<name>-snapshot``)."""
+    from kg.snapshot import GraphSnapshot, snapshot_from_tables
+
+    if name not in DATASETS:
+        raise SystemExit(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    folder = cache or ROOT / ".kgrec" / "bench" / f"{name}-snapshot"
+    if (folder / "hetero.pt").exists():
+        return GraphSnapshot.load(folder)
+    if name == "ml-100k":
+        from kg.extract.recbole import read_recbole_ml100k
+
+        tables = read_recbole_ml100k()
+    else:
+        from kg.extract.scientific import read_scientific
+
+        tables = read_scientific(SHARED_DATA / "amazon-scientific")
+    snapshot = snapshot_from_tables(tables)
+    snapshot.save(folder)
+    return snapshot
