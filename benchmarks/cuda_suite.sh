@@ -6,7 +6,8 @@
 #   2. LightGCN on Gowalla trained on the GPU (benchmarks/gowalla_lightgcn.py);
 #   3. kgrec vs PyG LightGCN seconds per epoch on the GPU (benchmarks/train_speed.py);
 #   4. batch top-K scoring on the GPU (benchmarks/score_speed.py);
-#   5. ml-100k GCN and GAT trained on the GPU (benchmarks/quality_ml100k.py).
+#   5. the quality benchmark on ml-100k and Scientific on the GPU (benchmarks/quality.py:
+#      every model, the fusion and the ablation; converges in minutes there).
 # Results go to OUT_DIR as *_cuda.json plus suite.log (every step's whole output).
 #
 #   bash benchmarks/cuda_suite.sh OUT_DIR [GOWALLA_MINUTES=3.5] [ML100K_MINUTES=0.5]
@@ -45,8 +46,9 @@ step train_speed 90 "$PY" benchmarks/train_speed.py --device cuda --batches 30 \
   --out "$OUT/train_speed_cuda.json"
 step score_speed 90 "$PY" benchmarks/score_speed.py --device cuda --users 32768 \
   --chunk 8192 --repeats 2 --threads "$(nproc)" --out "$OUT/score_speed_cuda.json"
-limit=$(awk -v m="$ML100K_MIN" 'BEGIN { printf "%d", m * 60 * 4 + 60 }')
-step quality_ml100k "$limit" "$PY" benchmarks/quality_ml100k.py --models gcn,gat \
-  --max-minutes "$ML100K_MIN" --epochs 200 --threads "$(nproc)" \
-  --out "$OUT/quality_ml100k_cuda.json"
+limit=$(awk -v m="$ML100K_MIN" 'BEGIN { printf "%d", m * 60 * 14 + 120 }')
+step quality_ml100k "$limit" "$PY" benchmarks/quality.py --dataset ml-100k \
+  --max-minutes "$ML100K_MIN" --threads "$(nproc)" --out "$OUT/quality_ml100k_cuda.json"
+step quality_scientific "$limit" "$PY" benchmarks/quality.py --dataset scientific \
+  --max-minutes "$ML100K_MIN" --threads "$(nproc)" --out "$OUT/quality_scientific_cuda.json"
 grep -hE "passed|failed|error|Recall@20|s/epoch|users/s|NDCG@20" "$LOG" | tail -n 20

@@ -88,17 +88,23 @@ class MFModel(Recommender):
     Args:
         num_users, num_items: table sizes.
         dim: embedding size.
-        init_std: standard deviation of the normal initialisation (default :data:`INIT_STD`).
+        init_std: standard deviation of the normal initialisation; None (default) is
+            xavier-normal per table, ``sqrt(2 / (rows + dim))``, as RecBole's BPR: a
+            catalogue's size sets the scale (measured: std 0.03 is best on ml-100k, 0.003 on
+            Amazon Scientific, whose tables are 5-9x larger).
     """
 
     def __init__(self, num_users: int, num_items: int, dim: int = 64,
-                 init_std: float = INIT_STD) -> None:
+                 init_std: float | None = None) -> None:
         super().__init__()
         self.num_users, self.num_items = num_users, num_items
         self.user = nn.Embedding(num_users, dim)
         self.item = nn.Embedding(num_items, dim)
-        nn.init.normal_(self.user.weight, std=init_std)
-        nn.init.normal_(self.item.weight, std=init_std)
+        for table in (self.user, self.item):
+            if init_std is None:  # RecBole's BPR: std sqrt(2 / (rows + dim)), per table
+                nn.init.xavier_normal_(table.weight)
+            else:
+                nn.init.normal_(table.weight, std=init_std)
 
     def embed(self) -> tuple[Tensor, Tensor]:
         return self.user.weight, self.item.weight

@@ -62,8 +62,10 @@ class TrainSettings:
         id_dropout: gat/gcn with text: share of products whose id embedding is replaced by
             their projected text in each step (0.2), so products without events are
             embedded by their text.
-        init_std: std of the normal initialisation of id embeddings (0.1, LightGCN's
-            paper; PyG's xavier default stalls LightGCN training).
+        init_std: std of the normal initialisation of id embeddings; None (default) is
+            each model's own: 0.1 for LightGCN, gcn and gat (LightGCN's paper; PyG's xavier
+            default stalls LightGCN), xavier-normal for MF (RecBole's BPR; see
+            :class:`gnn.models.MFModel`).
         epochs: maximum epochs (300). batch_size: positive pairs per step (4096).
         lr: Adam learning rate (5e-3).
         weight_decay: L2 coefficient on the batch's layer-0 embeddings only (1e-4).
@@ -85,7 +87,7 @@ class TrainSettings:
     kg_dropout: float = 0.3
     text_features: bool = True
     id_dropout: float = 0.2
-    init_std: float = INIT_STD
+    init_std: float | None = None
     epochs: int = 300
     batch_size: int = 4096
     lr: float = 5e-3
@@ -167,14 +169,14 @@ def build_model(
     adj = normalized_adjacency(bipartite_edge_index(split), split.num_users + split.num_items)
     if name == "lightgcn":
         return LightGCNModel(split.num_users, split.num_items, adj, settings.dim, settings.layers,
-                             settings.init_std)
+                             settings.init_std or INIT_STD)
     if name in ("gcn", "gat"):
         graph = homogeneous_graph(training_graph(snapshot, split), snapshot.relations)
         return KGATModel(graph, adj, split.item_counts(), dim=settings.dim,
                          layers=settings.layers, kg_hops=settings.kg_hops,
                          attention=name == "gat", kg_dropout=settings.kg_dropout,
                          product_features=product_features if settings.text_features else None,
-                         id_dropout=settings.id_dropout, init_std=settings.init_std)
+                         id_dropout=settings.id_dropout, init_std=settings.init_std or INIT_STD)
     raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
 
 

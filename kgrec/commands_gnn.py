@@ -101,7 +101,7 @@ def _train_options(p: argparse.ArgumentParser, with_model: bool = True) -> None:
     g.add_argument("--kg-dropout", type=float, help="gat/gcn: dropout on attention "
                    "coefficients (default train.kg_dropout, 0.3)")
     g.add_argument("--init-std", type=float, help="std of the normal initialisation of id "
-                   "embeddings (default train.init_std, 0.1)")
+                   "embeddings (default train.init_std: each model's own, 0.1; xavier for mf)")
     g.add_argument("--text-features", action=argparse.BooleanOptionalAction, default=None,
                    help="gat/gcn: product text vectors (fusion.text_fields, encoded with "
                    "fusion.text_model) as product inputs (default train.text_features, on)")

@@ -18,8 +18,6 @@ import pandas as pd
 from kg.errors import KgrecError
 
 MODELS = ("gat", "gcn", "lightgcn", "mf", "pop")
-#: The settings benchmarks/quality_ml100k.py measured with (fast convergence on a CPU).
-TRAIN_SETTINGS = ("--batch-size", "4096", "--lr", "0.005", "--eval-every", "2", "--patience", "4")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,9 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workdir", default=".kgrec/demo",
                    help="folder for the store, snapshot, runs and outputs (default .kgrec/demo)")
-    p.add_argument("--model", choices=MODELS, default="gcn",
-                   help="GNN to train (default gcn: the best GNN on ml-100k in "
-                   "benchmarks/results/quality_ml100k.json; gat is ~10x slower per epoch on CPU)")
+    p.add_argument("--model", choices=MODELS, default="gat",
+                   help="model to train (default gat: the knowledge-graph attention model; "
+                   "benchmarks/results/quality_ml100k.json compares them all)")
     p.add_argument("--epochs", type=int, default=40, help="maximum training epochs (default 40)")
     p.add_argument("--max-minutes", type=float, default=5.0,
                    help="training time budget; early stopping usually ends sooner (default 5)")
@@ -65,7 +63,7 @@ def demo_steps(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         ("snapshot", ["graph", "snapshot", str(work / "snapshot"), *store, *quiet]),
         (f"train {args.model}",
          ["train", "--model", args.model, *snap, "--epochs", str(args.epochs),
-          "--max-minutes", str(args.max_minutes), *TRAIN_SETTINGS, "--device", args.device,
+          "--max-minutes", str(args.max_minutes), "--device", args.device,
           "--out-dir", str(work / "runs"), "--run-name", args.model,
           *quiet]),
         ("evaluate", ["evaluate", run, *snap, "--out", str(work / "evaluation"), *quiet]),

@@ -30,7 +30,7 @@ def test_demo_steps_parse_as_kgrec_commands(tmp_path):
         assert callable(parsed.func)
     train = parser.parse_args(steps[3][1])
     assert (train.model, train.epochs, train.max_minutes) == ("gcn", 7, 5.0)
-    assert (train.batch_size, train.lr) == (4096, 0.005)
+    assert (train.batch_size, train.lr) == (None, None)  # the [train] defaults apply
     score = parser.parse_args(steps[6][1])
     assert score.items == "long-tail" and score.write_back and score.top_k == 20
     assert score.run == str(tmp_path / "runs" / "gcn")
@@ -43,6 +43,6 @@ def test_demo_stops_at_the_first_failing_step(tmp_path):
         calls.append(list(argv))
         return 1 if argv[0] == "train" else 0
 
-    with pytest.raises(KgrecError, match=r"step 4 \(train gcn\) failed"):
+    with pytest.raises(KgrecError, match=r"step 4 \(train gat\) failed"):
         run_demo(_args(tmp_path), main=main)
     assert [c[0] for c in calls] == ["ingest", "graph", "graph", "train"]

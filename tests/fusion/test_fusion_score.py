@@ -179,3 +179,38 @@ def test_text_tower_learns_text_defined_taste() -> None:
     scores = result.user_vectors @ result.item_vectors[cold].T  # [users, genres]
     accuracy = float((scores.argmax(1) == user_genre).float().mean())
     assert accuracy >= 0.95
+
+
+def test_fusion_fit_never_reads_test_pairs() -> None:
+    """The fit of a job depends on train and valid pairs only: replacing every test pair
+    changes nothing, while changing the validation pairs changes the curve."""
+    import pandas as pd
+
+    from fusion.fit import TextSide, fit_job
+    from gnn.data import Split
+
+    gen = torch.Generator().manual_seed(3)
+    n_users, n_items = 40, 60
+    rows = [(u, int(i)) for u in range(n_users)
+            for i in torch.randperm(n_items, generator=gen)[:9]]
+    frame = pd.DataFrame(rows, columns=["user", "product"]).assign(weight=1.0, value=1.0, time=-1)
+    train, valid, test = frame.iloc[0::3], frame.iloc[1::3], frame.iloc[2::3]
+    gu, gi = torch.randn(n_users, 8, generator=gen), torch.randn(n_items, 8, generator=gen)
+    side = TextSide("profile", torch.randn(n_users, 5, generator=gen),
+                    torch.randn(n_items, 5, generator=gen))
+    degree = torch.bincount(torch.as_tensor(train["product"].to_numpy()), minlength=n_items)
+    conf = torch.ones(n_items)
+
+    def fit(split: Split):
+        job = fit_job("tail", gu, gi, {"profile": side}, split, degree, conf,
+                      grid=(0.0, 0.5, 1.0), pivots=(5.0,))
+        return job.to_dict()
+
+    base = fit(Split(train, valid, test, n_users, n_items, "given"))
+    other_test = test.assign(product=(test["product"] + 7) % n_items)
+    assert fit(Split(train, valid, other_test, n_users, n_items, "given")) == base
+    assert fit(Split(train, valid, test.iloc[:0], n_users, n_items, "given")) == base
+    other_valid = valid.assign(product=(valid["product"] + 7) % n_items)
+    assert fit(Split(train, other_valid, test, n_users, n_items, "given")) != base
+    for point in base["by_side"]["profile"]["constant_curve"]:
+        assert 0.0 <= point[0] <= 1.0
