@@ -85,6 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--out", type=Path, help="results JSON (default "
                    "benchmarks/results/quality_<dataset>.json)")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows of models not rerun from the existing results file "
+                   "(their command and date stay under training); targets are recomputed")
     return p.parse_args(argv)
 
 
@@ -216,6 +219,8 @@ def targets(rows: dict, recbole: dict, dataset: str) -> list[dict[str, Any]]:
          _ndcg(rows, "gat+fusion", "tail_candidates"), best_gnn["tail_candidates"], tail_goal),
         ("fused item cold start >= 2x text only",
          _ndcg(rows, "gat+fusion", "item_cold_start"), best_text_cold, 2.0),
+        ("kgrec mf overall >= RecBole BPR", _ndcg(rows, "mf", "overall"),
+         recbole.get("BPR", {}).get("ndcg@20", float("nan")), 1.0),
         ("fused item cold start far above popularity (>= 5x)",
          _ndcg(rows, "gat+fusion", "item_cold_start"),
          max(_ndcg(rows, "pop", "item_cold_start"), 1e-4), 5.0),
@@ -259,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         res_cold = cold.train(row, model, overrides)
         table.update(cold.table(res_cold))
         rows[row] = table
-        training[row] = _training_record(res, res_cold)
+        training[row] = {**_training_record(res, res_cold), "command": command(),
+                         "date": started}
         if model != "pop":
             recs = write_recommendations(warm, res, work / "recommendations", row)
             checks[row] = independent_check(recs, test_file, table)
@@ -285,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         ablation["gat+fusion_item_alpha"] = rows["gat+fusion"]
     if "gat" in rows:
         ablation["gat"] = rows["gat"]
+    previous = json.loads(out_path.read_text()) if args.merge and out_path.exists() else {}
+    for key, fresh in (("models", rows), ("ablation", ablation), ("training", training),
+                       ("independent_check", checks), ("fusion", fusion)):
+        fresh.update({k: v for k, v in previous.get(key, {}).items() if k not in fresh})
     recbole = recbole_rows(args.dataset)
     result = {
         "dataset": args.dataset,
