@@ -75,6 +75,15 @@ def test_fuse_score_write_back_and_search(workdir, capsys) -> None:
     out_text = capsys.readouterr().out
     assert "full: " in out_text and "tail: " in out_text and "artefacts in" in out_text
 
+    capsys.readouterr()
+    assert main(["evaluate", str(workdir / "run"), "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    rows = {line.split()[0] for line in table.splitlines()[2:] if line.strip()}
+    assert {"mf", "mf+fusion", "text:profile", "text:tower"} <= rows
+    results = pd.read_csv(workdir / "run" / "results.csv")
+    fused = results[(results["model"] == "mf+fusion") & (results["slice"] == "tail_candidates")]
+    assert len(fused) == 1 and 0.0 <= float(fused["ndcg@20"].iloc[0]) <= 1.0
+
     out = workdir / "scores.parquet"
     args = ["score", *_common(workdir), "--items", "all", "--top-k", "3", "--out", str(out),
             "--chunk-size", "7", "--write-back"]
