@@ -29,8 +29,9 @@ Settings (``--settings``):
   embedding 64; LightGCN 2 layers, reg_weight 1e-5; KGIN 2 hops, 4 intents, node dropout
   0.5, reg_weight 1e-5; BPR has no regulariser); only the metrics (Recall/NDCG@20,
   valid_metric NDCG@20), the split, the seed (2020) and the CPU device are set.
-- ``matched``: kgrec's benchmark settings (``benchmarks/quality.py``, the ``TrainSettings`` defaults): embedding 64,
-  learning_rate 0.005, train_batch_size 4096, eval_step 2, stopping_step 4, epochs 100,
+- ``matched``: kgrec's benchmark settings (``benchmarks/quality.py``, the ``TrainSettings``
+  defaults): embedding 64, learning_rate 0.005, train_batch_size 4096, eval_step 2,
+  stopping_step 4, epochs 100,
   LightGCN 3 layers, reg 1e-4 on the batch's layer-0 embeddings as kgrec's
   ``weight_decay * (|u|^2 + |i+|^2 + |i-|^2) / (2 B)`` (RecBole's EmbLoss with
   ``require_pow=True``). RecBole's BPR has no regulariser, so ``matched`` BPR is RecBole's
