@@ -10,7 +10,10 @@ For each job the fit compares the text sides (``profile``: raw MiniLM profile si
 ``tower``: the BPR-trained text tower; and the GNN alone, ``a = 1``, which is the
 text-featured GNN when the GNN took product text as input), fitting for each the constant
 alpha and the item-dependent :class:`fusion.alpha.AlphaFunction` on validation NDCG@K.
-Test pairs are never read. The evaluation is ``gnn.metrics.evaluate_ranking``, the same
+Test pairs are never read. A profile is rebuilt for each stage from what is known then
+(:meth:`gnn.data.Split.history`: train for validation, train + validation for the test of
+a time-ordered split), as it would be at serving time; trained sides (the tower, the GNN)
+keep what they learnt from ``train``. The evaluation is ``gnn.metrics.evaluate_ranking``, the same
 code that evaluates every model.
 """
 
@@ -24,7 +27,7 @@ from torch import Tensor
 
 from fusion.alpha import ALPHA_GRID, PIVOT_GRID, AlphaFit, AlphaFunction, fit_alpha_function
 from fusion.score import FusedScorer, normalise, train_text_tower
-from fusion.text import user_profiles
+from fusion.text import PROFILE_HALF_LIFE_EVENTS, user_profiles
 from gnn.data import Split
 from gnn.metrics import evaluate_ranking, long_tail_items
 
@@ -65,12 +68,23 @@ def job_candidates(job: str, split: Split) -> Tensor | None:
 
 @dataclass
 class TextSide:
-    """Text-side vectors for a :class:`FusedScorer`: users ``[U, d]``, items ``[N, d]``."""
+    """Text-side vectors for a :class:`FusedScorer`: users ``[U, d]``, items ``[N, d]``
+    (``half_life_events``: the recency of a ``profile`` side's users)."""
 
     kind: str
     users: Tensor
     items: Tensor
     losses: list[float] = field(default_factory=list)
+    half_life_events: float | None = PROFILE_HALF_LIFE_EVENTS
+
+    def at_stage(self, split: Split, stage: str) -> TextSide:
+        """The side as known when ranking ``stage``: a profile is recomputed from
+        ``split.history(stage)``; a trained side is returned as it is."""
+        if self.kind != "profile":
+            return self
+        users = user_profiles(split.history(stage), self.items, split.num_users,
+                              half_life_events=self.half_life_events)
+        return TextSide(self.kind, users, self.items, self.losses, self.half_life_events)
 
 
 def build_text_side(
@@ -80,6 +94,7 @@ def build_text_side(
     *,
     tower_epochs: int = 20,
     tower_dim: int = 64,
+    half_life_events: float | None = PROFILE_HALF_LIFE_EVENTS,
     seed: int = 2020,
     device: str = "cpu",
     progress: bool = False,
@@ -90,14 +105,16 @@ def build_text_side(
         kind: ``"profile"`` (cosine of the user's recency/strength-weighted text profile
             and the product text) or ``"tower"`` (BPR-trained projection, see
             :class:`fusion.score.TextTower`).
-        split: Only ``split.train`` is used.
+        split: Only ``split.train`` is used (see :meth:`TextSide.at_stage`).
         item_text: ``[num_items, d]`` frozen product text vectors.
         tower_epochs, tower_dim, seed, device: Text-tower training settings.
+        half_life_events: Recency half-life of the profile (:func:`fusion.text.user_profiles`).
         progress: Show progress bars.
     """
     if kind == "profile":
-        users = user_profiles(split.train, item_text, split.num_users)
-        return TextSide(kind, users, item_text.float())
+        users = user_profiles(split.train, item_text, split.num_users,
+                              half_life_events=half_life_events)
+        return TextSide(kind, users, item_text.float(), half_life_events=half_life_events)
     if kind == "tower":
         tower = train_text_tower(
             split.pairs("train"), item_text, split.num_users, dim=tower_dim,
@@ -232,8 +249,8 @@ def fit_job(
     by_side: dict[str, AlphaFit] = {}
     gnn_only = None
     for name, side in sides.items():
-        evaluator = BlendEvaluator(gnn_users, gnn_items, side, split, k=k,
-                                   candidates=candidates, normalise_method=normalise_method)
+        evaluator = BlendEvaluator(gnn_users, gnn_items, side.at_stage(split, "valid"), split,
+                                   k=k, candidates=candidates, normalise_method=normalise_method)
 
         def metric(fn: AlphaFunction, ev: BlendEvaluator = evaluator) -> float:
             return ev(fn.values(degree, text_confidence))
@@ -300,8 +317,11 @@ def fused_table(
 ) -> dict[str, dict[str, float]]:
     """The evaluation table of a fitted fusion: the ``full`` job's blend on the overall /
     long-tail / cold-start slices and the ``tail`` job's blend on ``tail_candidates`` (the
-    ranking restricted to long-tail products), each with its own text side and alpha."""
+    ranking restricted to long-tail products), each with its own text side and alpha; a
+    profile side from the history known at ``stage`` (:meth:`TextSide.at_stage`)."""
     table: dict[str, dict[str, float]] = {}
+    fit = FusionFit(fit.jobs, {kind: side.at_stage(split, stage)
+                               for kind, side in fit.sides.items()})
     for job, slices in (("full", ("overall", "long_tail", "cold_start")), ("tail", None)):
         if job not in fit.jobs:
             continue

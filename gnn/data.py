@@ -27,6 +27,8 @@ from kg.tables import empty_node_table
 
 SPLIT_COLUMNS = ["user", "product", "weight", "value", "time"]
 STAGES = ("train", "valid", "test")
+#: Split kinds whose validation pairs come before the test pairs in each user's history.
+TIME_ORDERED_KINDS = ("temporal", "temporal_ratio", "leave_one_out")
 
 #: Edge type of the (training) user->product interactions in :func:`training_graph`.
 INTERACTS = ("user", "interacts", "product")
@@ -66,6 +68,17 @@ class Split:
         return torch.as_tensor(
             np.stack([frame["user"].to_numpy("int64"), frame["product"].to_numpy("int64")])
         )
+
+    def history(self, stage: str) -> pd.DataFrame:
+        """The interactions known when ``stage``'s pairs are predicted: the training pairs,
+        plus the validation pairs for ``test`` in a time-ordered split (they happened before
+        the test pairs; in a random or item cold-start split they did not). Only what is
+        computed from history without training (text profiles) reads it; trained models see
+        ``train`` alone."""
+        if stage == "test" and self.kind in TIME_ORDERED_KINDS:
+            return pd.concat([self.train, self.valid], ignore_index=True)
+        self.frame(stage)  # checks the name
+        return self.train
 
     def item_counts(self) -> torch.Tensor:
         """Training interactions per product (``LongTensor[num_items]``)."""

@@ -197,7 +197,8 @@ def run_fuse(args: argparse.Namespace) -> int:
         kinds = ("profile", "tower") if args.text_side == "all" else (args.text_side,)
         epochs = args.tower_epochs or config.fusion.tower_epochs
         sides = {kind: build_text_side(kind, split, raw.tensor, tower_epochs=epochs,
-                                       seed=config.train.seed, progress=not args.no_progress)
+                                       seed=config.train.seed, progress=not args.no_progress,
+                                       half_life_events=config.fusion.profile_half_life_events)
                  for kind in kinds}
         text_model = encoder.model_id
     else:
@@ -212,12 +213,15 @@ def run_fuse(args: argparse.Namespace) -> int:
                      item_dependent=args.alpha_function == "item",
                      progress=not args.no_progress)
     for kind, side in sides.items():
+        # Profiles as of the latest history the split knows (what scoring serves with).
+        side = side.at_stage(split, "test")
         NodeEmbeddings("user", users, side.users).save(out / f"text_users_{kind}.pt")
         NodeEmbeddings("product", products, side.items).save(out / f"text_products_{kind}.pt")
     version = f"{Path(args.run).resolve().name}-fusion-{int(time.time())}"
     meta = {
         "model_version": version, "jobs": {name: job.to_dict() for name, job in fit.jobs.items()},
         "text_sides": list(sides), "text_fields": list(fields),
+        "profile_half_life_events": config.fusion.profile_half_life_events,
         "normalise": config.fusion.normalise, "text_model": text_model,
         "split": split.summary(),
     }
@@ -244,7 +248,8 @@ def load_fusion(folder: Path, users: IdMap, products: IdMap) -> tuple[dict, Fusi
     sides = {kind: TextSide(kind,
                             NodeEmbeddings.load(folder / f"text_users_{kind}.pt").align(users),
                             NodeEmbeddings.load(folder / f"text_products_{kind}.pt")
-                            .align(products))
+                            .align(products),
+                            half_life_events=meta.get("profile_half_life_events"))
              for kind in meta["text_sides"]}
     jobs = {name: JobFit.from_dict(job) for name, job in meta["jobs"].items()}
     confidence = NodeEmbeddings.load(folder / "text_confidence.pt").align(products)[:, 0]

@@ -181,9 +181,11 @@ def test_text_tower_learns_text_defined_taste() -> None:
     assert accuracy >= 0.95
 
 
-def test_fusion_fit_never_reads_test_pairs() -> None:
+@pytest.mark.parametrize("kind", ["given", "temporal"])
+def test_fusion_fit_never_reads_test_pairs(kind: str) -> None:
     """The fit of a job depends on train and valid pairs only: replacing every test pair
-    changes nothing, while changing the validation pairs changes the curve."""
+    changes nothing, while changing the validation pairs changes the curve (also when the
+    profile is rebuilt per stage, as in a time-ordered split)."""
     import pandas as pd
 
     from fusion.fit import TextSide, fit_job
@@ -206,11 +208,36 @@ def test_fusion_fit_never_reads_test_pairs() -> None:
                       grid=(0.0, 0.5, 1.0), pivots=(5.0,))
         return job.to_dict()
 
-    base = fit(Split(train, valid, test, n_users, n_items, "given"))
+    base = fit(Split(train, valid, test, n_users, n_items, kind))
     other_test = test.assign(product=(test["product"] + 7) % n_items)
-    assert fit(Split(train, valid, other_test, n_users, n_items, "given")) == base
-    assert fit(Split(train, valid, test.iloc[:0], n_users, n_items, "given")) == base
+    assert fit(Split(train, valid, other_test, n_users, n_items, kind)) == base
+    assert fit(Split(train, valid, test.iloc[:0], n_users, n_items, kind)) == base
     other_valid = valid.assign(product=(valid["product"] + 7) % n_items)
-    assert fit(Split(train, other_valid, test, n_users, n_items, "given")) != base
+    assert fit(Split(train, other_valid, test, n_users, n_items, kind)) != base
     for point in base["by_side"]["profile"]["constant_curve"]:
         assert 0.0 <= point[0] <= 1.0
+
+
+def test_profile_side_is_rebuilt_from_the_history_of_each_stage() -> None:
+    """Validation ranks with the train profile; the test of a time-ordered split with the
+    train + validation profile (the validation pair is the latest known event)."""
+    import pandas as pd
+
+    from fusion.fit import build_text_side
+    from gnn.data import Split
+
+    def frame(rows):
+        return pd.DataFrame(rows, columns=["user", "product", "time"]).assign(weight=1.0,
+                                                                             value=1.0)
+
+    train, valid, test = frame([(0, 0, 1), (0, 1, 2)]), frame([(0, 2, 3)]), frame([(0, 3, 4)])
+    items = torch.eye(4)
+    split = Split(train, valid, test, 1, 4, "temporal")
+    side = build_text_side("profile", split, items, half_life_events=1.0)
+    unit = torch.nn.functional.normalize
+    torch.testing.assert_close(side.at_stage(split, "valid").users[0],
+                               unit(torch.tensor([0.5, 1.0, 0.0, 0.0]), dim=0))
+    torch.testing.assert_close(side.at_stage(split, "test").users[0],
+                               unit(torch.tensor([0.25, 0.5, 1.0, 0.0]), dim=0))
+    shuffled = Split(train, valid, test, 1, 4, "random")
+    torch.testing.assert_close(side.at_stage(shuffled, "test").users, side.users)

@@ -122,12 +122,31 @@ def test_user_profiles_weight_recent_and_strong_events() -> None:
             "weight": [1.0, 1.0, 0.25, 1.0],  # user 1: item 2 is the stronger event
         }
     )
-    prof = user_profiles(frame, items, 3, half_life_days=180.0)
+    prof = user_profiles(frame, items, 3, half_life_days=180.0, half_life_events=None)
     expected0 = torch.nn.functional.normalize(torch.tensor([0.5, 1.0, 0.0]), dim=0)
     expected1 = torch.nn.functional.normalize(torch.tensor([0.25, 0.0, 1.0]), dim=0)
     torch.testing.assert_close(prof[0], expected0)
     torch.testing.assert_close(prof[1], expected1)
     torch.testing.assert_close(prof[2], torch.zeros(3))  # no history
+
+
+def test_user_profiles_count_recency_in_events_whatever_the_timestamps() -> None:
+    items = torch.eye(4)
+    frame = pd.DataFrame({
+        "user": [0, 0, 0, 1, 1],
+        "product": [2, 0, 1, 3, 1],
+        # user 0: list positions (Amazon Scientific's ordinal stamps), given out of order;
+        # user 1: a tie in time, broken by product row (product 3 counts as the later one)
+        "time": [2, 0, 1, 50, 50],
+    })
+    prof = user_profiles(frame, items, 2, half_life_events=1.0)
+    expected0 = torch.nn.functional.normalize(torch.tensor([0.25, 0.5, 1.0, 0.0]), dim=0)
+    expected1 = torch.nn.functional.normalize(torch.tensor([0.0, 0.5, 0.0, 1.0]), dim=0)
+    torch.testing.assert_close(prof[0], expected0)
+    torch.testing.assert_close(prof[1], expected1)
+    flat = user_profiles(frame, items, 2, half_life_events=None)
+    torch.testing.assert_close(flat[0], torch.nn.functional.normalize(
+        torch.tensor([1.0, 1.0, 1.0, 0.0]), dim=0))
 
 
 def test_text_fields_are_configurable_and_checked() -> None:

@@ -259,6 +259,22 @@ def test_temporal_ties_are_broken_by_product_row():
             split.test["product"].tolist()) == ([0], [1], [2])
 
 
+def test_history_adds_validation_before_a_time_ordered_test_only():
+    split = make_split(_sized_snapshot(), "temporal")
+    assert split.history("valid") is split.train
+    test_history = split.history("test")
+    assert len(test_history) == len(split.train) + len(split.valid)
+    assert set(map(tuple, test_history[["user", "product"]].to_numpy())) == set(
+        map(tuple, split.train[["user", "product"]].to_numpy())) | set(
+        map(tuple, split.valid[["user", "product"]].to_numpy()))
+    assert not set(map(tuple, test_history[["user", "product"]].to_numpy())) & set(
+        map(tuple, split.test[["user", "product"]].to_numpy()))  # never a test pair
+    shuffled = make_split(_sized_snapshot(), "random")
+    assert shuffled.history("test") is shuffled.train  # random valid pairs are not "before"
+    with pytest.raises(ValueError, match="unknown stage"):
+        split.history("future")
+
+
 def test_ml100k_temporal_split_is_unchanged(ml100k_snapshot):
     # Every ml-100k user has >= 20 ratings: the at-least-one rule never applies.
     split = make_split(ml100k_snapshot, kind="temporal")
