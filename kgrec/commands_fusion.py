@@ -198,7 +198,8 @@ def run_fuse(args: argparse.Namespace) -> int:
         epochs = args.tower_epochs or config.fusion.tower_epochs
         sides = {kind: build_text_side(kind, split, raw.tensor, tower_epochs=epochs,
                                        seed=config.train.seed, progress=not args.no_progress,
-                                       half_life_events=config.fusion.profile_half_life_events)
+                                       half_lives=config.fusion.profile_half_lives,
+                                       k=config.train.k)
                  for kind in kinds}
         text_model = encoder.model_id
     else:
@@ -221,7 +222,8 @@ def run_fuse(args: argparse.Namespace) -> int:
     meta = {
         "model_version": version, "jobs": {name: job.to_dict() for name, job in fit.jobs.items()},
         "text_sides": list(sides), "text_fields": list(fields),
-        "profile_half_life_events": config.fusion.profile_half_life_events,
+        "profile_half_life_events": sides["profile"].half_life_events if "profile" in sides
+        else None,
         "normalise": config.fusion.normalise, "text_model": text_model,
         "split": split.summary(),
     }

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fusion.text import PROFILE_HALF_LIFE_EVENTS, TEXT_FIELDS
+from fusion.text import PROFILE_HALF_LIVES, TEXT_FIELDS
 from gnn.train import TrainSettings
 from kg.errors import ConfigError
 
@@ -69,9 +69,9 @@ class FusionConfig:
     text_separator: str = ". "
     #: Epochs of the BPR text tower (one of the text sides the fusion fit compares).
     tower_epochs: int = 20
-    #: Recency half-life of a user's text profile, in events (the other text side);
-    #: 1.0 measured best on validation of ml-100k and Amazon Scientific.
-    profile_half_life_events: float = PROFILE_HALF_LIFE_EVENTS
+    #: Recency half-lives of a user's text profile in events (0: none), compared on
+    #: validation by the fit (fusion.text.PROFILE_HALF_LIVES).
+    profile_half_lives: list[float] = field(default_factory=lambda: list(PROFILE_HALF_LIVES))
     #: GNN weight of `kgrec search` (the query is the text side).
     search_alpha: float = 0.3
     #: Per-user score normalisation before blending: "zscore" or "rank".
@@ -106,7 +106,10 @@ class Config:
 
 def _coerce(value: Any, current: Any, where: str) -> Any:
     if isinstance(value, str) and isinstance(current, list):  # "a,b" from the environment
-        return [part.strip() for part in value.split(",") if part.strip()]
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        if current and isinstance(current[0], float):
+            return [_coerce(part, 0.0, where) for part in parts]
+        return parts
     if isinstance(value, str) and not isinstance(current, str):
         try:
             if isinstance(current, bool):

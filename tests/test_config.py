@@ -23,12 +23,14 @@ def test_file_then_environment_override_with_types(tmp_path):
                     '[neo4j]\nuri = "bolt://127.0.0.1:7999"\n')
     env = {"KGREC_TRAIN_EPOCHS": "30", "KGREC_FUSION_SEARCH_ALPHA": "0.4",
            "KGREC_FUSION_TEXT_FIELDS": "title,description",
+           "KGREC_FUSION_PROFILE_HALF_LIVES": "2, 0",
            "KGREC_TRAIN_MAX_BATCHES": "5", "KGREC_NEO4J_PASSWORD": "s3cret"}
     config = load_config(path, env=env)
     assert (config.store.backend, config.train.model) == ("neo4j", "gat")
     assert config.train.epochs == 30  # environment beats the file
     assert config.fusion.search_alpha == pytest.approx(0.4)
     assert config.fusion.text_fields == ["title", "description"]
+    assert config.fusion.profile_half_lives == [2.0, 0.0]  # numbers, not strings
     assert config.train.max_batches == 5 and isinstance(config.train.max_batches, int)
     assert config.neo4j.uri == "bolt://127.0.0.1:7999"
     assert config.redacted()["neo4j"]["password"] == "***"
@@ -41,6 +43,7 @@ def test_file_then_environment_override_with_types(tmp_path):
         ("[train]\nepoch = 3\n", {}, "unknown setting 'epoch'"),
         ("[trian]\nepochs = 3\n", {}, "unknown section [trian]"),
         ("", {"KGREC_TRAIN_EPOCHS": "many"}, "cannot read 'many' as int"),
+        ("", {"KGREC_FUSION_PROFILE_HALF_LIVES": "1,soon"}, "cannot read 'soon' as float"),
         ("[train\n", {}, "kgrec.toml"),
     ],
 )

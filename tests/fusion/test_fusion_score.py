@@ -233,7 +233,7 @@ def test_profile_side_is_rebuilt_from_the_history_of_each_stage() -> None:
     train, valid, test = frame([(0, 0, 1), (0, 1, 2)]), frame([(0, 2, 3)]), frame([(0, 3, 4)])
     items = torch.eye(4)
     split = Split(train, valid, test, 1, 4, "temporal")
-    side = build_text_side("profile", split, items, half_life_events=1.0)
+    side = build_text_side("profile", split, items, half_lives=(1.0,))
     unit = torch.nn.functional.normalize
     torch.testing.assert_close(side.at_stage(split, "valid").users[0],
                                unit(torch.tensor([0.5, 1.0, 0.0, 0.0]), dim=0))
@@ -241,3 +241,30 @@ def test_profile_side_is_rebuilt_from_the_history_of_each_stage() -> None:
                                unit(torch.tensor([0.25, 0.5, 1.0, 0.0]), dim=0))
     shuffled = Split(train, valid, test, 1, 4, "random")
     torch.testing.assert_close(side.at_stage(shuffled, "test").users, side.users)
+
+
+def test_profile_half_life_is_chosen_on_validation() -> None:
+    """Users whose validation product is like their latest training product get the short
+    half-life; users whose validation product is like their whole history get none."""
+    import pandas as pd
+
+    from fusion.fit import build_text_side
+    from gnn.data import Split
+
+    def frame(rows):
+        return pd.DataFrame(rows, columns=["user", "product", "time"]).assign(weight=1.0,
+                                                                             value=1.0)
+
+    # Products 0-3 are four text directions; 4 and 5 mix them.
+    items = torch.nn.functional.normalize(torch.tensor(
+        [[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 0.1, 0.0], [0.9, 1.0, 1.0],
+         [0.05, 0.05, 1.0]]), dim=1)
+    history = [(u, p, t) for u in range(3) for t, p in enumerate((0, 1, 2))]
+    follows_last = Split(frame(history), frame([(u, 5, 9) for u in range(3)]),
+                         frame([]), 3, 6, "temporal")
+    likes_all = Split(frame(history), frame([(u, 4, 9) for u in range(3)]),
+                      frame([]), 3, 6, "temporal")
+    assert build_text_side("profile", follows_last, items, half_lives=(0.0, 0.5)
+                           ).half_life_events == 0.5
+    assert build_text_side("profile", likes_all, items, half_lives=(0.5, 0.0)
+                           ).half_life_events is None
