@@ -34,6 +34,16 @@ variant: uniform ``pi`` and ``beta`` (mean per relation, then mean over relation
 
 The BPR regulariser acts on the layer-0 states of the batch (:meth:`ego`), text and
 knowledge parts included. Edge products run as CSR kernels (:mod:`gnn.edge_ops`).
+
+Optional contrastive regulariser (XSimGCL, Yu et al., TKDE 2023; ``cl_eps > 0``): in
+training, every collaborative layer's output gets uniform noise of length ``cl_eps`` in
+the orthant of ``x`` (``sign(x) * normalize(rand) * eps``), and :meth:`contrastive_loss`
+(InfoNCE) pulls each node's final embedding towards its own layer-``cl_layer`` one, away
+from the batch's other nodes. The paper finds that this evens out the distribution of the
+embeddings (less popularity bias) and lifts LightGCN-style models; evaluation is noise-free.
+Measured on ml-100k (gat, eps 0.1, tau 0.2; valid / test NDCG@20): weight 0.01 gives
+0.1533 / 0.1330 against 0.1495 / 0.1303 without; weight 0.1 collapses to 0.035 (each batch
+holds nearly every user, and uniformity swamps this dense data's popularity signal).
 """
 
 from __future__ import annotations
@@ -123,6 +133,8 @@ class KGATModel(Recommender):
             projected text in each training step (DropoutNet), so that the projection learns
             to stand in for ids.
         init_std: standard deviation of the normal initialisation of id embeddings.
+        cl_eps: length of the training noise added to each collaborative layer (XSimGCL;
+            0: none). cl_layer: the layer whose output is the contrastive view (1).
     """
 
     adj: Tensor
@@ -143,6 +155,8 @@ class KGATModel(Recommender):
         product_features: Tensor | None = None,
         id_dropout: float = 0.2,
         init_std: float = INIT_STD,
+        cl_eps: float = 0.0,
+        cl_layer: int = 1,
     ) -> None:
         super().__init__()
         users, items = graph.offsets["product"], int(item_counts.numel())
@@ -151,7 +165,9 @@ class KGATModel(Recommender):
         for name, value in (("kg_dropout", kg_dropout), ("id_dropout", id_dropout)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {value}")
-        self.id_dropout = id_dropout
+        if cl_eps and not 1 <= cl_layer <= layers:
+            raise ValueError(f"cl_layer must lie in [1, layers={layers}], got {cl_layer}")
+        self.id_dropout, self.cl_eps, self.cl_layer = id_dropout, cl_eps, cl_layer
         self.num_users, self.num_items, self.num_nodes = users, items, graph.num_nodes
         self.layers, self.dim, self.attention, self.kg_dropout = layers, dim, attention, kg_dropout
         self.node = nn.Embedding(graph.num_nodes, dim)
@@ -175,6 +191,7 @@ class KGATModel(Recommender):
         else:
             self.features, self.text_proj = None, None
         self._layer0: Tensor | None = None
+        self._views: tuple[Tensor, Tensor] | None = None  # (layer cl_layer, final), training
 
     def attention_weights(self, index: int, x: Tensor) -> tuple[Tensor, Tensor]:
         """Per-edge ``pi`` (tails of round ``index`` in CSR order) and per-group ``beta``."""
@@ -233,12 +250,34 @@ class KGATModel(Recommender):
         with torch.autocast(device_type=self.node.weight.device.type, enabled=False):
             x = self.inputs()
             self._layer0 = x
-            out = x
-            for _ in range(self.layers):
+            out, view = x, None
+            noisy = self.training and self.cl_eps > 0
+            for layer in range(1, self.layers + 1):
                 x = SymmetricSpmm.apply(self.adj, x)
+                if noisy:
+                    x = x + torch.sign(x) * nn.functional.normalize(torch.rand_like(x), dim=-1) \
+                        * self.cl_eps
+                    if layer == self.cl_layer:
+                        view = x
                 out = out + x
             out = out / (self.layers + 1)
+            self._views = (view, out) if view is not None else None
         return out[: self.num_users], out[self.num_users :]
+
+    def contrastive_loss(self, users: Tensor, items: Tensor, temperature: float) -> Tensor:
+        """InfoNCE between the layer-``cl_layer`` and final noisy views of the last training
+        :meth:`embed`, over the unique ``users`` and unique ``items`` (in-batch negatives);
+        the sum of the user and the item term (XSimGCL)."""
+        if self._views is None:
+            raise RuntimeError("contrastive_loss needs a training embed() with cl_eps > 0")
+        view, final = self._views
+        loss = view.new_zeros(())
+        for nodes in (users.unique(), items.unique() + self.num_users):
+            a = nn.functional.normalize(view[nodes], dim=-1)
+            b = nn.functional.normalize(final[nodes], dim=-1)
+            target = torch.arange(len(nodes), device=a.device)
+            loss = loss + nn.functional.cross_entropy(a @ b.t() / temperature, target)
+        return loss
 
     def ego(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
         """Layer-0 states of the last :meth:`embed` (regularising text and knowledge parts

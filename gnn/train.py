@@ -66,6 +66,11 @@ class TrainSettings:
             each model's own: 0.1 for LightGCN, gcn and gat (LightGCN's paper; PyG's xavier
             default stalls LightGCN), xavier-normal for MF (RecBole's BPR; see
             :class:`gnn.models.MFModel`).
+        cl_weight: gat/gcn: weight of the XSimGCL contrastive loss (0.0: off; 0.01 helps
+            on ml-100k, 0.1 ruins it, see :mod:`gnn.kgat`): training noise of length
+            ``cl_eps`` (0.1) on each collaborative layer, InfoNCE at temperature
+            ``cl_temperature`` (0.2) between the first layer's and the final embeddings of
+            the batch's users and products.
         epochs: maximum epochs (300). batch_size: positive pairs per step (4096).
         lr: Adam learning rate (5e-3).
         weight_decay: L2 coefficient on the batch's layer-0 embeddings only (1e-4).
@@ -88,6 +93,9 @@ class TrainSettings:
     text_features: bool = True
     id_dropout: float = 0.2
     init_std: float | None = None
+    cl_weight: float = 0.0
+    cl_eps: float = 0.1
+    cl_temperature: float = 0.2
     epochs: int = 300
     batch_size: int = 4096
     lr: float = 5e-3
@@ -157,6 +165,8 @@ def build_model(
 ) -> Recommender:
     """The model named by ``settings.model`` over the training graph of ``split``."""
     name = settings.model
+    if settings.cl_weight > 0 and name not in ("gcn", "gat"):
+        raise ValueError(f"cl_weight > 0 needs model gcn or gat, not {name!r}")
     if name == "pop":
         weight = train_weight if train_weight is not None else torch.as_tensor(
             split.train["weight"].to_numpy("float32", copy=True)
@@ -176,7 +186,8 @@ def build_model(
                          layers=settings.layers, kg_hops=settings.kg_hops,
                          attention=name == "gat", kg_dropout=settings.kg_dropout,
                          product_features=product_features if settings.text_features else None,
-                         id_dropout=settings.id_dropout, init_std=settings.init_std or INIT_STD)
+                         id_dropout=settings.id_dropout, init_std=settings.init_std or INIT_STD,
+                         cl_eps=settings.cl_eps if settings.cl_weight > 0 else 0.0)
     raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
 
 
@@ -357,6 +368,9 @@ def _epoch(model, optimizer, pairs, weights, sampler, settings, device, gen, bar
             _, en = model.ego(users, neg)
             reg = (eu.pow(2).sum() + ep.pow(2).sum() + en.pow(2).sum()) / (2 * len(idx))
             loss = loss + settings.weight_decay * reg.float()
+            if settings.cl_weight > 0:
+                loss = loss + settings.cl_weight * model.contrastive_loss(
+                    users, pos, settings.cl_temperature)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 import torch
@@ -205,3 +207,58 @@ def test_edge_pattern_products_match_gathers_and_gradcheck():
     assert torch.allclose(pattern.aggregate(v, x), summed)
     assert torch.autograd.gradcheck(pattern.scores, (q, x))
     assert torch.autograd.gradcheck(pattern.aggregate, (v, x))
+
+
+def _tiny_kgat(**kwargs) -> KGATModel:
+    """20 users x 12 products, random events, one category holding every product."""
+    gen = torch.Generator().manual_seed(3)
+    users, items = (torch.randint(0, m, (120,), generator=gen).tolist() for m in (20, 12))
+    pairs = set(zip(users, items, strict=True))
+    events = [(u, i, t, 4.0) for t, (u, i) in enumerate(sorted(pairs))]
+    snapshot = tiny_snapshot(events, num_users=20, num_items=12)
+    frame = pd.DataFrame(events, columns=["user", "product", "time", "value"]).assign(weight=1.0)
+    split = Split(frame, frame.iloc[:0], frame.iloc[:0], 20, 12, "given")
+    torch.manual_seed(0)
+    return _kgat(snapshot, split, dim=8, kg_hops=1, kg_dropout=0.0, **kwargs)
+
+
+def test_xsimgcl_noise_only_in_training_with_length_eps():
+    model = _tiny_kgat(cl_eps=0.1, layers=2)
+    plain = _tiny_kgat(layers=2)
+    plain.load_state_dict(model.state_dict())
+    model.eval(), plain.eval()
+    with torch.no_grad():
+        first, again, clean = model.embed(), model.embed(), plain.embed()
+        clean_layer1 = SymmetricSpmm.apply(model.adj, model.inputs())
+    assert model._views is None
+    for a, b, c in zip(first, again, clean, strict=True):  # eval: deterministic and noise-free
+        assert torch.equal(a, b) and torch.equal(a, c)
+    model.train()
+    with torch.no_grad():
+        noisy = model.embed()
+    view, final = model._views
+    noise = view - clean_layer1
+    # Layer 1 + noise of length exactly eps, in the orthant of the clean layer output.
+    assert torch.allclose(noise.norm(dim=-1), torch.full((32,), 0.1), atol=1e-5)
+    assert bool((torch.sign(noise) == torch.sign(clean_layer1)).all())
+    assert torch.equal(torch.cat(noisy), final)
+    assert not torch.allclose(noisy[0], clean[0], atol=1e-3)
+
+
+def test_xsimgcl_contrastive_loss_is_positive_finite_and_trains():
+    model = _tiny_kgat(cl_eps=0.2).train()
+    model.embed()
+    users, items = torch.tensor([0, 3, 3, 7, 9]), torch.tensor([1, 1, 4, 5, 11])
+    loss = model.contrastive_loss(users, items, temperature=0.2)
+    unique = model.contrastive_loss(users.unique(), items.unique(), temperature=0.2)
+    value = loss.item()
+    assert math.isfinite(value) and value > 0.0
+    assert value < math.log(4) + math.log(4)  # own view beats in-batch negatives
+    assert torch.equal(loss, unique)  # duplicates in the batch count once
+    assert model.contrastive_loss(users, items, temperature=1.0).item() > value
+    loss.backward()
+    assert float(model.node.weight.grad.abs().sum()) > 0
+    with pytest.raises(RuntimeError, match="cl_eps"):
+        _tiny_kgat().train().contrastive_loss(users, items, 0.2)
+    with pytest.raises(ValueError, match="cl_layer"):
+        _tiny_kgat(cl_eps=0.1, layers=2, cl_layer=3)

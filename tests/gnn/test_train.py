@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 
+import pandas as pd
 import pytest
 import torch
 
+from gnn.data import Split
 from gnn.metrics import evaluate_ranking
 from gnn.train import TrainResult, TrainSettings, train_model, train_weights
+from tests.gnn.conftest import tiny_snapshot
 
 FAST = {"epochs": 5, "eval_every": 5, "batch_size": 8192, "lr": 0.01, "layers": 2}
 
@@ -144,3 +148,24 @@ def test_time_limit_stops_within_a_batch(ml100k_snapshot, ml100k_split):
     assert (result.stop_reason, result.converged) == ("time limit", False)
     # The curve ends on an evaluated epoch even though epoch 1 is no evaluation epoch.
     assert "valid" in result.history[-1]
+
+
+def test_xsimgcl_contrastive_training_lowers_the_loss():
+    gen = torch.Generator().manual_seed(5)
+    users, items = (torch.randint(0, m, (300,), generator=gen).tolist() for m in (30, 16))
+    pairs = set(zip(users, items, strict=True))
+    events = [(u, i, t, 4.0) for t, (u, i) in enumerate(sorted(pairs))]
+    snapshot = tiny_snapshot(events, num_users=30, num_items=16)
+    frame = pd.DataFrame(events, columns=["user", "product", "time", "value"]).assign(weight=1.0)
+    split = Split(frame, frame.iloc[:0], frame.iloc[:0], 30, 16, "given")
+    common = {"model": "gcn", "dim": 8, "kg_hops": 1, "epochs": 10, "batch_size": 64,
+              "lr": 0.05, "text_features": False}
+    plain = train_model(snapshot, split, TrainSettings(**common), progress=False)
+    result = train_model(snapshot, split, TrainSettings(**common, cl_weight=0.2),
+                         progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < 0.8 * losses[0]
+    # The contrastive term adds to BPR: the first epoch's loss is higher than without it.
+    assert losses[0] > plain.history[0]["loss"] + 0.05
+    with pytest.raises(ValueError, match="gcn or gat"):
+        train_model(snapshot, split, TrainSettings(model="mf", cl_weight=0.1), progress=False)
