@@ -10,10 +10,11 @@ held out with all their interactions). Every model trains with the same settings
 fusion is fitted per job on validation only; the test split is read once at the end.
 
 Rows (``models``): pop, mf, lightgcn, gcn, gat; ``text:profile`` and ``text:tower`` (a
-text side alone); ``gat+fusion`` (per-job fit: text side and item-dependent alpha chosen
-on validation). ``ablation``: gat without the knowledge graph, without text features, and
-its fusion with a constant alpha vs the item-dependent alpha. ``recbole``: RecBole 1.2.1
-on the same exported split, read from ``recbole_peer.json`` (``benchmarks/recbole_peer.py``).
+text side alone; ``text_sides`` records the profile's half-life chosen on validation);
+``gat+fusion`` (per-job fit: text side and item-dependent alpha chosen on validation).
+``ablation``: gat without the knowledge graph, without text features, and its fusion with
+a constant alpha vs the item-dependent alpha. ``recbole``: RecBole 1.2.1 on the same
+exported split, read from ``recbole_peer.json`` (``benchmarks/recbole_peer.py``).
 Each kgrec model's top-20 test recommendations are written as Parquet and re-scored by
 ``benchmarks/eval_recommendations.py`` (independent code) as a check. ``targets`` states
 each target of the quality issue and by how much it is met or missed.
@@ -303,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         "recbole": recbole,
         "targets": targets(rows, recbole, args.dataset),
         "fusion": fusion,
+        "text_sides": {run.name: {kind: {"half_life_events": side.half_life_events}
+                                  for kind, side in run.sides.items()} for run in (warm, cold)},
         "training": training,
         "independent_check": checks,
         "split": {"temporal": warm.split.summary(), "item_cold_start": cold.split.summary(),
