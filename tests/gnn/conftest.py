@@ -48,6 +48,20 @@ def tiny_snapshot(events: list[tuple[int, int, int, float]], num_users: int, num
     return GraphSnapshot(data, id_maps, products, [])
 
 
+def random_graph(num_users: int, num_items: int, draws: int, seed: int
+                 ) -> tuple[GraphSnapshot, Split]:
+    """A snapshot of ``draws`` random (user, product) events (duplicates dropped) and the
+    split that trains on all of them."""
+    gen = torch.Generator().manual_seed(seed)
+    users, items = (torch.randint(0, m, (draws,), generator=gen).tolist()
+                    for m in (num_users, num_items))
+    pairs = set(zip(users, items, strict=True))
+    events = [(u, i, t, 4.0) for t, (u, i) in enumerate(sorted(pairs))]
+    snapshot = tiny_snapshot(events, num_users=num_users, num_items=num_items)
+    frame = pd.DataFrame(events, columns=["user", "product", "time", "value"]).assign(weight=1.0)
+    return snapshot, Split(frame, frame.iloc[:0], frame.iloc[:0], num_users, num_items, "given")
+
+
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
     """One intra-op thread: on the shared 2-core machine, two spinning OpenMP threads per

@@ -19,7 +19,7 @@ from gnn.data import (
 from gnn.edge_ops import EdgePattern
 from gnn.kgat import KGATModel, knowledge_rounds
 from gnn.models import INIT_STD, LightGCNModel, MFModel, SymmetricSpmm
-from tests.gnn.conftest import tiny_snapshot
+from tests.gnn.conftest import random_graph, tiny_snapshot
 
 
 def test_symmetric_spmm_matches_gcnconv_forward_and_backward(ml100k_snapshot, ml100k_split):
@@ -211,13 +211,7 @@ def test_edge_pattern_products_match_gathers_and_gradcheck():
 
 def _tiny_kgat(**kwargs) -> KGATModel:
     """20 users x 12 products, random events, one category holding every product."""
-    gen = torch.Generator().manual_seed(3)
-    users, items = (torch.randint(0, m, (120,), generator=gen).tolist() for m in (20, 12))
-    pairs = set(zip(users, items, strict=True))
-    events = [(u, i, t, 4.0) for t, (u, i) in enumerate(sorted(pairs))]
-    snapshot = tiny_snapshot(events, num_users=20, num_items=12)
-    frame = pd.DataFrame(events, columns=["user", "product", "time", "value"]).assign(weight=1.0)
-    split = Split(frame, frame.iloc[:0], frame.iloc[:0], 20, 12, "given")
+    snapshot, split = random_graph(20, 12, draws=120, seed=3)
     torch.manual_seed(0)
     return _kgat(snapshot, split, dim=8, kg_hops=1, kg_dropout=0.0, **kwargs)
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import math
 
-import pandas as pd
 import pytest
 import torch
 
-from gnn.data import Split
 from gnn.metrics import evaluate_ranking
 from gnn.train import TrainResult, TrainSettings, train_model, train_weights
-from tests.gnn.conftest import tiny_snapshot
+from tests.gnn.conftest import random_graph
 
 FAST = {"epochs": 5, "eval_every": 5, "batch_size": 8192, "lr": 0.01, "layers": 2}
 
@@ -151,13 +149,7 @@ def test_time_limit_stops_within_a_batch(ml100k_snapshot, ml100k_split):
 
 
 def test_xsimgcl_contrastive_training_lowers_the_loss():
-    gen = torch.Generator().manual_seed(5)
-    users, items = (torch.randint(0, m, (300,), generator=gen).tolist() for m in (30, 16))
-    pairs = set(zip(users, items, strict=True))
-    events = [(u, i, t, 4.0) for t, (u, i) in enumerate(sorted(pairs))]
-    snapshot = tiny_snapshot(events, num_users=30, num_items=16)
-    frame = pd.DataFrame(events, columns=["user", "product", "time", "value"]).assign(weight=1.0)
-    split = Split(frame, frame.iloc[:0], frame.iloc[:0], 30, 16, "given")
+    snapshot, split = random_graph(30, 16, draws=300, seed=5)
     common = {"model": "gcn", "dim": 8, "kg_hops": 1, "epochs": 10, "batch_size": 64,
               "lr": 0.05, "text_features": False}
     plain = train_model(snapshot, split, TrainSettings(**common), progress=False)
