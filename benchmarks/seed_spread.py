@@ -2,9 +2,10 @@
 
 ``quality.py`` trains every model once (seed 2020); this script retrains the named models
 with other seeds on the temporal split, so a gap between two models can be read against
-the spread of each. Each (model, seed) row records the best validation NDCG@20, the test
-NDCG@20 of the restored state, the epochs run and the stop reason; the summary gives each
-model's mean and standard deviation over the seeds.
+the spread of each (``--patience`` varies the early stopping too). Each (model, seed) row
+records the best validation NDCG@20, the test NDCG@20 of the restored state, the epochs run
+and the stop reason; the summary gives each model's mean and standard deviation over the
+seeds.
 
     .venv/bin/python benchmarks/seed_spread.py --dataset ml-100k --models gat --seeds 2021,2022
 """
@@ -39,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset", choices=DATASETS, required=True)
     p.add_argument("--models", default="lightgcn,gat", help="comma-separated (lightgcn,gat)")
     p.add_argument("--seeds", default="2020,2021,2022", help="comma-separated training seeds")
+    p.add_argument("--patience", type=int, default=TrainSettings.patience,
+                   help=f"early-stopping patience in evaluations ({TrainSettings.patience})")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: shared machine)")
     p.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/"
                    "seed_spread_<dataset>.json); rows of other (model, seed) pairs already "
@@ -46,13 +49,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _key(row: dict) -> str:
+    """``model`` at the default patience, ``model@patience=N`` otherwise."""
+    patience = row.get("patience", TrainSettings.patience)
+    return row["model"] if patience == TrainSettings.patience else (
+        f"{row['model']}@patience={patience}")
+
+
 def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
-    """Per model: mean and standard deviation of test and validation NDCG@K over seeds."""
+    """Per model (and patience): mean and standard deviation of test and validation NDCG@K
+    over seeds."""
     out = {}
-    for model in sorted({r["model"] for r in rows}):
-        test = [r["test_ndcg"] for r in rows if r["model"] == model]
-        valid = [r["best_valid_ndcg"] for r in rows if r["model"] == model]
-        out[model] = {"seeds": len(test), "test_mean": statistics.mean(test),
+    for key in sorted({_key(r) for r in rows}):
+        test = [r["test_ndcg"] for r in rows if _key(r) == key]
+        valid = [r["best_valid_ndcg"] for r in rows if _key(r) == key]
+        out[key] = {"seeds": len(test), "test_mean": statistics.mean(test),
                       "test_std": statistics.stdev(test) if len(test) > 1 else 0.0,
                       "valid_mean": statistics.mean(valid)}
     return out
@@ -72,12 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
             t0 = time.perf_counter()
-            result = train_model(snapshot, split, TrainSettings(model=model, seed=seed),
-                                 product_features=features, progress=False)
+            settings = TrainSettings(model=model, seed=seed, patience=args.patience)
+            result = train_model(snapshot, split, settings, product_features=features,
+                                 progress=False)
             valid = [h["valid"][f"ndcg@{K}"] for h in result.history if "valid" in h]
             test = evaluate_ranking(result.score, split, stage="test", k=K,
                                     slices=("overall",), auc=False)["overall"][f"ndcg@{K}"]
-            row = {"model": model, "seed": seed, "best_valid_ndcg": max(valid),
+            row = {"model": model, "seed": seed, "patience": args.patience,
+                   "best_valid_ndcg": max(valid),
                    "test_ndcg": test, "epochs_run": len(result.history),
                    "best_epoch": result.best_epoch, "stop_reason": result.stop_reason,
                    "seconds": round(time.perf_counter() - t0, 1), "date": now(),
@@ -86,16 +99,16 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
     # Read at the end, so runs of other models in parallel keep each other's rows.
     previous = json.loads(out.read_text())["rows"] if out.exists() else []
-    fresh = {(r["model"], r["seed"]) for r in rows}
-    rows += [r for r in previous if (r["model"], r["seed"]) not in fresh]
-    rows.sort(key=lambda r: (r["model"], r["seed"]))
+    fresh = {(_key(r), r["seed"]) for r in rows}
+    rows += [r for r in previous if (_key(r), r["seed"]) not in fresh]
+    rows.sort(key=lambda r: (_key(r), r["seed"]))
     summary = summarise(rows)
     write_json(out, {"dataset": args.dataset, "split": split.summary(), "k": K,
-                     "settings": "gnn.train.TrainSettings defaults, seed varied",
+                     "settings": "gnn.train.TrainSettings defaults, seed (and patience) varied",
                      "rows": rows, "summary": summary, "machine": machine()})
-    print(f"{'model':<10} {'seeds':>5} {'test mean':>10} {'test std':>9} {'valid mean':>11}")
+    print(f"{'model':<22} {'seeds':>5} {'test mean':>10} {'test std':>9} {'valid mean':>11}")
     for model, s in summary.items():
-        print(f"{model:<10} {s['seeds']:>5} {s['test_mean']:>10.4f} {s['test_std']:>9.4f} "
+        print(f"{model:<22} {s['seeds']:>5} {s['test_mean']:>10.4f} {s['test_std']:>9.4f} "
               f"{s['valid_mean']:>11.4f}")
     print(f"written to {out}")
     return 0
