@@ -24,7 +24,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import DATASETS, RESULTS, command, load_dataset, machine, now, write_json  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    DATASETS,
+    RESULTS,
+    command,
+    load_dataset,
+    machine,
+    now,
+    write_json,
+)
 from fusion.text import TextEncoder, has_text, product_text  # noqa: E402
 from gnn.data import make_split  # noqa: E402
 from gnn.metrics import evaluate_ranking  # noqa: E402
@@ -64,8 +72,8 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
         test = [r["test_ndcg"] for r in rows if _key(r) == key]
         valid = [r["best_valid_ndcg"] for r in rows if _key(r) == key]
         out[key] = {"seeds": len(test), "test_mean": statistics.mean(test),
-                      "test_std": statistics.stdev(test) if len(test) > 1 else 0.0,
-                      "valid_mean": statistics.mean(valid)}
+                    "test_std": statistics.stdev(test) if len(test) > 1 else 0.0,
+                    "valid_mean": statistics.mean(valid)}
     return out
 
 
@@ -90,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             test = evaluate_ranking(result.score, split, stage="test", k=K,
                                     slices=("overall",), auc=False)["overall"][f"ndcg@{K}"]
             row = {"model": model, "seed": seed, "patience": args.patience,
-                   "best_valid_ndcg": max(valid),
-                   "test_ndcg": test, "epochs_run": len(result.history),
+                   "best_valid_ndcg": max(valid), "test_ndcg": test,
+                   "epochs_run": len(result.history),
                    "best_epoch": result.best_epoch, "stop_reason": result.stop_reason,
                    "seconds": round(time.perf_counter() - t0, 1), "date": now(),
                    "command": command()}
