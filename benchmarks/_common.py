@@ -66,7 +66,7 @@ DATASETS = ("ml-100k", "scientific")
 def load_dataset(name: str, cache: Path | None = None):
     """The snapshot of a benchmark dataset, built through the real reader and the embedded
     store once, then loaded from ``cache`` (default ``.kgrec/bench/<name>-snapshot``)."""
-    from kg.snapshot import GraphSnapshot, snapshot_from_tables
+    from kgrec.kg.snapshot import GraphSnapshot, snapshot_from_tables
 
     if name not in DATASETS:
         raise SystemExit(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
@@ -74,11 +74,11 @@ def load_dataset(name: str, cache: Path | None = None):
     if (folder / "hetero.pt").exists():
         return GraphSnapshot.load(folder)
     if name == "ml-100k":
-        from kg.extract.recbole import read_recbole_ml100k
+        from kgrec.kg.extract.recbole import read_recbole_ml100k
 
         tables = read_recbole_ml100k()
     else:
-        from kg.extract.scientific import read_scientific
+        from kgrec.kg.extract.scientific import read_scientific
 
         tables = read_scientific(SHARED_DATA / "amazon-scientific")
     snapshot = snapshot_from_tables(tables)

@@ -2,14 +2,14 @@
 
 Reads a recommendations file (Parquet, or CSV/TSV; columns ``user_id``, ``product_id``,
 ``rank`` with rank 1 the best; the top K per user, training and validation items already
-excluded, as kgrec's ``score`` command and ``fusion.batch`` write them) and the exported
+excluded, as kgrec's ``score`` command and ``kgrec.fusion.batch`` write them) and the exported
 ``NAME.test.inter`` (RecBole atomic file: tab-separated, header ``user_id:token
-item_id:token ...``, one row per test pair; ``gnn.export.export_recbole_dataset`` writes it).
+item_id:token ...``, one row per test pair; ``kgrec.gnn.export.export_recbole_dataset`` writes it).
 It uses numpy and pandas only, nothing of kgrec's packages, so that kgrec's figures can be
 recomputed by code that shares none of kgrec's evaluation path.
 
 Definitions (those of PyTorch Geometric's ``LinkPredRecall`` / ``LinkPredNDCG``, which
-``gnn.metrics.evaluate_ranking`` uses, and of RecBole's ``Recall`` / ``NDCG``). For a user
+``kgrec.gnn.metrics.evaluate_ranking`` uses, and of RecBole's ``Recall`` / ``NDCG``). For a user
 ``u`` with test items ``T_u`` (``|T_u| >= 1``) and recommended list ``R_u`` (the rows of
 rank ``1..K``, in rank order), let ``hit(r) = 1`` if the item at rank ``r`` is in ``T_u``:
 

@@ -29,10 +29,10 @@ from benchmarks._common import RESULTS, command, machine, now, write_json  # noq
 #: evaluation at the end is not part of the epoch times).
 SNIPPET = """
 import json, sys, torch
-from gnn.data import make_split
-from gnn.train import TrainSettings, train_model
-from kg.extract.recbole import read_recbole_ml100k
-from kg.snapshot import snapshot_from_tables
+from kgrec.gnn.data import make_split
+from kgrec.gnn.train import TrainSettings, train_model
+from kgrec.kg.extract.recbole import read_recbole_ml100k
+from kgrec.kg.snapshot import snapshot_from_tables
 torch.set_num_threads({threads})
 snap = snapshot_from_tables(read_recbole_ml100k())
 split = make_split(snap)

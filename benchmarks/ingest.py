@@ -41,10 +41,11 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kgrec.kg import schema  # noqa: E402
+from kgrec.kg.extract.recbole import read_recbole_ml100k  # noqa: E402
+from kgrec.kg.store.neo4j import Neo4jStore, rel_rows  # noqa: E402
+
 from benchmarks._common import RESULTS, ROOT, command, machine, now  # noqa: E402
-from kg import schema  # noqa: E402
-from kg.extract.recbole import read_recbole_ml100k  # noqa: E402
-from kg.store.neo4j import Neo4jStore, rel_rows  # noqa: E402
 
 SERVER_SH = ROOT / "scripts" / "neo4j" / "server.sh"
 TARGET_RELS_PER_S, TARGET_RATIO = 20_000, 20.0

@@ -6,7 +6,7 @@ product text). Two splits: the per-user temporal split (slices ``overall``, ``lo
 ``cold_start``, and ``tail_candidates``: the ranking restricted to long-tail products, the
 batch-scoring job) and the item cold-start split (``item_cold_start``: 10% of the products
 held out with all their interactions). Every model trains with the same settings
-(``gnn.train.TrainSettings`` defaults) and early stopping on validation NDCG@20; the
+(``kgrec.gnn.train.TrainSettings`` defaults) and early stopping on validation NDCG@20; the
 fusion is fitted per job on validation only; the test split is read once at the end.
 
 Rows (``models``): pop, mf, lightgcn, gcn, gat; ``text:profile`` and ``text:tower`` (a
@@ -40,6 +40,22 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kgrec.fusion.alpha import AlphaFunction  # noqa: E402
+from kgrec.fusion.batch import SeenIndex, chunked_topk, dot_scorer, topk_frame  # noqa: E402
+from kgrec.fusion.fit import (  # noqa: E402
+    FusionFit,
+    JobFit,
+    build_text_side,
+    fit_fusion,
+    fused_table,
+)
+from kgrec.fusion.text import TextEncoder, has_text, product_text, text_confidence  # noqa: E402
+from kgrec.gnn.data import Split, item_cold_start_split, make_split  # noqa: E402
+from kgrec.gnn.export import export_recbole_dataset  # noqa: E402
+from kgrec.gnn.metrics import evaluate_ranking, format_table, long_tail_items  # noqa: E402
+from kgrec.gnn.train import TrainResult, TrainSettings, train_model  # noqa: E402
+from kgrec.kg.snapshot import GraphSnapshot  # noqa: E402
+
 from benchmarks._common import (  # noqa: E402
     DATASETS,
     RESULTS,
@@ -49,21 +65,6 @@ from benchmarks._common import (  # noqa: E402
     now,
     write_json,
 )
-from fusion.alpha import AlphaFunction  # noqa: E402
-from fusion.batch import SeenIndex, chunked_topk, dot_scorer, topk_frame  # noqa: E402
-from fusion.fit import (  # noqa: E402
-    FusionFit,
-    JobFit,
-    build_text_side,
-    fit_fusion,
-    fused_table,
-)
-from fusion.text import TextEncoder, has_text, product_text, text_confidence  # noqa: E402
-from gnn.data import Split, item_cold_start_split, make_split  # noqa: E402
-from gnn.export import export_recbole_dataset  # noqa: E402
-from gnn.metrics import evaluate_ranking, format_table, long_tail_items  # noqa: E402
-from gnn.train import TrainResult, TrainSettings, train_model  # noqa: E402
-from kg.snapshot import GraphSnapshot  # noqa: E402
 
 K = 20
 MODELS = ("pop", "mf", "lightgcn", "gcn", "gat")

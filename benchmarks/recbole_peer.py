@@ -2,13 +2,13 @@
 
 For each dataset (``ml-100k``: MovieLens-100K + its Freebase KG; ``scientific``: Amazon
 Industrial & Scientific), the script builds kgrec's snapshot, makes kgrec's default split
-(``gnn.data.make_split``), exports it with ``gnn.export.export_recbole_dataset`` as a
+(``kgrec.gnn.data.make_split``), exports it with ``kgrec.gnn.export.export_recbole_dataset`` as a
 RecBole ``benchmark_filename`` dataset (``NAME.{train,valid,test}.inter`` + ``NAME.kg`` +
 ``NAME.link``) and trains RecBole's models on exactly those pairs: full ranking over all
 items, training items (and validation items at test) excluded, Recall@20 and NDCG@20,
 early stopping on validation NDCG@20, the test split read once at the end. Then every
 trained model's full score matrix is mapped to kgrec's id order and re-scored with
-kgrec's evaluator (``gnn.metrics.evaluate_ranking``), as a check of both evaluators.
+kgrec's evaluator (``kgrec.gnn.metrics.evaluate_ranking``), as a check of both evaluators.
 
     .venv/bin/python benchmarks/recbole_peer.py                       # everything
     .venv/bin/python benchmarks/recbole_peer.py --datasets ml-100k --models BPR,LightGCN \\
@@ -243,7 +243,7 @@ def ensure_venv(venv: Path = VENV) -> dict[str, Any]:
     pth.unlink(missing_ok=True)  # pip must not see the project's packages while resolving
     print("installing recbole and its dependencies (numpy<2, pandas<3) ...", flush=True)
     subprocess.run([*pip, *VENV_REQUIREMENTS], check=True)
-    from kg.extract.recbole import fetch_ml100k  # the sha-checked, cached wheel
+    from kgrec.kg.extract.recbole import fetch_ml100k  # the sha-checked, cached wheel
 
     subprocess.run([*pip, "--no-deps", str(fetch_ml100k()), "thop"], check=True)
     import torch
@@ -464,15 +464,16 @@ def worker(spec_path: Path) -> int:
 
 def load_dataset(name: str) -> Any:
     """kgrec's snapshot of ``name``."""
-    from kg.snapshot import snapshot_from_tables
+    from kgrec.kg.snapshot import snapshot_from_tables
 
     if name == "ml-100k":
-        from kg.extract.recbole import read_recbole_ml100k
+        from kgrec.kg.extract.recbole import read_recbole_ml100k
 
         return snapshot_from_tables(read_recbole_ml100k())
     if name == "scientific":
+        from kgrec.kg.extract.scientific import read_scientific
+
         from benchmarks._common import SHARED_DATA
-        from kg.extract.scientific import read_scientific
 
         tables = read_scientific(SHARED_DATA / "amazon-scientific")
         return snapshot_from_tables(tables)
@@ -497,8 +498,7 @@ def rescore(run_dir: Path, snapshot: Any, split: Any) -> dict[str, Any]:
     """kgrec's evaluator on the RecBole model's score matrix, mapped to kgrec's id order."""
     import numpy as np
     import torch
-
-    from gnn.metrics import evaluate_ranking
+    from kgrec.gnn.metrics import evaluate_ranking
 
     scores = np.load(run_dir / "scores.npy")
     tokens = json.loads((run_dir / "tokens.json").read_text())
@@ -668,10 +668,10 @@ def main(argv: list[str] | None = None) -> int:
         return worker(args.worker)
     sys.path.insert(0, str(ROOT))
     import torch
+    from kgrec.gnn.data import make_split
+    from kgrec.gnn.export import export_recbole_dataset
 
     from benchmarks._common import command, machine, now
-    from gnn.data import make_split
-    from gnn.export import export_recbole_dataset
 
     torch.set_num_threads(1)
     started, host, t_all = now(), machine(), time.perf_counter()

@@ -5,7 +5,7 @@ with both edge directions, ``LightGCN(num_nodes, 64, num_layers=2)``, Adam(lr=0.
 shuffled batches of 8,192 training edges, one uniform random negative item per edge,
 ``model(edge_index, edge_label_index)`` (full propagation over the COO ``edge_index`` per
 batch) and ``recommendation_loss(..., node_id=edge_label_index.unique())``. The kgrec side
-runs its real training loop (``gnn.train``) with the same sizes: embedding 64, 2 layers,
+runs its real training loop (``kgrec.gnn.train``) with the same sizes: embedding 64, 2 layers,
 batch 8,192, lr 0.001, one negative per pair (drawn excluding training positives).
 
 Both run in fresh subprocesses, alternating (kgrec, pyg, kgrec, pyg, ...), each timing
@@ -59,10 +59,9 @@ def _sync(device) -> None:
 def kgrec_worker(data: str, batches: int | None, threads: int, device_name: str,
                  out: mp.Queue) -> None:
     import torch
+    from kgrec.gnn.data import NegativeSampler, load_lightgcn_split, negative_pool
+    from kgrec.gnn.train import TrainSettings, _epoch, build_model, train_weights
     from tqdm.auto import tqdm
-
-    from gnn.data import NegativeSampler, load_lightgcn_split, negative_pool
-    from gnn.train import TrainSettings, _epoch, build_model, train_weights
 
     torch.set_num_threads(threads)
     snapshot, split = load_lightgcn_split(data)
@@ -93,9 +92,8 @@ def kgrec_worker(data: str, batches: int | None, threads: int, device_name: str,
 def pyg_worker(data: str, batches: int | None, threads: int, device_name: str,
                out: mp.Queue) -> None:
     import torch
+    from kgrec.gnn.data import load_lightgcn_split
     from torch_geometric.nn import LightGCN
-
-    from gnn.data import load_lightgcn_split
 
     torch.set_num_threads(threads)
     device = torch.device(device_name)

@@ -1,15 +1,15 @@
 """Fusion layer of kgrec: transformer text embeddings, score fusion and batch scoring.
 
-``fusion.text`` encodes product texts and user profiles (MiniLM by default, offline, with
-an on-disk cache); ``fusion.score`` normalises and blends GNN and text scores and trains
-the text tower; ``fusion.fit`` fits the blend on a validation split; ``fusion.batch``
+``kgrec.fusion.text`` encodes product texts and user profiles (MiniLM by default, offline, with
+an on-disk cache); ``kgrec.fusion.score`` normalises and blends GNN and text scores and trains
+the text tower; ``kgrec.fusion.fit`` fits the blend on a validation split; ``kgrec.fusion.batch``
 scores users x products in chunks (exact top-K) and writes Parquet / RECOMMENDED edges.
 """
 
 from __future__ import annotations
 
-from fusion.alpha import AlphaFit, AlphaFunction, fit_alpha_function
-from fusion.batch import (
+from kgrec.fusion.alpha import AlphaFit, AlphaFunction, fit_alpha_function
+from kgrec.fusion.batch import (
     MatmulScorer,
     SeenIndex,
     TopK,
@@ -20,8 +20,8 @@ from fusion.batch import (
     write_back,
     write_parquet,
 )
-from fusion.fit import FusionFit, JobFit, build_text_side, fit_fusion, fit_job
-from fusion.score import (
+from kgrec.fusion.fit import FusionFit, JobFit, build_text_side, fit_fusion, fit_job
+from kgrec.fusion.score import (
     FusedScorer,
     TextTower,
     blend,
@@ -30,7 +30,7 @@ from fusion.score import (
     train_text_tower,
     zscore,
 )
-from fusion.text import (
+from kgrec.fusion.text import (
     TextEncoder,
     encode_products,
     has_text,

@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from kgrec.kg import schema
+from kgrec.kg.errors import InputError
+from kgrec.kg.ids import IdMap
+from kgrec.kg.stats import long_tail_mask
+from kgrec.kg.store.base import GraphStore
 from torch import Tensor
 from tqdm.auto import tqdm
-
-from kg import schema
-from kg.errors import InputError
-from kg.ids import IdMap
-from kg.stats import long_tail_mask
-from kg.store.base import GraphStore
 
 ITEM_SETS = ("long-tail", "cold-start", "all")
 #: Column group width of :func:`grouped_topk` (the selection among group maxima).
@@ -447,7 +446,7 @@ def select_items(
 
 
 def long_tail(degree: Tensor, head_share: float = 0.8) -> Tensor:
-    """Indices of the long-tail products (see :func:`kg.stats.long_tail_mask`)."""
+    """Indices of the long-tail products (see :func:`kgrec.kg.stats.long_tail_mask`)."""
     return torch.from_numpy(np.flatnonzero(long_tail_mask(degree.cpu().numpy(), head_share)))
 
 
@@ -480,7 +479,7 @@ def _items_from_file(path: Path, product_ids: IdMap) -> Tensor:
 def recommendation_frame(
     frame: pd.DataFrame, *, model_version: str, created_at: int | None = None
 ) -> pd.DataFrame:
-    """Scores table -> ``RECOMMENDED`` relationship rows (``kg.schema.rel_columns``)."""
+    """Scores table -> ``RECOMMENDED`` relationship rows (``kgrec.kg.schema.rel_columns``)."""
     if not model_version:
         raise ValueError("model_version must be a non-empty string")
     out = pd.DataFrame(

@@ -9,11 +9,11 @@ A job is what the ranking is for, and each is fitted on its own validation ranki
 For each job the fit compares the text sides (``profile``: raw MiniLM profile similarity;
 ``tower``: the BPR-trained text tower; and the GNN alone, ``a = 1``, which is the
 text-featured GNN when the GNN took product text as input), fitting for each the constant
-alpha and the item-dependent :class:`fusion.alpha.AlphaFunction` on validation NDCG@K.
+alpha and the item-dependent :class:`kgrec.fusion.alpha.AlphaFunction` on validation NDCG@K.
 Test pairs are never read. A profile is rebuilt for each stage from what is known then
-(:meth:`gnn.data.Split.history`: train for validation, train + validation for the test of
+(:meth:`kgrec.gnn.data.Split.history`: train for validation, train + validation for the test of
 a time-ordered split), as it would be at serving time; trained sides (the tower, the GNN)
-keep what they learnt from ``train``. The evaluation is ``gnn.metrics.evaluate_ranking``,
+keep what they learnt from ``train``. The evaluation is ``kgrec.gnn.metrics.evaluate_ranking``,
 the same code that evaluates every model.
 """
 
@@ -23,13 +23,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from kgrec.fusion.alpha import ALPHA_GRID, PIVOT_GRID, AlphaFit, AlphaFunction, fit_alpha_function
+from kgrec.fusion.score import FusedScorer, normalise, train_text_tower
+from kgrec.fusion.text import PROFILE_HALF_LIVES, user_profiles
+from kgrec.gnn.data import Split
+from kgrec.gnn.metrics import evaluate_ranking, long_tail_items
 from torch import Tensor
-
-from fusion.alpha import ALPHA_GRID, PIVOT_GRID, AlphaFit, AlphaFunction, fit_alpha_function
-from fusion.score import FusedScorer, normalise, train_text_tower
-from fusion.text import PROFILE_HALF_LIVES, user_profiles
-from gnn.data import Split
-from gnn.metrics import evaluate_ranking, long_tail_items
 
 ScoreFn = Callable[[Tensor], Tensor]
 #: Text sides: the raw MiniLM profile similarity, or a text tower trained on the interactions.
@@ -105,12 +104,12 @@ def build_text_side(
     Args:
         kind: ``"profile"`` (cosine of the user's recency/strength-weighted text profile
             and the product text) or ``"tower"`` (BPR-trained projection, see
-            :class:`fusion.score.TextTower`).
+            :class:`kgrec.fusion.score.TextTower`).
         split: Only ``split.train`` is used (see :meth:`TextSide.at_stage`).
         item_text: ``[num_items, d]`` frozen product text vectors.
         tower_epochs, tower_dim, seed, device: Text-tower training settings.
         half_lives: Recency half-lives of the profile in events (0: none) compared by the
-            profile's validation NDCG@``k`` (:func:`fusion.text.user_profiles`); the first
+            profile's validation NDCG@``k`` (:func:`kgrec.fusion.text.user_profiles`); the first
             is taken when the split has no validation pairs.
         progress: Show progress bars.
     """
@@ -150,7 +149,7 @@ def evaluate(
     candidates: Tensor | None = None, slices: tuple[str, ...] = ("overall", "long_tail",
                                                                    "cold_start"),
 ) -> dict[str, dict[str, float]]:
-    """``gnn.metrics.evaluate_ranking`` (kept as the one evaluation of every model)."""
+    """``kgrec.gnn.metrics.evaluate_ranking`` (kept as the one evaluation of every model)."""
     return evaluate_ranking(score_fn, split, stage=stage, k=k, candidates=candidates,
                             slices=slices)
 
@@ -208,7 +207,7 @@ class JobFit:
         alpha: the chosen alpha function (constant 1 for ``"none"``).
         valid_metric: its validation NDCG@K.
         gnn_only: validation NDCG@K of the GNN alone on this job.
-        by_side: each text side's :class:`fusion.alpha.AlphaFit`.
+        by_side: each text side's :class:`kgrec.fusion.alpha.AlphaFit`.
     """
 
     job: str

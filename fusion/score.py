@@ -3,7 +3,7 @@
 ``s = a * norm(s_gnn) + (1 - a) * norm(s_text)`` where ``norm`` works per user over the
 candidate items, because raw dot products of the two sources live on unrelated scales (and
 differ in scale from user to user). ``a`` is a number, or one number per item (see
-:mod:`fusion.alpha`: products with few training events or much text lean on text).
+:mod:`kgrec.fusion.alpha`: products with few training events or much text lean on text).
 """
 
 from __future__ import annotations
@@ -219,9 +219,9 @@ class FusedScorer:
 
     def chunk_scorer(self, items: Tensor | None = None):
         """The fastest exact scorer of user chunks against ``items`` for
-        :func:`fusion.batch.chunked_topk`: the one-matmul z-score blend when it applies
+        :func:`kgrec.fusion.batch.chunked_topk`: the one-matmul z-score blend when it applies
         (returns fused scores only; components come from :meth:`pair_components`)."""
-        from fusion.batch import MatmulScorer  # batch builds on score, not the reverse
+        from kgrec.fusion.batch import MatmulScorer  # batch builds on score, not the reverse
 
         if self.normalise == "zscore" and not (
             isinstance(self.alpha, float) and self.alpha in (0.0, 1.0)

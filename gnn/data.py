@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from kgrec.kg import schema
+from kgrec.kg.errors import InputError, ModelError
+from kgrec.kg.ids import IdMap
+from kgrec.kg.snapshot import GraphSnapshot, edge_type, node_type
+from kgrec.kg.tables import empty_node_table
 from torch_geometric.data import HeteroData
-
-from kg import schema
-from kg.errors import InputError, ModelError
-from kg.ids import IdMap
-from kg.snapshot import GraphSnapshot, edge_type, node_type
-from kg.tables import empty_node_table
 
 SPLIT_COLUMNS = ["user", "product", "weight", "value", "time"]
 STAGES = ("train", "valid", "test")
@@ -236,7 +235,8 @@ def make_split(
         valid_ratio, test_ratio: share of each user's pairs (floored) per stage; unused by
             leave_one_out.
         seed: seed of the random split.
-        event_weights: per-event-type loss weights (default ``kg.schema.DEFAULT_EVENT_WEIGHTS``).
+        event_weights: per-event-type loss weights (default
+            ``kgrec.kg.schema.DEFAULT_EVENT_WEIGHTS``).
     """
     _check_ratios(valid_ratio, test_ratio)
     if kind != "auto" and kind not in _SPLIT_RULES:

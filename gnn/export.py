@@ -4,7 +4,7 @@
 
 - ``NAME.train.inter``, ``NAME.valid.inter``, ``NAME.test.inter``: the exact split
   (``user_id:token item_id:token rating:float timestamp:float``, the external ids as
-  tokens; the same files as :func:`gnn.data.export_recbole`), to be read with
+  tokens; the same files as :func:`kgrec.gnn.data.export_recbole`), to be read with
   ``benchmark_filename: [train, valid, test]``;
 - ``NAME.kg``: ``head_id:token relation_id:token tail_id:token``, one row per
   non-interaction edge of the snapshot (``in_category``, ``subcategory_of``,
@@ -32,10 +32,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from gnn.data import Split, export_recbole
-from kg import schema
-from kg.snapshot import GraphSnapshot, edge_type
+from kgrec.gnn.data import Split, export_recbole
+from kgrec.kg import schema
+from kgrec.kg.snapshot import GraphSnapshot, edge_type
 
 KG_COLUMNS = ["head_id:token", "relation_id:token", "tail_id:token"]
 LINK_COLUMNS = ["item_id:token", "entity_id:token"]

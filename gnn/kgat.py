@@ -33,7 +33,7 @@ So attention is normalised per head node and relation (``e_r`` is a relation emb
 variant: uniform ``pi`` and ``beta`` (mean per relation, then mean over relations).
 
 The BPR regulariser acts on the layer-0 states of the batch (:meth:`ego`), text and
-knowledge parts included. Edge products run as CSR kernels (:mod:`gnn.edge_ops`).
+knowledge parts included. Edge products run as CSR kernels (:mod:`kgrec.gnn.edge_ops`).
 
 Optional contrastive regulariser (XSimGCL, Yu et al., TKDE 2023; ``cl_eps > 0``): in
 training, every collaborative layer's output gets uniform noise of length ``cl_eps`` in
@@ -51,14 +51,13 @@ from __future__ import annotations
 import math
 
 import torch
+from kgrec.gnn.data import HomogeneousGraph
+from kgrec.gnn.edge_ops import EdgePattern
+from kgrec.gnn.models import INIT_STD, Recommender, SymmetricSpmm
 from torch import Tensor, nn
 from torch_geometric.utils import softmax
 
-from gnn.data import HomogeneousGraph
-from gnn.edge_ops import EdgePattern
-from gnn.models import INIT_STD, Recommender, SymmetricSpmm
-
-#: Relation names of the user-product interactions in :func:`gnn.data.homogeneous_graph`:
+#: Relation names of the user-product interactions in :func:`kgrec.gnn.data.homogeneous_graph`:
 #: they feed the collaborative aggregator, never the knowledge-graph one.
 INTERACTION_RELATIONS = ("interacts", "rev_interacts")
 
@@ -118,10 +117,10 @@ class KGATModel(Recommender):
     """See the module docstring.
 
     Args:
-        graph: the flattened training graph (:func:`gnn.data.homogeneous_graph`): users
+        graph: the flattened training graph (:func:`kgrec.gnn.data.homogeneous_graph`): users
             first, then products, then categories, brands, entities.
         adj: normalised ``[U+I, U+I]`` CSR adjacency of the training interactions
-            (LightGCN's, :func:`gnn.data.normalized_adjacency`).
+            (LightGCN's, :func:`kgrec.gnn.data.normalized_adjacency`).
         item_counts: ``[I]`` training events per product (zero-count products get no id
             embedding).
         dim: embedding size. layers: collaborative propagation layers.

@@ -16,15 +16,14 @@ import math
 from collections.abc import Callable
 
 import torch
+from kgrec.gnn.data import Split
+from kgrec.kg.stats import long_tail_mask
 from torch_geometric.metrics import (
     LinkPredHitRatio,
     LinkPredMRR,
     LinkPredNDCG,
     LinkPredRecall,
 )
-
-from gnn.data import Split
-from kg.stats import long_tail_mask
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 SLICES = ("overall", "long_tail", "cold_start")

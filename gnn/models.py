@@ -1,5 +1,5 @@
 """Recommenders in one code path: most-popular, MF-BPR and LightGCN (the knowledge-graph
-GAT / GCN live in :mod:`gnn.kgat`).
+GAT / GCN live in :mod:`kgrec.gnn.kgat`).
 
 Every model implements :meth:`Recommender.embed` (user and product embeddings from one
 propagation) and :meth:`Recommender.ego` (the layer-0 embeddings the regulariser acts on);

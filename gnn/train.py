@@ -18,10 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-from tqdm.auto import tqdm
-
-from gnn.data import (
+from kgrec.gnn.data import (
     NegativeSampler,
     Split,
     bipartite_edge_index,
@@ -31,9 +28,9 @@ from gnn.data import (
     normalized_adjacency,
     training_graph,
 )
-from gnn.kgat import KGATModel
-from gnn.metrics import evaluate_ranking
-from gnn.models import (
+from kgrec.gnn.kgat import KGATModel
+from kgrec.gnn.metrics import evaluate_ranking
+from kgrec.gnn.models import (
     INIT_STD,
     MODEL_NAMES,
     LightGCNModel,
@@ -41,9 +38,11 @@ from gnn.models import (
     PopModel,
     Recommender,
 )
-from kg.errors import ModelError
-from kg.ids import NodeEmbeddings
-from kg.snapshot import GraphSnapshot
+from kgrec.kg.errors import ModelError
+from kgrec.kg.ids import NodeEmbeddings
+from kgrec.kg.snapshot import GraphSnapshot
+from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 
 @dataclass
@@ -52,7 +51,7 @@ class TrainSettings:
 
     Args:
         model: one of ``pop``, ``mf``, ``lightgcn``, ``gcn``, ``gat`` (default ``gat``: the
-            knowledge-graph attention model of :mod:`gnn.kgat`; ``gcn`` is its variant
+            knowledge-graph attention model of :mod:`kgrec.gnn.kgat`; ``gcn`` is its variant
             without attention).
         dim: embedding size (64). layers: collaborative propagation layers (3).
         kg_hops: knowledge-graph attention rounds of gat/gcn (2; 0 leaves the KG out).
@@ -65,9 +64,9 @@ class TrainSettings:
         init_std: std of the normal initialisation of id embeddings; None (default) is
             each model's own: 0.1 for LightGCN, gcn and gat (LightGCN's paper; PyG's xavier
             default stalls LightGCN), xavier-normal for MF (RecBole's BPR; see
-            :class:`gnn.models.MFModel`).
+            :class:`kgrec.gnn.models.MFModel`).
         cl_weight: gat/gcn: weight of the XSimGCL contrastive loss (0.0: off; 0.01 helps
-            on ml-100k, 0.1 ruins it, see :mod:`gnn.kgat`): training noise of length
+            on ml-100k, 0.1 ruins it, see :mod:`kgrec.gnn.kgat`): training noise of length
             ``cl_eps`` (0.1) on each collaborative layer, InfoNCE at temperature
             ``cl_temperature`` (0.2) between the first layer's and the final embeddings of
             the batch's users and products.

@@ -1,10 +1,10 @@
 """Cypher statements for the Neo4j store, built by small pure functions.
 
-Labels, relationship types and property names come only from :mod:`kg.schema` (validated by
-:func:`kg.schema.label` / :func:`kg.schema.rel_type` and backtick-quoted); every value is a
-query parameter. Write statements take ``$rows``: flat maps shaped by :mod:`kg.store.neo4j`
-(``{id, <property>...}`` for nodes; relationships grouped by source node as
-``{src, rels: [{dst, <property>...}]}``), with ``null`` for a missing value.
+Labels, relationship types and property names come only from :mod:`kgrec.kg.schema` (validated by
+:func:`kgrec.kg.schema.label` / :func:`kgrec.kg.schema.rel_type` and backtick-quoted); every
+value is a query parameter. Write statements take ``$rows``: flat maps shaped by
+:mod:`kgrec.kg.store.neo4j` (``{id, <property>...}`` for nodes; relationships grouped by source node
+as ``{src, rels: [{dst, <property>...}]}``), with ``null`` for a missing value.
 
 Properties are written one by one, never as ``SET n += map``: a dynamic map could touch the
 ``id`` the statement seeks on, so the planner would add an Eager step that buffers the
@@ -14,7 +14,7 @@ whole batch. A null value is skipped on create and keeps the stored value on mer
 
 from __future__ import annotations
 
-from kg import schema
+from kgrec.kg import schema
 
 
 def quote(name: str) -> str:

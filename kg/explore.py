@@ -17,12 +17,11 @@ from typing import Any
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
+from kgrec.kg import schema
+from kgrec.kg.errors import MissingIdError
+from kgrec.kg.snapshot import GraphSnapshot, build_snapshot, edge_type, node_type
+from kgrec.kg.store.base import GraphStore
 from scipy.sparse.csgraph import dijkstra
-
-from kg import schema
-from kg.errors import MissingIdError
-from kg.snapshot import GraphSnapshot, build_snapshot, edge_type, node_type
-from kg.store.base import GraphStore
 
 PRODUCT_FIELDS = ("title", "category_path", "brand", "price")
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-
-from kg.errors import MissingIdError, ModelError
+from kgrec.kg.errors import MissingIdError, ModelError
 
 
 class IdMap:

@@ -1,7 +1,7 @@
 """Ingest: GraphTables -> a store, plus the rejects report and the run summary.
 
 Resumable: stores merge idempotently, so re-running the same dump after an interruption
-completes the load and adds nothing twice (see :class:`kg.store.local.LocalStore`).
+completes the load and adds nothing twice (see :class:`kgrec.kg.store.local.LocalStore`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kg.extract.validate import REJECTED, REPAIRED
-from kg.store.base import GraphStore
-from kg.tables import GraphTables
+from kgrec.kg.extract.validate import REJECTED, REPAIRED
+from kgrec.kg.store.base import GraphStore
+from kgrec.kg.tables import GraphTables
 
 
 @dataclass

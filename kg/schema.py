@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kg.errors import SchemaError
+from kgrec.kg.errors import SchemaError
 
 USER = "User"
 PRODUCT = "Product"

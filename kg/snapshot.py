@@ -15,20 +15,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch_geometric.data import HeteroData
-from tqdm.auto import tqdm
-
-from kg import schema
-from kg.errors import InputError
-from kg.ids import IdMap
-from kg.store.base import GraphStore
-from kg.tables import (
+from kgrec.kg import schema
+from kgrec.kg.errors import InputError
+from kgrec.kg.ids import IdMap
+from kgrec.kg.store.base import GraphStore
+from kgrec.kg.tables import (
     GraphTables,
     empty_node_table,
     empty_rel_table,
     typed_node_table,
     typed_rel_table,
 )
+from torch_geometric.data import HeteroData
+from tqdm.auto import tqdm
 
 
 def node_type(label: str) -> str:
@@ -151,7 +150,7 @@ def build_snapshot(
 def snapshot_from_tables(tables: GraphTables) -> GraphSnapshot:
     """Snapshot of freshly read ``tables``, through a temporary embedded store: the same
     validation, merge and export path as a real ingest (for benchmarks, tests, notebooks)."""
-    from kg.store.local import LocalStore  # the store module imports this one
+    from kgrec.kg.store.local import LocalStore  # the store module imports this one
 
     with tempfile.TemporaryDirectory() as tmp:
         store = LocalStore(tmp)

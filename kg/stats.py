@@ -11,10 +11,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from kg import schema
-from kg.snapshot import GraphSnapshot, build_snapshot, edge_type, node_type
-from kg.store.base import GraphStore
+from kgrec.kg import schema
+from kgrec.kg.snapshot import GraphSnapshot, build_snapshot, edge_type, node_type
+from kgrec.kg.store.base import GraphStore
 
 QUANTILES = (0.25, 0.5, 0.75, 0.9, 0.99)
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pandas as pd
-
-from kg import schema
+from kgrec.kg import schema
 
 REJECT_COLUMNS = ["file", "line", "field", "reason", "action", "value"]
 
@@ -47,8 +46,8 @@ def typed_rel_table(rel: str, frame: pd.DataFrame) -> pd.DataFrame:
 class GraphTables:
     """One typed table per node label and relationship type, plus the rejects report.
 
-    Node tables have the columns :func:`kg.schema.node_columns`; relationship tables
-    :func:`kg.schema.rel_columns`. ``rejects`` has :data:`REJECT_COLUMNS`, one row per
+    Node tables have the columns :func:`kgrec.kg.schema.node_columns`; relationship tables
+    :func:`kgrec.kg.schema.rel_columns`. ``rejects`` has :data:`REJECT_COLUMNS`, one row per
     rejected or repaired input row (``action`` is ``"rejected"`` or ``"repaired"``).
     """
 

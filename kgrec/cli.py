@@ -8,7 +8,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from kg.errors import KgrecError
+from kgrec.kg.errors import KgrecError
 
 # torch_geometric still calls torch.jit.script on import; the warning is noise to users.
 warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kg.errors import ConfigError, InputError, ModelError
-from kg.ids import IdMap, NodeEmbeddings
-from kg.snapshot import GraphSnapshot
 from kgrec.config import Config, cli_config
+from kgrec.kg.errors import ConfigError, InputError, ModelError
+from kgrec.kg.ids import IdMap, NodeEmbeddings
+from kgrec.kg.snapshot import GraphSnapshot
 
 if TYPE_CHECKING:
-    from fusion.fit import FusionFit
+    from kgrec.fusion.fit import FusionFit
 
 FUSION_FILE = "fusion.json"
 
@@ -158,7 +158,7 @@ def _gnn(run: str, snapshot: GraphSnapshot) -> _Gnn:
 
 
 def _encoder(config: Config, device: str):
-    from fusion.text import TextEncoder
+    from kgrec.fusion.text import TextEncoder
 
     return TextEncoder(config.fusion.text_model, device=device,
                        batch_size=config.fusion.text_batch_size,
@@ -167,7 +167,7 @@ def _encoder(config: Config, device: str):
 
 def _run_split(run: str, snapshot: GraphSnapshot, kind: str, seed: int):
     """The split saved with the GNN run (so no test pair leaks into a fit), else a new one."""
-    from gnn.data import Split, make_split
+    from kgrec.gnn.data import Split, make_split
 
     if (Path(run) / "split.json").exists():
         return Split.load(run)
@@ -175,8 +175,8 @@ def _run_split(run: str, snapshot: GraphSnapshot, kind: str, seed: int):
 
 
 def run_fuse(args: argparse.Namespace) -> int:
-    from fusion.fit import build_text_side, fit_fusion
-    from fusion.text import encode_products, has_text, text_confidence
+    from kgrec.fusion.fit import build_text_side, fit_fusion
+    from kgrec.fusion.text import encode_products, has_text, text_confidence
 
     start = time.perf_counter()
     config = _config(args)
@@ -239,7 +239,7 @@ def run_fuse(args: argparse.Namespace) -> int:
 def load_fusion(folder: Path, users: IdMap, products: IdMap) -> tuple[dict, FusionFit, Tensor]:
     """A saved ``kgrec fuse`` folder: its metadata, the fitted jobs with their text sides
     (joined on ``users`` / ``products`` ids) and the products' text confidence."""
-    from fusion.fit import FusionFit, JobFit, TextSide
+    from kgrec.fusion.fit import FusionFit, JobFit, TextSide
 
     if not (folder / FUSION_FILE).exists():
         raise ModelError(f"{folder} holds no {FUSION_FILE}; run `kgrec fuse` first")
@@ -276,7 +276,7 @@ def _excluded_events(args: argparse.Namespace, snapshot: GraphSnapshot,
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from fusion.batch import (
+    from kgrec.fusion.batch import (
         SeenIndex,
         chunked_topk,
         describe,
@@ -285,9 +285,9 @@ def run_score(args: argparse.Namespace) -> int:
         write_back,
         write_parquet,
     )
-    from fusion.fit import job_scorer
-    from fusion.score import FusedScorer, item_degree
-    from fusion.text import pick_device
+    from kgrec.fusion.fit import job_scorer
+    from kgrec.fusion.score import FusedScorer, item_degree
+    from kgrec.fusion.text import pick_device
 
     start = time.perf_counter()
     config = _config(args)
@@ -348,7 +348,7 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from fusion.score import FusedScorer
+    from kgrec.fusion.score import FusedScorer
 
     config = _config(args)
     alpha = config.fusion.search_alpha if args.alpha is None else args.alpha
@@ -365,7 +365,7 @@ def run_search(args: argparse.Namespace) -> int:
     if raw_path.exists():
         raw = NodeEmbeddings.load(raw_path).align(products_map)
     else:  # no fuse run yet: encode now (cached for next time)
-        from fusion.text import encode_products
+        from kgrec.fusion.text import encode_products
 
         raw = encode_products(encoder, snapshot.products, fields=config.fusion.text_fields,
                               separator=config.fusion.text_separator,

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kg.errors import InputError, ModelError
 from kgrec.config import Config, cli_config
+from kgrec.kg.errors import InputError, ModelError
 from kgrec.stores import BACKENDS, load_snapshot
 
 MODELS = ("gat", "gcn", "lightgcn", "mf", "pop")
@@ -123,7 +123,7 @@ def _snapshot(args: argparse.Namespace, config: Config):
 
 
 def _split(snapshot, kind: str, config: Config):
-    from gnn.data import item_cold_start_split, make_split
+    from kgrec.gnn.data import item_cold_start_split, make_split
 
     weights = config.train.event_weights or None
     if kind == "item_cold_start":
@@ -132,8 +132,8 @@ def _split(snapshot, kind: str, config: Config):
 
 
 def _train(snapshot, split, config: Config, model: str, run_dir: Path, progress: bool) -> Path:
-    from gnn.data import export_recbole
-    from gnn.train import TrainSettings, train_model
+    from kgrec.gnn.data import export_recbole
+    from kgrec.gnn.train import TrainSettings, train_model
 
     settings = TrainSettings.from_any(config.train, model=model)
     features = product_features(snapshot, config, settings, progress)
@@ -151,7 +151,7 @@ def _train(snapshot, split, config: Config, model: str, run_dir: Path, progress:
 def product_features(snapshot, config: Config, settings, progress: bool):
     """Text vectors of the products for gat/gcn with ``text_features`` (None otherwise, and
     for a catalogue without text, which is said in one line instead of encoding blanks)."""
-    from fusion.text import TextEncoder, encode_products, has_text
+    from kgrec.fusion.text import TextEncoder, encode_products, has_text
 
     if settings.model not in ("gat", "gcn") or not settings.text_features:
         return None
@@ -180,9 +180,9 @@ def run_train(args: argparse.Namespace) -> int:
 def evaluate_run(run_dir: Path, stage: str = "test", k: int = 20) -> dict[str, dict[str, float]]:
     """The evaluation table of one run: slices overall / long_tail / cold_start and
     tail_candidates (ranking restricted to long-tail products)."""
-    from gnn.data import Split
-    from gnn.metrics import evaluate_ranking, long_tail_items
-    from gnn.train import TrainResult
+    from kgrec.gnn.data import Split
+    from kgrec.gnn.metrics import evaluate_ranking, long_tail_items
+    from kgrec.gnn.train import TrainResult
 
     result = TrainResult.load(run_dir)
     split = Split.load(run_dir)
@@ -199,11 +199,11 @@ def evaluate_fusion_run(run_dir: Path, stage: str = "test", k: int = 20
                         ) -> dict[str, dict[str, dict[str, float]]]:
     """Rows of the fusion saved in ``run_dir/fusion`` (by ``kgrec fuse``): the fused ranking
     (each job with its fitted text side and alpha) and each text side alone (alpha 0)."""
-    from fusion.alpha import AlphaFunction
-    from fusion.fit import FusionFit, JobFit, fused_table
-    from gnn.data import Split
-    from gnn.train import TrainResult
     from kgrec.commands_fusion import load_fusion
+    from kgrec.fusion.alpha import AlphaFunction
+    from kgrec.fusion.fit import FusionFit, JobFit, fused_table
+    from kgrec.gnn.data import Split
+    from kgrec.gnn.train import TrainResult
 
     result, split = TrainResult.load(run_dir), Split.load(run_dir)
     users, items = result.user_embeddings, result.product_embeddings
@@ -248,7 +248,7 @@ def _plot(results: dict[str, dict[str, dict[str, float]]], k: int, path: Path) -
 def run_evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from gnn.metrics import format_table
+    from kgrec.gnn.metrics import format_table
 
     config = _config(args)
     runs = [Path(r) for r in args.runs]

@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from kg.errors import InputError
-from kg.tables import GraphTables
 from kgrec.config import Config, cli_config
+from kgrec.kg.errors import InputError
+from kgrec.kg.tables import GraphTables
 from kgrec.stores import BACKENDS, open_store
 
 
@@ -131,7 +131,7 @@ def read_sources(args: argparse.Namespace, config: Config) -> GraphTables:
             "give exactly one source: --amazon, --recbole, --scientific or --products/--events"
         )
     if args.amazon:
-        from kg.extract.amazon import read_amazon
+        from kgrec.kg.extract.amazon import read_amazon
 
         if len(args.amazon) > 2:
             raise InputError("--amazon takes META [REVIEWS]")
@@ -141,7 +141,7 @@ def read_sources(args: argparse.Namespace, config: Config) -> GraphTables:
             bare_products=not args.no_bare_products,
         )
     if args.recbole:
-        from kg.extract.recbole import ML100K, fetch_ml100k, read_recbole
+        from kgrec.kg.extract.recbole import ML100K, fetch_ml100k, read_recbole
 
         progress = not args.no_progress
         if args.recbole == ML100K:
@@ -149,10 +149,10 @@ def read_sources(args: argparse.Namespace, config: Config) -> GraphTables:
             return read_recbole(wheel, ML100K, progress=progress)
         return read_recbole(args.recbole, args.dataset, progress=progress)
     if args.scientific:
-        from kg.extract.scientific import read_scientific
+        from kgrec.kg.extract.scientific import read_scientific
 
         return read_scientific(args.scientific, progress=not args.no_progress)
-    from kg.extract.generic import load_mapping, read_generic
+    from kgrec.kg.extract.generic import load_mapping, read_generic
 
     if not args.events:
         raise InputError(
@@ -178,7 +178,7 @@ def read_sources(args: argparse.Namespace, config: Config) -> GraphTables:
 
 
 def run_ingest(args: argparse.Namespace) -> int:
-    from kg.ingest import ingest
+    from kgrec.kg.ingest import ingest
 
     config = cli_config(args)
     tables = read_sources(args, config)
@@ -197,7 +197,7 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    from kg.stats import graph_stats, plot_degrees
+    from kgrec.kg.stats import graph_stats, plot_degrees
 
     config = cli_config(args)
     store = open_store(config, args.store)
@@ -218,7 +218,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_snapshot(args: argparse.Namespace) -> int:
-    from kg.snapshot import build_snapshot
+    from kgrec.kg.snapshot import build_snapshot
 
     config = cli_config(args)
     store = open_store(config, args.store)

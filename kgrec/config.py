@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fusion.text import PROFILE_HALF_LIVES, TEXT_FIELDS
-from gnn.train import TrainSettings
-from kg.errors import ConfigError
+from kgrec.fusion.text import PROFILE_HALF_LIVES, TEXT_FIELDS
+from kgrec.gnn.train import TrainSettings
+from kgrec.kg.errors import ConfigError
 
 DEFAULT_CONFIG_FILE = "kgrec.toml"
 
@@ -50,7 +50,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig(TrainSettings):
-    """The [train] section: every setting of :class:`gnn.train.TrainSettings` (documented
+    """The [train] section: every setting of :class:`kgrec.gnn.train.TrainSettings` (documented
     there, one place), plus where runs are written."""
 
     #: Folder for checkpoints, embeddings and evaluation tables.

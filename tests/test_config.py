@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from kgrec.kg.errors import ConfigError
 
-from kg.errors import ConfigError
 from kgrec.config import load_config
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 import pytest
+from kgrec.kg.errors import KgrecError
 
-from kg.errors import KgrecError
 from kgrec.cli import build_parser
 from kgrec.pipeline import demo_steps, run_demo
 

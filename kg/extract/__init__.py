@@ -1,10 +1,11 @@
-"""Readers and adapters: every input format becomes a validated :class:`kg.tables.GraphTables`."""
+"""Readers and adapters: every input format becomes a validated
+:class:`kgrec.kg.tables.GraphTables`."""
 
 from __future__ import annotations
 
-from kg.extract.amazon import read_amazon
-from kg.extract.generic import ColumnMapping, load_mapping, read_generic
-from kg.extract.recbole import fetch_ml100k, read_recbole, read_recbole_ml100k
+from kgrec.kg.extract.amazon import read_amazon
+from kgrec.kg.extract.generic import ColumnMapping, load_mapping, read_generic
+from kgrec.kg.extract.recbole import fetch_ml100k, read_recbole, read_recbole_ml100k
 
 __all__ = [
     "ColumnMapping",

@@ -24,13 +24,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-
-from kg import schema
-from kg.extract import build
-from kg.extract import validate as v
-from kg.extract.generic import DEFAULT_OPTIONS, event_tables, merge_users, product_tables
-from kg.extract.io import read_records
-from kg.tables import GraphTables
+from kgrec.kg import schema
+from kgrec.kg.extract import build
+from kgrec.kg.extract import validate as v
+from kgrec.kg.extract.generic import DEFAULT_OPTIONS, event_tables, merge_users, product_tables
+from kgrec.kg.extract.io import read_records
+from kgrec.kg.tables import GraphTables
 
 PRODUCT_COLUMNS = {
     "id": "asin",

@@ -7,10 +7,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
-
-from kg import schema
-from kg.extract.validate import LINE, Rejects, category_chain
-from kg.tables import GraphTables, typed_node_table, typed_rel_table
+from kgrec.kg import schema
+from kgrec.kg.extract.validate import LINE, Rejects, category_chain
+from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
 
 
 def categories(pairs: Iterable[tuple[str, list[str]]]) -> dict[str, pd.DataFrame]:

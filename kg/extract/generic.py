@@ -31,13 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-from kg import schema
-from kg.errors import ConfigError, InputError
-from kg.extract import build
-from kg.extract import validate as v
-from kg.extract.io import read_records
-from kg.tables import GraphTables
+from kgrec.kg import schema
+from kgrec.kg.errors import ConfigError, InputError
+from kgrec.kg.extract import build
+from kgrec.kg.extract import validate as v
+from kgrec.kg.extract.io import read_records
+from kgrec.kg.tables import GraphTables
 
 #: Section -> field -> candidate column names tried in order when not mapped.
 DEFAULT_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import IO
 
 import pandas as pd
-
-from kg.errors import InputError
-from kg.extract.validate import LINE, REJECTED, Rejects
+from kgrec.kg.errors import InputError
+from kgrec.kg.extract.validate import LINE, REJECTED, Rejects
 
 csv.field_size_limit(1 << 30)
 

@@ -31,13 +31,12 @@ from pathlib import Path
 from typing import IO
 
 import pandas as pd
-
-from kg import schema
-from kg.errors import InputError, KgrecError
-from kg.extract import build
-from kg.extract import validate as v
-from kg.extract.io import read_delimited
-from kg.tables import GraphTables
+from kgrec.kg import schema
+from kgrec.kg.errors import InputError, KgrecError
+from kgrec.kg.extract import build
+from kgrec.kg.extract import validate as v
+from kgrec.kg.extract.io import read_delimited
+from kgrec.kg.tables import GraphTables
 
 RECBOLE_VERSION = "1.2.1"
 RECBOLE_WHEEL = f"recbole-{RECBOLE_VERSION}-py3-none-any.whl"

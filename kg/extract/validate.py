@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from kg import schema
-from kg.errors import SchemaError
-from kg.tables import REJECT_COLUMNS
+from kgrec.kg import schema
+from kgrec.kg.errors import SchemaError
+from kgrec.kg.tables import REJECT_COLUMNS
 
 LINE = "_line"
 REJECTED, REPAIRED = "rejected", "repaired"
@@ -71,7 +70,7 @@ class Rejects:
         return len(self._rows)
 
     def frame(self) -> pd.DataFrame:
-        """The report: :data:`kg.tables.REJECT_COLUMNS`, sorted by file (in the order files
+        """The report: :data:`kgrec.kg.tables.REJECT_COLUMNS`, sorted by file (in the order files
         were read) and line."""
         out = pd.DataFrame(self._rows, columns=REJECT_COLUMNS)
         out["line"] = out["line"].astype("Int64")

@@ -6,15 +6,14 @@ from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 import pandas as pd
-
-from kg.tables import GraphTables
+from kgrec.kg.tables import GraphTables
 
 
 @runtime_checkable
 class GraphStore(Protocol):
     """A place the graph lives in. Constructors do no I/O beyond opening what they are given.
 
-    Reads return schema-typed tables (see :mod:`kg.tables`), in a deterministic order:
+    Reads return schema-typed tables (see :mod:`kgrec.kg.tables`), in a deterministic order:
     nodes by ``id``, relationships by ``(src, dst, *key)``, so that two stores holding the
     same graph yield identical snapshots.
     """

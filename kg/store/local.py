@@ -23,24 +23,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
-
-from kg import schema
-from kg.errors import StoreError
-from kg.tables import (
+from kgrec.kg import schema
+from kgrec.kg.errors import StoreError
+from kgrec.kg.tables import (
     GraphTables,
     empty_node_table,
     empty_rel_table,
     typed_node_table,
     typed_rel_table,
 )
+from tqdm.auto import tqdm
 
 #: Stand-in for a missing key value while merging (pandas cannot align on NA keys).
 _NA_KEY = -(2**62)
 
 
 class LocalStore:
-    """The embedded store. Implements :class:`kg.store.base.GraphStore`.
+    """The embedded store. Implements :class:`kgrec.kg.store.base.GraphStore`.
 
     Args:
         path: folder of the store (created on first write).

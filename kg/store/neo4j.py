@@ -1,4 +1,4 @@
-"""Neo4jStore: the graph in a real Neo4j 5 server, behind :class:`kg.store.base.GraphStore`.
+"""Neo4jStore: the graph in a real Neo4j 5 server, behind :class:`kgrec.kg.store.base.GraphStore`.
 
 Every write is a batched ``UNWIND $rows ... MERGE`` run in a managed transaction
 (``session.execute_write``: the driver retries transient errors), so writes are idempotent and
@@ -14,13 +14,12 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import pandas as pd
+from kgrec.kg import cypher, schema
+from kgrec.kg.errors import InputError, StoreError
+from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
 from neo4j import READ_ACCESS, Driver, GraphDatabase, ManagedTransaction, Record, Session
 from neo4j.exceptions import AuthError, ServiceUnavailable
 from tqdm.auto import tqdm
-
-from kg import cypher, schema
-from kg.errors import InputError, StoreError
-from kg.tables import GraphTables, typed_node_table, typed_rel_table
 
 Row = dict[str, Any]
 
@@ -59,7 +58,7 @@ def _check_not_null(frame: pd.DataFrame, columns: list[str], table: str) -> None
 
 
 def node_rows(label: str, frame: pd.DataFrame) -> list[Row]:
-    """``{id, <property>...}`` maps for :func:`kg.cypher.merge_nodes` (NA -> None)."""
+    """``{id, <property>...}`` maps for :func:`kgrec.kg.cypher.merge_nodes` (NA -> None)."""
     frame = typed_node_table(label, frame)
     _check_not_null(frame, [schema.NODE_KEY], label)
     # First row of a duplicated key wins, as in LocalStore (MERGE alone would let the last win).
@@ -84,7 +83,8 @@ def _records(frame: pd.DataFrame) -> list[Row]:
 
 
 def group_by_src(rows: list[Row]) -> list[Row]:
-    """Flat relationship rows -> ``{src, rels}`` maps, the shape :mod:`kg.cypher` writes take."""
+    """Flat relationship rows -> ``{src, rels}`` maps, the shape :mod:`kgrec.kg.cypher` writes
+    take."""
     groups: dict[str, list[Row]] = {}
     for row in rows:
         groups.setdefault(row["src"], []).append(row)

@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from fusion.batch import (
+from kgrec.fusion.batch import (
     MEMBERS,
     MatmulScorer,
     SeenIndex,
@@ -21,12 +20,12 @@ from fusion.batch import (
     write_back,
     write_parquet,
 )
-from fusion.score import FusedScorer
-from kg import schema
-from kg.errors import InputError
-from kg.ids import IdMap
-from kg.store.local import LocalStore
-from kg.tables import GraphTables, typed_node_table
+from kgrec.fusion.score import FusedScorer
+from kgrec.kg import schema
+from kgrec.kg.errors import InputError
+from kgrec.kg.ids import IdMap
+from kgrec.kg.store.local import LocalStore
+from kgrec.kg.tables import GraphTables, typed_node_table
 
 U, N = 37, 120
 
@@ -206,8 +205,8 @@ def test_select_items(tmp_path) -> None:
 
 
 def test_long_tail_matches_gnn_definition() -> None:
-    from gnn.data import Split
-    from gnn.metrics import long_tail_items
+    from kgrec.gnn.data import Split
+    from kgrec.gnn.metrics import long_tail_items
 
     gen = torch.Generator().manual_seed(3)
     items = (torch.rand(2000, generator=gen) ** 3 * 50).long()  # skewed popularity

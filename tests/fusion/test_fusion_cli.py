@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from kgrec.gnn.data import Split, make_split
+from kgrec.gnn.train import TrainSettings, train_model
+from kgrec.kg import schema
+from kgrec.kg.snapshot import GraphSnapshot, build_snapshot
+from kgrec.kg.store.local import LocalStore
+from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
 
-from gnn.data import Split, make_split
-from gnn.train import TrainSettings, train_model
-from kg import schema
-from kg.snapshot import GraphSnapshot, build_snapshot
-from kg.store.local import LocalStore
-from kg.tables import GraphTables, typed_node_table, typed_rel_table
 from kgrec.cli import main
 
 THEMES = ["waterproof hiking boots", "trail running shoes", "corporate tax law textbook",

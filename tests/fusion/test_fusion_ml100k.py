@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from fusion.fit import FusionFit, build_text_side, candidate_score_fn, evaluate, fit_job, job_scorer
-from fusion.score import FusedScorer
-from fusion.text import product_text, text_confidence
-from gnn.data import item_cold_start_split, make_split
-from gnn.train import TrainSettings, train_model
-from kg.snapshot import GraphSnapshot
+from kgrec.fusion.fit import (
+    FusionFit,
+    build_text_side,
+    candidate_score_fn,
+    evaluate,
+    fit_job,
+    job_scorer,
+)
+from kgrec.fusion.score import FusedScorer
+from kgrec.fusion.text import product_text, text_confidence
+from kgrec.gnn.data import item_cold_start_split, make_split
+from kgrec.gnn.train import TrainSettings, train_model
+from kgrec.kg.snapshot import GraphSnapshot
 
 pytestmark = pytest.mark.slow
 GRID = (0.0, 0.5, 0.7, 0.9, 1.0)

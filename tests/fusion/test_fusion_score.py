@@ -7,9 +7,8 @@ import math
 
 import pytest
 import torch
-
-from fusion.alpha import AlphaFunction, fit_alpha_function
-from fusion.score import (
+from kgrec.fusion.alpha import AlphaFunction, fit_alpha_function
+from kgrec.fusion.score import (
     FusedScorer,
     blend,
     item_degree,
@@ -187,9 +186,8 @@ def test_fusion_fit_never_reads_test_pairs(kind: str) -> None:
     changes nothing, while changing the validation pairs changes the curve (also when the
     profile is rebuilt per stage, as in a time-ordered split)."""
     import pandas as pd
-
-    from fusion.fit import TextSide, fit_job
-    from gnn.data import Split
+    from kgrec.fusion.fit import TextSide, fit_job
+    from kgrec.gnn.data import Split
 
     gen = torch.Generator().manual_seed(3)
     n_users, n_items = 40, 60
@@ -222,9 +220,8 @@ def test_profile_side_is_rebuilt_from_the_history_of_each_stage() -> None:
     """Validation ranks with the train profile; the test of a time-ordered split with the
     train + validation profile (the validation pair is the latest known event)."""
     import pandas as pd
-
-    from fusion.fit import build_text_side
-    from gnn.data import Split
+    from kgrec.fusion.fit import build_text_side
+    from kgrec.gnn.data import Split
 
     def frame(rows):
         return pd.DataFrame(rows, columns=["user", "product", "time"]).assign(weight=1.0,
@@ -247,9 +244,8 @@ def test_profile_half_life_is_chosen_on_validation() -> None:
     """Users whose validation product is like their latest training product get the short
     half-life; users whose validation product is like their whole history get none."""
     import pandas as pd
-
-    from fusion.fit import build_text_side
-    from gnn.data import Split
+    from kgrec.fusion.fit import build_text_side
+    from kgrec.gnn.data import Split
 
     def frame(rows):
         return pd.DataFrame(rows, columns=["user", "product", "time"]).assign(weight=1.0,

@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from fusion.text import (
+from kgrec.fusion.text import (
     TextEncoder,
     clean_text,
     has_text,
@@ -16,7 +15,7 @@ from fusion.text import (
     text_confidence,
     user_profiles,
 )
-from kg.errors import ModelError
+from kgrec.kg.errors import ModelError
 
 TEXTS = [
     "waterproof hiking boots for mountain trails",

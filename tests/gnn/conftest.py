@@ -7,13 +7,12 @@ from collections.abc import Iterator
 import pandas as pd
 import pytest
 import torch
+from kgrec.gnn.data import Split, make_split
+from kgrec.kg import schema
+from kgrec.kg.ids import IdMap
+from kgrec.kg.snapshot import GraphSnapshot, edge_type, node_type
+from kgrec.kg.tables import empty_node_table
 from torch_geometric.data import HeteroData
-
-from gnn.data import Split, make_split
-from kg import schema
-from kg.ids import IdMap
-from kg.snapshot import GraphSnapshot, edge_type, node_type
-from kg.tables import empty_node_table
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@ import json
 
 import pandas as pd
 import pytest
+from kgrec.gnn.data import Split
 
-from gnn.data import Split
 from kgrec.cli import build_parser, main
 
 

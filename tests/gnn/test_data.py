@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from gnn.data import (
+from kgrec.gnn.data import (
     INTERACTS,
     NegativeSampler,
     Split,
@@ -20,9 +19,10 @@ from gnn.data import (
     negative_pool,
     training_graph,
 )
-from gnn.metrics import cold_start_items
-from kg import schema
-from kg.errors import InputError
+from kgrec.gnn.metrics import cold_start_items
+from kgrec.kg import schema
+from kgrec.kg.errors import InputError
+
 from tests.gnn.conftest import tiny_snapshot
 
 
@@ -287,8 +287,8 @@ def test_ml100k_temporal_split_is_unchanged(ml100k_snapshot):
 
 @pytest.fixture(scope="module")
 def scientific_snapshot(shared_data):
-    from kg.extract.scientific import read_scientific
-    from kg.snapshot import snapshot_from_tables
+    from kgrec.kg.extract.scientific import read_scientific
+    from kgrec.kg.snapshot import snapshot_from_tables
 
     return snapshot_from_tables(read_scientific(shared_data / "amazon-scientific"))
 

@@ -9,14 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from kgrec.gnn.data import Split, make_split
+from kgrec.gnn.export import export_recbole_dataset
+from kgrec.kg import schema
+from kgrec.kg.ids import IdMap
+from kgrec.kg.snapshot import GraphSnapshot, edge_type, node_type
+from kgrec.kg.tables import empty_node_table
 from torch_geometric.data import HeteroData
-
-from gnn.data import Split, make_split
-from gnn.export import export_recbole_dataset
-from kg import schema
-from kg.ids import IdMap
-from kg.snapshot import GraphSnapshot, edge_type, node_type
-from kg.tables import empty_node_table
 
 IDS = {
     "user": ["u0", "u1", "u2"],
@@ -119,7 +118,7 @@ def test_export_refuses_colliding_and_missing_tokens(tmp_path: Path) -> None:
 
 
 def test_export_ml100k_is_the_original_kg_plus_genres(ml100k_snapshot, tmp_path: Path) -> None:
-    from kg.extract.recbole import fetch_ml100k
+    from kgrec.kg.extract.recbole import fetch_ml100k
 
     split = make_split(ml100k_snapshot)
     out = export_recbole_dataset(split, ml100k_snapshot, tmp_path, "ml")

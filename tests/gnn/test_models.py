@@ -7,18 +7,18 @@ import math
 import pandas as pd
 import pytest
 import torch
-from torch_geometric.nn import GCNConv, LightGCN
-
-from gnn.data import (
+from kgrec.gnn.data import (
     Split,
     bipartite_edge_index,
     homogeneous_graph,
     normalized_adjacency,
     training_graph,
 )
-from gnn.edge_ops import EdgePattern
-from gnn.kgat import KGATModel, knowledge_rounds
-from gnn.models import INIT_STD, LightGCNModel, MFModel, SymmetricSpmm
+from kgrec.gnn.edge_ops import EdgePattern
+from kgrec.gnn.kgat import KGATModel, knowledge_rounds
+from kgrec.gnn.models import INIT_STD, LightGCNModel, MFModel, SymmetricSpmm
+from torch_geometric.nn import GCNConv, LightGCN
+
 from tests.gnn.conftest import random_graph, tiny_snapshot
 
 

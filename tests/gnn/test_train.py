@@ -7,9 +7,9 @@ import math
 
 import pytest
 import torch
+from kgrec.gnn.metrics import evaluate_ranking
+from kgrec.gnn.train import TrainResult, TrainSettings, train_model, train_weights
 
-from gnn.metrics import evaluate_ranking
-from gnn.train import TrainResult, TrainSettings, train_model, train_weights
 from tests.gnn.conftest import random_graph
 
 FAST = {"epochs": 5, "eval_every": 5, "batch_size": 8192, "lr": 0.01, "layers": 2}

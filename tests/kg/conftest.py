@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from kg.extract.recbole import fetch_ml100k, read_recbole
-from kg.tables import GraphTables
+from kgrec.kg.extract.recbole import fetch_ml100k, read_recbole
+from kgrec.kg.tables import GraphTables
 
 
 @pytest.fixture(scope="session")

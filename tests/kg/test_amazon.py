@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-
-from kg import schema
-from kg.extract.amazon import read_amazon
-from kg.tables import GraphTables
+from kgrec.kg import schema
+from kgrec.kg.extract.amazon import read_amazon
+from kgrec.kg.tables import GraphTables
 
 
 def _lines(path: Path) -> list[dict]:

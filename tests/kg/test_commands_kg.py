@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from kgrec.kg.snapshot import GraphSnapshot
 
-from kg.snapshot import GraphSnapshot
 from kgrec.cli import main
 
 

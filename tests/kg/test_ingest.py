@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from kg import schema
-from kg.extract.amazon import read_amazon
-from kg.extract.generic import read_generic
-from kg.ingest import ingest
-from kg.store.local import LocalStore
-from kg.tables import GraphTables
+from kgrec.kg import schema
+from kgrec.kg.extract.amazon import read_amazon
+from kgrec.kg.extract.generic import read_generic
+from kgrec.kg.ingest import ingest
+from kgrec.kg.store.local import LocalStore
+from kgrec.kg.tables import GraphTables
 
 
 @pytest.fixture(scope="module")

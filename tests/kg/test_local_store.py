@@ -7,13 +7,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
-from kg import schema
-from kg.errors import StoreError
-from kg.snapshot import build_snapshot
-from kg.store.base import GraphStore
-from kg.store.local import LocalStore
-from kg.tables import GraphTables, typed_node_table, typed_rel_table
+from kgrec.kg import schema
+from kgrec.kg.errors import StoreError
+from kgrec.kg.snapshot import build_snapshot
+from kgrec.kg.store.base import GraphStore
+from kgrec.kg.store.local import LocalStore
+from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
 
 
 def small_tables(events: list[tuple[str, str, int, float]]) -> GraphTables:

@@ -8,15 +8,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
-from kg import schema
-from kg.errors import InputError, SchemaError, StoreError
-from kg.extract.amazon import read_amazon
-from kg.snapshot import build_snapshot
-from kg.store.base import GraphStore
-from kg.store.local import LocalStore
-from kg.store.neo4j import Neo4jStore, connect, group_by_src, rel_rows
-from kg.tables import GraphTables, typed_node_table, typed_rel_table
+from kgrec.kg import schema
+from kgrec.kg.errors import InputError, SchemaError, StoreError
+from kgrec.kg.extract.amazon import read_amazon
+from kgrec.kg.snapshot import build_snapshot
+from kgrec.kg.store.base import GraphStore
+from kgrec.kg.store.local import LocalStore
+from kgrec.kg.store.neo4j import Neo4jStore, connect, group_by_src, rel_rows
+from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
 
 pytestmark = pytest.mark.neo4j
 

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from kg import schema
-from kg.errors import ConfigError, InputError
-from kg.extract.generic import load_mapping, read_generic
-from kg.extract.validate import clean_html
+from kgrec.kg import schema
+from kgrec.kg.errors import ConfigError, InputError
+from kgrec.kg.extract.generic import load_mapping, read_generic
+from kgrec.kg.extract.validate import clean_html
 
 
 def _rows(t: pd.DataFrame) -> list[tuple]:

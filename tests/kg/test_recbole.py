@@ -7,11 +7,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from kg import schema
-from kg.errors import InputError
-from kg.extract.recbole import RECBOLE_WHEEL_SHA256, _sha256, read_recbole
-from kg.tables import GraphTables
+from kgrec.kg import schema
+from kgrec.kg.errors import InputError
+from kgrec.kg.extract.recbole import RECBOLE_WHEEL_SHA256, _sha256, read_recbole
+from kgrec.kg.tables import GraphTables
 
 ML = "recbole/dataset_example/ml-100k/ml-100k"
 
@@ -176,7 +175,7 @@ def test_missing_source_and_columns_raise(tmp_path: Path) -> None:
 
 
 def test_fetch_downloads_once_and_replaces_a_corrupt_wheel(tmp_path: Path) -> None:
-    from kg.extract.recbole import RECBOLE_WHEEL, fetch_ml100k
+    from kgrec.kg.extract.recbole import RECBOLE_WHEEL, fetch_ml100k
 
     (tmp_path / RECBOLE_WHEEL).write_bytes(b"truncated download")
     wheel = fetch_ml100k(tmp_path)

@@ -7,14 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from kg import schema
-from kg.errors import MissingIdError
-from kg.explore import GraphIndex, draw, neighbourhood, paths
-from kg.snapshot import GraphSnapshot, build_snapshot
-from kg.stats import degree_summary, graph_stats, head_size, plot_degrees
-from kg.store.local import LocalStore
-from kg.tables import GraphTables, typed_node_table, typed_rel_table
+from kgrec.kg import schema
+from kgrec.kg.errors import MissingIdError
+from kgrec.kg.explore import GraphIndex, draw, neighbourhood, paths
+from kgrec.kg.snapshot import GraphSnapshot, build_snapshot
+from kgrec.kg.stats import degree_summary, graph_stats, head_size, plot_degrees
+from kgrec.kg.store.local import LocalStore
+from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
 
 # Product interaction counts: p1 5, p2 3, p3 1, p4 1, p5 0 (10 in all).
 EVENTS = [
@@ -146,7 +145,7 @@ def test_paths_explain_a_recommendation(snap: GraphSnapshot, tmp_path: Path) -> 
 
 
 def test_long_tail_mask_is_outside_the_head():
-    from kg.stats import long_tail_mask
+    from kgrec.kg.stats import long_tail_mask
 
     mask = long_tail_mask(np.array([5, 3, 1, 1, 0]), 0.8)
     assert mask.tolist() == [False, False, True, True, True]
