@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 from kgrec.gnn.data import Split, make_split
@@ -16,29 +15,11 @@ from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
 
 from kgrec.cli import main
 
-THEMES = ["waterproof hiking boots", "trail running shoes", "corporate tax law textbook",
-          "acoustic guitar strings", "espresso coffee beans", "children's picture book",
-          "cordless power drill", "yoga mat", "science fiction novel", "dog chew toy"]
-
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, themed_tables):
     root = tmp_path_factory.mktemp("fusion-cli")
-    rng = np.random.default_rng(0)
-    products = pd.DataFrame({"id": [f"p{i:02d}" for i in range(40)],
-                             "title": [f"{THEMES[i % 10]} model {i // 10}" for i in range(40)]})
-    users = pd.DataFrame({"id": [f"u{i:02d}" for i in range(30)]})
-    rows = []
-    for u in range(30):
-        liked = [t for t in range(10) if t % 3 == u % 3]  # taste by theme
-        items = rng.choice([i for i in range(36) if i % 10 in liked], 10, replace=False)
-        rows += [(f"u{u:02d}", f"p{i:02d}", 1_000_000 + 3600 * j, 5.0, 1.0)
-                 for j, i in enumerate(items)]
-    events = pd.DataFrame(rows, columns=["src", "dst", "timestamp", "value", "weight"])
-    tables = GraphTables()
-    tables.nodes[schema.PRODUCT] = typed_node_table(schema.PRODUCT, products)
-    tables.nodes[schema.USER] = typed_node_table(schema.USER, users)
-    tables.rels[schema.RATED] = typed_rel_table(schema.RATED, events)
+    tables = themed_tables
     store = LocalStore(root / "store")
     store.write(tables, progress=False)
     snapshot = build_snapshot(store, progress=False)

@@ -35,6 +35,7 @@ def test_long_tail_notebook_executes(tmp_path: Path) -> None:
     assert near.count("Return of the Jedi") == 3  # the sequel is near by every measure
     batch = _text(code[3]).splitlines()
     assert batch[0].split()[:4] == ["user_id", "product_id", "rank", "score"]
+    assert batch[0].split()[-1] == "title"  # recommendations people can judge
     assert [line.split()[2] for line in batch[1:6]] == ["1", "2", "3", "4", "5"]
     # Seen items are excluded (a transposed edge list once let them through unnoticed).
     assert "training pairs among the recommendations: 0" in _text(code[3])

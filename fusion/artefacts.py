@@ -1,0 +1,84 @@
+"""The on-disk form of a fitted fusion (the one place that reads and writes it).
+
+A fusion folder holds ``fusion.json`` (the fitted jobs, the text sides, the text fields and
+model, the normalisation and a model version), each text side's user and product vectors,
+the products' text confidence and the raw product text vectors (reused by ``search``).
+Every tensor is saved with its ids, so loading joins on ids, never on row order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kgrec.fusion.fit import FusionFit, JobFit, TextSide
+from kgrec.kg.errors import ModelError
+from kgrec.kg.ids import IdMap, NodeEmbeddings
+from torch import Tensor
+
+FUSION_FILE = "fusion.json"
+RAW_TEXT_FILE = "raw_text_products.pt"
+
+
+@dataclass
+class Fusion:
+    """A fitted fusion: ``fit`` (jobs and text sides, sides as of the latest history),
+    ``confidence`` ``[N]`` per product, ``raw_text`` (``None`` for a catalogue without text)
+    and ``meta`` (the JSON header: ``model_version``, ``normalise``, ``text_model`` ...)."""
+
+    fit: FusionFit
+    confidence: Tensor
+    raw_text: NodeEmbeddings | None
+    meta: dict[str, Any]
+
+    @property
+    def normalise(self) -> str:
+        return str(self.meta["normalise"])
+
+    @property
+    def model_version(self) -> str:
+        return str(self.meta["model_version"])
+
+
+def save_fusion(fusion: Fusion, folder: str | Path, users: IdMap, products: IdMap) -> Path:
+    """Write ``fusion`` into ``folder``; rows of its tensors follow ``users`` / ``products``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind, side in fusion.fit.sides.items():
+        NodeEmbeddings("user", users, side.users).save(folder / f"text_users_{kind}.pt")
+        NodeEmbeddings("product", products, side.items).save(folder / f"text_products_{kind}.pt")
+    NodeEmbeddings("product", products, fusion.confidence[:, None]).save(
+        folder / "text_confidence.pt")
+    if fusion.raw_text is not None:
+        fusion.raw_text.save(folder / RAW_TEXT_FILE)
+    profile = fusion.fit.sides.get("profile")
+    meta = {**fusion.meta,
+            "jobs": {name: job.to_dict() for name, job in fusion.fit.jobs.items()},
+            "text_sides": list(fusion.fit.sides),
+            "profile_half_life_events": profile.half_life_events if profile else None}
+    (folder / FUSION_FILE).write_text(json.dumps(meta, indent=1))
+    return folder
+
+
+def load_fusion(folder: str | Path, users: IdMap, products: IdMap) -> Fusion:
+    """A folder written by :func:`save_fusion`, joined on ``users`` / ``products`` ids."""
+    folder = Path(folder)
+    if not (folder / FUSION_FILE).exists():
+        raise ModelError(f"{folder} holds no {FUSION_FILE}; run `kgrec fuse` first")
+    meta = json.loads((folder / FUSION_FILE).read_text())
+    if "jobs" not in meta:
+        raise ModelError(f"{folder / FUSION_FILE} was written by an older kgrec; run "
+                         "`kgrec fuse` again")
+    sides = {kind: TextSide(kind,
+                            NodeEmbeddings.load(folder / f"text_users_{kind}.pt").align(users),
+                            NodeEmbeddings.load(folder / f"text_products_{kind}.pt")
+                            .align(products),
+                            half_life_events=meta.get("profile_half_life_events"))
+             for kind in meta["text_sides"]}
+    jobs = {name: JobFit.from_dict(job) for name, job in meta["jobs"].items()}
+    confidence = NodeEmbeddings.load(folder / "text_confidence.pt").align(products)[:, 0]
+    raw_path = folder / RAW_TEXT_FILE
+    raw = NodeEmbeddings.load(raw_path) if raw_path.exists() else None
+    return Fusion(FusionFit(jobs, sides), confidence, raw, meta)

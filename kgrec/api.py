@@ -1,0 +1,368 @@
+"""kgrec's Python API: one object from a graph snapshot to ranked, titled recommendations.
+
+    from kgrec import Recommender
+    rec = Recommender.fit("snapshot/", model="gat").fuse()
+    rec.recommend(["1", "2"], items="long-tail", k=10)   # DataFrame with titles
+    rec.save("runs/gat"); rec = Recommender.load("runs/gat")
+
+The CLI commands, the demo and the notebooks call this; it owns the run folder's layout:
+the training run (:meth:`kgrec.gnn.train.TrainResult.save`), the split, the snapshot
+(``snapshot/``), the fitted fusion (``fusion/``, :mod:`kgrec.fusion.artefacts`) and the
+settings (``config.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from kgrec.config import Config
+from kgrec.fusion.artefacts import Fusion, load_fusion, save_fusion
+from kgrec.gnn.data import Split, item_cold_start_split, make_split
+from kgrec.gnn.train import TrainResult, TrainSettings, resolve_device, train_model
+from kgrec.kg.errors import InputError, ModelError
+from kgrec.kg.explore import Explanation, GraphIndex, paths
+from kgrec.kg.ids import IdMap
+from kgrec.kg.snapshot import GraphSnapshot
+
+#: What ``exclude_seen`` accepts besides True (every interaction) and False (none).
+EXCLUDE_STAGES = {"train": ("train",), "train+valid": ("train", "valid")}
+#: Product sets ``items`` accepts by name (besides a list of product ids).
+ITEM_SETS = ("all", "long-tail", "cold-start")
+SNAPSHOT_DIR, FUSION_DIR, CONFIG_FILE = "snapshot", "fusion", "config.json"
+
+
+def make_run_split(snapshot: GraphSnapshot, kind: str, config: Config) -> Split:
+    """The evaluation split ``kind`` (see ``kgrec train --help``) with the config's seed
+    and event weights."""
+    weights = config.train.event_weights or None
+    if kind == "item_cold_start":
+        return item_cold_start_split(snapshot, seed=config.train.seed, event_weights=weights)
+    return make_split(snapshot, kind=kind, seed=config.train.seed, event_weights=weights)
+
+
+def text_encoder(config: Config):
+    """The configured transformer text encoder (cached on disk per text)."""
+    from kgrec.fusion.text import TextEncoder
+
+    return TextEncoder(config.fusion.text_model, device=config.train.device,
+                       batch_size=config.fusion.text_batch_size,
+                       cache_dir=config.fusion.cache_dir)
+
+
+def encode_catalogue(snapshot: GraphSnapshot, config: Config, progress: bool = True):
+    """The products' text vectors (:class:`NodeEmbeddings`), or None for a catalogue without
+    text: said in one line instead of encoding blanks."""
+    from kgrec.fusion.text import encode_products, has_text
+
+    fields = tuple(config.fusion.text_fields)
+    if not has_text(snapshot.products, fields):
+        print(f"kgrec: the catalogue carries no product text ({', '.join(fields)} empty or "
+              "identical everywhere): graph only.")
+        return None
+    return encode_products(text_encoder(config), snapshot.products, fields=fields,
+                           separator=config.fusion.text_separator, progress=progress)
+
+
+def _as_snapshot(snapshot: GraphSnapshot | str | Path) -> GraphSnapshot:
+    return snapshot if isinstance(snapshot, GraphSnapshot) else GraphSnapshot.load(snapshot)
+
+
+@dataclass
+class Recommender:
+    """A trained GNN on a snapshot, with its split and (after :meth:`fuse`) its text fusion.
+
+    Build one with :meth:`fit` or :meth:`load`; the fields are public for notebooks.
+    """
+
+    snapshot: GraphSnapshot
+    split: Split
+    result: TrainResult
+    config: Config = field(default_factory=Config)
+    fusion: Fusion | None = None
+
+    # ---- building -----------------------------------------------------------------------
+
+    @classmethod
+    def fit(cls, snapshot: GraphSnapshot | str | Path, config: Config | None = None, *,
+            model: str | None = None, split: str | Split = "auto", progress: bool = True,
+            **train: Any) -> Recommender:
+        """Train ``model`` (default ``config.train.model``) on a split of ``snapshot``.
+
+        Args:
+            snapshot: a :class:`GraphSnapshot` or its folder.
+            config: settings (default: :class:`kgrec.config.Config` defaults).
+            model: gat, gcn, lightgcn, mf or pop.
+            split: a split kind (``kgrec train --help``) or a ready :class:`Split`.
+            progress: show progress bars.
+            train: overrides of ``[train]`` settings, e.g. ``epochs=5``.
+        """
+        config = config or Config()
+        snapshot = _as_snapshot(snapshot)
+        settings = TrainSettings.from_any(config.train, model=model, **train)
+        run_split = split if isinstance(split, Split) else make_run_split(snapshot, split, config)
+        features = None
+        if settings.model in ("gat", "gcn") and settings.text_features:
+            raw = encode_catalogue(snapshot, config, progress)
+            features = None if raw is None else raw.tensor
+        result = train_model(snapshot, run_split, settings, product_features=features,
+                             progress=progress)
+        return cls(snapshot, run_split, result, config)
+
+    def fuse(self, text_sides: Sequence[str] = ("profile", "tower"), *,
+             item_dependent: bool = True, progress: bool = True) -> Recommender:
+        """Fit the blend ``s = a * s_gnn + (1 - a) * s_text`` on the validation split, per
+        job (full ranking, long-tail candidates), comparing ``text_sides`` and constant /
+        item-dependent ``a``; keeps the GNN alone where no blend beats it. Returns self."""
+        from kgrec.fusion.fit import build_text_side, fit_fusion
+        from kgrec.fusion.text import text_confidence
+
+        config, split = self.config, self.split
+        raw = encode_catalogue(self.snapshot, config, progress)
+        sides = {} if raw is None else {
+            kind: build_text_side(kind, split, raw.align(self.products), k=config.train.k,
+                                  tower_epochs=config.fusion.tower_epochs,
+                                  seed=config.train.seed, progress=progress,
+                                  half_lives=config.fusion.profile_half_lives)
+            for kind in text_sides}
+        confidence = text_confidence(self.snapshot.products, config.fusion.text_fields)
+        fit = fit_fusion(self.gnn_users, self.gnn_items, sides, split, split.item_counts(),
+                         confidence, k=config.train.k, normalise_method=config.fusion.normalise,
+                         item_dependent=item_dependent, progress=progress)
+        # Serve with profiles as of the latest history the split knows.
+        fit.sides = {kind: side.at_stage(split, "test") for kind, side in fit.sides.items()}
+        meta = {"model_version": f"{self.result.settings.model}-fusion-{int(time.time())}",
+                "text_fields": list(config.fusion.text_fields),
+                "normalise": config.fusion.normalise,
+                "text_model": None if raw is None else config.fusion.text_model,
+                "split": split.summary()}
+        self.fusion = Fusion(fit, confidence, raw, meta)
+        return self
+
+    # ---- ids and scores -----------------------------------------------------------------
+
+    @property
+    def users(self) -> IdMap:
+        return self.snapshot.id_maps["user"]
+
+    @property
+    def products(self) -> IdMap:
+        return self.snapshot.id_maps["product"]
+
+    @cached_property
+    def gnn_users(self) -> Tensor:
+        return self.result.user_embeddings.align(self.users)  # joined on ids, not row order
+
+    @cached_property
+    def gnn_items(self) -> Tensor:
+        return self.result.product_embeddings.align(self.products)
+
+    def seen_pairs(self, exclude_seen: bool | str = True) -> Tensor:
+        """``[2, E]`` (user, product) rows never recommended: every snapshot interaction
+        (True: serving), the split's ``"train"`` or ``"train+valid"`` pairs (a ranking that
+        can be evaluated on validation / test), or none (False)."""
+        if exclude_seen is True:
+            frame = self.snapshot.interactions()
+            pairs = np.stack([frame["user"].to_numpy("int64"), frame["product"].to_numpy("int64")])
+            return torch.as_tensor(pairs).reshape(2, -1)
+        if exclude_seen is False:
+            return torch.zeros(2, 0, dtype=torch.long)
+        if exclude_seen not in EXCLUDE_STAGES:
+            raise InputError(f"exclude_seen must be True, False or one of "
+                             f"{', '.join(EXCLUDE_STAGES)}, got {exclude_seen!r}")
+        return torch.cat([self.split.pairs(s) for s in EXCLUDE_STAGES[exclude_seen]], 1)
+
+    def item_degree(self, pairs: Tensor) -> Tensor:
+        """Events per product in ``pairs`` (what long-tail and the blend weight read)."""
+        from kgrec.fusion.score import item_degree
+
+        return item_degree(pairs, len(self.products))
+
+    def candidates(self, items: str | Sequence[str], degree: Tensor) -> Tensor:
+        """Product rows for ``items``: a name of :data:`ITEM_SETS` or product ids."""
+        from kgrec.fusion.batch import select_items
+
+        if isinstance(items, str):
+            if items not in ITEM_SETS:
+                raise InputError(f"items must be one of {', '.join(ITEM_SETS)} or a list of "
+                                 f"product ids, got {items!r}")
+            return select_items(items, self.products, degree)
+        return torch.as_tensor(self._rows(self.products, items, "product"), dtype=torch.long)
+
+    def scorer(self, job: str = "full", degree: Tensor | None = None):
+        """The :class:`FusedScorer` of a fitted job (``"full"`` or ``"tail"``); the GNN
+        alone before :meth:`fuse`."""
+        from kgrec.fusion.fit import job_scorer
+        from kgrec.fusion.score import FusedScorer
+
+        device = resolve_device(self.config.train.device)
+        if self.fusion is None:
+            zeros = torch.zeros(len(self.users), 1), torch.zeros(len(self.products), 1)
+            return FusedScorer(self.gnn_users, self.gnn_items, *zeros, alpha=1.0,
+                               normalise=self.config.fusion.normalise, device=device)
+        degree = self.split.item_counts() if degree is None else degree
+        s = job_scorer(self.gnn_users, self.gnn_items, self.fusion.fit, job, degree,
+                       self.fusion.confidence, normalise_method=self.fusion.normalise)
+        return FusedScorer(s.gnn_users, s.gnn_items, s.text_users, s.text_items,
+                           alpha=s.alpha, normalise=self.fusion.normalise, device=device)
+
+    # ---- the jobs -----------------------------------------------------------------------
+
+    def recommend(self, users: Sequence[str] | None = None, items: str | Sequence[str] = "all",
+                  k: int | None = None, *, exclude_seen: bool | str = True,
+                  progress: bool = False) -> pd.DataFrame:
+        """Top-``k`` products per user: columns user_id, product_id, rank, score (fused),
+        score_gnn, score_text and title. ``users``: ids (default all); ``items``: "all",
+        "long-tail", "cold-start" (scored with the fusion fitted on tail candidates) or
+        product ids; ``exclude_seen``: see :meth:`seen_pairs`."""
+        from kgrec.fusion.batch import SeenIndex, chunked_topk, topk_frame
+
+        k = self._k(k)
+        seen = self.seen_pairs(exclude_seen)
+        degree = self.item_degree(seen if len(seen[0]) else self.seen_pairs(True))
+        cand = self.candidates(items, degree)
+        rows = self._user_rows(users)
+        scorer = self.scorer("tail" if items in ("long-tail", "cold-start") else "full", degree)
+        top = chunked_topk(scorer.chunk_scorer(cand), rows, k, columns=cand,
+                           num_columns=len(self.products),
+                           seen=SeenIndex.from_edges(seen, len(self.users)),
+                           chunk_size=self.config.score.chunk_size, progress=progress,
+                           desc="score users", components=scorer.pair_components)
+        return self._titled(topk_frame(top, rows, self.users, self.products, per="user"))
+
+    def audience(self, items: str | Sequence[str], k: int | None = None, *,
+                 exclude_seen: bool | str = True, progress: bool = False) -> pd.DataFrame:
+        """Top-``k`` users per product (who to show a long-tail product to): columns
+        product_id, user_id, rank, scores and title."""
+        from kgrec.fusion.batch import SeenIndex, chunked_topk, topk_frame
+
+        k = self._k(k)
+        seen = self.seen_pairs(exclude_seen)
+        degree = self.item_degree(seen if len(seen[0]) else self.seen_pairs(True))
+        cand = self.candidates(items, degree)
+        users = torch.arange(len(self.users))
+        scorer = self.scorer("tail" if items in ("long-tail", "cold-start") else "full", degree)
+        stats = scorer.user_stats(users, cand, chunk_size=self.config.score.chunk_size)
+        top = chunked_topk(lambda r: scorer.score_items(r, users, stats), cand, k,
+                           columns=users, num_columns=len(self.users),
+                           seen=SeenIndex.from_edges(seen, len(self.products), transpose=True),
+                           chunk_size=self.config.score.chunk_size, progress=progress,
+                           desc="score products")
+        return self._titled(topk_frame(top, cand, self.products, self.users, per="item"))
+
+    def explain(self, user: str, product: str, max_hops: int = 3,
+                limit: int = 5) -> list[Explanation]:
+        """The shortest typed paths linking ``user`` to ``product`` in the graph (why the
+        product relates to the user), shortest first."""
+        return paths(self._graph_index, str(user), str(product), max_hops=max_hops, limit=limit)
+
+    def evaluate(self, stage: str = "test", k: int | None = None
+                 ) -> dict[str, dict[str, dict[str, float]]]:
+        """Rows model -> slice -> metric on the split's ``stage``: the GNN alone and, after
+        :meth:`fuse`, the fused ranking and each text side alone (slices overall, long_tail,
+        cold_start, tail_candidates)."""
+        from kgrec.fusion.alpha import AlphaFunction
+        from kgrec.fusion.fit import FusionFit, JobFit, fused_table
+        from kgrec.gnn.metrics import evaluate_ranking, long_tail_items
+
+        k = self._k(k if k is not None else self.config.train.k)
+        name, split = self.result.settings.model, self.split
+        table = evaluate_ranking(self.result.score, split, stage=stage, k=k)
+        table["tail_candidates"] = evaluate_ranking(
+            self.result.score, split, stage=stage, k=k, candidates=long_tail_items(split),
+            slices=("overall",))["overall"]
+        rows = {name: table}
+        if self.fusion is None:
+            return rows
+        fit, degree = self.fusion.fit, split.item_counts()
+
+        def fused(f: FusionFit) -> dict[str, dict[str, float]]:
+            return fused_table(self.gnn_users, self.gnn_items, f, split, degree,
+                               self.fusion.confidence, stage=stage, k=k,  # type: ignore[union-attr]
+                               normalise_method=self.fusion.normalise)  # type: ignore[union-attr]
+
+        rows[f"{name}+fusion"] = fused(fit)
+        for side in fit.sides:
+            text_only = {job: JobFit(job, side, AlphaFunction.constant(0.0), 0.0, 0.0)
+                         for job in fit.jobs}
+            rows[f"text:{side}"] = fused(FusionFit(text_only, fit.sides))
+        return rows
+
+    # ---- saving -------------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> Path:
+        """Write everything :meth:`load` needs into ``folder`` (a ``kgrec train`` run
+        folder plus ``snapshot/``, ``fusion/`` and ``config.json``)."""
+        folder = Path(folder)
+        self.result.save(folder)
+        self.split.save(folder)
+        self.snapshot.save(folder / SNAPSHOT_DIR)
+        if self.fusion is not None:
+            save_fusion(self.fusion, folder / FUSION_DIR, self.users, self.products)
+        (folder / CONFIG_FILE).write_text(json.dumps(self.config.redacted(), indent=1))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, snapshot: GraphSnapshot | str | Path | None = None,
+             config: Config | None = None) -> Recommender:
+        """A saved run: ``folder`` from :meth:`save` or ``kgrec train`` (then give the
+        ``snapshot`` it was trained on); its fusion is loaded when present."""
+        folder = Path(folder)
+        if snapshot is None:
+            if not (folder / SNAPSHOT_DIR).exists():
+                raise ModelError(f"{folder} holds no {SNAPSHOT_DIR}/: pass the snapshot the "
+                                 "run was trained on")
+            snapshot = folder / SNAPSHOT_DIR
+        snap = _as_snapshot(snapshot)
+        result, split = TrainResult.load(folder), Split.load(folder)
+        if split.num_users != len(snap.id_maps["user"]):
+            raise ModelError(f"{folder}: its split has {split.num_users:,} users, the snapshot "
+                             f"{len(snap.id_maps['user']):,}: was it trained on another graph?")
+        rec = cls(snap, split, result, config or Config())
+        if (folder / FUSION_DIR).exists():
+            rec.fusion = load_fusion(folder / FUSION_DIR, rec.users, rec.products)
+        return rec
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    @cached_property
+    def _graph_index(self) -> GraphIndex:
+        return GraphIndex(self.snapshot)
+
+    def _k(self, k: int | None) -> int:
+        k = self.config.score.top_k if k is None else k
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise InputError(f"k must be a whole number of at least 1, got {k!r}")
+        return int(k)
+
+    def _user_rows(self, users: Sequence[str] | None) -> Tensor:
+        if users is None:
+            return torch.arange(len(self.users))
+        if isinstance(users, str):
+            users = [users]
+        return torch.as_tensor(self._rows(self.users, users, "user"), dtype=torch.long)
+
+    @staticmethod
+    def _rows(ids: IdMap, wanted: Sequence[str], what: str) -> np.ndarray:
+        wanted = [str(x) for x in wanted]
+        unknown = [x for x in wanted if x not in ids]
+        if unknown:
+            raise InputError(f"unknown {what} id(s) {', '.join(map(repr, unknown[:5]))}"
+                             f"{' ...' if len(unknown) > 5 else ''}", field=what)
+        return ids.index_of(wanted)
+
+    def _titled(self, frame: pd.DataFrame) -> pd.DataFrame:
+        titles = self.snapshot.products.set_index("id")["title"].astype("string")
+        frame = frame.drop(columns="per")
+        frame["title"] = frame["product_id"].map(titles).fillna("")
+        return frame.reset_index(drop=True)
