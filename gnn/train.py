@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,7 +77,7 @@ class TrainSettings:
         patience: evaluations without a better validation NDCG@k before stopping (4).
         eval_every: epochs between validation evaluations (2). k: metric cut-off (20).
         seed: seed of initialisation, shuffling and negatives (2020).
-        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``; CUDA trains in bf16
+        device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; CUDA trains in bf16
             autocast where supported.
         event_weights: per-event-type loss weights; empty keeps the split's weights.
         max_batches: stop each epoch after this many batches (None = all; for smoke runs).
@@ -126,13 +127,14 @@ class TrainSettings:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` (or ``cuda:N``) without a GPU is
+    an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA GPU is available")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {name!r}")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but no CUDA GPU is available")
     return torch.device(name)
 
 

@@ -104,8 +104,10 @@ class GraphSnapshot:
         return cls(data, id_maps, products, relations)
 
 
-def _read_all(batches, desc: str, progress: bool) -> pd.DataFrame:
-    frames = list(tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False))
+def _read_all(batches, bar: tqdm, name: str) -> pd.DataFrame:
+    bar.set_postfix_str(name)
+    frames = list(batches)
+    bar.update()
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -116,8 +118,11 @@ def build_snapshot(
     data = HeteroData()
     id_maps: dict[str, IdMap] = {}
     node_tables: dict[str, pd.DataFrame] = {}
+    # One bar over every table (not one per table: most types are empty in most graphs).
+    bar = tqdm(total=len(schema.NODE_LABELS) + len(schema.RELATIONSHIPS), desc="snapshot",
+               unit="table", disable=not progress, leave=False)
     for label in schema.NODE_LABELS:
-        frame = _read_all(store.iter_nodes(label, batch_size=batch_size), label, progress)
+        frame = _read_all(store.iter_nodes(label, batch_size=batch_size), bar, label)
         frame = typed_node_table(label, frame) if len(frame) else empty_node_table(label)
         frame = frame.sort_values(schema.NODE_KEY, kind="stable").reset_index(drop=True)
         nt = node_type(label)
@@ -126,7 +131,7 @@ def build_snapshot(
         node_tables[label] = frame
     relations: list[str] = []
     for rel in schema.RELATIONSHIPS:
-        frame = _read_all(store.iter_rels(rel, batch_size=batch_size), rel, progress)
+        frame = _read_all(store.iter_rels(rel, batch_size=batch_size), bar, rel)
         frame = typed_rel_table(rel, frame) if len(frame) else empty_rel_table(rel)
         if not len(frame):
             continue
@@ -144,6 +149,7 @@ def build_snapshot(
             relations = sorted(frame["relation"].dropna().unique().tolist())
             codes = pd.Categorical(frame["relation"], categories=relations).codes
             store_.edge_relation = torch.as_tensor(np.asarray(codes, dtype=np.int64))
+    bar.close()
     return GraphSnapshot(data, id_maps, node_tables[schema.PRODUCT], relations)
 
 

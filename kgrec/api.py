@@ -172,7 +172,7 @@ class Recommender:
         (True: serving), the split's ``"train"`` or ``"train+valid"`` pairs (a ranking that
         can be evaluated on validation / test), or none (False)."""
         if exclude_seen is True:
-            frame = self.snapshot.interactions()
+            frame = self._interactions
             pairs = np.stack([frame["user"].to_numpy("int64"), frame["product"].to_numpy("int64")])
             return torch.as_tensor(pairs).reshape(2, -1)
         if exclude_seen is False:
@@ -298,15 +298,27 @@ class Recommender:
             rows[f"text:{side}"] = fused(FusionFit(text_only, fit.sides))
         return rows
 
+    def history_titles(self, user: str, n: int = 5) -> list[str]:
+        """Titles of the ``n`` latest products ``user`` interacted with (latest first):
+        what to read the user's recommendations against."""
+        row = int(self._rows(self.users, [user], "user")[0])
+        events = self._interactions
+        mine = events[events["user"] == row].sort_values("time", kind="stable")
+        ids = self.products.ids_of(mine["product"].to_numpy()[::-1][:n])
+        titles = self.snapshot.products.set_index("id")["title"]
+        return [str(titles.get(i, i)) for i in ids]
+
     # ---- saving -------------------------------------------------------------------------
 
-    def save(self, folder: str | Path) -> Path:
+    def save(self, folder: str | Path, *, with_snapshot: bool = True) -> Path:
         """Write everything :meth:`load` needs into ``folder`` (a ``kgrec train`` run
-        folder plus ``snapshot/``, ``fusion/`` and ``config.json``)."""
+        folder plus ``snapshot/``, ``fusion/`` and ``config.json``); without the snapshot
+        (``with_snapshot=False``) when runs share one, given again to :meth:`load`."""
         folder = Path(folder)
         self.result.save(folder)
         self.split.save(folder)
-        self.snapshot.save(folder / SNAPSHOT_DIR)
+        if with_snapshot:
+            self.snapshot.save(folder / SNAPSHOT_DIR)
         if self.fusion is not None:
             save_fusion(self.fusion, folder / FUSION_DIR, self.users, self.products)
         (folder / CONFIG_FILE).write_text(json.dumps(self.config.redacted(), indent=1))
@@ -334,6 +346,10 @@ class Recommender:
         return rec
 
     # ---- helpers ------------------------------------------------------------------------
+
+    @cached_property
+    def _interactions(self) -> pd.DataFrame:
+        return self.snapshot.interactions()
 
     @cached_property
     def _graph_index(self) -> GraphIndex:

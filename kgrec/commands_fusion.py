@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kgrec.config import Config, cli_config
+from kgrec.config import BACKENDS, SPLITS, Config, cli_config, default_help
 from kgrec.kg.errors import ConfigError, InputError, ModelError
 from kgrec.kg.ids import IdMap, NodeEmbeddings
 from kgrec.kg.snapshot import GraphSnapshot
@@ -43,17 +43,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     _common(f)
-    f.add_argument("--text-side", choices=("all", "tower", "profile"), default="all",
-                   help="text sides to compare: all (default: profile and tower, each against "
+    f.add_argument("--text-side", choices=("all", "tower", "profile"),
+                   help="text sides to compare: all (profile and tower, each against "
                    "the GNN alone), tower (BPR-trained projection of the text vectors) or "
-                   "profile (raw text-profile similarity)")
-    f.add_argument("--tower-epochs", type=int, help="text tower epochs (default "
-                   "fusion.tower_epochs, 20)")
-    f.add_argument("--alpha-function", choices=("item", "constant"), default="item",
+                   f"profile (raw text-profile similarity) {default_help('fusion.text_side')}")
+    f.add_argument("--tower-epochs", type=int,
+                   help=f"text tower epochs {default_help('fusion.tower_epochs')}")
+    f.add_argument("--alpha-function", choices=("item", "constant"),
                    help="item: the GNN weight may depend on each product's degree and text "
-                   "(constants compete too; default); constant: one weight for all products")
-    f.add_argument("--split", choices=("auto", "temporal", "random"), default="auto",
-                   help="validation split when the run folder holds none (default auto)")
+                   "(constants compete too); constant: one weight for all products "
+                   + default_help("fusion.alpha_function"))
+    f.add_argument("--split", choices=[s for s in SPLITS if s != "item_cold_start"],
+                   help="validation split when the run folder holds none "
+                   + default_help("train.split"))
     f.add_argument("--out", help="artefact folder (default: RUN/fusion)")
     f.set_defaults(func=run_fuse)
 
@@ -74,17 +76,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "of product ids (one per line, or CSV/Parquet with product_id)")
     s.add_argument("--per", choices=("user", "item"), default="user",
                    help="user: top-K products per user (default); item: top-K users per product")
-    s.add_argument("--top-k", type=int, help="results per row, at least 1 (default: "
-                   "score.top_k, 20)")
-    s.add_argument("--chunk-size", type=int,
-                   help="rows scored at once; memory ~ chunk x candidates (default 1024)")
+    s.add_argument("--top-k", type=int,
+                   help=f"results per row, at least 1 {default_help('score.top_k')}")
+    s.add_argument("--chunk-size", type=int, help="rows scored at once; memory ~ chunk x "
+                   f"candidates {default_help('score.chunk_size')}")
     s.add_argument("--alpha", type=float,
                    help="constant GNN weight overriding the fitted one (0 text only, 1 GNN only)")
     s.add_argument("--exclude", choices=("all", "train", "train+valid"), default="all",
                    help="pairs never recommended: every interaction in the snapshot (default, "
                    "for serving), or the run split's train / train+valid pairs (a ranking "
                    "that can be evaluated on its validation / test pairs)")
-    s.add_argument("--out", help="Parquet output (default: score.out)")
+    s.add_argument("--out", help=f"Parquet output {default_help('score.out')}")
     s.add_argument("--write-back", action="store_true",
                    help="also write RECOMMENDED relationships to the store (idempotent per "
                    "model version)")
@@ -102,10 +104,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(q)
     q.add_argument("query", help="free-text query, e.g. 'waterproof hiking boots'")
     q.add_argument("--user", required=True, help="user id")
-    q.add_argument("--top-k", type=int, default=10, help="results (default 10)")
-    q.add_argument("--alpha", type=float,
-                   help="GNN weight (default fusion.search_alpha, 0.3: the query leads, taste "
-                   "re-orders)")
+    q.add_argument("--top-k", type=int, help=f"results {default_help('fusion.search_top_k')}")
+    q.add_argument("--alpha", type=float, help="GNN weight in [0, 1]; below 0.5 the query "
+                   f"leads and taste re-orders {default_help('fusion.search_alpha')}")
     q.add_argument("--include-seen", action="store_true",
                    help="keep products the user already interacted with")
     q.set_defaults(func=run_search)
@@ -115,29 +116,33 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True,
                    help="GNN training run folder (user/product embeddings, as saved by training)")
     p.add_argument("--snapshot", help="GraphSnapshot folder (default: export the store)")
-    p.add_argument("--store", choices=("local", "neo4j"),
+    p.add_argument("--store", choices=BACKENDS,
                    help="graph store when no --snapshot is given, and for --write-back "
-                   "(default: store.backend)")
-    p.add_argument("--store-path", help="local store folder (default: store.path)")
-    p.add_argument("--text-model", help="text model dir or package (default: fusion.text_model)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"),
-                   help="auto (CUDA when present), cpu or cuda (default train.device)")
+                   + default_help("store.backend"))
+    p.add_argument("--store-path", help=f"local store folder {default_help('store.path')}")
+    p.add_argument("--text-model",
+                   help=f"text model dir or package {default_help('fusion.text_model')}")
+    p.add_argument("--device", help="auto (CUDA when present), cpu, cuda or cuda:N "
+                   + default_help("train.device"))
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _config(args: argparse.Namespace) -> Config:
-    config = cli_config(args)
-    if args.text_model:
-        config.fusion.text_model = args.text_model
-    if args.device:
-        config.train.device = args.device
-    return config
+#: Options that override settings (argparse dest -> key), shared and per command.
+COMMON_OPTIONS = {"text_model": "fusion.text_model", "device": "train.device"}
+FUSE_OPTIONS = {"text_side": "fusion.text_side", "tower_epochs": "fusion.tower_epochs",
+                "alpha_function": "fusion.alpha_function", "split": "train.split"}
+SCORE_OPTIONS = {"top_k": "score.top_k", "chunk_size": "score.chunk_size", "out": "score.out"}
+SEARCH_OPTIONS = {"top_k": "fusion.search_top_k", "alpha": "fusion.search_alpha"}
+
+
+def _config(args: argparse.Namespace, options: dict[str, str]) -> Config:
+    return cli_config(args, COMMON_OPTIONS | options)
 
 
 def _snapshot(args: argparse.Namespace, config: Config) -> GraphSnapshot:
     from kgrec.stores import load_snapshot
 
-    return load_snapshot(config, args.snapshot, args.store, progress=not args.no_progress)
+    return load_snapshot(config, args.snapshot, progress=not args.no_progress)
 
 
 @dataclass
@@ -179,10 +184,10 @@ def run_fuse(args: argparse.Namespace) -> int:
     from kgrec.fusion.text import encode_products, has_text, text_confidence
 
     start = time.perf_counter()
-    config = _config(args)
+    config = _config(args, FUSE_OPTIONS)
     snapshot = _snapshot(args, config)
     gnn = _gnn(args.run, snapshot)
-    split = _run_split(args.run, snapshot, args.split, config.train.seed)
+    split = _run_split(args.run, snapshot, config.train.split, config.train.seed)
     fields = tuple(config.fusion.text_fields)
     out = Path(args.out or Path(args.run) / "fusion")
     out.mkdir(parents=True, exist_ok=True)
@@ -194,9 +199,10 @@ def run_fuse(args: argparse.Namespace) -> int:
                               separator=config.fusion.text_separator,
                               progress=not args.no_progress)
         raw.save(out / "raw_text_products.pt")
-        kinds = ("profile", "tower") if args.text_side == "all" else (args.text_side,)
-        epochs = args.tower_epochs or config.fusion.tower_epochs
-        sides = {kind: build_text_side(kind, split, raw.tensor, tower_epochs=epochs,
+        side = config.fusion.text_side
+        kinds = ("profile", "tower") if side == "all" else (side,)
+        sides = {kind: build_text_side(kind, split, raw.tensor,
+                                       tower_epochs=config.fusion.tower_epochs,
                                        seed=config.train.seed, progress=not args.no_progress,
                                        half_lives=config.fusion.profile_half_lives,
                                        k=config.train.k)
@@ -211,7 +217,7 @@ def run_fuse(args: argparse.Namespace) -> int:
     fit = fit_fusion(gnn.users, gnn.items, sides, split, split.item_counts(), confidence,
                      k=config.train.k,
                      normalise_method=config.fusion.normalise,
-                     item_dependent=args.alpha_function == "item",
+                     item_dependent=config.fusion.alpha_function == "item",
                      progress=not args.no_progress)
     for kind, side in sides.items():
         # Profiles as of the latest history the split knows (what scoring serves with).
@@ -290,11 +296,8 @@ def run_score(args: argparse.Namespace) -> int:
     from kgrec.fusion.text import pick_device
 
     start = time.perf_counter()
-    config = _config(args)
-    k = args.top_k if args.top_k is not None else config.score.top_k
-    if k < 1:
-        raise ConfigError(f"--top-k must be at least 1, got {k}")
-    chunk = args.chunk_size or config.score.chunk_size
+    config = _config(args, SCORE_OPTIONS)  # --top-k 0 is rejected there, naming score.top_k
+    k, chunk = config.score.top_k, config.score.chunk_size
     snapshot = _snapshot(args, config)
     events = _excluded_events(args, snapshot, config)
     users_map, products_map = snapshot.id_maps["user"], snapshot.id_maps["product"]
@@ -329,12 +332,12 @@ def run_score(args: argparse.Namespace) -> int:
                            seen=SeenIndex.from_edges(events, len(products_map), transpose=True),
                            chunk_size=chunk, progress=progress, desc="score products")
         frame = topk_frame(top, items, products_map, users_map, per="item")
-    out = write_parquet(frame, args.out or config.score.out)
+    out = write_parquet(frame, config.score.out)
     written = 0
     if args.write_back:
         from kgrec.stores import open_store
 
-        store = open_store(config, args.store)
+        store = open_store(config)
         try:
             written = write_back(store, frame, model_version=args.model_version
                                  or meta["model_version"], batch_size=config.store.batch_size,
@@ -350,10 +353,8 @@ def run_score(args: argparse.Namespace) -> int:
 def run_search(args: argparse.Namespace) -> int:
     from kgrec.fusion.score import FusedScorer
 
-    config = _config(args)
-    alpha = config.fusion.search_alpha if args.alpha is None else args.alpha
-    if not 0 <= alpha <= 1:
-        raise ConfigError(f"--alpha must lie in [0, 1], got {alpha}")
+    config = _config(args, SEARCH_OPTIONS)
+    alpha = config.fusion.search_alpha
     snapshot = _snapshot(args, config)
     users_map, products_map = snapshot.id_maps["user"], snapshot.id_maps["product"]
     if args.user not in users_map:
@@ -377,7 +378,7 @@ def run_search(args: argparse.Namespace) -> int:
     if not args.include_seen:
         events = _events(snapshot)
         fused[0, events[1][events[0] == user[0]]] = -torch.inf
-    top = torch.topk(fused[0], min(args.top_k, fused.shape[1]))
+    top = torch.topk(fused[0], min(config.fusion.search_top_k, fused.shape[1]))
     titles = snapshot.products.set_index("id")["title"]
     print(f"{'rank':>4}  {'product':<12} {'fused':>7} {'gnn':>7} {'query':>7}  title")
     for rank, (value, idx) in enumerate(zip(top.values.tolist(), top.indices.tolist(), strict=True),

@@ -7,12 +7,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kgrec.config import Config, cli_config
+from kgrec.config import SPLITS, Config, cli_config, default_help
+from kgrec.gnn.models import MODEL_NAMES
 from kgrec.kg.errors import InputError, ModelError
 from kgrec.stores import BACKENDS, load_snapshot
 
-MODELS = ("gat", "gcn", "lightgcn", "mf", "pop")
-SPLITS = ("auto", "temporal", "temporal_ratio", "leave_one_out", "random", "item_cold_start")
+MODELS = tuple(sorted(MODEL_NAMES))
+#: Options of train / evaluate that override [train] settings (argparse dest -> key); left
+#: at None they keep the configured value.
+TRAIN_OPTIONS = {name: f"train.{name}" for name in (
+    "epochs", "dim", "layers", "batch_size", "lr", "patience", "eval_every", "k", "seed",
+    "device", "max_minutes", "kg_hops", "kg_dropout", "init_std", "text_features", "split",
+    "out_dir",
+)} | {"reg": "train.weight_decay"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _data_options(t)
     _train_options(t)
     t.add_argument("--run-name", help="run folder name (default: the model name)")
-    t.add_argument("--out-dir", help="parent folder of runs (default: train.out_dir)")
+    t.add_argument("--out-dir", help=f"parent folder of runs {default_help('train.out_dir')}")
     t.set_defaults(func=run_train)
 
     e = sub.add_parser(
@@ -63,63 +70,65 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--snapshot", help="GraphSnapshot folder from `kgrec graph snapshot` "
                    "(default: export the configured store)")
     g.add_argument("--store", choices=BACKENDS, help="graph store when no --snapshot is given "
-                   "(default: store.backend)")
-    g.add_argument("--store-path", help="folder of the local store (default: store.path)")
-    g.add_argument("--split", choices=SPLITS, default="auto",
-                   help="auto (temporal when every event has a time, else random; default), "
+                   + default_help("store.backend"))
+    g.add_argument("--store-path",
+                   help=f"folder of the local store {default_help('store.path')}")
+    g.add_argument("--split", choices=SPLITS,
+                   help="auto (temporal when every event has a time, else random), "
                    "temporal (per user latest 10%% to test, the 10%% before to valid, at least "
                    "1 each for users with >= 3 pairs), temporal_ratio (RecBole's floor(10%%): "
                    "users under 10 pairs get none), leave_one_out (last pair to test, the one "
                    "before to valid), random (per user 8:1:1, at least 1 each) or "
-                   "item_cold_start (10%% of products held out with all their interactions)")
+                   "item_cold_start (10%% of products held out with all their interactions) "
+                   + default_help("train.split"))
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _train_options(p: argparse.ArgumentParser, with_model: bool = True) -> None:
     g = p.add_argument_group("training (defaults from the [train] config section)")
     if with_model:
-        g.add_argument("--model", choices=MODELS, help="model (default: train.model, gat)")
-    g.add_argument("--epochs", type=int, help="maximum epochs (default train.epochs, 300)")
-    g.add_argument("--dim", type=int, help="embedding size (default train.dim, 64)")
-    g.add_argument("--layers", type=int, help="propagation layers (default train.layers, 3)")
-    g.add_argument("--batch-size", type=int, help="pairs per step (default train.batch_size)")
-    g.add_argument("--lr", type=float, help="Adam learning rate (default train.lr, 5e-3)")
-    g.add_argument("--reg", type=float, dest="weight_decay",
-                   help="L2 on the batch's embeddings (default train.weight_decay, 1e-4)")
+        g.add_argument("--model", choices=MODELS, help=f"model {default_help('train.model')}")
+    g.add_argument("--epochs", type=int, help=f"maximum epochs {default_help('train.epochs')}")
+    g.add_argument("--dim", type=int, help=f"embedding size {default_help('train.dim')}")
+    g.add_argument("--layers", type=int,
+                   help=f"propagation layers {default_help('train.layers')}")
+    g.add_argument("--batch-size", type=int,
+                   help=f"pairs per step {default_help('train.batch_size')}")
+    g.add_argument("--lr", type=float, help=f"Adam learning rate {default_help('train.lr')}")
+    g.add_argument("--reg", type=float,
+                   help=f"L2 on the batch's embeddings {default_help('train.weight_decay')}")
     g.add_argument("--patience", type=int, help="evaluations without improvement before "
-                   "stopping (default train.patience, 4)")
-    g.add_argument("--eval-every", type=int, help="epochs between validations (default 2)")
-    g.add_argument("--k", type=int, help="metric cut-off K (default train.k, 20)")
-    g.add_argument("--seed", type=int, help="seed of split, init and negatives (default 2020)")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"),
-                   help="auto: CUDA when present, with bf16 autocast (default train.device)")
+                   f"stopping {default_help('train.patience')}")
+    g.add_argument("--eval-every", type=int,
+                   help=f"epochs between validations {default_help('train.eval_every')}")
+    g.add_argument("--k", type=int, help=f"metric cut-off K {default_help('train.k')}")
+    g.add_argument("--seed", type=int,
+                   help=f"seed of split, init and negatives {default_help('train.seed')}")
+    g.add_argument("--device", help="auto (CUDA when present, with bf16 autocast), cpu, cuda "
+                   f"or cuda:N {default_help('train.device')}")
     g.add_argument("--max-minutes", type=float, help="wall-time limit, checked after every "
                    "batch; the best checkpoint is kept and the run is marked not converged "
-                   "(default: no limit)")
+                   f"{default_help('train.max_minutes', 'no limit')}")
     g.add_argument("--kg-hops", type=int, help="gat/gcn: attention rounds over the knowledge "
-                   "graph; 0 leaves it out (default train.kg_hops, 2)")
+                   f"graph; 0 leaves it out {default_help('train.kg_hops')}")
     g.add_argument("--kg-dropout", type=float, help="gat/gcn: dropout on attention "
-                   "coefficients (default train.kg_dropout, 0.3)")
+                   f"coefficients {default_help('train.kg_dropout')}")
     g.add_argument("--init-std", type=float, help="std of the normal initialisation of id "
-                   "embeddings (default train.init_std: each model's own, 0.1; xavier for mf)")
+                   "embeddings "
+                   + default_help("train.init_std", "each model's own: 0.1, xavier for mf"))
     g.add_argument("--text-features", action=argparse.BooleanOptionalAction, default=None,
                    help="gat/gcn: product text vectors (fusion.text_fields, encoded with "
-                   "fusion.text_model) as product inputs (default train.text_features, on)")
+                   f"fusion.text_model) as product inputs {default_help('train.text_features')}")
 
 
 def _config(args: argparse.Namespace) -> Config:
-    config = cli_config(args)
-    for name in ("model", "epochs", "dim", "layers", "batch_size", "lr", "weight_decay",
-                 "patience", "eval_every", "k", "seed", "device", "max_minutes", "kg_hops",
-                 "kg_dropout", "init_std", "text_features"):
-        value = getattr(args, name, None)
-        if value is not None and not isinstance(value, list):
-            setattr(config.train, name, value)
-    return config
+    # evaluate's --model is a list of models to train, not the train.model setting.
+    model = {"model": "train.model"} if isinstance(getattr(args, "model", None), str) else {}
+    return cli_config(args, TRAIN_OPTIONS | model)
 
 
 def _snapshot(args: argparse.Namespace, config: Config):
-    return load_snapshot(config, args.snapshot, args.store, progress=not args.no_progress)
+    return load_snapshot(config, args.snapshot, progress=not args.no_progress)
 
 
 def _split(snapshot, kind: str, config: Config):
@@ -170,9 +179,9 @@ def product_features(snapshot, config: Config, settings, progress: bool):
 def run_train(args: argparse.Namespace) -> int:
     config = _config(args)
     snapshot = _snapshot(args, config)
-    split = _split(snapshot, args.split, config)
+    split = _split(snapshot, config.train.split, config)
     model = config.train.model
-    run_dir = Path(args.out_dir or config.train.out_dir) / (args.run_name or model)
+    run_dir = Path(config.train.out_dir) / (args.run_name or model)
     _train(snapshot, split, config, model, run_dir, not args.no_progress)
     return 0
 
@@ -254,7 +263,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     runs = [Path(r) for r in args.runs]
     if args.model:
         snapshot = _snapshot(args, config)
-        split = _split(snapshot, args.split, config)
+        split = _split(snapshot, config.train.split, config)
         for model in args.model:
             run_dir = Path(config.train.out_dir) / model
             runs.append(_train(snapshot, split, config, model, run_dir, not args.no_progress))

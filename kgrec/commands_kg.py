@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from kgrec.config import Config, cli_config
+from kgrec.config import Config, cli_config, default_help
 from kgrec.kg.errors import InputError
 from kgrec.kg.tables import GraphTables
 from kgrec.stores import BACKENDS, open_store
@@ -70,8 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "bare Product nodes (Amazon)",
     )
     _store_options(p)
-    p.add_argument("--reports-dir", help="rejects report folder (default: data.reports_dir)")
-    p.add_argument("--cache-dir", help="download cache (default: data.cache_dir)")
+    p.add_argument("--reports-dir",
+                   help=f"rejects report folder {default_help('data.reports_dir')}")
+    p.add_argument("--cache-dir", help=f"download cache {default_help('data.cache_dir')}")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run_ingest)
 
@@ -113,13 +114,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run_snapshot)
 
 
+#: Ingest options that override settings (argparse dest -> key).
+INGEST_OPTIONS = {"reports_dir": "data.reports_dir", "cache_dir": "data.cache_dir"}
+
+
 def _store_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--store",
         choices=BACKENDS,
-        help="graph store (default: store.backend in the config, 'local')",
+        help=f"graph store {default_help('store.backend')}",
     )
-    p.add_argument("--store-path", help="folder of the local store (default: store.path)")
+    p.add_argument("--store-path",
+                   help=f"folder of the local store {default_help('store.path')}")
 
 
 def read_sources(args: argparse.Namespace, config: Config) -> GraphTables:
@@ -145,7 +151,7 @@ def read_sources(args: argparse.Namespace, config: Config) -> GraphTables:
 
         progress = not args.no_progress
         if args.recbole == ML100K:
-            wheel = fetch_ml100k(args.cache_dir or config.data.cache_dir)
+            wheel = fetch_ml100k(config.data.cache_dir)
             return read_recbole(wheel, ML100K, progress=progress)
         return read_recbole(args.recbole, args.dataset, progress=progress)
     if args.scientific:
@@ -161,7 +167,7 @@ def read_sources(args: argparse.Namespace, config: Config) -> GraphTables:
         )
     known: list[str] = []
     if not args.products:
-        store = open_store(config, args.store)
+        store = open_store(config)
         try:
             known = [i for batch in store.iter_nodes("Product") for i in batch["id"]]
         finally:
@@ -180,14 +186,14 @@ def read_sources(args: argparse.Namespace, config: Config) -> GraphTables:
 def run_ingest(args: argparse.Namespace) -> int:
     from kgrec.kg.ingest import ingest
 
-    config = cli_config(args)
+    config = cli_config(args, INGEST_OPTIONS)
     tables = read_sources(args, config)
-    store = open_store(config, args.store)
+    store = open_store(config)
     try:
         summary = ingest(
             tables,
             store,
-            args.reports_dir or config.data.reports_dir,
+            config.data.reports_dir,
             progress=not args.no_progress,
         )
     finally:
@@ -200,7 +206,7 @@ def run_stats(args: argparse.Namespace) -> int:
     from kgrec.kg.stats import graph_stats, plot_degrees
 
     config = cli_config(args)
-    store = open_store(config, args.store)
+    store = open_store(config)
     try:
         stats = graph_stats(store, head_share=args.head_share, progress=not args.no_progress)
     finally:
@@ -221,7 +227,7 @@ def run_snapshot(args: argparse.Namespace) -> int:
     from kgrec.kg.snapshot import build_snapshot
 
     config = cli_config(args)
-    store = open_store(config, args.store)
+    store = open_store(config)
     try:
         snap = build_snapshot(store, progress=not args.no_progress)
     finally:

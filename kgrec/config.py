@@ -1,24 +1,41 @@
 """All kgrec settings in one place.
 
-Read from a TOML file (``kgrec.toml`` in the working folder, or ``--config PATH``), then
-environment variables ``KGREC_<SECTION>_<KEY>`` (e.g. ``KGREC_NEO4J_URI``), then CLI options.
-Every default is documented on its field. Unknown keys are errors, not silently ignored.
+Layers, later ones winning: the default documented on each field, a TOML file (``kgrec.toml``
+in the working folder, ``$KGREC_CONFIG`` or ``--config PATH``), environment variables
+``KGREC_<SECTION>_<KEY>`` (e.g. ``KGREC_NEO4J_URI``), ``--set section.key=value`` and last a
+command's own options (``--epochs`` ...). Every value is converted to its field's type and
+checked against :data:`RULES`; unknown sections and keys are errors, not silently ignored.
+:attr:`Config.provenance` records where each effective value came from (``kgrec config show``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import os
+import re
 import tomllib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, NamedTuple, Union, get_args, get_origin, get_type_hints
 
 from kgrec.fusion.text import PROFILE_HALF_LIVES, TEXT_FIELDS
+from kgrec.gnn.models import MODEL_NAMES
 from kgrec.gnn.train import TrainSettings
-from kgrec.kg.errors import ConfigError
+from kgrec.kg import schema
+from kgrec.kg.errors import ConfigError, KgrecError
+from kgrec.kg.extract.sources import SOURCE_KINDS, SourceSpec
 
 DEFAULT_CONFIG_FILE = "kgrec.toml"
+BACKENDS = ("local", "neo4j")
+SPLITS = ("auto", "temporal", "temporal_ratio", "leave_one_out", "random", "item_cold_start")
+#: Settings never printed in clear.
+SECRETS = frozenset({"neo4j.password"})
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,10 +68,13 @@ class DataConfig:
 @dataclass
 class TrainConfig(TrainSettings):
     """The [train] section: every setting of :class:`kgrec.gnn.train.TrainSettings` (documented
-    there, one place), plus where runs are written."""
+    there, one place), plus where runs are written and how interactions are split."""
 
     #: Folder for checkpoints, embeddings and evaluation tables.
     out_dir: str = ".kgrec/runs"
+    #: Evaluation split of `kgrec train` / `evaluate` (and `fuse` when the run holds none);
+    #: see `kgrec train --help`.
+    split: str = "auto"
 
 
 @dataclass
@@ -67,6 +87,10 @@ class FusionConfig:
     text_fields: list[str] = field(default_factory=lambda: list(TEXT_FIELDS))
     #: What joins the fields of one product's text.
     text_separator: str = ". "
+    #: Text sides `kgrec fuse` compares: "all" (profile and tower), "tower" or "profile".
+    text_side: str = "all"
+    #: "item" (the GNN weight may depend on a product's degree and text) or "constant".
+    alpha_function: str = "item"
     #: Epochs of the BPR text tower (one of the text sides the fusion fit compares).
     tower_epochs: int = 20
     #: Recency half-lives of a user's text profile in events (0: none), compared on
@@ -74,6 +98,8 @@ class FusionConfig:
     profile_half_lives: list[float] = field(default_factory=lambda: list(PROFILE_HALF_LIVES))
     #: GNN weight of `kgrec search` (the query is the text side).
     search_alpha: float = 0.3
+    #: Results of `kgrec search`.
+    search_top_k: int = 10
     #: Per-user score normalisation before blending: "zscore" or "rank".
     normalise: str = "zscore"
     cache_dir: str = ".kgrec/text-cache"
@@ -88,6 +114,195 @@ class ScoreConfig:
 
 
 @dataclass
+class SourceConfig(SourceSpec):
+    """The [source] section: the catalogue `kgrec run` ingests (fields documented on
+    :class:`kgrec.kg.extract.sources.SourceSpec`, one place)."""
+
+
+@dataclass
+class RunConfig:
+    #: Folder of everything `kgrec run` writes: snapshot, runs, evaluation, report, state.
+    workdir: str = ".kgrec/run"
+    #: Models trained beside train.model for the report's comparison rows.
+    baselines: list[str] = field(default_factory=lambda: ["pop", "mf"])
+    #: Products batch-scored for every user: long-tail, cold-start or all.
+    items: str = "long-tail"
+    #: Write the recommendations back to the store as RECOMMENDED relationships.
+    write_back: bool = True
+    #: Users shown in the report with their recommendations and why-paths.
+    sample_users: int = 3
+
+
+class Rule(NamedTuple):
+    """What a setting allows: ``test`` on its value (None always passes: "not set"), and
+    ``text`` completing "must be ..." in the error."""
+
+    test: Callable[[Any], bool]
+    text: str
+
+
+def one_of(*choices: str) -> Rule:
+    return Rule(lambda v: v in choices, "one of " + ", ".join(choices))
+
+
+def at_least(low: int) -> Rule:
+    return Rule(lambda v: v >= low, f"an integer >= {low}")
+
+
+def above(low: float) -> Rule:
+    return Rule(lambda v: v > low, f"> {low}")
+
+
+def between(low: float, high: float, *, open_high: bool = False) -> Rule:
+    return Rule(lambda v: low <= v < high if open_high else low <= v <= high,
+                f"in [{low}, {high}{')' if open_high else ']'}")
+
+
+def each(rule: Rule) -> Rule:
+    return Rule(lambda v: bool(v) and all(rule.test(x) for x in v),
+                f"a non-empty list, each {rule.text}")
+
+
+def matching(pattern: str, text: str) -> Rule:
+    return Rule(lambda v: re.fullmatch(pattern, v) is not None, text)
+
+
+def _event_weights_ok(weights: Mapping[str, float]) -> bool:
+    try:
+        return all(schema.event_type(name) and w >= 0 for name, w in weights.items())
+    except KgrecError:  # an unknown event word
+        return False
+
+
+POSITIVE = at_least(1)
+NON_NEGATIVE = Rule(lambda v: v >= 0, ">= 0")
+#: The legal values of every checked setting, one place (keys without a rule take any value
+#: of their type: names, paths).
+RULES: dict[str, Rule] = {
+    "store.backend": one_of(*BACKENDS),
+    "store.batch_size": POSITIVE,
+    "neo4j.uri": matching(r"(bolt|neo4j)(\+s|\+ssc)?://\S+", "a bolt:// or neo4j:// URI"),
+    "train.model": one_of(*MODEL_NAMES),
+    "train.dim": POSITIVE,
+    "train.layers": POSITIVE,
+    "train.kg_hops": at_least(0),
+    "train.kg_dropout": between(0, 1, open_high=True),
+    "train.id_dropout": between(0, 1, open_high=True),
+    "train.init_std": above(0),
+    "train.cl_weight": NON_NEGATIVE,
+    "train.cl_eps": NON_NEGATIVE,
+    "train.cl_temperature": above(0),
+    "train.epochs": POSITIVE,
+    "train.batch_size": POSITIVE,
+    "train.lr": above(0),
+    "train.weight_decay": NON_NEGATIVE,
+    "train.patience": POSITIVE,
+    "train.eval_every": POSITIVE,
+    "train.k": POSITIVE,
+    "train.seed": at_least(0),
+    "train.device": matching(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N"),
+    "train.event_weights": Rule(_event_weights_ok, "event types (" + ", ".join(
+        schema.INTERACTIONS) + " or words like 'purchase') mapped to weights >= 0"),
+    "train.max_batches": POSITIVE,
+    "train.max_minutes": above(0),
+    "train.split": one_of(*SPLITS),
+    "fusion.text_batch_size": POSITIVE,
+    "fusion.text_fields": each(one_of(*TEXT_FIELDS)),
+    "fusion.text_side": one_of("all", "tower", "profile"),
+    "fusion.alpha_function": one_of("item", "constant"),
+    "fusion.tower_epochs": POSITIVE,
+    "fusion.profile_half_lives": each(NON_NEGATIVE),
+    "fusion.search_alpha": between(0, 1),
+    "fusion.search_top_k": POSITIVE,
+    "fusion.normalise": one_of("zscore", "rank"),
+    "score.top_k": POSITIVE,
+    "score.chunk_size": POSITIVE,
+    "source.kind": one_of(*SOURCE_KINDS),
+    "run.baselines": Rule(lambda v: all(m in MODEL_NAMES for m in v),
+                          "a list of models among " + ", ".join(MODEL_NAMES)),
+    "run.items": one_of("long-tail", "cold-start", "all"),
+    "run.sample_users": at_least(0),
+}
+
+
+class _Unreadable(Exception):
+    """``value`` cannot be read as ``kind`` (turned into a ConfigError naming the key)."""
+
+    def __init__(self, value: Any, kind: str) -> None:
+        super().__init__(value, kind)
+        self.value, self.kind = value, kind
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _parse_mapping(text: str) -> Any:
+    """A dict from the environment or --set: JSON ``{"RATED": 1.0}`` or ``RATED=1,VIEWED=0.5``."""
+    if text.lstrip().startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise _Unreadable(text, f"JSON ({exc.msg})") from None
+    pairs = [part.partition("=") for part in text.split(",") if part.strip()]
+    for key, sep, _ in pairs:
+        if not sep or not key.strip():
+            raise _Unreadable(key, "KEY=VALUE")
+    return {key.strip(): value.strip() for key, _, value in pairs}
+
+
+def _parse_list(text: str) -> Any:
+    """A list from the environment or --set: JSON ``["a", "b"]`` or ``a,b``."""
+    if text.lstrip().startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise _Unreadable(text, f"JSON ({exc.msg})") from None
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _convert(value: Any, hint: Any) -> Any:
+    """``value`` as the type ``hint``: strings (environment, --set) are parsed, typed values
+    (TOML, command options) are checked, never silently kept as the wrong type."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, UnionType):  # "X | None"
+        if value is None or (isinstance(value, str) and value.strip().lower() in
+                             ("", "none", "null")):
+            return None
+        return _convert(value, next(a for a in args if a is not type(None)))
+    if origin is list:
+        if isinstance(value, str):  # "a,b" or JSON
+            value = _parse_list(value)
+        if not isinstance(value, list | tuple):
+            raise _Unreadable(value, "list")
+        return [_convert(item, args[0]) for item in value]
+    if origin is dict:
+        value = _parse_mapping(value) if isinstance(value, str) else value
+        if not isinstance(value, dict):
+            raise _Unreadable(value, "table (dict)")
+        return {str(key): _convert(item, args[1]) for key, item in value.items()}
+    if isinstance(value, str) and hint is not str:
+        text = value.strip()
+        if hint is bool and text.lower() in _TRUE + _FALSE:
+            return text.lower() in _TRUE
+        if hint in (int, float):
+            try:
+                return hint(text)
+            except ValueError:
+                pass
+        raise _Unreadable(value, hint.__name__)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not hint:
+        raise _Unreadable(value, getattr(hint, "__name__", str(hint)))
+    return value
+
+
+def _field_types(cls: Any) -> dict[str, Any]:
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+@dataclass
 class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     neo4j: Neo4jConfig = field(default_factory=Neo4jConfig)
@@ -95,50 +310,86 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    #: "section.key" -> where its value came from ("file PATH", "env KGREC_X_Y", "--set",
+    #: "--option"); keys left out hold their default.
+    provenance: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @staticmethod
+    def sections() -> list[str]:
+        return [f.name for f in dataclasses.fields(Config) if f.name != "provenance"]
+
+    def _section(self, name: str, where: str, key: str = "") -> Any:
+        if name not in self.sections():
+            raise ConfigError(f"{where}: unknown section [{name}]{f' ({key})' if key else ''}; "
+                              f"known: {', '.join(self.sections())}")
+        return getattr(self, name)
+
+    def set_value(self, key: str, value: Any, source: str) -> None:
+        """Set ``section.key`` to ``value`` (converted to the field's type) from ``source``."""
+        name, _, attr = key.partition(".")
+        section = self._section(name, source, key)
+        types = _field_types(type(section))
+        if attr not in types:
+            raise ConfigError(f"{source}: unknown setting {attr!r} in [{name}] ({key}); known: "
+                              f"{', '.join(sorted(types))}")
+        try:
+            value = _convert(value, types[attr])
+        except _Unreadable as exc:
+            raise ConfigError(f"{source}: {key}: cannot read {exc.value!r} as {exc.kind}") from None
+        setattr(section, attr, value)
+        self.provenance[key] = source
+        log.debug("%s = %s (%s)", key, self.shown(key), source)
+
+    def source_of(self, key: str) -> str:
+        return self.provenance.get(key, "default")
+
+    def items(self) -> list[tuple[str, Any]]:
+        """Every ("section.key", value), in declaration order."""
+        return [(f"{name}.{f.name}", getattr(getattr(self, name), f.name))
+                for name in self.sections() for f in dataclasses.fields(getattr(self, name))]
+
+    def shown(self, key: str) -> Any:
+        """The value of ``key`` for printing: secrets masked."""
+        name, _, attr = key.partition(".")
+        value = getattr(getattr(self, name), attr)
+        return "***" if key in SECRETS and value else value
+
+    def validate(self) -> None:
+        """Check every value against :data:`RULES`; the error names the key, the value, its
+        source and what is allowed."""
+        for key, value in self.items():
+            rule = RULES.get(key)
+            if rule is None or value is None:
+                continue
+            try:
+                ok = rule.test(value)
+            except TypeError:  # e.g. a wrong type set from Python
+                ok = False
+            if not ok:
+                raise ConfigError(f"{key} = {self.shown(key)!r} ({self.source_of(key)}): "
+                                  f"must be {rule.text}")
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict with secrets masked, for printing and run records."""
-        out = dataclasses.asdict(self)
-        if out["neo4j"]["password"]:
-            out["neo4j"]["password"] = "***"
+        out = {name: dataclasses.asdict(getattr(self, name)) for name in self.sections()}
+        for key in SECRETS:
+            name, _, attr = key.partition(".")
+            out[name][attr] = self.shown(key)
         return out
 
 
-def _coerce(value: Any, current: Any, where: str) -> Any:
-    if isinstance(value, str) and isinstance(current, list):  # "a,b" from the environment
-        parts = [part.strip() for part in value.split(",") if part.strip()]
-        if current and isinstance(current[0], float):
-            return [_coerce(part, 0.0, where) for part in parts]
-        return parts
-    if isinstance(value, str) and not isinstance(current, str):
-        try:
-            if isinstance(current, bool):
-                return value.lower() in ("1", "true", "yes", "on")
-            if isinstance(current, int):
-                return int(value)
-            if current is None and value.lower() in ("", "none", "null"):
-                return None
-            if current is None:  # an optional number: keep whole numbers whole
-                return int(value) if value.lstrip("-").isdigit() else float(value)
-            if isinstance(current, float):
-                return float(value)
-        except ValueError as exc:
-            kind = type(current).__name__
-            raise ConfigError(f"{where}: cannot read {value!r} as {kind}") from exc
-    return value
-
-
-def _apply(section: Any, values: dict[str, Any], where: str) -> None:
-    names = {f.name for f in dataclasses.fields(section)}
-    for key, value in values.items():
-        if key not in names:
-            known = ", ".join(sorted(names))
-            raise ConfigError(f"{where}: unknown setting {key!r}; known: {known}")
-        setattr(section, key, _coerce(value, getattr(section, key), f"{where}.{key}"))
-
-
-def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
-    """Defaults, overridden by the TOML file (if any), overridden by ``KGREC_*`` variables."""
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    sets: Iterable[str] = (),
+    *,
+    validate: bool = True,
+) -> Config:
+    """Defaults < the TOML file (if any) < ``KGREC_*`` variables < ``sets`` (``--set``
+    ``section.key=value`` strings), then validated (unless ``validate`` is False: the caller
+    adds layers and validates)."""
     config = Config()
     env = dict(os.environ) if env is None else env
     file = Path(path) if path else Path(env.get("KGREC_CONFIG", DEFAULT_CONFIG_FILE))
@@ -150,22 +401,51 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
                 raw = tomllib.load(fh)
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"config file {file}: {exc}") from exc
+        where = f"file {file}"
         for name, values in raw.items():
-            if not hasattr(config, name) or not isinstance(values, dict):
-                raise ConfigError(f"config file {file}: unknown section [{name}]")
-            _apply(getattr(config, name), values, f"{file} [{name}]")
-    for section in dataclasses.fields(config):
-        prefix = f"KGREC_{section.name.upper()}_"
-        values = {k[len(prefix):].lower(): v for k, v in env.items() if k.startswith(prefix)}
-        if values:
-            _apply(getattr(config, section.name), values, f"environment {prefix}*")
+            config._section(name, where)
+            if not isinstance(values, dict):
+                raise ConfigError(f"{where}: {name} must be a [{name}] table of settings")
+            for key, value in values.items():
+                config.set_value(f"{name}.{key}", value, where)
+    for name in config.sections():
+        prefix = f"KGREC_{name.upper()}_"
+        for var in sorted(v for v in env if v.startswith(prefix)):
+            config.set_value(f"{name}.{var[len(prefix):].lower()}", env[var], f"env {var}")
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
+        config.set_value(key.strip(), value, "--set")
+    if validate:
+        config.validate()
     return config
 
 
-def cli_config(args: Any) -> Config:
-    """The settings of one CLI call: ``--config`` loaded, then the ``--store-path`` override
-    every command shares (the command adds its own overrides)."""
-    config = load_config(getattr(args, "config", None))
-    if getattr(args, "store_path", None):
-        config.store.path = args.store_path
+#: Options every command that opens a store shares: argparse dest -> setting.
+STORE_OPTIONS = {"store": "store.backend", "store_path": "store.path"}
+
+
+def cli_config(args: Any, options: Mapping[str, str] | None = None) -> Config:
+    """The settings of one CLI call: ``--config``, environment and ``--set`` (root options),
+    then the command's own ``options`` (argparse dest -> "section.key"; an option left at
+    None keeps the configured value), then validated."""
+    sets = [*(getattr(args, "set", None) or ()), *getattr(args, "late_set", ())]  # before/after
+    config = load_config(getattr(args, "config", None), sets=sets, validate=False)
+    for dest, key in {**STORE_OPTIONS, **(options or {})}.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            config.set_value(key, value, "--" + dest.replace("_", "-"))
+    config.validate()
     return config
+
+
+def default_help(key: str, none: str = "none") -> str:
+    """``(default: from config KEY, VALUE)`` for option help texts: VALUE is the built-in
+    default (``none`` says what None means)."""
+    name, _, attr = key.partition(".")
+    value = getattr(getattr(_DEFAULTS, name), attr)
+    return f"(default: from config {key}, {none if value is None else value})".replace("%", "%%")
+
+
+_DEFAULTS = Config()

@@ -1,101 +1,77 @@
-"""``kgrec demo``: the main job end to end on the embedded store, as the README's commands.
-
-Each step is one ``kgrec`` sub-command run in order (so the demo is exactly what a user
-would type): ingest MovieLens-100K with its knowledge graph, graph statistics, snapshot,
-train a GNN, evaluate it, fit the text fusion, batch-score the long tail and write the
-recommendations to Parquet and back to the store.
-"""
+"""``kgrec run`` and ``kgrec demo``: the main job end to end as one resumable run
+(:class:`kgrec.run.Pipeline`), with a report at the end."""
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import pandas as pd
+from kgrec.config import Config, cli_config
+from kgrec.run import STAGES, Pipeline
 
-from kgrec.kg.errors import KgrecError
-
-MODELS = ("gat", "gcn", "lightgcn", "mf", "pop")
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "data" / "ml100k.toml"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="run the main job end to end on MovieLens-100K + KG (embedded store)",
+    stages = " -> ".join(STAGES)
+    r = sub.add_parser(
+        "run",
+        help="the main job end to end, resumable, with an HTML/Markdown report",
         description=(
-            "Ingest MovieLens-100K with its knowledge graph (the recbole==1.2.1 wheel, fetched "
-            "once and cached) into the embedded store, print graph statistics, train a GNN, "
-            "evaluate it (overall / long-tail / cold-start), fit the GNN + text fusion on the "
-            "validation split and batch-score the long-tail products for every user. Every "
-            "artefact lands in WORKDIR; re-running is idempotent."
-        ),
+            f"Run {stages} on the catalogue named by [source], into [run] workdir. A "
+            "stage whose settings and inputs did not change since its last run is reused "
+            "(keyed by content hashes), so a second run redoes only what changed. The "
+            "report (WORKDIR/report/report.html and .md) compares popularity, the "
+            "baselines, the GNN, the text alone and the fusion on the overall, long-tail, "
+            "cold-start and tail-candidate slices."),
+        epilog="Example: kgrec run data/scientific.toml --set train.model=gcn",
     )
-    p.add_argument("--workdir", default=".kgrec/demo",
-                   help="folder for the store, snapshot, runs and outputs (default .kgrec/demo)")
-    p.add_argument("--model", choices=MODELS, default="gat",
-                   help="model to train (default gat: the knowledge-graph attention model; "
-                   "benchmarks/results/quality_ml100k.json compares them all)")
-    p.add_argument("--epochs", type=int, default=40, help="maximum training epochs (default 40)")
-    p.add_argument("--max-minutes", type=float, default=5.0,
-                   help="training time budget; early stopping usually ends sooner (default 5)")
-    p.add_argument("--top-k", type=int, default=20, help="long-tail products per user (default 20)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    r.add_argument("run_config", nargs="?", metavar="CONFIG",
+                   help="TOML settings of the run (same as the global --config)")
+    _options(r)
+    r.set_defaults(func=run_pipeline)
+
+    d = sub.add_parser(
+        "demo",
+        help="`kgrec run` on MovieLens-100K + KG with the embedded store (data/ml100k.toml)",
+        description=("The main job on MovieLens-100K with its knowledge graph (the "
+                     "recbole==1.2.1 wheel, fetched once and cached), in the embedded store: "
+                     "exactly `kgrec run data/ml100k.toml`."),
+    )
+    _options(d)
+    d.set_defaults(func=run_demo)
+
+
+def _options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="append", default=[], choices=STAGES, metavar="STAGE",
+                   help=f"rerun this stage and those after it (repeatable; {', '.join(STAGES)})")
+    p.add_argument("--workdir", help="output folder (default: run.workdir)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=run_demo)
 
 
-def demo_steps(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
-    """The demo as (title, kgrec argv) pairs; pure, so tests and the README can read it."""
-    work = Path(args.workdir)
-    store = ["--store", "local", "--store-path", str(work / "store")]
-    quiet = ["--no-progress"] if args.no_progress else []
-    snap = ["--snapshot", str(work / "snapshot")]
-    run = str(work / "runs" / args.model)
-    return [
-        ("ingest MovieLens-100K + knowledge graph",
-         ["ingest", "--recbole", "ml-100k", *store, "--reports-dir", str(work / "reports"),
-          *quiet]),
-        ("graph statistics",
-         ["graph", "stats", *store, "--plot", str(work / "degrees.png"),
-          "--json", str(work / "stats.json"), *quiet]),
-        ("snapshot", ["graph", "snapshot", str(work / "snapshot"), *store, *quiet]),
-        (f"train {args.model}",
-         ["train", "--model", args.model, *snap, "--epochs", str(args.epochs),
-          "--max-minutes", str(args.max_minutes), "--device", args.device,
-          "--out-dir", str(work / "runs"), "--run-name", args.model,
-          *quiet]),
-        ("evaluate", ["evaluate", run, *snap, "--out", str(work / "evaluation"), *quiet]),
-        ("fit the text fusion",
-         ["fuse", "--run", run, *snap, "--device", args.device, *quiet]),
-        ("score the long tail",
-         ["score", "--run", run, *snap, "--items", "long-tail", "--top-k", str(args.top_k),
-          "--out", str(work / "long_tail.parquet"), "--write-back", *store,
-          "--device", args.device, *quiet]),
-    ]
+def run_pipeline(args: argparse.Namespace) -> int:
+    if getattr(args, "run_config", None):
+        args.config = args.run_config
+    config = cli_config(args)
+    return _run(config, args)
 
 
-def run_demo(args: argparse.Namespace, main: Callable[[Sequence[str]], int] | None = None) -> int:
-    if main is None:
-        from kgrec.cli import main as cli_main
+def run_demo(args: argparse.Namespace) -> int:
+    args.config = args.config or str(DEMO_CONFIG)
+    return _run(cli_config(args), args)
 
-        main = cli_main
+
+def _run(config: Config, args: argparse.Namespace) -> int:
+    if args.workdir:
+        config.run.workdir = args.workdir
     start = time.perf_counter()
-    config = [] if args.config is None else ["--config", args.config]
-    steps = demo_steps(args)
-    for number, (title, argv) in enumerate(steps, start=1):
-        print(f"\n== [{number}/{len(steps)}] {title}: kgrec {' '.join(argv)}", flush=True)
-        code = main([*config, *argv])
-        if code:
-            raise KgrecError(f"demo step {number} ({title}) failed with exit code {code}")
-    out = Path(args.workdir) / "long_tail.parquet"
-    frame = pd.read_parquet(out)
-    print(f"\nFirst long-tail recommendations ({out}):")
-    print(frame.head(10).to_string(index=False))
-    print(
-        f"\nDemo done in {time.perf_counter() - start:.0f}s: {len(steps)} steps, "
-        f"{frame['user_id'].nunique():,} users scored on the long tail, artefacts in "
-        f"{args.workdir} (evaluation table: {Path(args.workdir) / 'evaluation'})."
-    )
+    result = Pipeline(config, force=args.force, progress=not args.no_progress).run()
+    report = Path(result.stages["report"].outputs["html"])
+    print()
+    print(result.summary())
+    print(f"\nRun done in {time.perf_counter() - start:.0f}s "
+          f"({len(result.reused)} of {len(result.stages)} stages reused). "
+          f"Report: {report} (Markdown: {report.with_suffix('.md')}); everything in "
+          f"{config.run.workdir}.")
     return 0

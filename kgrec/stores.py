@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from kgrec.config import Config
+from kgrec.config import BACKENDS, Config
 from kgrec.kg.errors import ConfigError
 from kgrec.kg.snapshot import GraphSnapshot, build_snapshot
 from kgrec.kg.store.base import GraphStore
 from kgrec.kg.store.local import LocalStore
 
-BACKENDS = ("local", "neo4j")
+__all__ = ["BACKENDS", "load_snapshot", "open_store"]
 
 
 def open_store(config: Config, backend: str | None = None) -> GraphStore:

@@ -94,6 +94,13 @@ def test_audience_ranks_users_per_product(fused, snapshot) -> None:
     assert not _pairs(frame) & _interactions(snapshot)
 
 
+def test_history_titles_are_the_latest_first(fused, themed_tables) -> None:
+    events = themed_tables.rels["RATED"]
+    mine = events[events["src"] == "u04"].sort_values("timestamp")["dst"].tolist()
+    titles = fused.snapshot.products.set_index("id")["title"]
+    assert fused.history_titles("u04", 3) == [titles[p] for p in mine[::-1][:3]]
+
+
 def test_explain_walks_from_user_to_product(fused) -> None:
     paths = fused.explain("u00", "p00", max_hops=3)
     assert paths, "u00 and p00 share co-raters"

@@ -268,7 +268,8 @@ class Neo4jStore:
         created = 0
         with (
             self._session() as session,
-            tqdm(total=len(rows), desc=desc, unit="row", disable=not progress, leave=False) as bar,
+            tqdm(total=len(rows), desc=desc, unit="row", disable=not (progress and rows),
+                 leave=False) as bar,
         ):
             for batch in _batches(rows, self.batch_size):
                 created += session.execute_write(work, batch)

