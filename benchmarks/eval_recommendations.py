@@ -2,7 +2,7 @@
 
 Reads a recommendations file (Parquet, or CSV/TSV; columns ``user_id``, ``product_id``,
 ``rank`` with rank 1 the best; the top K per user, training and validation items already
-excluded, as kgrec's ``score`` command and ``kgrec.fusion.batch`` write them) and the exported
+excluded, as kgrec's ``score`` command and ``kgrec.fusion.output`` write them) and the exported
 ``NAME.test.inter`` (RecBole atomic file: tab-separated, header ``user_id:token
 item_id:token ...``, one row per test pair; ``kgrec.gnn.export.export_recbole_dataset`` writes it).
 It uses numpy and pandas only, nothing of kgrec's packages, so that kgrec's figures can be

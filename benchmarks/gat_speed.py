@@ -29,7 +29,7 @@ from benchmarks._common import RESULTS, command, machine, now, write_json  # noq
 #: evaluation at the end is not part of the epoch times).
 SNIPPET = """
 import json, sys, torch
-from kgrec.gnn.data import make_split
+from kgrec.gnn.split import make_split
 from kgrec.gnn.train import TrainSettings, train_model
 from kgrec.kg.extract.recbole import read_recbole_ml100k
 from kgrec.kg.snapshot import snapshot_from_tables

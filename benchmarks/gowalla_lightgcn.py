@@ -21,8 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kgrec.gnn.data import load_lightgcn_split  # noqa: E402
-from kgrec.gnn.train import TrainSettings, resolve_device, train_model  # noqa: E402
+from kgrec.gnn.device import resolve_device  # noqa: E402
+from kgrec.gnn.lightgcn_files import load_lightgcn_split  # noqa: E402
+from kgrec.gnn.train import TrainSettings, train_model  # noqa: E402
 
 from benchmarks._common import RESULTS, SHARED_DATA, command, machine, now, write_json  # noqa: E402
 

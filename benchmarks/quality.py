@@ -41,7 +41,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kgrec.fusion.alpha import AlphaFunction  # noqa: E402
-from kgrec.fusion.batch import SeenIndex, chunked_topk, dot_scorer, topk_frame  # noqa: E402
 from kgrec.fusion.fit import (  # noqa: E402
     FusionFit,
     JobFit,
@@ -49,10 +48,14 @@ from kgrec.fusion.fit import (  # noqa: E402
     fit_fusion,
     fused_table,
 )
+from kgrec.fusion.output import topk_frame  # noqa: E402
+from kgrec.fusion.seen import SeenIndex  # noqa: E402
 from kgrec.fusion.text import TextEncoder, has_text, product_text, text_confidence  # noqa: E402
-from kgrec.gnn.data import Split, item_cold_start_split, make_split  # noqa: E402
+from kgrec.fusion.topk import chunked_topk, dot_scorer  # noqa: E402
 from kgrec.gnn.export import export_recbole_dataset  # noqa: E402
 from kgrec.gnn.metrics import evaluate_ranking, format_table, long_tail_items  # noqa: E402
+from kgrec.gnn.models import MODEL_NAMES  # noqa: E402
+from kgrec.gnn.split import Split, item_cold_start_split, make_split  # noqa: E402
 from kgrec.gnn.train import TrainResult, TrainSettings, train_model  # noqa: E402
 from kgrec.kg.snapshot import GraphSnapshot  # noqa: E402
 
@@ -67,7 +70,6 @@ from benchmarks._common import (  # noqa: E402
 )
 
 K = 20
-MODELS = ("pop", "mf", "lightgcn", "gcn", "gat")
 #: Ablations of the GAT: name -> settings overrides.
 ABLATIONS = {"gat_no_kg": {"kg_hops": 0}, "gat_no_text": {"text_features": False}}
 RESULT_FILES = {"ml-100k": "quality_ml100k.json", "scientific": "quality_scientific.json"}
@@ -78,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--dataset", choices=DATASETS, required=True)
-    p.add_argument("--models", default=",".join(MODELS), help="comma-separated (default all)")
+    p.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated (default all)")
     p.add_argument("--no-ablation", action="store_true", help="skip the ablation rows")
     p.add_argument("--max-minutes", type=float, default=15.0,
                    help="wall-time cap per training (15; reported as not converged)")
@@ -202,7 +204,7 @@ def _ndcg(rows: dict, name: str, part: str) -> float:
 
 def targets(rows: dict, recbole: dict, dataset: str) -> list[dict[str, Any]]:
     """Each target of the quality issue: the figures compared, the ratio and the verdict."""
-    gnns = [m for m in ("mf", "lightgcn", "gcn", "gat") if m in rows]
+    gnns = [m for m in MODEL_NAMES if m != "pop" and m in rows]
     best_gnn = {part: max((_ndcg(rows, m, part) for m in gnns), default=float("nan"))
                 for part in ("overall", "tail_candidates")}
     singles = gnns + [m for m in rows if m.startswith("text:")]

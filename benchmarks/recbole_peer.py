@@ -2,7 +2,7 @@
 
 For each dataset (``ml-100k``: MovieLens-100K + its Freebase KG; ``scientific``: Amazon
 Industrial & Scientific), the script builds kgrec's snapshot, makes kgrec's default split
-(``kgrec.gnn.data.make_split``), exports it with ``kgrec.gnn.export.export_recbole_dataset`` as a
+(``kgrec.gnn.split.make_split``), exports it with ``kgrec.gnn.export.export_recbole_dataset`` as a
 RecBole ``benchmark_filename`` dataset (``NAME.{train,valid,test}.inter`` + ``NAME.kg`` +
 ``NAME.link``) and trains RecBole's models on exactly those pairs: full ranking over all
 items, training items (and validation items at test) excluded, Recall@20 and NDCG@20,
@@ -668,8 +668,8 @@ def main(argv: list[str] | None = None) -> int:
         return worker(args.worker)
     sys.path.insert(0, str(ROOT))
     import torch
-    from kgrec.gnn.data import make_split
     from kgrec.gnn.export import export_recbole_dataset
+    from kgrec.gnn.split import make_split
 
     from benchmarks._common import command, machine, now
 
@@ -682,7 +682,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command(), "machine": host, "date": started,
         "recbole": {"version": RECBOLE_VERSION, "venv": venv, "patches": PATCHES},
         "protocol": (
-            "kgrec's default split (gnn.data.make_split) exported as a RecBole benchmark_filename "
+            "kgrec's default split (gnn.split.make_split) exported as a RecBole benchmark_filename "
             "dataset (gnn.export.export_recbole_dataset); full ranking over all items, training "
             "items (and validation items at test) excluded; early stopping on validation "
             "NDCG@20; test read once. recall@20/ndcg@20 = RecBole's evaluator; kgrec_rescored = "

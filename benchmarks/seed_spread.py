@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kgrec.fusion.text import TextEncoder, has_text, product_text  # noqa: E402
-from kgrec.gnn.data import make_split  # noqa: E402
 from kgrec.gnn.metrics import evaluate_ranking  # noqa: E402
+from kgrec.gnn.split import make_split  # noqa: E402
 from kgrec.gnn.train import TrainSettings, train_model  # noqa: E402
 
 from benchmarks._common import (  # noqa: E402

@@ -59,7 +59,8 @@ def _sync(device) -> None:
 def kgrec_worker(data: str, batches: int | None, threads: int, device_name: str,
                  out: mp.Queue) -> None:
     import torch
-    from kgrec.gnn.data import NegativeSampler, load_lightgcn_split, negative_pool
+    from kgrec.gnn.lightgcn_files import load_lightgcn_split
+    from kgrec.gnn.sampling import NegativeSampler, negative_pool
     from kgrec.gnn.train import TrainSettings, _epoch, build_model, train_weights
     from tqdm.auto import tqdm
 
@@ -92,7 +93,7 @@ def kgrec_worker(data: str, batches: int | None, threads: int, device_name: str,
 def pyg_worker(data: str, batches: int | None, threads: int, device_name: str,
                out: mp.Queue) -> None:
     import torch
-    from kgrec.gnn.data import load_lightgcn_split
+    from kgrec.gnn.lightgcn_files import load_lightgcn_split
     from torch_geometric.nn import LightGCN
 
     torch.set_num_threads(threads)

@@ -1,35 +1,23 @@
 """Fusion layer of kgrec: transformer text embeddings, score fusion and batch scoring.
 
 ``kgrec.fusion.text`` encodes product texts and user profiles (MiniLM by default, offline, with
-an on-disk cache); ``kgrec.fusion.score`` normalises and blends GNN and text scores and trains
-the text tower; ``kgrec.fusion.fit`` fits the blend on a validation split; ``kgrec.fusion.batch``
-scores users x products in chunks (exact top-K) and writes Parquet / RECOMMENDED edges.
+an on-disk cache); ``kgrec.fusion.blend`` normalises GNN and text scores per user and blends
+them, ``kgrec.fusion.score`` scores users against products with that blend and
+``kgrec.fusion.tower`` trains the text tower; ``kgrec.fusion.fit`` fits the blend on a
+validation split. Batch scoring: ``kgrec.fusion.candidates`` picks the candidate products,
+``kgrec.fusion.topk`` keeps the exact top-K over chunks (``kgrec.fusion.seen`` excludes known
+pairs) and ``kgrec.fusion.output`` writes Parquet / RECOMMENDED edges.
 """
 
 from __future__ import annotations
 
 from kgrec.fusion.alpha import AlphaFit, AlphaFunction, fit_alpha_function
-from kgrec.fusion.batch import (
-    MatmulScorer,
-    SeenIndex,
-    TopK,
-    chunked_topk,
-    dot_scorer,
-    select_items,
-    topk_frame,
-    write_back,
-    write_parquet,
-)
+from kgrec.fusion.blend import blend, normalise, rank_percentile, zscore
+from kgrec.fusion.candidates import select_items
 from kgrec.fusion.fit import FusionFit, JobFit, build_text_side, fit_fusion, fit_job
-from kgrec.fusion.score import (
-    FusedScorer,
-    TextTower,
-    blend,
-    normalise,
-    rank_percentile,
-    train_text_tower,
-    zscore,
-)
+from kgrec.fusion.output import topk_frame, write_back, write_parquet
+from kgrec.fusion.score import FusedScorer
+from kgrec.fusion.seen import SeenIndex
 from kgrec.fusion.text import (
     TextEncoder,
     encode_products,
@@ -40,6 +28,8 @@ from kgrec.fusion.text import (
     text_confidence,
     user_profiles,
 )
+from kgrec.fusion.topk import MatmulScorer, TopK, chunked_topk, dot_scorer
+from kgrec.fusion.tower import TextTower, train_text_tower
 
 __all__ = [
     "AlphaFit",

@@ -11,7 +11,7 @@ For each job the fit compares the text sides (``profile``: raw MiniLM profile si
 text-featured GNN when the GNN took product text as input), fitting for each the constant
 alpha and the item-dependent :class:`kgrec.fusion.alpha.AlphaFunction` on validation NDCG@K.
 Test pairs are never read. A profile is rebuilt for each stage from what is known then
-(:meth:`kgrec.gnn.data.Split.history`: train for validation, train + validation for the test of
+(:meth:`kgrec.gnn.split.Split.history`: train for validation, train + validation for the test of
 a time-ordered split), as it would be at serving time; trained sides (the tower, the GNN)
 keep what they learnt from ``train``. The evaluation is ``kgrec.gnn.metrics.evaluate_ranking``,
 the same code that evaluates every model.
@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 
 import torch
 from kgrec.fusion.alpha import ALPHA_GRID, PIVOT_GRID, AlphaFit, AlphaFunction, fit_alpha_function
-from kgrec.fusion.score import FusedScorer, normalise, train_text_tower
+from kgrec.fusion.blend import normalise
+from kgrec.fusion.score import FusedScorer
 from kgrec.fusion.text import PROFILE_HALF_LIVES, user_profiles
-from kgrec.gnn.data import Split
+from kgrec.fusion.tower import train_text_tower
 from kgrec.gnn.metrics import evaluate_ranking, long_tail_items
+from kgrec.gnn.split import Split
 from torch import Tensor
 
 ScoreFn = Callable[[Tensor], Tensor]
@@ -104,7 +106,7 @@ def build_text_side(
     Args:
         kind: ``"profile"`` (cosine of the user's recency/strength-weighted text profile
             and the product text) or ``"tower"`` (BPR-trained projection, see
-            :class:`kgrec.fusion.score.TextTower`).
+            :class:`kgrec.fusion.tower.TextTower`).
         split: Only ``split.train`` is used (see :meth:`TextSide.at_stage`).
         item_text: ``[num_items, d]`` frozen product text vectors.
         tower_epochs, tower_dim, seed, device: Text-tower training settings.

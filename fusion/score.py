@@ -1,94 +1,12 @@
-"""Score fusion: per-user normalisation, the alpha blend, alpha fitting and the text tower.
-
-``s = a * norm(s_gnn) + (1 - a) * norm(s_text)`` where ``norm`` works per user over the
-candidate items, because raw dot products of the two sources live on unrelated scales (and
-differ in scale from user to user). ``a`` is a number, or one number per item (see
-:mod:`kgrec.fusion.alpha`: products with few training events or much text lean on text).
+"""Fused scoring: users against products from a GNN and a text embedding pair, each
+source normalised per user and the two blended (:mod:`kgrec.fusion.blend`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+from kgrec.fusion.blend import UserStats, blend, check_normalise, normalise, row_stats
 from torch import Tensor
-from tqdm.auto import tqdm
-
-NORMALISATIONS = ("zscore", "rank", "none")
-
-
-def check_normalise(method: str) -> str:
-    if method not in NORMALISATIONS:
-        raise ValueError(f"normalise must be one of {', '.join(NORMALISATIONS)}, got {method!r}")
-    return method
-
-
-def zscore(scores: Tensor) -> Tensor:
-    """Per-row z-score: ``(x - mean) / std`` over the row (std 0 -> 1)."""
-    mean = scores.mean(dim=1, keepdim=True)
-    std = scores.std(dim=1, unbiased=False, keepdim=True)
-    return (scores - mean) / torch.where(std > 0, std, torch.ones_like(std))
-
-
-def rank_percentile(scores: Tensor, reference: Tensor | None = None) -> Tensor:
-    """Per-row percentile rank in ``(0, 1]``: the share of the row's reference values <= x.
-
-    Args:
-        scores: ``[B, C]`` values to convert.
-        reference: ``[B, Q]`` sorted reference values per row (default: the sorted row itself,
-            which gives exact ranks; a quantile sketch gives ranks to within ``1/Q``).
-    """
-    ref = torch.sort(scores, dim=1).values if reference is None else reference
-    # A relative tolerance: the same (user, item) score computed in matmuls of different
-    # shapes (user-major vs item-major) may differ in the last bits.
-    probe = scores + 1e-5 * (scores.abs() + 1e-3)
-    pos = torch.searchsorted(ref.contiguous(), probe.contiguous(), right=True)
-    return pos.to(scores.dtype) / ref.shape[1]
-
-
-def normalise(scores: Tensor, method: str) -> Tensor:
-    """Normalise each row (one user's scores over the candidate items) by ``method``."""
-    method = check_normalise(method)
-    if method == "zscore":
-        return zscore(scores)
-    if method == "rank":
-        return rank_percentile(scores)
-    return scores
-
-
-def blend(gnn: Tensor, text: Tensor, alpha: float | Tensor) -> Tensor:
-    """``alpha * gnn + (1 - alpha) * text``; a tensor ``alpha`` broadcasts over the last axis
-    (one weight per item column)."""
-    if isinstance(alpha, Tensor):
-        if ((alpha < 0) | (alpha > 1)).any():
-            raise ValueError("alpha values must lie in [0, 1]")
-    elif not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    return alpha * gnn + (1 - alpha) * text
-
-
-@dataclass
-class UserStats:
-    """Per-user normalisation statistics over the candidate items, for scoring item-major
-    (``--per item``), where one chunk holds few items but all users.
-
-    ``gnn``/``text`` hold ``[U, 2]`` (mean, std) for z-scores or ``[U, Q]`` sorted quantiles
-    for ranks.
-    """
-
-    method: str
-    gnn: Tensor
-    text: Tensor
-
-    def apply(self, scores: Tensor, which: str) -> Tensor:
-        """Normalise ``[U, C]`` raw scores (rows = the users these stats were built for)."""
-        stats = self.gnn if which == "gnn" else self.text
-        if self.method == "zscore":
-            std = stats[:, 1:2]
-            return (scores - stats[:, 0:1]) / torch.where(std > 0, std, torch.ones_like(std))
-        if self.method == "rank":
-            return rank_percentile(scores, stats)
-        return scores
 
 
 class FusedScorer:
@@ -219,9 +137,9 @@ class FusedScorer:
 
     def chunk_scorer(self, items: Tensor | None = None):
         """The fastest exact scorer of user chunks against ``items`` for
-        :func:`kgrec.fusion.batch.chunked_topk`: the one-matmul z-score blend when it applies
+        :func:`kgrec.fusion.topk.chunked_topk`: the one-matmul z-score blend when it applies
         (returns fused scores only; components come from :meth:`pair_components`)."""
-        from kgrec.fusion.batch import MatmulScorer  # batch builds on score, not the reverse
+        from kgrec.fusion.topk import MatmulScorer  # topk builds on score, not the reverse
 
         if self.normalise == "zscore" and not (
             isinstance(self.alpha, float) and self.alpha in (0.0, 1.0)
@@ -244,7 +162,7 @@ class FusedScorer:
         for start in range(0, len(users), chunk_size):
             g, t = self.components(users[start : start + chunk_size], items)
             for name, x in (("gnn", g), ("text", t)):
-                parts[name].append(_row_stats(x, self.normalise, sketch))
+                parts[name].append(row_stats(x, self.normalise, sketch))
         return UserStats(self.normalise, torch.cat(parts["gnn"]), torch.cat(parts["text"]))
 
     def score_items(
@@ -258,128 +176,3 @@ class FusedScorer:
         else:
             fused = blend(stats.apply(g, "gnn"), stats.apply(t, "text"), alpha)
         return fused.T, g.T, t.T
-
-
-def _row_stats(x: Tensor, method: str, sketch: int) -> Tensor:
-    if method == "zscore":
-        return torch.stack([x.mean(dim=1), x.std(dim=1, unbiased=False)], dim=1)
-    if method == "rank":
-        ordered = torch.sort(x, dim=1).values
-        if ordered.shape[1] <= sketch:
-            return ordered
-        pos = torch.linspace(0, ordered.shape[1] - 1, sketch, device=x.device).round().long()
-        return ordered[:, pos]
-    return torch.zeros(x.shape[0], 0, device=x.device)
-
-
-class TextTower(torch.nn.Module):
-    """A projection of frozen text embeddings into a space learned from interactions.
-
-    ``score(u, i) = user_emb[u] . mlp(text[i])``, trained with BPR on the training events.
-    The item side is a function of the text only, so products without any events (cold
-    start) get scores in the users' language rather than raw semantic similarity.
-
-    Args:
-        text_dim: Width of the frozen text vectors (384 for MiniLM).
-        num_users: Users with a free embedding.
-        dim: Width of the shared space (64).
-        hidden: Hidden width of the item MLP (0: a single linear map).
-    """
-
-    def __init__(self, text_dim: int, num_users: int, dim: int = 64, hidden: int = 256) -> None:
-        super().__init__()
-        self.user_emb = torch.nn.Embedding(num_users, dim)
-        torch.nn.init.normal_(self.user_emb.weight, std=0.1)
-        if hidden:
-            self.item_mlp: torch.nn.Module = torch.nn.Sequential(
-                torch.nn.Linear(text_dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, dim)
-            )
-        else:
-            self.item_mlp = torch.nn.Linear(text_dim, dim)
-
-    def items(self, text: Tensor) -> Tensor:
-        """Item vectors ``[N, dim]`` from text vectors ``[N, text_dim]``."""
-        return self.item_mlp(text)
-
-    def forward(self, users: Tensor, text: Tensor) -> Tensor:
-        return (self.user_emb(users) * self.items(text)).sum(-1)
-
-
-@dataclass
-class TowerResult:
-    """A trained text tower's user and item vectors, and its loss per epoch."""
-
-    user_vectors: Tensor
-    item_vectors: Tensor
-    losses: list[float]
-    model: TextTower
-
-
-def train_text_tower(
-    edges: Tensor,
-    item_text: Tensor,
-    num_users: int,
-    *,
-    dim: int = 64,
-    hidden: int = 256,
-    epochs: int = 20,
-    batch_size: int = 8192,
-    lr: float = 1e-2,
-    weight_decay: float = 1e-4,
-    seed: int = 2020,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-) -> TowerResult:
-    """Fit a :class:`TextTower` with BPR on training edges (one uniform negative per positive).
-
-    Args:
-        edges: ``[2, E]`` training (user, item) row indices.
-        item_text: ``[N, d]`` frozen text vectors of all items (cold ones included, so they
-            get vectors too; they simply never appear as positives).
-        num_users: Number of users.
-        dim, hidden: Tower sizes (see :class:`TextTower`).
-        epochs: Passes over the training edges.
-        batch_size: Positives per step.
-        lr, weight_decay: Adam settings (weight decay is the L2 regulariser).
-        seed: Seed of initialisation and negative sampling.
-        device: Where to train.
-        progress: Show a progress bar.
-    """
-    if edges.dim() != 2 or edges.shape[0] != 2:
-        raise ValueError(f"edges must be [2, E], got {tuple(edges.shape)}")
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    device = torch.device(device)
-    model = TextTower(item_text.shape[1], num_users, dim, hidden).to(device)
-    text = item_text.float().to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    users_all, items_all = edges[0].long(), edges[1].long()
-    losses: list[float] = []
-    bar = tqdm(range(epochs), desc="text tower", unit="epoch", disable=not progress, leave=False)
-    for _ in bar:
-        order = torch.randperm(users_all.numel(), generator=generator)
-        total = 0.0
-        for start in range(0, order.numel(), batch_size):
-            idx = order[start : start + batch_size]
-            u, pos = users_all[idx].to(device), items_all[idx].to(device)
-            neg = torch.randint(0, text.shape[0], (idx.numel(),), generator=generator).to(device)
-            item_vecs = model.items(text)
-            ue = model.user_emb(u)
-            diff = (ue * item_vecs[pos]).sum(-1) - (ue * item_vecs[neg]).sum(-1)
-            loss = torch.nn.functional.softplus(-diff).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * idx.numel()
-        losses.append(total / max(order.numel(), 1))
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    model.eval()
-    with torch.no_grad():
-        item_vectors = model.items(text).cpu()
-        user_vectors = model.user_emb.weight.detach().cpu().clone()
-    return TowerResult(user_vectors, item_vectors, losses, model.cpu())
-
-
-def item_degree(edges: Tensor, num_items: int) -> Tensor:
-    """Training events per item from ``[2, E]`` (user, item) edges."""
-    return torch.bincount(edges[1].long(), minlength=num_items)

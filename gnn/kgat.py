@@ -51,13 +51,13 @@ from __future__ import annotations
 import math
 
 import torch
-from kgrec.gnn.data import HomogeneousGraph
 from kgrec.gnn.edge_ops import EdgePattern
+from kgrec.gnn.graph import HomogeneousGraph
 from kgrec.gnn.models import INIT_STD, Recommender, SymmetricSpmm
 from torch import Tensor, nn
 from torch_geometric.utils import softmax
 
-#: Relation names of the user-product interactions in :func:`kgrec.gnn.data.homogeneous_graph`:
+#: Relation names of the user-product interactions in :func:`kgrec.gnn.graph.homogeneous_graph`:
 #: they feed the collaborative aggregator, never the knowledge-graph one.
 INTERACTION_RELATIONS = ("interacts", "rev_interacts")
 
@@ -117,10 +117,10 @@ class KGATModel(Recommender):
     """See the module docstring.
 
     Args:
-        graph: the flattened training graph (:func:`kgrec.gnn.data.homogeneous_graph`): users
+        graph: the flattened training graph (:func:`kgrec.gnn.graph.homogeneous_graph`): users
             first, then products, then categories, brands, entities.
         adj: normalised ``[U+I, U+I]`` CSR adjacency of the training interactions
-            (LightGCN's, :func:`kgrec.gnn.data.normalized_adjacency`).
+            (LightGCN's, :func:`kgrec.gnn.graph.normalized_adjacency`).
         item_counts: ``[I]`` training events per product (zero-count products get no id
             embedding).
         dim: embedding size. layers: collaborative propagation layers.

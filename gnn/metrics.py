@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable
 
 import torch
-from kgrec.gnn.data import Split
+from kgrec.gnn.split import Split
 from kgrec.kg.stats import long_tail_mask
 from torch_geometric.metrics import (
     LinkPredHitRatio,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,30 +18,31 @@ from typing import Any
 
 import numpy as np
 import torch
-from kgrec.gnn.data import (
-    NegativeSampler,
-    Split,
+from kgrec.gnn.device import resolve_device
+from kgrec.gnn.graph import (
     bipartite_edge_index,
     homogeneous_graph,
-    interaction_table,
-    negative_pool,
     normalized_adjacency,
     training_graph,
 )
 from kgrec.gnn.kgat import KGATModel
+from kgrec.gnn.losses import bpr_loss
 from kgrec.gnn.metrics import evaluate_ranking
 from kgrec.gnn.models import (
     INIT_STD,
     MODEL_NAMES,
+    TEXT_FEATURE_MODELS,
     LightGCNModel,
     MFModel,
     PopModel,
     Recommender,
 )
+from kgrec.gnn.sampling import NegativeSampler, negative_pool
+from kgrec.gnn.split import Split, interaction_table
 from kgrec.kg.errors import ModelError
 from kgrec.kg.ids import NodeEmbeddings
 from kgrec.kg.snapshot import GraphSnapshot
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 
@@ -126,18 +126,6 @@ class TrainSettings:
         return settings
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` (or ``cuda:N``) without a GPU is
-    an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but no CUDA GPU is available")
-    return torch.device(name)
-
-
 class FrozenEmbeddings(Recommender):
     """Scores from exported embeddings (what :meth:`TrainResult.load` restores)."""
 
@@ -166,7 +154,7 @@ def build_model(
 ) -> Recommender:
     """The model named by ``settings.model`` over the training graph of ``split``."""
     name = settings.model
-    if settings.cl_weight > 0 and name not in ("gcn", "gat"):
+    if settings.cl_weight > 0 and name not in TEXT_FEATURE_MODELS:
         raise ValueError(f"cl_weight > 0 needs model gcn or gat, not {name!r}")
     if name == "pop":
         weight = train_weight if train_weight is not None else torch.as_tensor(
@@ -181,7 +169,7 @@ def build_model(
     if name == "lightgcn":
         return LightGCNModel(split.num_users, split.num_items, adj, settings.dim, settings.layers,
                              settings.init_std or INIT_STD)
-    if name in ("gcn", "gat"):
+    if name in TEXT_FEATURE_MODELS:
         graph = homogeneous_graph(training_graph(snapshot, split), snapshot.relations)
         return KGATModel(graph, adj, split.item_counts(), dim=settings.dim,
                          layers=settings.layers, kg_hops=settings.kg_hops,
@@ -298,11 +286,6 @@ def train_weights(snapshot: GraphSnapshot, split: Split,
     if joined["weight"].isna().any():
         raise ValueError("split holds pairs the snapshot does not; was it made from another graph?")
     return torch.as_tensor(joined["weight"].to_numpy("float32"))
-
-
-def bpr_loss(pos: Tensor, neg: Tensor, weight: Tensor) -> Tensor:
-    """Weighted BPR: ``sum w * -log sigmoid(pos - neg) / sum w``."""
-    return (weight * nn.functional.softplus(neg - pos)).sum() / weight.sum().clamp(min=1e-12)
 
 
 def _autocast(device: torch.device):

@@ -28,8 +28,11 @@ from torch import Tensor
 
 from kgrec.config import Config
 from kgrec.fusion.artefacts import Fusion, load_fusion, save_fusion
-from kgrec.gnn.data import Split, item_cold_start_split, make_split
-from kgrec.gnn.train import TrainResult, TrainSettings, resolve_device, train_model
+from kgrec.fusion.candidates import ITEM_SETS
+from kgrec.gnn.device import resolve_device
+from kgrec.gnn.models import TEXT_FEATURE_MODELS
+from kgrec.gnn.split import Split, item_cold_start_split, make_split
+from kgrec.gnn.train import TrainResult, TrainSettings, train_model
 from kgrec.kg.errors import InputError, ModelError
 from kgrec.kg.explore import Explanation, GraphIndex, paths
 from kgrec.kg.ids import IdMap
@@ -37,8 +40,6 @@ from kgrec.kg.snapshot import GraphSnapshot
 
 #: What ``exclude_seen`` accepts besides True (every interaction) and False (none).
 EXCLUDE_STAGES = {"train": ("train",), "train+valid": ("train", "valid")}
-#: Product sets ``items`` accepts by name (besides a list of product ids).
-ITEM_SETS = ("all", "long-tail", "cold-start")
 SNAPSHOT_DIR, FUSION_DIR, CONFIG_FILE = "snapshot", "fusion", "config.json"
 
 
@@ -68,10 +69,16 @@ def encode_catalogue(snapshot: GraphSnapshot, config: Config, progress: bool = T
     fields = tuple(config.fusion.text_fields)
     if not has_text(snapshot.products, fields):
         print(f"kgrec: the catalogue carries no product text ({', '.join(fields)} empty or "
-              "identical everywhere): graph only.")
+              "identical everywhere): nothing encoded, graph only.")
         return None
     return encode_products(text_encoder(config), snapshot.products, fields=fields,
                            separator=config.fusion.text_separator, progress=progress)
+
+
+def _job(items: object) -> str:
+    """The fitted fusion job that ranks ``items``: long-tail and cold-start candidates
+    use the blend fitted on tail candidates."""
+    return "tail" if isinstance(items, str) and items in ("long-tail", "cold-start") else "full"
 
 
 def _as_snapshot(snapshot: GraphSnapshot | str | Path) -> GraphSnapshot:
@@ -95,7 +102,8 @@ class Recommender:
 
     @classmethod
     def fit(cls, snapshot: GraphSnapshot | str | Path, config: Config | None = None, *,
-            model: str | None = None, split: str | Split = "auto", progress: bool = True,
+            model: str | None = None, split: str | Split | None = None,
+            progress: bool = True, checkpoint_dir: str | Path | None = None,
             **train: Any) -> Recommender:
         """Train ``model`` (default ``config.train.model``) on a split of ``snapshot``.
 
@@ -103,31 +111,41 @@ class Recommender:
             snapshot: a :class:`GraphSnapshot` or its folder.
             config: settings (default: :class:`kgrec.config.Config` defaults).
             model: gat, gcn, lightgcn, mf or pop.
-            split: a split kind (``kgrec train --help``) or a ready :class:`Split`.
+            split: a split kind (``kgrec train --help``; default ``train.split``) or a
+                ready :class:`Split`.
             progress: show progress bars.
+            checkpoint_dir: where training keeps its best state while it runs.
             train: overrides of ``[train]`` settings, e.g. ``epochs=5``.
         """
         config = config or Config()
         snapshot = _as_snapshot(snapshot)
         settings = TrainSettings.from_any(config.train, model=model, **train)
-        run_split = split if isinstance(split, Split) else make_run_split(snapshot, split, config)
+        run_split = split if isinstance(split, Split) else make_run_split(
+            snapshot, split or config.train.split, config)
         features = None
-        if settings.model in ("gat", "gcn") and settings.text_features:
+        if settings.model in TEXT_FEATURE_MODELS and settings.text_features:
             raw = encode_catalogue(snapshot, config, progress)
             features = None if raw is None else raw.tensor
         result = train_model(snapshot, run_split, settings, product_features=features,
-                             progress=progress)
+                             progress=progress, checkpoint_dir=checkpoint_dir)
         return cls(snapshot, run_split, result, config)
 
-    def fuse(self, text_sides: Sequence[str] = ("profile", "tower"), *,
-             item_dependent: bool = True, progress: bool = True) -> Recommender:
+    def fuse(self, text_sides: Sequence[str] | None = None, *,
+             item_dependent: bool | None = None, progress: bool = True) -> Recommender:
         """Fit the blend ``s = a * s_gnn + (1 - a) * s_text`` on the validation split, per
-        job (full ranking, long-tail candidates), comparing ``text_sides`` and constant /
-        item-dependent ``a``; keeps the GNN alone where no blend beats it. Returns self."""
+        job (full ranking, long-tail candidates), comparing ``text_sides`` ("profile",
+        "tower"; default ``fusion.text_side``) and constant / item-dependent ``a`` (default
+        ``fusion.alpha_function``); keeps the GNN alone where no blend beats it. Returns
+        self."""
         from kgrec.fusion.fit import build_text_side, fit_fusion
         from kgrec.fusion.text import text_confidence
 
         config, split = self.config, self.split
+        if text_sides is None:
+            side = config.fusion.text_side
+            text_sides = ("profile", "tower") if side == "all" else (side,)
+        if item_dependent is None:
+            item_dependent = config.fusion.alpha_function == "item"
         raw = encode_catalogue(self.snapshot, config, progress)
         sides = {} if raw is None else {
             kind: build_text_side(kind, split, raw.align(self.products), k=config.train.k,
@@ -184,14 +202,17 @@ class Recommender:
 
     def item_degree(self, pairs: Tensor) -> Tensor:
         """Events per product in ``pairs`` (what long-tail and the blend weight read)."""
-        from kgrec.fusion.score import item_degree
+        from kgrec.fusion.candidates import item_degree
 
         return item_degree(pairs, len(self.products))
 
-    def candidates(self, items: str | Sequence[str], degree: Tensor) -> Tensor:
-        """Product rows for ``items``: a name of :data:`ITEM_SETS` or product ids."""
-        from kgrec.fusion.batch import select_items
+    def candidates(self, items: str | Path | Sequence[str], degree: Tensor) -> Tensor:
+        """Product rows for ``items``: a name of :data:`ITEM_SETS`, a file of product ids
+        (a :class:`~pathlib.Path`: one per line, or CSV/Parquet with ``product_id``) or ids."""
+        from kgrec.fusion.candidates import select_items
 
+        if isinstance(items, Path):
+            return select_items(str(items), self.products, degree)
         if isinstance(items, str):
             if items not in ITEM_SETS:
                 raise InputError(f"items must be one of {', '.join(ITEM_SETS)} or a list of "
@@ -199,9 +220,13 @@ class Recommender:
             return select_items(items, self.products, degree)
         return torch.as_tensor(self._rows(self.products, items, "product"), dtype=torch.long)
 
-    def scorer(self, job: str = "full", degree: Tensor | None = None):
+    def scorer(self, job: str = "full", degree: Tensor | None = None,
+               alpha: float | None = None):
         """The :class:`FusedScorer` of a fitted job (``"full"`` or ``"tail"``); the GNN
-        alone before :meth:`fuse`."""
+        alone before :meth:`fuse`; ``alpha``: a constant GNN weight instead of the fitted
+        one (0: text only, 1: GNN only)."""
+        if alpha is not None and not 0 <= alpha <= 1:
+            raise InputError(f"alpha must lie in [0, 1], got {alpha}", field="alpha")
         from kgrec.fusion.fit import job_scorer
         from kgrec.fusion.score import FusedScorer
 
@@ -214,51 +239,96 @@ class Recommender:
         s = job_scorer(self.gnn_users, self.gnn_items, self.fusion.fit, job, degree,
                        self.fusion.confidence, normalise_method=self.fusion.normalise)
         return FusedScorer(s.gnn_users, s.gnn_items, s.text_users, s.text_items,
-                           alpha=s.alpha, normalise=self.fusion.normalise, device=device)
+                           alpha=s.alpha if alpha is None else float(alpha),
+                           normalise=self.fusion.normalise, device=device)
 
     # ---- the jobs -----------------------------------------------------------------------
 
-    def recommend(self, users: Sequence[str] | None = None, items: str | Sequence[str] = "all",
-                  k: int | None = None, *, exclude_seen: bool | str = True,
+    def recommend(self, users: Sequence[str] | None = None,
+                  items: str | Path | Sequence[str] = "all", k: int | None = None, *,
+                  exclude_seen: bool | str = True, alpha: float | None = None,
                   progress: bool = False) -> pd.DataFrame:
         """Top-``k`` products per user: columns user_id, product_id, rank, score (fused),
         score_gnn, score_text and title. ``users``: ids (default all); ``items``: "all",
-        "long-tail", "cold-start" (scored with the fusion fitted on tail candidates) or
-        product ids; ``exclude_seen``: see :meth:`seen_pairs`."""
-        from kgrec.fusion.batch import SeenIndex, chunked_topk, topk_frame
+        "long-tail", "cold-start" (scored with the fusion fitted on tail candidates), a
+        file or product ids (:meth:`candidates`); ``exclude_seen``: see :meth:`seen_pairs`;
+        ``alpha``: see :meth:`scorer`."""
+        from kgrec.fusion.output import topk_frame
+        from kgrec.fusion.seen import SeenIndex
+        from kgrec.fusion.topk import chunked_topk
 
         k = self._k(k)
         seen = self.seen_pairs(exclude_seen)
         degree = self.item_degree(seen if len(seen[0]) else self.seen_pairs(True))
         cand = self.candidates(items, degree)
         rows = self._user_rows(users)
-        scorer = self.scorer("tail" if items in ("long-tail", "cold-start") else "full", degree)
+        scorer = self.scorer(_job(items), degree, alpha)
         top = chunked_topk(scorer.chunk_scorer(cand), rows, k, columns=cand,
                            num_columns=len(self.products),
                            seen=SeenIndex.from_edges(seen, len(self.users)),
                            chunk_size=self.config.score.chunk_size, progress=progress,
                            desc="score users", components=scorer.pair_components)
-        return self._titled(topk_frame(top, rows, self.users, self.products, per="user"))
+        return self._titled(topk_frame(top, rows, self.users, self.products, per="user"),
+                            candidates=len(cand))
 
-    def audience(self, items: str | Sequence[str], k: int | None = None, *,
-                 exclude_seen: bool | str = True, progress: bool = False) -> pd.DataFrame:
+    def audience(self, items: str | Path | Sequence[str], k: int | None = None, *,
+                 exclude_seen: bool | str = True, alpha: float | None = None,
+                 progress: bool = False) -> pd.DataFrame:
         """Top-``k`` users per product (who to show a long-tail product to): columns
         product_id, user_id, rank, scores and title."""
-        from kgrec.fusion.batch import SeenIndex, chunked_topk, topk_frame
+        from kgrec.fusion.output import topk_frame
+        from kgrec.fusion.seen import SeenIndex
+        from kgrec.fusion.topk import chunked_topk
 
         k = self._k(k)
         seen = self.seen_pairs(exclude_seen)
         degree = self.item_degree(seen if len(seen[0]) else self.seen_pairs(True))
         cand = self.candidates(items, degree)
         users = torch.arange(len(self.users))
-        scorer = self.scorer("tail" if items in ("long-tail", "cold-start") else "full", degree)
+        scorer = self.scorer(_job(items), degree, alpha)
         stats = scorer.user_stats(users, cand, chunk_size=self.config.score.chunk_size)
         top = chunked_topk(lambda r: scorer.score_items(r, users, stats), cand, k,
                            columns=users, num_columns=len(self.users),
                            seen=SeenIndex.from_edges(seen, len(self.products), transpose=True),
                            chunk_size=self.config.score.chunk_size, progress=progress,
                            desc="score products")
-        return self._titled(topk_frame(top, cand, self.products, self.users, per="item"))
+        return self._titled(topk_frame(top, cand, self.products, self.users, per="item"),
+                            candidates=len(users))
+
+    def search(self, user: str, query: str, k: int | None = None, *,
+               alpha: float | None = None, exclude_seen: bool | str = True) -> pd.DataFrame:
+        """Personalised semantic search: products ranked for ``user`` by
+        ``alpha * z(GNN score) + (1 - alpha) * z(similarity to the query text)`` (default
+        ``fusion.search_alpha``: the query leads, taste re-orders). Columns as
+        :meth:`recommend`, score_text being the query similarity."""
+        from kgrec.fusion.output import topk_frame
+        from kgrec.fusion.score import FusedScorer
+        from kgrec.fusion.seen import SeenIndex
+        from kgrec.fusion.topk import chunked_topk
+
+        config = self.config
+        k = config.fusion.search_top_k if k is None else k
+        alpha = config.fusion.search_alpha if alpha is None else alpha
+        if not 0 <= alpha <= 1:
+            raise InputError(f"alpha must lie in [0, 1], got {alpha}", field="alpha")
+        row = int(self._user_rows([user])[0])
+        encoder = text_encoder(config)
+        raw = self.fusion.raw_text if self.fusion and self.fusion.raw_text else None
+        raw = raw or encode_catalogue(self.snapshot, config, progress=False)
+        if raw is None:
+            raise InputError("the catalogue carries no product text to search")
+        scorer = FusedScorer(self.gnn_users[[row]], self.gnn_items, encoder.encode([query]),
+                             raw.align(self.products), alpha=float(alpha),
+                             normalise=config.fusion.normalise)
+        seen = self.seen_pairs(exclude_seen)
+        mine = seen[1][seen[0] == row]
+        one = torch.zeros(1, dtype=torch.long)
+        top = chunked_topk(scorer.chunk_scorer(), one, self._k(k),
+                           num_columns=len(self.products),
+                           seen=SeenIndex.from_edges(torch.stack([torch.zeros_like(mine), mine]),
+                                                     1),
+                           progress=False, components=scorer.pair_components)
+        return self._titled(topk_frame(top, one, IdMap("user", [user]), self.products))
 
     def explain(self, user: str, product: str, max_hops: int = 3,
                 limit: int = 5) -> list[Explanation]:
@@ -326,14 +396,17 @@ class Recommender:
 
     @classmethod
     def load(cls, folder: str | Path, snapshot: GraphSnapshot | str | Path | None = None,
-             config: Config | None = None) -> Recommender:
-        """A saved run: ``folder`` from :meth:`save` or ``kgrec train`` (then give the
-        ``snapshot`` it was trained on); its fusion is loaded when present."""
+             config: Config | None = None, fusion: str | Path | None = None) -> Recommender:
+        """A saved run: ``folder`` from :meth:`save` or ``kgrec train`` (``snapshot``: the
+        graph it was trained on, default its own ``snapshot/``); its fusion (``fusion``,
+        default ``folder/fusion``) is loaded when present."""
         folder = Path(folder)
+        if not (folder / "split.json").exists():
+            raise ModelError(f"{folder} is not a training run: split.json is missing")
         if snapshot is None:
             if not (folder / SNAPSHOT_DIR).exists():
-                raise ModelError(f"{folder} holds no {SNAPSHOT_DIR}/: pass the snapshot the "
-                                 "run was trained on")
+                raise ModelError(f"{folder} holds no {SNAPSHOT_DIR}/: give the snapshot the "
+                                 "run was trained on (--snapshot)")
             snapshot = folder / SNAPSHOT_DIR
         snap = _as_snapshot(snapshot)
         result, split = TrainResult.load(folder), Split.load(folder)
@@ -341,8 +414,9 @@ class Recommender:
             raise ModelError(f"{folder}: its split has {split.num_users:,} users, the snapshot "
                              f"{len(snap.id_maps['user']):,}: was it trained on another graph?")
         rec = cls(snap, split, result, config or Config())
-        if (folder / FUSION_DIR).exists():
-            rec.fusion = load_fusion(folder / FUSION_DIR, rec.users, rec.products)
+        fusion = Path(fusion) if fusion else folder / FUSION_DIR
+        if fusion.exists():
+            rec.fusion = load_fusion(fusion, rec.users, rec.products)
         return rec
 
     # ---- helpers ------------------------------------------------------------------------
@@ -377,8 +451,10 @@ class Recommender:
                              f"{' ...' if len(unknown) > 5 else ''}", field=what)
         return ids.index_of(wanted)
 
-    def _titled(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def _titled(self, frame: pd.DataFrame, candidates: int | None = None) -> pd.DataFrame:
+        """``frame`` with product titles; ``attrs["candidates"]``: how many columns competed."""
         titles = self.snapshot.products.set_index("id")["title"].astype("string")
-        frame = frame.drop(columns="per")
+        frame = frame.drop(columns="per").reset_index(drop=True)
         frame["title"] = frame["product_id"].map(titles).fillna("")
-        return frame.reset_index(drop=True)
+        frame.attrs["candidates"] = candidates
+        return frame

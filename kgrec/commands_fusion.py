@@ -9,26 +9,11 @@ store; ``search`` ranks products for one user by a free-text query blended with 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from torch import Tensor
-
-from kgrec.config import BACKENDS, SPLITS, Config, cli_config, default_help
-from kgrec.kg.errors import ConfigError, InputError, ModelError
-from kgrec.kg.ids import IdMap, NodeEmbeddings
-from kgrec.kg.snapshot import GraphSnapshot
-
-if TYPE_CHECKING:
-    from kgrec.fusion.fit import FusionFit
-
-FUSION_FILE = "fusion.json"
+from kgrec.config import BACKENDS, Config, cli_config, default_help
+from kgrec.kg.errors import ModelError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,9 +38,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="item: the GNN weight may depend on each product's degree and text "
                    "(constants compete too); constant: one weight for all products "
                    + default_help("fusion.alpha_function"))
-    f.add_argument("--split", choices=[s for s in SPLITS if s != "item_cold_start"],
-                   help="validation split when the run folder holds none "
-                   + default_help("train.split"))
     f.add_argument("--out", help="artefact folder (default: RUN/fusion)")
     f.set_defaults(func=run_fuse)
 
@@ -130,7 +112,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 #: Options that override settings (argparse dest -> key), shared and per command.
 COMMON_OPTIONS = {"text_model": "fusion.text_model", "device": "train.device"}
 FUSE_OPTIONS = {"text_side": "fusion.text_side", "tower_epochs": "fusion.tower_epochs",
-                "alpha_function": "fusion.alpha_function", "split": "train.split"}
+                "alpha_function": "fusion.alpha_function"}
 SCORE_OPTIONS = {"top_k": "score.top_k", "chunk_size": "score.chunk_size", "out": "score.out"}
 SEARCH_OPTIONS = {"top_k": "fusion.search_top_k", "alpha": "fusion.search_alpha"}
 
@@ -139,200 +121,59 @@ def _config(args: argparse.Namespace, options: dict[str, str]) -> Config:
     return cli_config(args, COMMON_OPTIONS | options)
 
 
-def _snapshot(args: argparse.Namespace, config: Config) -> GraphSnapshot:
+def _recommender(args: argparse.Namespace, config: Config, fusion: str | None = None):
+    """The run of ``--run`` on the graph of ``--snapshot`` (else the run's own snapshot, else
+    a fresh export of the store)."""
+    from kgrec.api import SNAPSHOT_DIR, Recommender
     from kgrec.stores import load_snapshot
 
-    return load_snapshot(config, args.snapshot, progress=not args.no_progress)
-
-
-@dataclass
-class _Gnn:
-    users: torch.Tensor
-    items: torch.Tensor
-
-
-def _gnn(run: str, snapshot: GraphSnapshot) -> _Gnn:
-    folder = Path(run)
-    paths = [folder / "user_embeddings.pt", folder / "product_embeddings.pt"]
-    for path in paths:
-        if not path.exists():
-            raise ModelError(f"{folder} is not a training run: {path.name} is missing")
-    users, items = (NodeEmbeddings.load(p) for p in paths)
-    # Join on ids, never on row order.
-    return _Gnn(users.align(snapshot.id_maps["user"]), items.align(snapshot.id_maps["product"]))
-
-
-def _encoder(config: Config, device: str):
-    from kgrec.fusion.text import TextEncoder
-
-    return TextEncoder(config.fusion.text_model, device=device,
-                       batch_size=config.fusion.text_batch_size,
-                       cache_dir=config.fusion.cache_dir)
-
-
-def _run_split(run: str, snapshot: GraphSnapshot, kind: str, seed: int):
-    """The split saved with the GNN run (so no test pair leaks into a fit), else a new one."""
-    from kgrec.gnn.data import Split, make_split
-
-    if (Path(run) / "split.json").exists():
-        return Split.load(run)
-    return make_split(snapshot, kind=kind, seed=seed)
+    snapshot = None
+    if args.snapshot or not (Path(args.run) / SNAPSHOT_DIR).exists():
+        snapshot = load_snapshot(config, args.snapshot, progress=not args.no_progress)
+    return Recommender.load(args.run, snapshot=snapshot, config=config, fusion=fusion)
 
 
 def run_fuse(args: argparse.Namespace) -> int:
-    from kgrec.fusion.fit import build_text_side, fit_fusion
-    from kgrec.fusion.text import encode_products, has_text, text_confidence
+    from kgrec.fusion.artefacts import save_fusion
 
     start = time.perf_counter()
     config = _config(args, FUSE_OPTIONS)
-    snapshot = _snapshot(args, config)
-    gnn = _gnn(args.run, snapshot)
-    split = _run_split(args.run, snapshot, config.train.split, config.train.seed)
-    fields = tuple(config.fusion.text_fields)
-    out = Path(args.out or Path(args.run) / "fusion")
-    out.mkdir(parents=True, exist_ok=True)
-    users, products = snapshot.id_maps["user"], snapshot.id_maps["product"]
-    sides = {}
-    if has_text(snapshot.products, fields):
-        encoder = _encoder(config, config.train.device)
-        raw = encode_products(encoder, snapshot.products, fields=fields,
-                              separator=config.fusion.text_separator,
-                              progress=not args.no_progress)
-        raw.save(out / "raw_text_products.pt")
-        side = config.fusion.text_side
-        kinds = ("profile", "tower") if side == "all" else (side,)
-        sides = {kind: build_text_side(kind, split, raw.tensor,
-                                       tower_epochs=config.fusion.tower_epochs,
-                                       seed=config.train.seed, progress=not args.no_progress,
-                                       half_lives=config.fusion.profile_half_lives,
-                                       k=config.train.k)
-                 for kind in kinds}
-        text_model = encoder.model_id
-    else:
-        print(f"kgrec: the catalogue carries no product text (fields {', '.join(fields)} are "
-              "empty or identical everywhere): nothing encoded, graph-only fusion (alpha 1).")
-        text_model = None
-    confidence = text_confidence(snapshot.products, fields)
-    NodeEmbeddings("product", products, confidence[:, None]).save(out / "text_confidence.pt")
-    fit = fit_fusion(gnn.users, gnn.items, sides, split, split.item_counts(), confidence,
-                     k=config.train.k,
-                     normalise_method=config.fusion.normalise,
-                     item_dependent=config.fusion.alpha_function == "item",
-                     progress=not args.no_progress)
-    for kind, side in sides.items():
-        # Profiles as of the latest history the split knows (what scoring serves with).
-        side = side.at_stage(split, "test")
-        NodeEmbeddings("user", users, side.users).save(out / f"text_users_{kind}.pt")
-        NodeEmbeddings("product", products, side.items).save(out / f"text_products_{kind}.pt")
-    version = f"{Path(args.run).resolve().name}-fusion-{int(time.time())}"
-    meta = {
-        "model_version": version, "jobs": {name: job.to_dict() for name, job in fit.jobs.items()},
-        "text_sides": list(sides), "text_fields": list(fields),
-        "profile_half_life_events": sides["profile"].half_life_events if "profile" in sides
-        else None,
-        "normalise": config.fusion.normalise, "text_model": text_model,
-        "split": split.summary(),
-    }
-    (out / FUSION_FILE).write_text(json.dumps(meta, indent=1))
-    for job in fit.jobs.values():
+    rec = _recommender(args, config)
+    rec.fuse(progress=not args.no_progress)
+    out = save_fusion(rec.fusion, args.out or Path(args.run) / "fusion", rec.users,
+                      rec.products)
+    for job in rec.fusion.fit.jobs.values():
         print(f"  {job.summary()}")
-    print(f"Fused {len(users):,} users x {len(products):,} products in "
+    print(f"Fused {len(rec.users):,} users x {len(rec.products):,} products in "
           f"{time.perf_counter() - start:.0f}s (text sides compared: "
-          f"{', '.join(sides) or 'none'}); artefacts in {out} (model version {version}).")
+          f"{', '.join(rec.fusion.fit.sides) or 'none'}); artefacts in {out} (model version "
+          f"{rec.fusion.model_version}).")
     return 0
 
 
-def load_fusion(folder: Path, users: IdMap, products: IdMap) -> tuple[dict, FusionFit, Tensor]:
-    """A saved ``kgrec fuse`` folder: its metadata, the fitted jobs with their text sides
-    (joined on ``users`` / ``products`` ids) and the products' text confidence."""
-    from kgrec.fusion.fit import FusionFit, JobFit, TextSide
-
-    if not (folder / FUSION_FILE).exists():
-        raise ModelError(f"{folder} holds no {FUSION_FILE}; run `kgrec fuse` first")
-    meta = json.loads((folder / FUSION_FILE).read_text())
-    if "jobs" not in meta:
-        raise ModelError(f"{folder / FUSION_FILE} was written by an older kgrec; run "
-                         "`kgrec fuse` again")
-    sides = {kind: TextSide(kind,
-                            NodeEmbeddings.load(folder / f"text_users_{kind}.pt").align(users),
-                            NodeEmbeddings.load(folder / f"text_products_{kind}.pt")
-                            .align(products),
-                            half_life_events=meta.get("profile_half_life_events"))
-             for kind in meta["text_sides"]}
-    jobs = {name: JobFit.from_dict(job) for name, job in meta["jobs"].items()}
-    confidence = NodeEmbeddings.load(folder / "text_confidence.pt").align(products)[:, 0]
-    return meta, FusionFit(jobs, sides), confidence
-
-
-def _events(snapshot: GraphSnapshot) -> torch.Tensor:
-    frame = snapshot.interactions()
-    pairs = np.stack([frame["user"].to_numpy("int64"), frame["product"].to_numpy("int64")])
-    return torch.as_tensor(pairs, dtype=torch.long).reshape(2, -1)
-
-
-def _excluded_events(args: argparse.Namespace, snapshot: GraphSnapshot,
-                     config: Config) -> torch.Tensor:
-    """``[2, E]`` (user, product) pairs never recommended: every snapshot interaction
-    (serving), or the run's training (+ validation) pairs (an evaluable ranking)."""
-    if args.exclude == "all":
-        return _events(snapshot)
-    split = _run_split(args.run, snapshot, "auto", config.train.seed)
-    stages = ("train",) if args.exclude == "train" else ("train", "valid")
-    return torch.cat([split.pairs(stage) for stage in stages], 1)
+#: --exclude -> Recommender's exclude_seen.
+EXCLUDE = {"all": True, "train": "train", "train+valid": "train+valid"}
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from kgrec.fusion.batch import (
-        SeenIndex,
-        chunked_topk,
-        describe,
-        select_items,
-        topk_frame,
-        write_back,
-        write_parquet,
-    )
-    from kgrec.fusion.fit import job_scorer
-    from kgrec.fusion.score import FusedScorer, item_degree
-    from kgrec.fusion.text import pick_device
+    from kgrec.fusion.candidates import ITEM_SETS
+    from kgrec.fusion.output import describe, write_back, write_parquet
 
     start = time.perf_counter()
     config = _config(args, SCORE_OPTIONS)  # --top-k 0 is rejected there, naming score.top_k
-    k, chunk = config.score.top_k, config.score.chunk_size
-    snapshot = _snapshot(args, config)
-    events = _excluded_events(args, snapshot, config)
-    users_map, products_map = snapshot.id_maps["user"], snapshot.id_maps["product"]
-    degree = item_degree(events, len(products_map))
-    items = select_items(args.items, products_map, degree)  # bad --items fails fast
-    gnn = _gnn(args.run, snapshot)
-    folder = Path(args.fusion or Path(args.run) / "fusion")
-    meta, fit, confidence = load_fusion(folder, users_map, products_map)
-    # Long-tail and cold-start scoring use the fusion fitted on tail candidates.
-    job = "tail" if args.items in ("long-tail", "cold-start") else "full"
-    scorer = job_scorer(gnn.users, gnn.items, fit, job, degree, confidence,
-                        normalise_method=meta["normalise"])
-    if args.alpha is not None:
-        if not 0 <= args.alpha <= 1:
-            raise ConfigError(f"--alpha must lie in [0, 1], got {args.alpha}")
-        scorer.alpha = float(args.alpha)
-    scorer = FusedScorer(scorer.gnn_users, scorer.gnn_items, scorer.text_users,
-                         scorer.text_items, alpha=scorer.alpha, normalise=meta["normalise"],
-                         device=pick_device(config.train.device))
-    users = torch.arange(len(users_map))
-    progress = not args.no_progress
+    items = args.items if args.items in ITEM_SETS else Path(args.items)
+    rec = _recommender(args, config, fusion=args.fusion or str(Path(args.run) / "fusion"))
+    if rec.fusion is None:
+        raise ModelError(f"{args.fusion or Path(args.run) / 'fusion'} holds no fusion; run "
+                         "`kgrec fuse` first")
+    progress, exclude = not args.no_progress, EXCLUDE[args.exclude]
     if args.per == "user":
-        top = chunked_topk(scorer.chunk_scorer(items), users, k, columns=items,
-                           num_columns=len(products_map), seen=SeenIndex.from_edges(
-                               events, len(users_map)), chunk_size=chunk, progress=progress,
-                           desc="score users", components=scorer.pair_components)
-        frame = topk_frame(top, users, users_map, products_map, per="user")
+        frame = rec.recommend(items=items, exclude_seen=exclude, alpha=args.alpha,
+                              progress=progress)
     else:
-        stats = scorer.user_stats(users, items, chunk_size=chunk)
-        top = chunked_topk(lambda r: scorer.score_items(r, users, stats), items, k,
-                           columns=users, num_columns=len(users_map),
-                           seen=SeenIndex.from_edges(events, len(products_map), transpose=True),
-                           chunk_size=chunk, progress=progress, desc="score products")
-        frame = topk_frame(top, items, products_map, users_map, per="item")
-    out = write_parquet(frame, config.score.out)
+        frame = rec.audience(items, exclude_seen=exclude, alpha=args.alpha, progress=progress)
+    # The file says which way it ranks (top products per user, or top users per product).
+    out = write_parquet(frame.assign(per=args.per), config.score.out)
     written = 0
     if args.write_back:
         from kgrec.stores import open_store
@@ -340,53 +181,25 @@ def run_score(args: argparse.Namespace) -> int:
         store = open_store(config)
         try:
             written = write_back(store, frame, model_version=args.model_version
-                                 or meta["model_version"], batch_size=config.store.batch_size,
+                                 or rec.fusion.model_version, batch_size=config.store.batch_size,
                                  progress=progress)
         finally:
             store.close()
-    summary = describe(frame, time.perf_counter() - start, args.per, items)
+    summary = describe(frame, time.perf_counter() - start, args.per, frame.attrs["candidates"])
     print(f"{summary} Written to {out}" + (f"; {written:,} RECOMMENDED relationships "
                                           "written back." if args.write_back else "."))
     return 0
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from kgrec.fusion.score import FusedScorer
-
     config = _config(args, SEARCH_OPTIONS)
-    alpha = config.fusion.search_alpha
-    snapshot = _snapshot(args, config)
-    users_map, products_map = snapshot.id_maps["user"], snapshot.id_maps["product"]
-    if args.user not in users_map:
-        raise InputError(f"unknown user {args.user!r}", field="--user")
-    gnn = _gnn(args.run, snapshot)
-    folder = Path(args.run) / "fusion"
-    raw_path = folder / "raw_text_products.pt"
-    encoder = _encoder(config, config.train.device)
-    if raw_path.exists():
-        raw = NodeEmbeddings.load(raw_path).align(products_map)
-    else:  # no fuse run yet: encode now (cached for next time)
-        from kgrec.fusion.text import encode_products
-
-        raw = encode_products(encoder, snapshot.products, fields=config.fusion.text_fields,
-                              separator=config.fusion.text_separator,
-                              progress=not args.no_progress).tensor
-    query = encoder.encode([args.query])
-    user = torch.as_tensor(users_map.index_of([args.user]))
-    scorer = FusedScorer(gnn.users[user], gnn.items, query, raw, alpha=alpha)
-    fused, g, t = scorer.score(torch.tensor([0]))
-    if not args.include_seen:
-        events = _events(snapshot)
-        fused[0, events[1][events[0] == user[0]]] = -torch.inf
-    top = torch.topk(fused[0], min(config.fusion.search_top_k, fused.shape[1]))
-    titles = snapshot.products.set_index("id")["title"]
+    rec = _recommender(args, config)
+    frame = rec.search(args.user, args.query,
+                       exclude_seen=not args.include_seen)
     print(f"{'rank':>4}  {'product':<12} {'fused':>7} {'gnn':>7} {'query':>7}  title")
-    for rank, (value, idx) in enumerate(zip(top.values.tolist(), top.indices.tolist(), strict=True),
-                                        start=1):
-        pid = products_map.ids[idx]
-        print(f"{rank:>4}  {pid:<12} {value:7.3f} {float(g[0, idx]):7.3f} "
-              f"{float(t[0, idx]):7.3f}  {titles.get(pid, '')}")
-    print(f"Searched {len(products_map):,} products for user {args.user} with query "
-          f"{args.query!r} (alpha {alpha}: GNN z-score weight).", file=sys.stdout)
+    for row in frame.itertuples(index=False):
+        print(f"{row.rank:>4}  {row.product_id:<12} {row.score:7.3f} {row.score_gnn:7.3f} "
+              f"{row.score_text:7.3f}  {row.title}")
+    print(f"Searched {len(rec.products):,} products for user {args.user} with query "
+          f"{args.query!r} (alpha {config.fusion.search_alpha}: GNN z-score weight).")
     return 0
-

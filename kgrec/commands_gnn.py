@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
 
 from kgrec.config import SPLITS, Config, cli_config, default_help
 from kgrec.gnn.models import MODEL_NAMES
-from kgrec.kg.errors import InputError, ModelError
+from kgrec.kg.errors import InputError
 from kgrec.stores import BACKENDS, load_snapshot
 
 MODELS = tuple(sorted(MODEL_NAMES))
@@ -131,105 +129,30 @@ def _snapshot(args: argparse.Namespace, config: Config):
     return load_snapshot(config, args.snapshot, progress=not args.no_progress)
 
 
-def _split(snapshot, kind: str, config: Config):
-    from kgrec.gnn.data import item_cold_start_split, make_split
-
-    weights = config.train.event_weights or None
-    if kind == "item_cold_start":
-        return item_cold_start_split(snapshot, seed=config.train.seed, event_weights=weights)
-    return make_split(snapshot, kind=kind, seed=config.train.seed, event_weights=weights)
-
-
 def _train(snapshot, split, config: Config, model: str, run_dir: Path, progress: bool) -> Path:
-    from kgrec.gnn.data import export_recbole
-    from kgrec.gnn.train import TrainSettings, train_model
+    from kgrec.api import Recommender
+    from kgrec.gnn.export import export_recbole
 
-    settings = TrainSettings.from_any(config.train, model=model)
-    features = product_features(snapshot, config, settings, progress)
-    result = train_model(snapshot, split, settings, product_features=features,
-                         progress=progress, checkpoint_dir=run_dir / "checkpoints")
-    result.save(run_dir)
-    split.save(run_dir)
+    rec = Recommender.fit(snapshot, config, model=model, split=split, progress=progress,
+                          checkpoint_dir=run_dir / "checkpoints")
+    rec.save(run_dir)
     export_recbole(split, snapshot, run_dir / "recbole", "kgrec")
-    if not progress:  # train_model printed it already otherwise
-        print(result.summary())
+    if not progress:  # training printed it already otherwise
+        print(rec.result.summary())
     print(f"Run written to {run_dir} ({split.summary()}).")
     return run_dir
 
 
-def product_features(snapshot, config: Config, settings, progress: bool):
-    """Text vectors of the products for gat/gcn with ``text_features`` (None otherwise, and
-    for a catalogue without text, which is said in one line instead of encoding blanks)."""
-    from kgrec.fusion.text import TextEncoder, encode_products, has_text
-
-    if settings.model not in ("gat", "gcn") or not settings.text_features:
-        return None
-    fields = tuple(config.fusion.text_fields)
-    if not has_text(snapshot.products, fields):
-        print(f"kgrec: the catalogue carries no product text ({', '.join(fields)} empty or "
-              "identical everywhere): training on the graph alone.")
-        return None
-    encoder = TextEncoder(config.fusion.text_model, device=config.train.device,
-                          batch_size=config.fusion.text_batch_size,
-                          cache_dir=config.fusion.cache_dir)
-    return encode_products(encoder, snapshot.products, fields=fields,
-                           separator=config.fusion.text_separator, progress=progress).tensor
-
-
 def run_train(args: argparse.Namespace) -> int:
+    from kgrec.api import make_run_split
+
     config = _config(args)
     snapshot = _snapshot(args, config)
-    split = _split(snapshot, config.train.split, config)
+    split = make_run_split(snapshot, config.train.split, config)
     model = config.train.model
     run_dir = Path(config.train.out_dir) / (args.run_name or model)
     _train(snapshot, split, config, model, run_dir, not args.no_progress)
     return 0
-
-
-def evaluate_run(run_dir: Path, stage: str = "test", k: int = 20) -> dict[str, dict[str, float]]:
-    """The evaluation table of one run: slices overall / long_tail / cold_start and
-    tail_candidates (ranking restricted to long-tail products)."""
-    from kgrec.gnn.data import Split
-    from kgrec.gnn.metrics import evaluate_ranking, long_tail_items
-    from kgrec.gnn.train import TrainResult
-
-    result = TrainResult.load(run_dir)
-    split = Split.load(run_dir)
-    if result.user_embeddings.tensor.shape[0] != split.num_users:
-        raise ModelError(f"{run_dir}: embeddings and split disagree on the number of users")
-    table = evaluate_ranking(result.score, split, stage=stage, k=k)
-    tail = evaluate_ranking(result.score, split, stage=stage, k=k,
-                            candidates=long_tail_items(split), slices=("overall",))
-    table["tail_candidates"] = tail["overall"]
-    return table
-
-
-def evaluate_fusion_run(run_dir: Path, stage: str = "test", k: int = 20
-                        ) -> dict[str, dict[str, dict[str, float]]]:
-    """Rows of the fusion saved in ``run_dir/fusion`` (by ``kgrec fuse``): the fused ranking
-    (each job with its fitted text side and alpha) and each text side alone (alpha 0)."""
-    from kgrec.commands_fusion import load_fusion
-    from kgrec.fusion.alpha import AlphaFunction
-    from kgrec.fusion.fit import FusionFit, JobFit, fused_table
-    from kgrec.gnn.data import Split
-    from kgrec.gnn.train import TrainResult
-
-    result, split = TrainResult.load(run_dir), Split.load(run_dir)
-    users, items = result.user_embeddings, result.product_embeddings
-    meta, fit, confidence = load_fusion(run_dir / "fusion", users.ids, items.ids)
-    degree = split.item_counts()
-    name = _run_name(run_dir)
-    rows = {f"{name}+fusion": fused_table(users.tensor, items.tensor, fit, split, degree,
-                                          confidence, stage=stage, k=k,
-                                          normalise_method=meta["normalise"])}
-    for side in fit.sides:
-        text_only = {job: JobFit(job, side, AlphaFunction.constant(0.0), 0.0, 0.0)
-                     for job in fit.jobs}
-        rows[f"text:{side}"] = fused_table(users.tensor, items.tensor,
-                                           FusionFit(text_only, fit.sides), split, degree,
-                                           confidence, stage=stage, k=k,
-                                           normalise_method=meta["normalise"])
-    return rows
 
 
 def _plot(results: dict[str, dict[str, dict[str, float]]], k: int, path: Path) -> None:
@@ -257,13 +180,14 @@ def _plot(results: dict[str, dict[str, dict[str, float]]], k: int, path: Path) -
 def run_evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from kgrec.api import Recommender, make_run_split
     from kgrec.gnn.metrics import format_table
 
     config = _config(args)
     runs = [Path(r) for r in args.runs]
+    snapshot = _snapshot(args, config) if args.snapshot or args.model else None
     if args.model:
-        snapshot = _snapshot(args, config)
-        split = _split(snapshot, config.train.split, config)
+        split = make_run_split(snapshot, config.train.split, config)
         for model in args.model:
             run_dir = Path(config.train.out_dir) / model
             runs.append(_train(snapshot, split, config, model, run_dir, not args.no_progress))
@@ -272,10 +196,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     k = config.train.k
     results: dict[str, dict[str, dict[str, float]]] = {}
     for run in runs:
-        name = _run_name(run)
-        results[name if name not in results else str(run)] = evaluate_run(run, args.stage, k)
-        if (run / "fusion" / "fusion.json").exists() and not args.no_fusion:
-            results.update(evaluate_fusion_run(run, args.stage, k))
+        rec = Recommender.load(run, snapshot=snapshot, config=config)
+        if args.no_fusion:
+            rec.fusion = None
+        for name, table in rec.evaluate(args.stage, k).items():
+            results[name if name not in results else f"{name} ({run})"] = table
     out = Path(args.out) if args.out else runs[0] if len(runs) == 1 else (
         Path(config.train.out_dir) / "evaluation"
     )
@@ -284,13 +209,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     pd.DataFrame(rows).to_csv(out / "results.csv", index=False)
     _plot(results, k, out / "results.png")
     print(format_table(results, k))
-    print(f"Evaluated {len(results)} run(s) on the {args.stage} split; table in "
+    print(f"Evaluated {len(runs)} run(s) on the {args.stage} split; table in "
           f"{out / 'results.csv'}, plot in {out / 'results.png'}.")
     return 0
-
-
-def _run_name(run: Path) -> str:
-    meta: dict[str, Any] = json.loads((run / "settings.json").read_text()) if (
-        run / "settings.json"
-    ).exists() else {}
-    return str(meta.get("settings", {}).get("model", run.name))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from kgrec.gnn.data import make_split
+from kgrec.gnn.split import make_split
 from kgrec.kg.errors import InputError, ModelError
 from kgrec.kg.snapshot import snapshot_from_tables
 

@@ -67,8 +67,8 @@ def test_rejects_duplicates_and_bad_ranks(tmp_path: Path) -> None:
 
 
 def test_agrees_with_kgrec_evaluate_ranking() -> None:
-    from kgrec.gnn.data import Split
     from kgrec.gnn.metrics import evaluate_ranking
+    from kgrec.gnn.split import Split
 
     rng = np.random.default_rng(7)
     n_users, n_items, k = 40, 60, 20

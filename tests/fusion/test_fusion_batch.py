@@ -1,4 +1,5 @@
-"""fusion.batch: chunked exact top-k, exclusions, per-item mode, Parquet, store write-back."""
+"""Batch scoring (fusion.topk, seen, candidates, output): chunked exact top-k, exclusions,
+per-item mode, Parquet, store write-back."""
 
 from __future__ import annotations
 
@@ -6,21 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from kgrec.fusion.batch import (
-    MEMBERS,
-    MatmulScorer,
-    SeenIndex,
-    chunked_topk,
-    dot_scorer,
-    grouped_topk,
-    long_tail,
-    select_items,
-    topk_frame,
-    user_batches,
-    write_back,
-    write_parquet,
-)
+from kgrec.fusion.candidates import long_tail, select_items
+from kgrec.fusion.output import topk_frame, user_batches, write_back, write_parquet
 from kgrec.fusion.score import FusedScorer
+from kgrec.fusion.seen import SeenIndex
+from kgrec.fusion.topk import MEMBERS, MatmulScorer, chunked_topk, dot_scorer, grouped_topk
 from kgrec.kg import schema
 from kgrec.kg.errors import InputError
 from kgrec.kg.ids import IdMap
@@ -205,8 +196,8 @@ def test_select_items(tmp_path) -> None:
 
 
 def test_long_tail_matches_gnn_definition() -> None:
-    from kgrec.gnn.data import Split
     from kgrec.gnn.metrics import long_tail_items
+    from kgrec.gnn.split import Split
 
     gen = torch.Generator().manual_seed(3)
     items = (torch.rand(2000, generator=gen) ** 3 * 50).long()  # skewed popularity

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 import pytest
-from kgrec.gnn.data import Split, make_split
+from kgrec.gnn.split import Split, make_split
 from kgrec.gnn.train import TrainSettings, train_model
 from kgrec.kg import schema
 from kgrec.kg.snapshot import GraphSnapshot, build_snapshot
@@ -30,6 +30,7 @@ def workdir(tmp_path_factory, themed_tables):
                          progress=False)
     result.save(root / "run")
     split.save(root / "run")
+    snapshot.save(root / "run" / "snapshot")  # a self-contained run, as `kgrec train` writes
     return root
 
 

@@ -15,7 +15,7 @@ from kgrec.fusion.fit import (
 )
 from kgrec.fusion.score import FusedScorer
 from kgrec.fusion.text import product_text, text_confidence
-from kgrec.gnn.data import item_cold_start_split, make_split
+from kgrec.gnn.split import item_cold_start_split, make_split
 from kgrec.gnn.train import TrainSettings, train_model
 from kgrec.kg.snapshot import GraphSnapshot
 

@@ -1,5 +1,5 @@
-"""fusion.score and fusion.alpha: normalisation, blending, alpha functions and their fit,
-text tower."""
+"""fusion.blend, score, tower and alpha: normalisation, blending, alpha functions and their
+fit, text tower."""
 
 from __future__ import annotations
 
@@ -8,15 +8,10 @@ import math
 import pytest
 import torch
 from kgrec.fusion.alpha import AlphaFunction, fit_alpha_function
-from kgrec.fusion.score import (
-    FusedScorer,
-    blend,
-    item_degree,
-    normalise,
-    rank_percentile,
-    train_text_tower,
-    zscore,
-)
+from kgrec.fusion.blend import blend, normalise, rank_percentile, zscore
+from kgrec.fusion.candidates import item_degree
+from kgrec.fusion.score import FusedScorer
+from kgrec.fusion.tower import train_text_tower
 
 
 def test_zscore_hand_computed() -> None:
@@ -187,7 +182,7 @@ def test_fusion_fit_never_reads_test_pairs(kind: str) -> None:
     profile is rebuilt per stage, as in a time-ordered split)."""
     import pandas as pd
     from kgrec.fusion.fit import TextSide, fit_job
-    from kgrec.gnn.data import Split
+    from kgrec.gnn.split import Split
 
     gen = torch.Generator().manual_seed(3)
     n_users, n_items = 40, 60
@@ -221,7 +216,7 @@ def test_profile_side_is_rebuilt_from_the_history_of_each_stage() -> None:
     train + validation profile (the validation pair is the latest known event)."""
     import pandas as pd
     from kgrec.fusion.fit import build_text_side
-    from kgrec.gnn.data import Split
+    from kgrec.gnn.split import Split
 
     def frame(rows):
         return pd.DataFrame(rows, columns=["user", "product", "time"]).assign(weight=1.0,
@@ -245,7 +240,7 @@ def test_profile_half_life_is_chosen_on_validation() -> None:
     half-life; users whose validation product is like their whole history get none."""
     import pandas as pd
     from kgrec.fusion.fit import build_text_side
-    from kgrec.gnn.data import Split
+    from kgrec.gnn.split import Split
 
     def frame(rows):
         return pd.DataFrame(rows, columns=["user", "product", "time"]).assign(weight=1.0,

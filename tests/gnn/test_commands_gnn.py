@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 import pytest
-from kgrec.gnn.data import Split
+from kgrec.gnn.split import Split
 
 from kgrec.cli import build_parser, main
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from kgrec.gnn.data import Split, make_split
 from kgrec.gnn.export import export_recbole_dataset
+from kgrec.gnn.split import Split, make_split
 from kgrec.kg import schema
 from kgrec.kg.ids import IdMap
 from kgrec.kg.snapshot import GraphSnapshot, edge_type, node_type

@@ -7,16 +7,16 @@ import math
 import pandas as pd
 import pytest
 import torch
-from kgrec.gnn.data import (
-    Split,
+from kgrec.gnn.edge_ops import EdgePattern
+from kgrec.gnn.graph import (
     bipartite_edge_index,
     homogeneous_graph,
     normalized_adjacency,
     training_graph,
 )
-from kgrec.gnn.edge_ops import EdgePattern
 from kgrec.gnn.kgat import KGATModel, knowledge_rounds
 from kgrec.gnn.models import INIT_STD, LightGCNModel, MFModel, SymmetricSpmm
+from kgrec.gnn.split import Split
 from torch_geometric.nn import GCNConv, LightGCN
 
 from tests.gnn.conftest import random_graph, tiny_snapshot

@@ -1,4 +1,4 @@
-"""Batch scoring: exact top-K over chunks, seen items excluded, Parquet and store write-back.
+"""Exact top-K over chunks: the matmul top-K kernel and the chunk driver.
 
 Never materialises the users x items matrix: a chunk of rows (users, or items in
 ``--per item`` mode) is scored against the candidate columns, seen pairs are set to -inf,
@@ -8,29 +8,18 @@ and K per row are kept. Memory is bounded by ``chunk_size x columns``; matmul sc
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
-from kgrec.kg import schema
-from kgrec.kg.errors import InputError
-from kgrec.kg.ids import IdMap
-from kgrec.kg.stats import long_tail_mask
-from kgrec.kg.store.base import GraphStore
+from kgrec.fusion.seen import SeenIndex
 from torch import Tensor
 from tqdm.auto import tqdm
 
-ITEM_SETS = ("long-tail", "cold-start", "all")
 #: Column group width of :func:`grouped_topk` (the selection among group maxima).
 GROUP = 32
 #: Members per column group of the streamed matmul top-K (see :class:`MatmulScorer`).
 MEMBERS = 8
-#: Columns of the Parquet output.
-OUTPUT_COLUMNS = ["user_id", "product_id", "rank", "score", "score_gnn", "score_text"]
 
 #: ``rows -> (fused, gnn, text)`` score matrices ``[len(rows), num_columns]``, or the fused
 #: matrix alone (then :func:`chunked_topk` needs ``components``).
@@ -233,48 +222,6 @@ def grouped_topk(scores: Tensor, k: int, group: int = GROUP, *, sorted: bool = T
     return values, top_g.gather(1, pos // group) * group + pos % group
 
 
-class SeenIndex:
-    """Row -> seen column indices in CSR form, for masking already-used pairs.
-
-    Args:
-        rows: Row index of each seen pair (e.g. the user).
-        cols: Column index of each seen pair (e.g. the product).
-        num_rows: Number of rows.
-    """
-
-    def __init__(self, rows: Tensor, cols: Tensor, num_rows: int) -> None:
-        rows, cols = rows.long().cpu(), cols.long().cpu()
-        order = torch.argsort(rows * (int(cols.max()) + 1 if cols.numel() else 1) + cols)
-        self.cols = cols[order]
-        counts = torch.bincount(rows, minlength=num_rows)
-        self.indptr = torch.zeros(num_rows + 1, dtype=torch.long)
-        self.indptr[1:] = torch.cumsum(counts, 0)
-
-    @classmethod
-    def from_edges(cls, edges: Tensor, num_rows: int, *, transpose: bool = False) -> SeenIndex:
-        """From ``[2, E]`` (user, item) edges; ``transpose`` gives item -> users."""
-        if edges.dim() != 2 or edges.shape[0] != 2:
-            hint = " (transpose it: .T)" if edges.dim() == 2 and edges.shape[1] == 2 else ""
-            raise ValueError(f"edges must be [2, E] (row 0 users, row 1 items), got "
-                             f"{list(edges.shape)}{hint}")
-        src, dst = (edges[1], edges[0]) if transpose else (edges[0], edges[1])
-        if src.numel() and (int(src.min()) < 0 or int(src.max()) >= num_rows):
-            raise ValueError(f"edge rows must lie in [0, {num_rows}), got {int(src.min())}.."
-                             f"{int(src.max())}: are users and items swapped?")
-        return cls(src, dst, num_rows)
-
-    def pairs(self, rows: Tensor) -> tuple[Tensor, Tensor]:
-        """(position in ``rows``, column) of every seen pair of the given rows."""
-        rows = rows.long().cpu()
-        start, end = self.indptr[rows], self.indptr[rows + 1]
-        lengths = end - start
-        pos = torch.repeat_interleave(torch.arange(len(rows)), lengths)
-        offsets = torch.arange(int(lengths.sum())) - torch.repeat_interleave(
-            torch.cumsum(lengths, 0) - lengths, lengths
-        )
-        return pos, self.cols[torch.repeat_interleave(start, lengths) + offsets]
-
-
 @dataclass
 class TopK:
     """Top-K per row: column indices and fused/component scores, all ``[R, k]``.
@@ -390,170 +337,6 @@ def chunked_topk(
     return TopK(cat["index"].long(), cat["score"], cat["score_gnn"], cat["score_text"])
 
 
-def topk_frame(
-    top: TopK, rows: Tensor, row_ids: IdMap, col_ids: IdMap, *, per: str = "user"
-) -> pd.DataFrame:
-    """The long table of a :class:`TopK`: one row per (row, rank), padding dropped.
-
-    Args:
-        top: Result of :func:`chunked_topk`.
-        rows: The row indices that were scored.
-        row_ids, col_ids: Id maps of rows and columns (users and products, or the reverse).
-        per: ``"user"`` (rows are users) or ``"item"`` (rows are products).
-    """
-    k = top.index.shape[1]
-    valid = (top.index >= 0).flatten().numpy()
-    row_idx = rows.long().repeat_interleave(k).numpy()[valid]
-    col_idx = top.index.flatten().numpy()[valid]
-    rank = np.tile(np.arange(1, k + 1), len(rows))[valid]
-    row_col, col_col = ("user_id", "product_id") if per == "user" else ("product_id", "user_id")
-    frame = pd.DataFrame(
-        {
-            row_col: row_ids.ids_of(row_idx).astype(str),
-            col_col: col_ids.ids_of(col_idx).astype(str),
-            "rank": rank.astype("int64"),
-            "score": top.score.flatten().numpy()[valid].astype("float64"),
-            "score_gnn": top.score_gnn.flatten().numpy()[valid].astype("float64"),
-            "score_text": top.score_text.flatten().numpy()[valid].astype("float64"),
-        }
-    )
-    frame["per"] = per
-    return frame[[*OUTPUT_COLUMNS, "per"]]
-
-
-def select_items(
-    spec: str, product_ids: IdMap, degree: Tensor, *, tail_share: float = 0.8
-) -> Tensor:
-    """Candidate product indices for ``--items``.
-
-    Args:
-        spec: ``"long-tail"`` (the least popular products holding ``1 - tail_share`` of the
-            training events ... i.e. everything outside the head that makes up ``tail_share``
-            of events, cold products included), ``"cold-start"`` (no training events),
-            ``"all"``, or a path to a file of product ids (one per line, or a CSV/Parquet with
-            a ``product_id`` or ``id`` column).
-        product_ids: Product id map.
-        degree: ``[N]`` training events per product.
-        tail_share: Share of training events held by the head (0.8: Pareto's 80/20).
-    """
-    if spec == "all":
-        return torch.arange(len(product_ids))
-    if spec == "cold-start":
-        return torch.nonzero(degree == 0).flatten()
-    if spec == "long-tail":
-        return long_tail(degree, tail_share)
-    return _items_from_file(Path(spec), product_ids)
-
-
-def long_tail(degree: Tensor, head_share: float = 0.8) -> Tensor:
-    """Indices of the long-tail products (see :func:`kgrec.kg.stats.long_tail_mask`)."""
-    return torch.from_numpy(np.flatnonzero(long_tail_mask(degree.cpu().numpy(), head_share)))
-
-
-def _items_from_file(path: Path, product_ids: IdMap) -> Tensor:
-    if not path.is_file():
-        raise InputError(
-            "not 'long-tail', 'cold-start', 'all' nor an existing file of product ids",
-            file=str(path), field="--items",
-        )
-    if path.suffix == ".parquet":
-        frame = pd.read_parquet(path)
-    elif path.suffix == ".csv":
-        frame = pd.read_csv(path, dtype=str)
-    else:
-        lines = [x.strip() for x in path.read_text().splitlines()]
-        frame = pd.DataFrame({"product_id": [x for x in lines if x]})
-    column = next((c for c in ("product_id", "id") if c in frame), None)
-    if column is None:
-        raise InputError("needs a 'product_id' or 'id' column", file=str(path), field="product_id")
-    ids = frame[column].astype(str).tolist()
-    known = [i in product_ids for i in ids]
-    if not all(known):
-        row = known.index(False)
-        raise InputError(
-            f"unknown product id {ids[row]!r}", file=str(path), row=row + 1, field=column
-        )
-    return torch.as_tensor(product_ids.index_of(ids), dtype=torch.long).unique()
-
-
-def recommendation_frame(
-    frame: pd.DataFrame, *, model_version: str, created_at: int | None = None
-) -> pd.DataFrame:
-    """Scores table -> ``RECOMMENDED`` relationship rows (``kgrec.kg.schema.rel_columns``)."""
-    if not model_version:
-        raise ValueError("model_version must be a non-empty string")
-    out = pd.DataFrame(
-        {
-            "src": frame["user_id"].astype("string"),
-            "dst": frame["product_id"].astype("string"),
-            "score": frame["score"].astype("Float64"),
-            "score_gnn": frame["score_gnn"].astype("Float64"),
-            "score_text": frame["score_text"].astype("Float64"),
-            "rank": frame["rank"].astype("Int64"),
-            "model_version": pd.Series(model_version, index=frame.index, dtype="string"),
-            "created_at": pd.Series(
-                int(time.time()) if created_at is None else created_at,
-                index=frame.index, dtype="Int64",
-            ),
-        }
-    )
-    return out[schema.rel_columns(schema.RECOMMENDED)]
-
-
-def write_back(
-    store: GraphStore,
-    frame: pd.DataFrame,
-    *,
-    model_version: str,
-    batch_size: int = 5_000,
-    progress: bool = True,
-) -> int:
-    """Write scores to the store as ``RECOMMENDED`` relationships, in batches.
-
-    Idempotent per model version: the store merges on (user, product, model_version), so a
-    rerun updates the same relationships instead of adding new ones.
-    """
-    rows = recommendation_frame(frame, model_version=model_version)
-    # Stores replace a user's recommendations of a version per call, so a user's rows must
-    # never be split over two batches: sort by user and cut only at user boundaries.
-    rows = rows.sort_values(["src", "rank"], kind="stable").reset_index(drop=True)
-    bounds = user_batches(rows["src"].to_numpy(), batch_size)
-    written = 0
-    for start, end in tqdm(bounds, desc="write-back", unit="batch", disable=not progress,
-                           leave=False):
-        written += store.write_recommendations(
-            rows.iloc[start:end].reset_index(drop=True), progress=False
-        )
-    return written
-
-
-def user_batches(users: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
-    """(start, end) row ranges of about ``batch_size`` rows over rows sorted by user, never
-    splitting one user's rows (a user with more rows than ``batch_size`` gets one batch)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    n = len(users)
-    change = np.flatnonzero(users[1:] != users[:-1]) + 1 if n else np.zeros(0, dtype=int)
-    starts = np.r_[0, change] if n else np.zeros(0, dtype=int)
-    out: list[tuple[int, int]] = []
-    begin = 0
-    for start in starts[1:]:
-        if start - begin >= batch_size:
-            out.append((begin, int(start)))
-            begin = int(start)
-    if n:
-        out.append((begin, n))
-    return out
-
-
-def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write the scores table to Parquet (parent folders created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False)
-    return path
-
-
 def score_users(
     score_fn: Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor, Tensor]],
     users: Tensor,
@@ -569,19 +352,4 @@ def score_users(
     return chunked_topk(
         lambda rows: score_fn(rows, items), users, k, columns=items, num_columns=num_items,
         seen=seen, chunk_size=chunk_size, progress=progress, desc="score users",
-    )
-
-
-def describe(frame: pd.DataFrame, seconds: float, per: str, items: Sequence[int] | Tensor) -> str:
-    """One-paragraph summary of a scoring run."""
-    rows = frame["user_id" if per == "user" else "product_id"].nunique()
-    return (
-        f"Scored {rows:,} {'users' if per == 'user' else 'products'} against "
-        f"{len(items):,} candidate {'products' if per == 'user' else 'users'} in "
-        f"{seconds:.1f} s, keeping {len(frame):,} recommendations "
-        f"({frame['product_id'].nunique():,} distinct products, "
-        f"{frame['user_id'].nunique():,} distinct users); mean fused score "
-        f"{frame['score'].mean():.3f}."
-        if len(frame)
-        else f"Scored nothing in {seconds:.1f} s: no candidates left after exclusions."
     )

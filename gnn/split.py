@@ -1,0 +1,293 @@
+"""Snapshot -> interaction tables and evaluation splits.
+
+Everything here works on row indices into the snapshot's id maps (``user`` indexes
+``id_maps["user"]``, ``product`` indexes ``id_maps["product"]``). A :class:`Split` holds three
+frames with the columns :data:`SPLIT_COLUMNS`; only ``split.train`` ever reaches message
+passing (:mod:`kgrec.gnn.graph`) or the negative sampler (:mod:`kgrec.gnn.sampling`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from kgrec.kg import schema
+from kgrec.kg.errors import ModelError
+from kgrec.kg.snapshot import GraphSnapshot
+
+SPLIT_COLUMNS = ["user", "product", "weight", "value", "time"]
+STAGES = ("train", "valid", "test")
+#: Split kinds whose validation pairs come before the test pairs in each user's history.
+TIME_ORDERED_KINDS = ("temporal", "temporal_ratio", "leave_one_out")
+
+
+@dataclass
+class Split:
+    """Train / valid / test interactions as row indices into the snapshot id maps.
+
+    Args:
+        train, valid, test: frames with :data:`SPLIT_COLUMNS` (one row per user-product
+            pair; ``weight`` is the loss weight, ``value`` the raw event value, ``time``
+            unix seconds or -1).
+        num_users, num_items: sizes of the user and product id maps.
+        kind: ``"temporal"``, ``"temporal_ratio"``, ``"leave_one_out"``, ``"random"``,
+            ``"item_cold_start"`` or ``"given"``.
+        seed: the seed that drew a random split (None when deterministic).
+    """
+
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    num_users: int
+    num_items: int
+    kind: str
+    seed: int | None = None
+
+    def frame(self, stage: str) -> pd.DataFrame:
+        """The frame of ``stage`` (``"train"``, ``"valid"`` or ``"test"``)."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+        return getattr(self, stage)
+
+    def pairs(self, stage: str) -> torch.Tensor:
+        """``LongTensor[2, n]`` of (user, product) rows of ``stage``."""
+        frame = self.frame(stage)
+        return torch.as_tensor(
+            np.stack([frame["user"].to_numpy("int64"), frame["product"].to_numpy("int64")])
+        )
+
+    def history(self, stage: str) -> pd.DataFrame:
+        """The interactions known when ``stage``'s pairs are predicted: the training pairs,
+        plus the validation pairs for ``test`` in a time-ordered split (they happened before
+        the test pairs; in a random or item cold-start split they did not). Only what is
+        computed from history without training (text profiles) reads it; trained models see
+        ``train`` alone."""
+        if stage == "test" and self.kind in TIME_ORDERED_KINDS:
+            return pd.concat([self.train, self.valid], ignore_index=True)
+        self.frame(stage)  # checks the name
+        return self.train
+
+    def item_counts(self) -> torch.Tensor:
+        """Training interactions per product (``LongTensor[num_items]``)."""
+        items = torch.from_numpy(self.train["product"].to_numpy("int64", copy=True))
+        return torch.bincount(items, minlength=self.num_items)
+
+    def save(self, folder: str | Path) -> None:
+        """Write the three frames (Parquet) and the split's sizes and kind (JSON)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stage in STAGES:
+            self.frame(stage).to_parquet(folder / f"split_{stage}.parquet", index=False)
+        meta = {"num_users": self.num_users, "num_items": self.num_items, "kind": self.kind,
+                "seed": self.seed}
+        (folder / "split.json").write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Split:
+        folder = Path(folder)
+        if not (folder / "split.json").exists():
+            raise ModelError(f"{folder} holds no saved split (split.json is missing)")
+        meta = json.loads((folder / "split.json").read_text())
+        frames = [pd.read_parquet(folder / f"split_{stage}.parquet") for stage in STAGES]
+        return cls(*frames, **meta)
+
+    def summary(self) -> str:
+        return (
+            f"{self.kind} split: {len(self.train):,} train / {len(self.valid):,} valid / "
+            f"{len(self.test):,} test pairs, {self.num_users:,} users x {self.num_items:,} products"
+        )
+
+
+def event_weight_table(event_weights: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Per-event-type loss weights: the schema defaults overridden by ``event_weights``."""
+    weights = dict(schema.DEFAULT_EVENT_WEIGHTS)
+    for rel, value in (event_weights or {}).items():
+        weights[schema.event_type(rel)] = float(value)
+    return weights
+
+
+def interaction_table(
+    snapshot: GraphSnapshot, event_weights: Mapping[str, float] | None = None
+) -> pd.DataFrame:
+    """One row per (user, product) pair with its loss weight, value and latest time.
+
+    The weight of an event is ``event_weights[type]``, times ``value / max rating`` for
+    ratings (so a 5-star rating weighs 1.0 and a 1-star 0.2 by default); a pair seen
+    several times keeps its heaviest event, so one model serves purchase > cart > view.
+    """
+    events = snapshot.interactions()
+    if events.empty:
+        return pd.DataFrame({c: pd.Series(dtype="int64") for c in SPLIT_COLUMNS})
+    weights = event_weight_table(event_weights)
+    scale = np.ones(len(events))
+    rated = (events["rel"] == schema.RATED).to_numpy()
+    if rated.any():
+        top = float(events.loc[rated, "value"].max())
+        if top > 0:
+            scale[rated] = events.loc[rated, "value"].to_numpy("float64") / top
+    events = events.assign(weight=events["rel"].map(weights).to_numpy("float64") * scale)
+    pairs = (
+        events.groupby(["user", "product"], sort=True)
+        .agg(weight=("weight", "max"), value=("value", "max"), time=("time", "max"))
+        .reset_index()
+    )
+    return pairs[SPLIT_COLUMNS].astype(
+        {"user": "int64", "product": "int64", "weight": "float64", "value": "float64",
+         "time": "int64"}
+    )
+
+
+def _cut(
+    order_key: np.ndarray,
+    users: np.ndarray,
+    valid_ratio: float,
+    test_ratio: float,
+    rule: str = "min_one",
+) -> np.ndarray:
+    """Per-user stage labels (0 train, 1 valid, 2 test): each user's last rows (by key) to
+    test, the ones just before to valid, the rest to train.
+
+    Stage sizes for a user with ``n`` rows, by ``rule``:
+
+    - ``"ratio"``: ``floor(ratio * n)`` (RecBole's ratio split): a user with fewer than
+      ``1 / ratio`` rows gets no valid/test row, so sparse catalogues lose most users.
+    - ``"min_one"``: the same, but at least 1 per stage whose ratio is > 0 once ``n >= 3``
+      (leave-last-out for short histories, the ratio for long ones); 1-2 rows stay in train,
+      and train always keeps at least one row.
+    - ``"last_one"``: leave-one-out, 1 test and 1 valid row once ``n >= 3`` (ratios unused).
+    """
+    order = np.lexsort((order_key, users))
+    sorted_users = users[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_users)) + 1]
+    sizes = np.diff(np.r_[starts, len(users)])
+    rank = np.arange(len(users)) - np.repeat(starts, sizes)
+    size = np.repeat(sizes, sizes)
+    n_test = np.floor(size * test_ratio).astype(int)
+    n_valid = np.floor(size * valid_ratio).astype(int)
+    if rule != "ratio":
+        long = size >= 3
+        if rule == "last_one":
+            n_test, n_valid = long.astype(int), long.astype(int)
+        else:
+            n_test = np.where(long, np.maximum(n_test, int(test_ratio > 0)), 0)
+            n_valid = np.where(long, np.maximum(n_valid, int(valid_ratio > 0)), 0)
+            n_valid = np.minimum(n_valid, size - n_test - 1).clip(min=0)
+    stage_sorted = np.zeros(len(users), dtype=np.int8)
+    stage_sorted[rank >= size - n_test] = 2
+    stage_sorted[(rank >= size - n_test - n_valid) & (rank < size - n_test)] = 1
+    stage = np.empty_like(stage_sorted)
+    stage[order] = stage_sorted
+    return stage
+
+
+def _check_ratios(valid_ratio: float, test_ratio: float) -> None:
+    if not (0 <= valid_ratio < 1 and 0 <= test_ratio < 1 and valid_ratio + test_ratio < 1):
+        raise ValueError(
+            f"valid_ratio={valid_ratio} and test_ratio={test_ratio} must be in [0, 1) "
+            "and sum to less than 1"
+        )
+
+
+#: make_split kind -> the per-user stage sizes rule of :func:`_cut`.
+_SPLIT_RULES = {
+    "temporal": "min_one",
+    "temporal_ratio": "ratio",
+    "leave_one_out": "last_one",
+    "random": "min_one",
+}
+
+
+def make_split(
+    snapshot: GraphSnapshot,
+    kind: str = "auto",
+    valid_ratio: float = 0.1,
+    test_ratio: float = 0.1,
+    seed: int = 2020,
+    *,
+    event_weights: Mapping[str, float] | None = None,
+) -> Split:
+    """Split every user's interactions into train / valid / test.
+
+    Args:
+        snapshot: the graph; its interaction edges are split (one row per pair).
+        kind: ``"temporal"`` (each user's latest pairs to test, the ones before to valid;
+            ``n_test = max(1, floor(test_ratio * n))`` and likewise for valid once a user has
+            ``n >= 3`` pairs, so every such user is evaluated; users with 1-2 pairs stay in
+            train), ``"temporal_ratio"`` (RecBole's pure ``floor(ratio * n)``: users with
+            fewer than ``1 / ratio`` pairs get no valid/test pair), ``"leave_one_out"``
+            (last pair to test, second-to-last to valid, for users with >= 3 pairs),
+            ``"random"`` (per-user random, RecBole's RS 8:1:1, with temporal's at-least-one
+            rule) or ``"auto"`` (temporal when every event has a timestamp, random
+            otherwise). Time ties are broken by product row, so every kind but random is
+            deterministic.
+        valid_ratio, test_ratio: share of each user's pairs (floored) per stage; unused by
+            leave_one_out.
+        seed: seed of the random split.
+        event_weights: per-event-type loss weights (default
+            ``kgrec.kg.schema.DEFAULT_EVENT_WEIGHTS``).
+    """
+    _check_ratios(valid_ratio, test_ratio)
+    if kind != "auto" and kind not in _SPLIT_RULES:
+        raise ValueError(
+            f"unknown split kind {kind!r}; expected auto, {', '.join(_SPLIT_RULES)}"
+        )
+    pairs = interaction_table(snapshot, event_weights)
+    if kind == "auto":
+        times = pairs["time"].to_numpy()
+        kind = "temporal" if len(times) and (times >= 0).all() and times.min() < times.max() else (
+            "random"
+        )
+    users = pairs["user"].to_numpy()
+    if kind == "random":
+        key = np.random.default_rng(seed).permutation(len(pairs))
+    else:
+        # Ties in time are broken by product row so that the split is deterministic.
+        key = np.empty(len(pairs), dtype=np.int64)
+        key[np.lexsort((pairs["product"].to_numpy(), pairs["time"].to_numpy()))] = np.arange(
+            len(pairs)
+        )
+    stage = _cut(key, users, valid_ratio, test_ratio, _SPLIT_RULES[kind])
+    frames = [pairs[stage == i].reset_index(drop=True) for i in range(3)]
+    return Split(
+        frames[0], frames[1], frames[2],
+        num_users=len(snapshot.id_maps["user"]),
+        num_items=len(snapshot.id_maps["product"]),
+        kind=kind,
+        seed=seed if kind == "random" else None,
+    )
+
+
+def item_cold_start_split(
+    snapshot: GraphSnapshot,
+    frac: float = 0.1,
+    seed: int = 2020,
+    *,
+    event_weights: Mapping[str, float] | None = None,
+) -> Split:
+    """Hold out ``frac`` of the interacted products with ALL their interactions.
+
+    Half of the held-out products (by count) go to valid and half to test, so that both
+    stages rank products the model never saw a training interaction of.
+    """
+    if not 0 < frac < 1:
+        raise ValueError(f"frac={frac} must be in (0, 1)")
+    pairs = interaction_table(snapshot, event_weights)
+    items = np.unique(pairs["product"].to_numpy())
+    held = np.random.default_rng(seed).permutation(items)[: max(2, int(round(frac * len(items))))]
+    valid_items, test_items = held[: len(held) // 2], held[len(held) // 2 :]
+    prod = pairs["product"].to_numpy()
+    in_valid, in_test = np.isin(prod, valid_items), np.isin(prod, test_items)
+    return Split(
+        pairs[~in_valid & ~in_test].reset_index(drop=True),
+        pairs[in_valid].reset_index(drop=True),
+        pairs[in_test].reset_index(drop=True),
+        num_users=len(snapshot.id_maps["user"]),
+        num_items=len(snapshot.id_maps["product"]),
+        kind="item_cold_start",
+        seed=seed,
+    )
