@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup neo4j demo test lint bench clean
+.PHONY: setup neo4j browser demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,14 @@ setup: $(STAMP)
 neo4j: ## fetch the Neo4j 5.26 jars from Maven Central (once)
 	bash scripts/neo4j/server.sh build
 
-demo: setup
+browser: ## Debian's Chromium, which renders the run report in the tests (once; needs root)
+	@command -v chromium >/dev/null || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+demo: setup ## `kgrec run data/ml100k.toml`: report in .kgrec/demo/report/report.html
 	$(VENV)/bin/kgrec demo
 
-test: setup neo4j
+test: setup neo4j browser
 	$(PY) -m pytest -q
 
 lint: setup

@@ -62,6 +62,28 @@ def run_demo(args: argparse.Namespace) -> int:
     return _run(cli_config(args), args)
 
 
+def _highlights(config: Config) -> str:
+    """The lines a user reads first: each model's NDCG on the overall and tail-candidate
+    rankings, and one user's first recommendations with titles."""
+    import json
+
+    import pandas as pd
+
+    work = Path(config.run.workdir)
+    k = config.train.k
+    table = json.loads((work / "evaluation.json").read_text())
+    lines = [f"{'model':<16}{'overall NDCG@' + str(k):>20}{'tail candidates':>18}"]
+    lines += [f"{name:<16}{rows['overall'][f'ndcg@{k}']:>20.4f}"
+              f"{rows['tail_candidates'][f'ndcg@{k}']:>18.4f}" for name, rows in table.items()]
+    recs = pd.read_parquet(work / "recommendations.parquet")
+    if len(recs):
+        user = recs["user_id"].iloc[0]
+        lines += ["", f"{config.run.items} recommendations for user {user}:"]
+        lines += [f"  {r.rank:>2}. {r.title or r.product_id}  (score {r.score:.2f})"
+                  for r in recs[recs["user_id"] == user].head(5).itertuples()]
+    return "\n".join(lines)
+
+
 def _run(config: Config, args: argparse.Namespace) -> int:
     if args.workdir:
         config.run.workdir = args.workdir
@@ -70,6 +92,8 @@ def _run(config: Config, args: argparse.Namespace) -> int:
     report = Path(result.stages["report"].outputs["html"])
     print()
     print(result.summary())
+    print()
+    print(_highlights(config))
     print(f"\nRun done in {time.perf_counter() - start:.0f}s "
           f"({len(result.reused)} of {len(result.stages)} stages reused). "
           f"Report: {report} (Markdown: {report.with_suffix('.md')}); everything in "

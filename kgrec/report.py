@@ -38,7 +38,7 @@ class ReportData:
     #: interactions per product (popularity plot) and the long-tail mask.
     product_degrees: np.ndarray
     long_tail: np.ndarray
-    #: the batch-scored recommendations (columns of kgrec.fusion.batch.OUTPUT_COLUMNS).
+    #: the batch-scored recommendations (columns of kgrec.fusion.output.OUTPUT_COLUMNS).
     recommendations: pd.DataFrame
     #: user id -> (top recommendations with titles, why-path sentences per product id,
     #: titles of the user's latest interactions).
@@ -60,6 +60,40 @@ def write_report(data: ReportData, folder: str | Path) -> tuple[Path, Path]:
     html_path.write_text(_html(data.title, blocks, plots))
     md_path.write_text(_markdown(data.title, blocks, plots))
     return html_path, md_path
+
+
+def chromium() -> str:
+    """The headless browser that renders reports (Debian's ``chromium``: ``make browser``)."""
+    import shutil
+
+    from kgrec.kg.errors import KgrecError
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        raise KgrecError("Chromium is not installed: `make browser` (apt-get install chromium)")
+    return found
+
+
+def _headless(*args: str, text: bool = False):
+    import subprocess
+
+    flags = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    return subprocess.run([*flags, *args], check=True, capture_output=True, text=text,
+                          timeout=120)
+
+
+def render_png(html_path: str | Path, png_path: str | Path, *, width: int = 1200,
+               height: int = 4000) -> Path:
+    """A screenshot of the report as a browser shows it (the top ``height`` pixels)."""
+    png = Path(png_path)
+    _headless(f"--screenshot={png}", f"--window-size={width},{height}",
+              Path(html_path).resolve().as_uri())
+    return png
+
+
+def rendered_dom(html_path: str | Path) -> str:
+    """The report's DOM after a browser has rendered it."""
+    return _headless("--dump-dom", Path(html_path).resolve().as_uri(), text=True).stdout
 
 
 def metrics_frame(metrics: dict[str, dict[str, dict[str, float]]], k: int) -> pd.DataFrame:

@@ -201,7 +201,8 @@ class Pipeline:
             rec = Recommender.fit(self.snapshot, cfg, model=model, split=self.split,
                                   progress=self.progress)
             rec.save(self.path("runs", model), with_snapshot=False)
-            self._say("  " + rec.result.summary())
+            if not self.progress:  # training prints it itself otherwise
+                self._say("  " + rec.result.summary())
             return {"run": str(self.path("runs", model, "settings.json"))}
 
         return key, work
@@ -246,7 +247,7 @@ class Pipeline:
         key = [self._token("fuse"), cfg.run.items, cfg.run.write_back, cfg.score.top_k]
 
         def work() -> dict[str, str]:
-            from kgrec.fusion.batch import write_back, write_parquet
+            from kgrec.fusion.output import write_back, write_parquet
 
             rec = self.recommender(self.models[0])
             frame = rec.recommend(items=cfg.run.items, k=cfg.score.top_k,
