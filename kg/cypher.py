@@ -255,3 +255,86 @@ def delete_all(batch: int = 10_000) -> str:
         "MATCH (n) CALL (n) { DETACH DELETE n } "
         f"IN TRANSACTIONS OF {int(batch)} ROWS"
     )
+
+
+# -- exploration (kgrec.kg.explore): bounded reads, every value a parameter -----------------
+
+def _node_key_expr(var: str) -> str:
+    """``"<Label>:<id>"`` of a node, the key explore results use on both stores."""
+    return f"labels({var})[0] + ':' + {var}.{quote(schema.NODE_KEY)}"
+
+
+def explore_expand(label: str) -> str:
+    """Distinct neighbours of the ``label`` nodes whose id is in ``$ids``, over relationship
+    types ``$types`` in either direction, leaving out keys in ``$seen``: the first ``$cap``
+    by (label, id). The server scans a hub's relationships, but never returns more than
+    ``$cap`` rows."""
+    key = quote(schema.NODE_KEY)
+    return (
+        f"MATCH (n:{quote(schema.label(label))}) WHERE n.{key} IN $ids\n"
+        "MATCH (n)-[r]-(m) WHERE type(r) IN $types\n"
+        f"WITH DISTINCT labels(m)[0] AS label, m.{key} AS id\n"
+        "WHERE NOT label + ':' + id IN $seen\n"
+        "RETURN label, id ORDER BY label, id LIMIT $cap"
+    )
+
+
+def explore_nodes(label: str) -> str:
+    """The properties of the ``label`` nodes whose id is in ``$ids``."""
+    key = quote(schema.NODE_KEY)
+    return (f"MATCH (n:{quote(schema.label(label))}) WHERE n.{key} IN $ids\n"
+            f"RETURN n.{key} AS id, properties(n) AS props")
+
+
+def explore_edges(rel: str) -> str:
+    """The ``rel`` relationships from sources ``$src`` to targets ``$dst`` (ids), ordered by
+    (src, dst, then the type's key) as a snapshot orders them, at most ``$cap``."""
+    spec = schema.rel_spec(rel)
+    key = quote(schema.NODE_KEY)
+    props = ", ".join(f"r.{quote(p)} AS {quote(p)}" for p, _ in spec.properties)
+    order = ", ".join(["src", "dst", *(f"r.{quote(k)}" for k in spec.key)])
+    return (
+        f"MATCH (a:{quote(spec.src)})-[r:{quote(spec.name)}]->(b:{quote(spec.dst)})\n"
+        f"WHERE a.{key} IN $src AND b.{key} IN $dst\n"
+        f"RETURN a.{key} AS src, b.{key} AS dst{', ' + props if props else ''}\n"
+        f"ORDER BY {order} LIMIT $cap"
+    )
+
+
+def explore_degrees(label: str) -> str:
+    """Distinct neighbours over ``$types`` of the ``label`` nodes whose id is in ``$ids``."""
+    key = quote(schema.NODE_KEY)
+    return (f"MATCH (n:{quote(schema.label(label))}) WHERE n.{key} IN $ids\n"
+            "OPTIONAL MATCH (n)-[r]-(m) WHERE type(r) IN $types\n"
+            f"RETURN n.{key} AS id, count(DISTINCT m) AS degree")
+
+
+def explore_paths(max_hops: int) -> str:
+    """Node-key sequences of the paths of at most ``max_hops`` relationships (types
+    ``$types``, any direction) from user ``$user`` to product ``$product``, at most ``$cap``
+    distinct ones (paths that visit a node twice are dropped by the caller)."""
+    if not isinstance(max_hops, int) or max_hops < 1:
+        raise ValueError(f"max_hops must be a positive integer, got {max_hops!r}")
+    key = quote(schema.NODE_KEY)
+    return (
+        f"MATCH (u:{quote(schema.USER)} {{{key}: $user}}), "
+        f"(p:{quote(schema.PRODUCT)} {{{key}: $product}})\n"
+        f"MATCH path = (u)-[rels*1..{max_hops}]-(p)\n"
+        "WHERE all(r IN rels WHERE type(r) IN $types)\n"
+        f"WITH DISTINCT [n IN nodes(path) | {_node_key_expr('n')}] AS keys\n"
+        "RETURN keys LIMIT $cap"
+    )
+
+
+def browser_neighbourhood(label: str, id_: str, hops: int, types: list[str], limit: int) -> str:
+    """A Cypher query to paste into Neo4j Browser that draws the same neighbourhood (values
+    written as literals, escaped as JSON strings, which Cypher reads the same way)."""
+    import json
+
+    names = ", ".join(json.dumps(schema.rel_type(t)) for t in types)
+    return (
+        f"MATCH path = (n:{quote(schema.label(label))} {{{quote(schema.NODE_KEY)}: "
+        f"{json.dumps(str(id_))}}})-[rels*0..{int(hops)}]-(m)\n"
+        f"WHERE all(r IN rels WHERE type(r) IN [{names}])\n"
+        f"RETURN path LIMIT {int(limit)}"
+    )

@@ -34,13 +34,15 @@ from kgrec.gnn.models import TEXT_FEATURE_MODELS
 from kgrec.gnn.split import Split, item_cold_start_split, make_split
 from kgrec.gnn.train import TrainResult, TrainSettings, train_model
 from kgrec.kg.errors import InputError, ModelError
-from kgrec.kg.explore import Explanation, GraphIndex, paths
+from kgrec.kg.explore import Explanation, GraphIndex, explain
 from kgrec.kg.ids import IdMap
 from kgrec.kg.snapshot import GraphSnapshot
 
 #: What ``exclude_seen`` accepts besides True (every interaction) and False (none).
 EXCLUDE_STAGES = {"train": ("train",), "train+valid": ("train", "valid")}
 SNAPSHOT_DIR, FUSION_DIR, CONFIG_FILE = "snapshot", "fusion", "config.json"
+#: Spaces :meth:`Recommender.similar` measures nearness in.
+SIMILAR_SPACES = ("graph", "text", "fused")
 
 
 def make_run_split(snapshot: GraphSnapshot, kind: str, config: Config) -> Split:
@@ -332,9 +334,73 @@ class Recommender:
 
     def explain(self, user: str, product: str, max_hops: int = 3,
                 limit: int = 5) -> list[Explanation]:
-        """The shortest typed paths linking ``user`` to ``product`` in the graph (why the
-        product relates to the user), shortest first."""
-        return paths(self._graph_index, str(user), str(product), max_hops=max_hops, limit=limit)
+        """The typed paths linking ``user`` to ``product`` in the graph (why the product
+        relates to the user), the most telling first (:func:`kgrec.kg.explore.explain`)."""
+        return explain(self._graph_index, str(user), str(product), max_hops=max_hops,
+                       limit=limit)
+
+    def similar(self, product: str, k: int = 10, space: str = "fused",
+                max_hops: int = 4) -> pd.DataFrame:
+        """The ``k`` products nearest to ``product`` by cosine of the GNN embeddings
+        (``"graph"``), of the MiniLM text vectors (``"text"``) or by the fitted blend of the
+        two (``"fused"``: ``a * z(graph) + (1 - a) * z(text)`` with the full ranking's
+        ``a`` for this product), beside their hop distance in the graph (``graph_hops``,
+        empty beyond ``max_hops``)."""
+        import torch.nn.functional as F
+
+        if space not in SIMILAR_SPACES:
+            raise InputError(f"space must be one of {', '.join(SIMILAR_SPACES)}, got {space!r}")
+        row = int(self._rows(self.products, [product], "product")[0])
+
+        def cosine(vectors: Tensor) -> Tensor:
+            x = F.normalize(vectors.float(), dim=1)
+            return x @ x[row]
+
+        sims = {}
+        if space in ("graph", "fused"):
+            sims["graph"] = cosine(self.gnn_items)
+        if space in ("text", "fused"):
+            raw = self.fusion.raw_text if self.fusion and self.fusion.raw_text else None
+            raw = raw or encode_catalogue(self.snapshot, self.config, progress=False)
+            if raw is None:
+                raise InputError("the catalogue carries no product text")
+            sims["text"] = cosine(raw.align(self.products))
+        score = sims["graph" if space == "graph" else "text"]
+        if space == "fused":
+            alpha = self._alpha_of(row)
+            others = torch.arange(len(self.products)) != row
+            z = {n: (v - v[others].mean()) / v[others].std().clamp_min(1e-9)
+                 for n, v in sims.items()}
+            score = alpha * z["graph"] + (1 - alpha) * z["text"]
+        score = score.clone()
+        score[row] = -torch.inf
+        top = torch.topk(score, min(k, len(self.products) - 1))
+        index = self._graph_index
+        hops = index.distances(index.index("Product", product), max_hops)
+        ids = self.products.ids_of(top.indices.numpy())
+        frame = pd.DataFrame({
+            "rank": np.arange(1, len(ids) + 1), "product_id": ids.astype(str),
+            "similarity": top.values.numpy().astype("float64"),
+            "graph_hops": pd.array([None if not np.isfinite(h) else int(h) for h in
+                                    (hops[index.index("Product", i)] for i in ids)],
+                                   dtype="Int64"),
+            **{f"{n}_cosine": v[top.indices].numpy().astype("float64") for n, v in sims.items()},
+        })
+        titles = self.snapshot.products.set_index("id")["title"].astype("string")
+        frame.insert(2, "title", frame["product_id"].map(titles).fillna(""))
+        return frame
+
+    def _alpha_of(self, row: int) -> float:
+        """The full ranking's fitted GNN weight for one product (0.5 before :meth:`fuse`)."""
+        if self.fusion is None:
+            return 0.5
+        from kgrec.fusion.fit import GNN_ONLY
+
+        job = self.fusion.fit.jobs["full"]
+        if job.text_side == GNN_ONLY:
+            return 1.0
+        values = job.alpha.values(self.split.item_counts(), self.fusion.confidence)
+        return values if isinstance(values, float) else float(values[row])
 
     def evaluate(self, stage: str = "test", k: int | None = None
                  ) -> dict[str, dict[str, dict[str, float]]]:

@@ -137,3 +137,19 @@ def test_load_without_snapshot_says_what_is_missing(fused, tmp_path) -> None:
         kgrec.Recommender.load(tmp_path / "bare")
     rec = kgrec.Recommender.load(tmp_path / "bare", snapshot=fused.snapshot)
     assert rec.fusion is None and len(rec.recommend(["u00"], k=2)) == 2
+
+
+def test_similar_products_by_text_graph_and_blend(fused) -> None:
+    text = fused.similar("p00", k=3, space="text")
+    # Same theme ("waterproof hiking boots model N") is nearest in text space.
+    assert sorted(text["product_id"]) == ["p10", "p20", "p30"]
+    assert list(text.columns) == ["rank", "product_id", "title", "similarity", "graph_hops",
+                                  "text_cosine"]
+    assert text["similarity"].is_monotonic_decreasing and (text["similarity"] <= 1.0).all()
+    blended = fused.similar("p00", k=5, space="fused")
+    assert {"graph_cosine", "text_cosine"} <= set(blended.columns)
+    assert "p00" not in set(blended["product_id"]) and len(blended) == 5
+    hops = fused.similar("p00", k=39, space="graph")["graph_hops"]
+    assert hops.dropna().between(1, 4).all() and hops.notna().sum() > 0
+    with pytest.raises(InputError, match="space must be one of graph, text, fused"):
+        fused.similar("p00", space="words")

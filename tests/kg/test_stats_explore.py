@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from kgrec.kg import schema
 from kgrec.kg.errors import MissingIdError
-from kgrec.kg.explore import GraphIndex, draw, neighbourhood, paths
+from kgrec.kg.explore import GraphIndex, draw, explain, neighbourhood
 from kgrec.kg.snapshot import GraphSnapshot, build_snapshot
 from kgrec.kg.stats import degree_summary, graph_stats, head_size, plot_degrees
 from kgrec.kg.store.local import LocalStore
@@ -126,15 +126,15 @@ def test_neighbourhood(snap: GraphSnapshot) -> None:
 
 def test_paths_explain_a_recommendation(snap: GraphSnapshot, tmp_path: Path) -> None:
     index = GraphIndex(snap)
-    found = paths(index, "u4", "p5", max_hops=3)
+    found = explain(index, "u4", "p5", max_hops=3)
     assert [e.nodes for e in found] == [["User:u4", "Product:p3", "Category:Toys", "Product:p5"]]
     assert found[0].rels == ["RATED", "IN_CATEGORY", "<IN_CATEGORY"]
     assert found[0].text == (
         "User:u4 -RATED-> Product:p3 ('Three') -IN_CATEGORY-> "
         "Category:Toys <-IN_CATEGORY- Product:p5 ('Five')"
     )
-    assert paths(index, "u1", "p5", max_hops=3) == []  # u1 is 5 hops away
-    via_users = paths(index, "u3", "p3", max_hops=3)
+    assert explain(index, "u1", "p5", max_hops=3) == []  # u1 is 5 hops away
+    via_users = explain(index, "u3", "p3", max_hops=3)
     assert {tuple(e.nodes[1:3]) for e in via_users} == {("Product:p1", "User:u4")}
     ax = draw(
         neighbourhood(index, schema.PRODUCT, "p3", hops=2),
