@@ -310,9 +310,9 @@ def explore_degrees(label: str) -> str:
 
 
 def explore_paths(max_hops: int) -> str:
-    """Node-key sequences of the paths of at most ``max_hops`` relationships (types
+    """Node-key sequences of the simple paths of at most ``max_hops`` relationships (types
     ``$types``, any direction) from user ``$user`` to product ``$product``, at most ``$cap``
-    distinct ones (paths that visit a node twice are dropped by the caller)."""
+    distinct ones."""
     if not isinstance(max_hops, int) or max_hops < 1:
         raise ValueError(f"max_hops must be a positive integer, got {max_hops!r}")
     key = quote(schema.NODE_KEY)
@@ -322,6 +322,8 @@ def explore_paths(max_hops: int) -> str:
         f"MATCH path = (u)-[rels*1..{max_hops}]-(p)\n"
         "WHERE all(r IN rels WHERE type(r) IN $types)\n"
         f"WITH DISTINCT [n IN nodes(path) | {_node_key_expr('n')}] AS keys\n"
+        # simple paths only (a relationship path may come back to a node), then the cap
+        "WHERE all(i IN range(0, size(keys) - 2) WHERE NOT keys[i] IN keys[i + 1..])\n"
         "RETURN keys LIMIT $cap"
     )
 

@@ -364,12 +364,13 @@ def explain(
     max_hops: int = 3,
     limit: int = 5,
     rel_types: Iterable[str] | None = None,
-    max_paths: int = 10_000,
+    max_paths: int = 100_000,
 ) -> list[Explanation]:
     """The paths of at most ``max_hops`` that link a user to a product, best
     :func:`path_score` first (then shorter, then by keys): why the product relates to the
     user ("rated X, which is in genre G, like P"). At most ``max_paths`` paths are
-    weighed; when there are more, the first explanation's ``text`` ends by saying so."""
+    weighed; when there are more, the first explanation's ``text`` ends by saying so (the
+    stores then weigh different subsets; below the cap both give the same answer)."""
     src, types = graph_source(source), _types(rel_types)
     user, product = NodeRef(schema.USER, str(user_id)), NodeRef(schema.PRODUCT, str(product_id))
     _check(src, user)

@@ -185,3 +185,31 @@ def plot_degrees(stats: GraphStats, path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_popularity(stats: GraphStats, path: str | Path) -> Path:
+    """Save the popularity curve (interactions per product, most popular first) with the
+    head and the long tail coloured, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    degrees = stats.product_degrees
+    order = np.argsort(-degrees, kind="stable")
+    tail = long_tail_mask(degrees, stats.head_share)[order]
+    x = np.arange(1, len(degrees) + 1)
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.bar(x[~tail], degrees[order][~tail], width=1.0, color="tab:blue", label="head")
+    ax.bar(x[tail], degrees[order][tail], width=1.0, color="tab:orange", label="long tail")
+    ax.set_yscale("symlog")
+    ax.set_xlabel("products by popularity")
+    ax.set_ylabel("interactions")
+    ax.set_title(f"popularity: {int(tail.sum()):,} of {len(tail):,} products in the long tail")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Recommender", "Config", "load_config"]
+__all__ = ["Recommender", "Config", "load_config", "ingest", "open_store"]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so `kgrec --help` does not pay for importing torch.
-    if name == "Recommender":
-        from kgrec.api import Recommender
+    if name in ("Recommender", "ingest"):
+        from kgrec import api
 
-        return Recommender
+        return getattr(api, name)
+    if name == "open_store":
+        from kgrec.stores import open_store
+
+        return open_store
     if name in ("Config", "load_config"):
         from kgrec import config
 

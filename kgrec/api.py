@@ -45,6 +45,29 @@ SNAPSHOT_DIR, FUSION_DIR, CONFIG_FILE = "snapshot", "fusion", "config.json"
 SIMILAR_SPACES = ("graph", "text", "fused")
 
 
+def ingest(config: Config, *, reports_dir: str | Path | None = None,
+           progress: bool = True):
+    """Read the catalogue of ``config.source`` and merge it into the configured store
+    (idempotent: a re-run adds nothing). Rejected rows go to the rejects report in
+    ``reports_dir`` (default ``data.reports_dir``). Returns the
+    :class:`~kgrec.kg.ingest.IngestSummary`."""
+    from kgrec.kg.extract.sources import read_source
+    from kgrec.kg.ingest import ingest as ingest_tables
+    from kgrec.stores import open_store
+
+    store = open_store(config)
+    try:
+        def known() -> list[str]:
+            return [i for batch in store.iter_nodes("Product") for i in batch["id"]]
+
+        tables = read_source(config.source, cache_dir=config.data.cache_dir, progress=progress,
+                             known_products=known)
+        return ingest_tables(tables, store, reports_dir or config.data.reports_dir,
+                             progress=progress)
+    finally:
+        store.close()
+
+
 def make_run_split(snapshot: GraphSnapshot, kind: str, config: Config) -> Split:
     """The evaluation split ``kind`` (see ``kgrec train --help``) with the config's seed
     and event weights."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
-from kgrec.config import Config, cli_config, default_help
+from kgrec.config import cli_config, default_help
 from kgrec.kg.errors import InputError
-from kgrec.kg.tables import GraphTables
+from kgrec.kg.extract.sources import SourceSpec
 from kgrec.stores import BACKENDS, open_store
 
 
@@ -128,8 +129,9 @@ def _store_options(p: argparse.ArgumentParser) -> None:
                    help=f"folder of the local store {default_help('store.path')}")
 
 
-def read_sources(args: argparse.Namespace, config: Config) -> GraphTables:
-    """Tables from the one source the options name."""
+def source_of(args: argparse.Namespace) -> SourceSpec:
+    """The [source] the options name (exactly one of --amazon, --recbole, --scientific,
+    --products/--events)."""
     generic = args.products or args.events
     chosen = [bool(args.amazon), bool(args.recbole), bool(args.scientific), bool(generic)]
     if sum(chosen) != 1:
@@ -137,68 +139,27 @@ def read_sources(args: argparse.Namespace, config: Config) -> GraphTables:
             "give exactly one source: --amazon, --recbole, --scientific or --products/--events"
         )
     if args.amazon:
-        from kgrec.kg.extract.amazon import read_amazon
-
         if len(args.amazon) > 2:
             raise InputError("--amazon takes META [REVIEWS]")
-        return read_amazon(
-            args.amazon[0],
-            args.amazon[1] if len(args.amazon) > 1 else None,
-            bare_products=not args.no_bare_products,
-        )
+        return SourceSpec("amazon", args.amazon[0], reviews="".join(args.amazon[1:2]),
+                          bare_products=not args.no_bare_products)
     if args.recbole:
-        from kgrec.kg.extract.recbole import ML100K, fetch_ml100k, read_recbole
-
-        progress = not args.no_progress
-        if args.recbole == ML100K:
-            wheel = fetch_ml100k(config.data.cache_dir)
-            return read_recbole(wheel, ML100K, progress=progress)
-        return read_recbole(args.recbole, args.dataset, progress=progress)
+        return SourceSpec("recbole", args.recbole, dataset=args.dataset or "")
     if args.scientific:
-        from kgrec.kg.extract.scientific import read_scientific
-
-        return read_scientific(args.scientific, progress=not args.no_progress)
-    from kgrec.kg.extract.generic import load_mapping, read_generic
-
-    if not args.events:
-        raise InputError(
-            "the generic reader needs --events (and --products unless the "
-            "products are already in the store)"
-        )
-    known: list[str] = []
-    if not args.products:
-        store = open_store(config)
-        try:
-            known = [i for batch in store.iter_nodes("Product") for i in batch["id"]]
-        finally:
-            store.close()
-    return read_generic(
-        args.products,
-        args.events,
-        users=args.users,
-        kg=args.kg,
-        links=args.links,
-        mapping=load_mapping(args.mapping, args.map),
-        known_products=known,
-    )
+        return SourceSpec("scientific", args.scientific)
+    return SourceSpec("generic", "", products=args.products or "", events=args.events or "",
+                      users=args.users or "", kg=args.kg or "", links=args.links or "",
+                      mapping=args.mapping or "", map=list(args.map))
 
 
 def run_ingest(args: argparse.Namespace) -> int:
-    from kgrec.kg.ingest import ingest
+    from kgrec.api import ingest
 
     config = cli_config(args, INGEST_OPTIONS)
-    tables = read_sources(args, config)
-    store = open_store(config)
-    try:
-        summary = ingest(
-            tables,
-            store,
-            config.data.reports_dir,
-            progress=not args.no_progress,
-        )
-    finally:
-        store.close()
-    print(summary.paragraph())
+    spec = source_of(args)
+    for field in dataclasses.fields(spec):
+        setattr(config.source, field.name, getattr(spec, field.name))
+    print(ingest(config, progress=not args.no_progress).paragraph())
     return 0
 
 

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kgrec.kg.stats import GraphStats, plot_popularity
+
 SECTIONS = {"summary": "Summary", "dataset": "Dataset", "metrics": "Ranking quality",
             "fusion": "The blend weight", "scores": "Score components",
             "samples": "Sample recommendations", "outputs": "Where everything lies"}
@@ -35,9 +37,8 @@ class ReportData:
     k: int
     #: job -> the fitted job (kgrec.fusion.fit.JobFit.to_dict).
     jobs: dict[str, dict[str, Any]]
-    #: interactions per product (popularity plot) and the long-tail mask.
-    product_degrees: np.ndarray
-    long_tail: np.ndarray
+    #: the graph's statistics (popularity plot).
+    stats: GraphStats
     #: the batch-scored recommendations (columns of kgrec.fusion.output.OUTPUT_COLUMNS).
     recommendations: pd.DataFrame
     #: user id -> (top recommendations with titles, why-path sentences per product id,
@@ -52,7 +53,7 @@ def write_report(data: ReportData, folder: str | Path) -> tuple[Path, Path]:
     """Write ``report.html`` and ``report.md`` (+ PNGs) into ``folder``; returns both paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    plots = {"popularity": _plot_popularity(data, folder / "popularity.png"),
+    plots = {"popularity": plot_popularity(data.stats, folder / "popularity.png"),
              "alpha": _plot_alpha(data, folder / "alpha_curve.png"),
              "components": _plot_components(data, folder / "score_components.png")}
     blocks = _blocks(data)
@@ -245,21 +246,6 @@ def _save(plt, fig, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-def _plot_popularity(data: ReportData, path: Path) -> Path:
-    plt, fig, ax = _figure()
-    order = np.argsort(-data.product_degrees, kind="stable")
-    degrees, tail = data.product_degrees[order], data.long_tail[order]
-    x = np.arange(1, len(degrees) + 1)
-    ax.bar(x[~tail], degrees[~tail], width=1.0, color="tab:blue", label="head")
-    ax.bar(x[tail], degrees[tail], width=1.0, color="tab:orange", label="long tail")
-    ax.set_yscale("symlog")
-    ax.set_xlabel("products by popularity")
-    ax.set_ylabel("interactions")
-    ax.set_title(f"popularity: {int(tail.sum()):,} of {len(tail):,} products in the long tail")
-    ax.legend()
-    return _save(plt, fig, path)
 
 
 def _plot_alpha(data: ReportData, path: Path) -> Path:

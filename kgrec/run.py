@@ -161,17 +161,9 @@ class Pipeline:
         key = [dataclasses.asdict(cfg.source), files_digest(files), store]
 
         def work() -> dict[str, str]:
-            from kgrec.kg.extract.sources import read_source
-            from kgrec.kg.ingest import ingest
-            from kgrec.stores import open_store
+            from kgrec.api import ingest
 
-            tables = read_source(cfg.source, cache_dir=cfg.data.cache_dir,
-                                 progress=self.progress)
-            with_store = open_store(cfg)
-            try:
-                summary = ingest(tables, with_store, self.path("reports"), progress=self.progress)
-            finally:
-                with_store.close()
+            summary = ingest(cfg, reports_dir=self.path("reports"), progress=self.progress)
             self._say("  " + summary.paragraph())
             # A deleted local store must be loaded again, whatever the key says.
             local = {"store": cfg.store.path} if cfg.store.backend == "local" else {}
@@ -310,7 +302,7 @@ class Pipeline:
         return rec
 
     def report_data(self):
-        from kgrec.kg.stats import graph_stats, long_tail_mask
+        from kgrec.kg.stats import graph_stats
         from kgrec.report import ReportData
 
         stats = graph_stats(self.snapshot)
@@ -333,7 +325,6 @@ class Pipeline:
             metrics=json.loads(self.path("evaluation.json").read_text()),
             k=self.config.train.k,
             jobs={n: j.to_dict() for n, j in rec.fusion.fit.jobs.items()},
-            product_degrees=stats.product_degrees,
-            long_tail=long_tail_mask(stats.product_degrees, stats.head_share),
+            stats=stats,
             recommendations=frame, samples=samples, outputs=outputs,
             stages={n: (r.seconds, r.reused) for n, r in self.result.stages.items()})

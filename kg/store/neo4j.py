@@ -486,5 +486,4 @@ class Neo4jGraphSource:
               cap: int) -> list[list[str]]:
         records = self.store._query(cypher.explore_paths(max_hops), user=user.id,
                                     product=product.id, types=list(types), cap=cap + 1)
-        # Cypher paths never repeat a relationship but may repeat a node: keep simple paths.
-        return [list(r["keys"]) for r in records if len(set(r["keys"])) == len(r["keys"])]
+        return [list(r["keys"]) for r in records]
