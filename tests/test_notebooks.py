@@ -20,6 +20,7 @@ BUILD = ROOT / "build" / "notebooks"
 def _execute(name: str, workdir: Path, **params: str) -> list[nbformat.NotebookNode]:
     """Run notebooks/<name>.ipynb with ``params`` set after its parameter cell; render it;
     return its code cells."""
+    workdir.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
     params = {"WORKDIR": str(workdir), **params}
@@ -44,29 +45,39 @@ def _images(cell: nbformat.NotebookNode) -> int:
     return sum(o.output_type == "display_data" and "image/png" in o.data for o in cell.outputs)
 
 
-def _build_and_explore(workdir: Path, **params: str) -> dict[str, str]:
+def _build_and_explore(workdir: Path, scientific: Path, **params: str) -> dict[str, str]:
+    params["DATASET"] = f"scientific:{scientific}"
     one = _execute("01_build_and_inspect_graph", workdir, **params)
-    assert "Newly created: 233,394" in _text(one[0])  # an empty store each time
-    assert "100,000 interactions between 943 users and 1,682 products" in _text(one[1])
+    assert "Newly created: 83,077" in _text(one[0])  # an empty store each time
+    assert "58,492 interactions between 8,317 users and 4,344 products" in _text(one[1])
     assert _images(one[2]) == 2
     two = _execute("02_explore_neighbourhoods", workdir, **params)
     assert "Newly created: 0 (nothing)" in _text(two[0])  # 01 loaded it: nothing twice
     product, browser, user, why, near = (_text(two[i]) for i in (1, 2, 3, 4, 5))
     assert re.search(r"^\d+ nodes, \d+ edges: \{.*'User': \d+", product, re.M)
     assert _images(two[1]) == 1 and _images(two[3]) == 1
-    assert 'MATCH path = (n:`Product` {`id`: "50"})-[rels*0..1]-(m)' in browser
-    assert "hop 2: more than" in user  # user 1's 2-hop neighbourhood is cut at 400 nodes
+    assert 'MATCH path = (n:`Product` {`id`: "397"})-[rels*0..1]-(m)' in browser
+    assert "hop 2: more than" in user  # the user's 2-hop neighbourhood is cut at 400 nodes
     lines = why.strip().splitlines()
-    assert 1 <= len(lines) <= 5 and all(re.match(r"\d\.\d{3}  User:1 .*Product:50", x)
+    assert 1 <= len(lines) <= 5 and all(re.match(r"\d\.\d{3}  User:1434 .*Product:397", x)
                                         for x in lines)
     text_near = near[near.index("text:"):near.index("fused:")]
-    assert "Empire Strikes Back" in text_near or "Return of the Jedi" in text_near
+    assert text_near.lower().count("thermometer") >= 3  # an infrared thermometer's neighbours
     return {"product": product, "why": why, "stats": _text(one[1])}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _shared_text_cache(tmp_path_factory):
+    """One text-vector cache for every notebook run here (the kernels inherit it)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KGREC_FUSION_CACHE_DIR", str(tmp_path_factory.mktemp("text-cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
-def on_local(tmp_path_factory) -> dict[str, str]:
-    return _build_and_explore(tmp_path_factory.mktemp("local"))
+def on_local(tmp_path_factory, shared_data) -> dict[str, str]:
+    return _build_and_explore(tmp_path_factory.mktemp("local"),
+                              shared_data / "amazon-scientific")
 
 
 def test_build_and_explore_on_the_embedded_store(on_local) -> None:
@@ -74,14 +85,23 @@ def test_build_and_explore_on_the_embedded_store(on_local) -> None:
 
 
 @pytest.mark.neo4j
-def test_build_and_explore_on_neo4j_match_the_embedded_store(tmp_path: Path, on_local,
-                                                             neo4j_uri, neo4j_store) -> None:
-    on_neo4j = _build_and_explore(tmp_path, STORE="neo4j", NEO4J_URI=neo4j_uri)
+def test_notebooks_on_neo4j_match_the_embedded_store(tmp_path: Path, on_local, shared_data,
+                                                     neo4j_uri, neo4j_store) -> None:
+    on_neo4j = _build_and_explore(tmp_path / "sci", shared_data / "amazon-scientific",
+                                  STORE="neo4j", NEO4J_URI=neo4j_uri)
     assert on_neo4j == on_local  # same counts, same neighbourhood, same explanations
+    neo4j_store.clear()
+    _check_long_tail(_execute("03_long_tail_scoring", tmp_path / "ml", STORE="neo4j",
+                              NEO4J_URI=neo4j_uri))
 
 
 def test_long_tail_notebook(tmp_path: Path) -> None:
-    code = _execute("03_long_tail_scoring", tmp_path)[1:]  # after the ingest
+    _check_long_tail(_execute("03_long_tail_scoring", tmp_path))
+
+
+def _check_long_tail(code: list[nbformat.NotebookNode]) -> None:
+    assert "Newly created: 233,394" in _text(code[0])
+    code = code[1:]  # after the ingest
     train = _text(code[0])
     assert "80,808 train / 9,596 valid / 9,596 test pairs" in train
     first, last = map(float, re.search(r"GCN loss ([\d.]+) -> ([\d.]+)", train).groups())
