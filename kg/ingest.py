@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kgrec.kg.extract.validate import REJECTED, REPAIRED
+from kgrec.kg.extract.validate import REJECTED, REPAIRED, UNKNOWN_EVENT
 from kgrec.kg.store.base import GraphStore
 from kgrec.kg.tables import GraphTables
 
@@ -33,6 +33,20 @@ class IngestSummary:
     elapsed_s: float = 0.0
     rejects_path: Path | None = None
     summary_path: Path | None = None
+    #: Rejected rows per reason, and the unknown event words with their counts.
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    unknown_event_words: dict[str, int] = field(default_factory=dict)
+    #: Source file -> [rows (or records) read, rows (or records) rejected].
+    files: dict[str, list[int]] = field(default_factory=dict)
+
+    def reject_problems(self, max_share: float) -> list[str]:
+        """One line per file that lost every row, or more than ``max_share`` of them."""
+        out = []
+        for file, (read, rejected) in self.files.items():
+            if read and (rejected == read or rejected / read > max_share):
+                out.append(f"{file}: {rejected:,} of {read:,} rows rejected ({rejected / read:.0%}"
+                           f", more than the {max_share:.0%} allowed by data.max_reject_share)")
+        return out
 
     def to_dict(self) -> dict:
         """JSON-safe figures (paths as strings)."""
@@ -51,8 +65,31 @@ class IngestSummary:
             f"Ingest finished in {self.elapsed_s:.1f}s: read {self.rows_read:,} source rows, "
             f"loaded {self.loaded:,} nodes/relationships ({self.repaired:,} rows repaired, "
             f"{self.rejected:,} rejected{where}). Newly created: {made:,} ({detail}). "
-            f"The store now holds {totals or 'nothing'}."
+            f"The store now holds {totals or 'nothing'}." + self._details()
         )
+
+    def _details(self) -> str:
+        """Why rows were rejected, and the event words nothing maps."""
+        out = ""
+        if self.rejected_by_reason:
+            out += " Rejected by reason: " + ", ".join(
+                f"{reason} {n:,}" for reason, n in self.rejected_by_reason.items()) + "."
+        if self.unknown_event_words:
+            from kgrec.kg.schema import EVENT_ALIASES, INTERACTIONS
+
+            words = ", ".join(f"{w!r} ({n:,})" for w, n in self.unknown_event_words.items())
+            known = ", ".join(sorted({*EVENT_ALIASES, *(t.lower() for t in INTERACTIONS)}))
+            out += (f" Unknown event words: {words}; known: {known}. Map a word with "
+                    "--map event.WORD=TYPE (or [event] WORD = \"TYPE\" in the mapping file).")
+        return out
+
+
+def _file_losses(tables: GraphTables, rejected, file: str) -> list[int]:
+    """[read, rejected] of one file: in lines, or in records where a line holds several."""
+    mine = rejected[rejected["file"] == file]
+    if file in tables.records_read:
+        return [int(tables.records_read[file]), len(mine)]
+    return [int(tables.rows_read[file]), int(mine["line"].nunique())]
 
 
 def _stamp() -> str:
@@ -94,6 +131,8 @@ def ingest(
     rejects_path = write_rejects(tables, reports_dir, stamp)
     created = store.write(tables, progress=progress)
     actions = tables.rejects["action"] if len(tables.rejects) else None
+    rejected = tables.rejects[tables.rejects["action"] == REJECTED] if actions is not None \
+        else tables.rejects
     summary = IngestSummary(
         rows_read=sum(tables.rows_read.values()),
         loaded=sum(tables.counts().values()),
@@ -103,6 +142,10 @@ def ingest(
         store_counts=store.counts(),
         elapsed_s=time.perf_counter() - start,
         rejects_path=rejects_path,
+        rejected_by_reason=rejected["reason"].value_counts().to_dict(),
+        unknown_event_words=rejected.loc[rejected["reason"] == UNKNOWN_EVENT, "value"]
+        .astype(str).value_counts().to_dict(),
+        files={file: _file_losses(tables, rejected, file) for file in tables.rows_read},
     )
     folder = Path(reports_dir).expanduser()
     folder.mkdir(parents=True, exist_ok=True)

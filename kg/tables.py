@@ -56,6 +56,9 @@ class GraphTables:
     rejects: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=REJECT_COLUMNS))
     #: Rows read per source file (for the run summary).
     rows_read: dict[str, int] = field(default_factory=dict)
+    #: Records per source file where a line holds several (a user's list of items); the
+    #: rejected share of such a file is counted in records, not lines.
+    records_read: dict[str, int] = field(default_factory=dict)
 
     def node(self, label: str) -> pd.DataFrame:
         return self.nodes.get(label, empty_node_table(label))

@@ -46,11 +46,12 @@ SIMILAR_SPACES = ("graph", "text", "fused")
 
 
 def ingest(config: Config, *, reports_dir: str | Path | None = None,
-           progress: bool = True):
+           progress: bool = True, echo: bool = False):
     """Read the catalogue of ``config.source`` and merge it into the configured store
     (idempotent: a re-run adds nothing). Rejected rows go to the rejects report in
-    ``reports_dir`` (default ``data.reports_dir``). Returns the
-    :class:`~kgrec.kg.ingest.IngestSummary`."""
+    ``reports_dir`` (default ``data.reports_dir``); ``echo`` prints the summary. Returns the
+    :class:`~kgrec.kg.ingest.IngestSummary`; raises :class:`InputError` (after loading what
+    was valid) when a file lost more than ``data.max_reject_share`` of its rows."""
     from kgrec.kg.extract.sources import read_source
     from kgrec.kg.ingest import ingest as ingest_tables
     from kgrec.stores import open_store
@@ -62,10 +63,16 @@ def ingest(config: Config, *, reports_dir: str | Path | None = None,
 
         tables = read_source(config.source, cache_dir=config.data.cache_dir, progress=progress,
                              known_products=known)
-        return ingest_tables(tables, store, reports_dir or config.data.reports_dir,
-                             progress=progress)
+        summary = ingest_tables(tables, store, reports_dir or config.data.reports_dir,
+                                progress=progress)
     finally:
         store.close()
+    if echo:
+        print(summary.paragraph())
+    problems = summary.reject_problems(config.data.max_reject_share)
+    if problems:
+        raise InputError("; ".join(problems) + f"; see {summary.rejects_path}")
+    return summary
 
 
 def make_run_split(snapshot: GraphSnapshot, kind: str, config: Config) -> Split:

@@ -159,7 +159,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     spec = source_of(args)
     for field in dataclasses.fields(spec):
         setattr(config.source, field.name, getattr(spec, field.name))
-    print(ingest(config, progress=not args.no_progress).paragraph())
+    ingest(config, progress=not args.no_progress, echo=True)
     return 0
 
 

@@ -63,6 +63,9 @@ class DataConfig:
     cache_dir: str = "~/.cache/kgrec"
     #: Where rejects reports and run summaries are written.
     reports_dir: str = ".kgrec/reports"
+    #: An ingest fails (after loading what was valid) when a file loses every row or more
+    #: than this share of its rows to the rejects report.
+    max_reject_share: float = 0.5
 
 
 @dataclass
@@ -181,6 +184,7 @@ NON_NEGATIVE = Rule(lambda v: v >= 0, ">= 0")
 RULES: dict[str, Rule] = {
     "store.backend": one_of(*BACKENDS),
     "store.batch_size": POSITIVE,
+    "data.max_reject_share": between(0, 1),
     "neo4j.uri": matching(r"(bolt|neo4j)(\+s|\+ssc)?://\S+", "a bolt:// or neo4j:// URI"),
     "train.model": one_of(*MODEL_NAMES),
     "train.dim": POSITIVE,

@@ -163,8 +163,8 @@ class Pipeline:
         def work() -> dict[str, str]:
             from kgrec.api import ingest
 
-            summary = ingest(cfg, reports_dir=self.path("reports"), progress=self.progress)
-            self._say("  " + summary.paragraph())
+            summary = ingest(cfg, reports_dir=self.path("reports"), progress=self.progress,
+                             echo=self.echo)
             # A deleted local store must be loaded again, whatever the key says.
             local = {"store": cfg.store.path} if cfg.store.backend == "local" else {}
             return {"summary": str(summary.summary_path), **local}

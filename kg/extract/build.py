@@ -85,13 +85,15 @@ def _plain(value: Any) -> Any:
 
 
 def assemble(
-    parts: Mapping[str, pd.DataFrame], rejects: Rejects, rows_read: Mapping[str, int]
+    parts: Mapping[str, pd.DataFrame], rejects: Rejects, rows_read: Mapping[str, int],
+    records_read: Mapping[str, int] | None = None,
 ) -> GraphTables:
     """Typed GraphTables from raw node/relationship frames (keyed by label or type).
 
     Derived rows (a category reached from two products) are de-duplicated here; source
     rows were de-duplicated (and reported) by the readers."""
-    tables = GraphTables(rejects=rejects.frame(), rows_read=dict(rows_read))
+    tables = GraphTables(rejects=rejects.frame(), rows_read=dict(rows_read),
+                         records_read=dict(records_read or {}))
     for name, frame in parts.items():
         if name in schema.NODE_PROPERTIES:
             typed = typed_node_table(name, frame).drop_duplicates(schema.NODE_KEY)

@@ -32,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 from kgrec.kg import schema
-from kgrec.kg.errors import ConfigError, InputError
+from kgrec.kg.errors import ConfigError, InputError, SchemaError
 from kgrec.kg.extract import build
 from kgrec.kg.extract import validate as v
 from kgrec.kg.extract.io import read_records
@@ -91,13 +91,23 @@ class ColumnMapping:
 
     columns: dict[str, dict[str, str]] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_OPTIONS))
+    #: Event words of the input mapped to schema event types (``event.listen=view``),
+    #: tried before the schema's own words (:data:`kgrec.kg.schema.EVENT_ALIASES`).
+    event_words: dict[str, str] = field(default_factory=dict)
 
     def set(self, item: str) -> None:
-        """Apply one ``section.field=column`` override (``options.NAME=VALUE`` for options)."""
+        """Apply one ``section.field=column`` override (``options.NAME=VALUE`` for options,
+        ``event.WORD=TYPE`` to map an event word the schema does not know)."""
         target, sep, value = item.partition("=")
         section, dot, name = target.strip().partition(".")
         if not sep or not dot:
             raise ConfigError(f"mapping {item!r}: expected section.field=column")
+        if section == "event" and name not in DEFAULT_COLUMNS["event"]:
+            try:
+                self.event_words[name.strip().lower()] = schema.event_type(value)
+            except SchemaError as exc:
+                raise ConfigError(f"mapping {item!r}: {exc}") from None
+            return
         if section == "options":
             if name not in DEFAULT_OPTIONS:
                 raise ConfigError(
@@ -204,7 +214,8 @@ def read_generic(
     if users is not None:
         user_nodes = user_table(*load(users, "user"), rejects)
     frame, cols, file = load(events, "event")
-    rel_parts, _ = event_tables(frame, cols, file, rejects, known, mapping.options)
+    rel_parts, _ = event_tables(frame, cols, file, rejects, known,
+                                {**mapping.options, "event_words": mapping.event_words})
     parts.update(rel_parts)
     parts[schema.USER] = merge_users(user_nodes, rel_parts)
     entities: list[pd.Series] = []
@@ -383,7 +394,8 @@ def event_tables(
     else:
         frame = v.known(frame, cols["product"], products, file, rejects, "product")
     if "type" in cols:
-        frame, types = v.event_types(frame, cols["type"], file, rejects)
+        frame, types = v.event_types(frame, cols["type"], file, rejects,
+                                     words=options.get("event_words"))
     else:
         types = pd.Series(schema.event_type(str(options["event_type"])), index=frame.index)
     rated = types.eq(schema.RATED)
@@ -401,8 +413,11 @@ def event_tables(
             frame.loc[missing, cols["value"]],
         )
         frame, value, types = frame[~missing], value[~missing], types[~missing]
-    elif rated.any():
-        raise InputError("rating events need a value column", file=file, row=1, field="value")
+    elif rated.any():  # ratings without any value column: each one is a rejected row
+        rejects.add_many(file, frame.loc[rated, v.LINE], "value", "rating without a value",
+                         v.REJECTED, pd.Series(pd.NA, index=frame.index[rated]))
+        frame, types = frame[~rated], types[~rated]
+        value = pd.Series(1.0, index=frame.index)
     else:
         value = pd.Series(1.0, index=frame.index)
     if "timestamp" in cols:

@@ -90,7 +90,9 @@ def read_scientific(folder: str | Path, *, progress: bool = False) -> GraphTable
     lists = _load_object(inter_path, read, progress)
     parts[schema.PURCHASED] = _purchases(lists, str(inter_path), rejects, catalogue)
     parts[schema.USER] = merge_users(None, parts)
-    return build.assemble(parts, rejects, read)
+    # A line lists one user's items: count the rejected share in (user, item) records.
+    records = sum(len(items) if isinstance(items, list) else 1 for _, items in lists)
+    return build.assemble(parts, rejects, read, {str(inter_path): records})
 
 
 def _load_object(path: Path, read: dict[str, int], progress: bool) -> list[tuple[str, Any]]:

@@ -258,20 +258,27 @@ def parse_timestamp(
     return frame[~bad], num[~bad].round().astype("Int64")
 
 
+#: The reject reason of an event word that maps to no event type.
+UNKNOWN_EVENT = "unknown event type"
+
+
 def event_types(
-    frame: pd.DataFrame, field: str, file: str, rejects: Rejects
+    frame: pd.DataFrame, field: str, file: str, rejects: Rejects,
+    words: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """Map event words to relationship types; unknown words reject the row."""
-    words = frame[field].astype("string")
+    """Map event words to relationship types, the user's ``words`` (lower-case word ->
+    type) first; unknown words reject the row (the ingest summary lists them)."""
+    raw = frame[field].astype("string")
     mapping: dict[str, str | None] = {}
-    for word in words.dropna().unique():
+    for word in raw.dropna().unique():
         try:
-            mapping[word] = schema.event_type(str(word))
+            mapping[word] = (words or {}).get(str(word).strip().lower()) or schema.event_type(
+                str(word))
         except SchemaError:
             mapping[word] = None
-    types = words.map(mapping)
+    types = raw.map(mapping)
     bad = types.isna()
-    reasons = ["missing event type" if e else "unknown event type" for e in blank(words)[bad]]
+    reasons = ["missing event type" if e else UNKNOWN_EVENT for e in blank(raw)[bad]]
     rejects.add_many(file, frame.loc[bad, LINE], field, reasons, REJECTED, frame.loc[bad, field])
     return frame[~bad], types[~bad].astype("string")
 
