@@ -38,6 +38,10 @@ class IngestSummary:
     unknown_event_words: dict[str, int] = field(default_factory=dict)
     #: Source file -> [rows (or records) read, rows (or records) rejected].
     files: dict[str, list[int]] = field(default_factory=dict)
+    #: Knowledge-graph entities loaded, and the share of them a product reaches (through
+    #: LINKED_TO, then RELATED edges); None without entities.
+    entities: int = 0
+    linked_share: float | None = None
 
     def reject_problems(self, max_share: float) -> list[str]:
         """One line per file that lost every row, or more than ``max_share`` of them."""
@@ -69,8 +73,15 @@ class IngestSummary:
         )
 
     def _details(self) -> str:
-        """Why rows were rejected, and the event words nothing maps."""
+        """Why rows were rejected, the event words nothing maps, the KG's reach."""
         out = ""
+        if self.linked_share is not None:
+            out += (f" Knowledge graph: {self.linked_share:.1%} of its {self.entities:,} "
+                    "entities are reachable from a product.")
+            if self.linked_share < LINKED_WARNING:
+                out += (" Warning: the knowledge graph can hardly matter to the models; "
+                        "give a links file (--links, product -> entity) or KG heads that are "
+                        "linked entities.")
         if self.rejected_by_reason:
             out += " Rejected by reason: " + ", ".join(
                 f"{reason} {n:,}" for reason, n in self.rejected_by_reason.items()) + "."
@@ -82,6 +93,34 @@ class IngestSummary:
             out += (f" Unknown event words: {words}; known: {known}. Map a word with "
                     "--map event.WORD=TYPE (or [event] WORD = \"TYPE\" in the mapping file).")
         return out
+
+
+#: Below this share of reachable entities the summary warns that the KG cannot matter.
+LINKED_WARNING = 0.01
+
+
+def linked_share(tables: GraphTables) -> tuple[int, float | None]:
+    """(entities loaded, share of them reachable from a product: the LINKED_TO targets and
+    everything connected to them by RELATED edges); None when no entity was loaded."""
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+    from kgrec.kg import schema
+    from scipy.sparse.csgraph import connected_components
+
+    entities = tables.nodes.get(schema.ENTITY)
+    if entities is None or not len(entities):
+        return 0, None
+    ids = pd.Index(entities[schema.NODE_KEY].astype(str).unique())
+    related = tables.rels.get(schema.RELATED, pd.DataFrame(columns=["src", "dst"]))
+    src, dst = (ids.get_indexer(related[end].astype(str)) for end in ("src", "dst"))
+    ok = (src >= 0) & (dst >= 0)
+    graph = sp.coo_matrix((np.ones(ok.sum()), (src[ok], dst[ok])), shape=(len(ids), len(ids)))
+    _, component = connected_components(graph, directed=False)
+    links = tables.rels.get(schema.LINKED_TO, pd.DataFrame(columns=["dst"]))
+    linked = ids.get_indexer(links["dst"].astype(str))
+    reached = np.isin(component, component[linked[linked >= 0]])
+    return len(ids), float(reached.mean())
 
 
 def _file_losses(tables: GraphTables, rejected, file: str) -> list[int]:
@@ -147,6 +186,7 @@ def ingest(
         .astype(str).value_counts().to_dict(),
         files={file: _file_losses(tables, rejected, file) for file in tables.rows_read},
     )
+    summary.entities, summary.linked_share = linked_share(tables)
     folder = Path(reports_dir).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     summary.summary_path = folder / f"ingest-{stamp}.json"
