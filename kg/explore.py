@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
-from kgrec.kg import schema
+from kgrec.kg import cypher, schema
 from kgrec.kg.errors import MissingIdError
 from kgrec.kg.snapshot import GraphSnapshot, build_snapshot, edge_type, node_type
 from kgrec.kg.store.base import GraphStore
@@ -257,6 +257,71 @@ class GraphIndex:
             if len(out) > cap:
                 break
         return out
+
+
+# ---- Neo4j: bounded, parameterised Cypher reads ---------------------------------------
+
+class Neo4jGraphSource:
+    """The :class:`GraphSource` of a Neo4j store: bounded, parameterised
+    reads (:mod:`kgrec.kg.cypher`'s ``explore_*``), one query per label or type."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    @staticmethod
+    def _by_label(refs: Sequence[NodeRef]) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
+        for ref in refs:
+            groups.setdefault(ref.label, []).append(ref.id)
+        return groups
+
+    def exists(self, ref: NodeRef) -> bool:
+        return bool(self.store._query(cypher.explore_nodes(ref.label), ids=[ref.id]))
+
+    def expand(self, frontier: Sequence[NodeRef], types: Sequence[str], seen: set[str],
+               cap: int) -> list[NodeRef]:
+        found: set[NodeRef] = set()
+        for label, ids in self._by_label(frontier).items():
+            records = self.store._query(cypher.explore_expand(label), ids=ids,
+                                        types=list(types), seen=sorted(seen), cap=cap + 1)
+            found.update(NodeRef(r["label"], r["id"]) for r in records)
+        return sorted(found)[: cap + 1]
+
+    def nodes(self, refs: Sequence[NodeRef]) -> dict[str, dict[str, Any]]:
+        values: dict[str, dict[str, Any]] = {}
+        for label, ids in self._by_label(refs).items():
+            for r in self.store._query(cypher.explore_nodes(label), ids=ids):
+                values[NodeRef(label, r["id"]).key] = dict(r["props"])
+        return {ref.key: node_props(ref, values.get(ref.key, {})) for ref in refs}
+
+    def edges(self, refs: Sequence[NodeRef], types: Sequence[str],
+              cap: int) -> list[tuple[str, str, str, dict]]:
+        groups = self._by_label(refs)
+        out: list[tuple[str, str, str, dict]] = []
+        for rel in GRAPH_RELS:
+            spec = schema.RELATIONSHIPS[rel]
+            if rel not in types or spec.src not in groups or spec.dst not in groups:
+                continue
+            for r in self.store._query(cypher.explore_edges(rel), src=groups[spec.src],
+                                       dst=groups[spec.dst], cap=cap + 1 - len(out)):
+                out.append((rel, node_key(spec.src, r["src"]), node_key(spec.dst, r["dst"]),
+                            edge_props(rel, dict(r))))
+            if len(out) > cap:
+                break
+        return out
+
+    def degrees(self, refs: Sequence[NodeRef], types: Sequence[str]) -> dict[str, int]:
+        out = {}
+        for label, ids in self._by_label(refs).items():
+            for r in self.store._query(cypher.explore_degrees(label), ids=ids, types=list(types)):
+                out[node_key(label, r["id"])] = int(r["degree"])
+        return out
+
+    def paths(self, user: NodeRef, product: NodeRef, max_hops: int, types: Sequence[str],
+              cap: int) -> list[list[str]]:
+        records = self.store._query(cypher.explore_paths(max_hops), user=user.id,
+                                    product=product.id, types=list(types), cap=cap + 1)
+        return [list(r["keys"]) for r in records]
 
 
 # ---- the algorithms, once for every store -------------------------------------------------

@@ -274,6 +274,15 @@ class Recommender:
                            alpha=s.alpha if alpha is None else float(alpha),
                            normalise=self.fusion.normalise, device=device)
 
+    def _scoring(self, items: str | Path | Sequence[str], exclude_seen: bool | str,
+                 alpha: float | None) -> tuple[Tensor, Tensor, Any]:
+        """(pairs never recommended, candidate products, scorer) of a ranking over ``items``;
+        popularity (long tail, blend weight) counts the excluded pairs, or every interaction
+        when nothing is excluded."""
+        seen = self.seen_pairs(exclude_seen)
+        degree = self.item_degree(seen if len(seen[0]) else self.seen_pairs(True))
+        return seen, self.candidates(items, degree), self.scorer(_job(items), degree, alpha)
+
     # ---- the jobs -----------------------------------------------------------------------
 
     def recommend(self, users: Sequence[str] | None = None,
@@ -290,11 +299,8 @@ class Recommender:
         from kgrec.fusion.topk import chunked_topk
 
         k = self._k(k)
-        seen = self.seen_pairs(exclude_seen)
-        degree = self.item_degree(seen if len(seen[0]) else self.seen_pairs(True))
-        cand = self.candidates(items, degree)
+        seen, cand, scorer = self._scoring(items, exclude_seen, alpha)
         rows = self._user_rows(users)
-        scorer = self.scorer(_job(items), degree, alpha)
         top = chunked_topk(scorer.chunk_scorer(cand), rows, k, columns=cand,
                            num_columns=len(self.products),
                            seen=SeenIndex.from_edges(seen, len(self.users)),
@@ -313,11 +319,8 @@ class Recommender:
         from kgrec.fusion.topk import chunked_topk
 
         k = self._k(k)
-        seen = self.seen_pairs(exclude_seen)
-        degree = self.item_degree(seen if len(seen[0]) else self.seen_pairs(True))
-        cand = self.candidates(items, degree)
+        seen, cand, scorer = self._scoring(items, exclude_seen, alpha)
         users = torch.arange(len(self.users))
-        scorer = self.scorer(_job(items), degree, alpha)
         stats = scorer.user_stats(users, cand, chunk_size=self.config.score.chunk_size)
         top = chunked_topk(lambda r: scorer.score_items(r, users, stats), cand, k,
                            columns=users, num_columns=len(self.users),
@@ -345,12 +348,8 @@ class Recommender:
             raise InputError(f"alpha must lie in [0, 1], got {alpha}", field="alpha")
         row = int(self._user_rows([user])[0])
         encoder = text_encoder(config)
-        raw = self.fusion.raw_text if self.fusion and self.fusion.raw_text else None
-        raw = raw or encode_catalogue(self.snapshot, config, progress=False)
-        if raw is None:
-            raise InputError("the catalogue carries no product text to search")
         scorer = FusedScorer(self.gnn_users[[row]], self.gnn_items, encoder.encode([query]),
-                             raw.align(self.products), alpha=float(alpha),
+                             self._raw_text, alpha=float(alpha),
                              normalise=config.fusion.normalise)
         seen = self.seen_pairs(exclude_seen)
         mine = seen[1][seen[0] == row]
@@ -390,11 +389,7 @@ class Recommender:
         if space in ("graph", "fused"):
             sims["graph"] = cosine(self.gnn_items)
         if space in ("text", "fused"):
-            raw = self.fusion.raw_text if self.fusion and self.fusion.raw_text else None
-            raw = raw or encode_catalogue(self.snapshot, self.config, progress=False)
-            if raw is None:
-                raise InputError("the catalogue carries no product text")
-            sims["text"] = cosine(raw.align(self.products))
+            sims["text"] = cosine(self._raw_text)
         score = sims["graph" if space == "graph" else "text"]
         if space == "fused":
             alpha = self._alpha_of(row)
@@ -416,8 +411,7 @@ class Recommender:
                                    dtype="Int64"),
             **{f"{n}_cosine": v[top.indices].numpy().astype("float64") for n, v in sims.items()},
         })
-        titles = self.snapshot.products.set_index("id")["title"].astype("string")
-        frame.insert(2, "title", frame["product_id"].map(titles).fillna(""))
+        frame.insert(2, "title", frame["product_id"].map(self._titles).fillna(""))
         return frame
 
     def _alpha_of(self, row: int) -> float:
@@ -448,14 +442,15 @@ class Recommender:
             self.result.score, split, stage=stage, k=k, candidates=long_tail_items(split),
             slices=("overall",))["overall"]
         rows = {name: table}
-        if self.fusion is None:
+        fusion = self.fusion
+        if fusion is None:
             return rows
-        fit, degree = self.fusion.fit, split.item_counts()
+        fit, degree = fusion.fit, split.item_counts()
 
         def fused(f: FusionFit) -> dict[str, dict[str, float]]:
             return fused_table(self.gnn_users, self.gnn_items, f, split, degree,
-                               self.fusion.confidence, stage=stage, k=k,  # type: ignore[union-attr]
-                               normalise_method=self.fusion.normalise)  # type: ignore[union-attr]
+                               fusion.confidence, stage=stage, k=k,
+                               normalise_method=fusion.normalise)
 
         rows[f"{name}+fusion"] = fused(fit)
         for side in fit.sides:
@@ -471,8 +466,7 @@ class Recommender:
         events = self._interactions
         mine = events[events["user"] == row].sort_values("time", kind="stable")
         ids = self.products.ids_of(mine["product"].to_numpy()[::-1][:n])
-        titles = self.snapshot.products.set_index("id")["title"]
-        return [str(titles.get(i, i)) for i in ids]
+        return [str(self._titles.get(i, i)) for i in ids]
 
     # ---- saving -------------------------------------------------------------------------
 
@@ -518,6 +512,19 @@ class Recommender:
     # ---- helpers ------------------------------------------------------------------------
 
     @cached_property
+    def _raw_text(self) -> Tensor:
+        """``[N, d]`` product text vectors: the fusion's, else encoded now (cached on disk)."""
+        raw = self.fusion.raw_text if self.fusion is not None else None
+        raw = raw or encode_catalogue(self.snapshot, self.config, progress=False)
+        if raw is None:
+            raise InputError("the catalogue carries no product text")
+        return raw.align(self.products)
+
+    @cached_property
+    def _titles(self) -> pd.Series:
+        return self.snapshot.products.set_index("id")["title"].astype("string")
+
+    @cached_property
     def _interactions(self) -> pd.DataFrame:
         return self.snapshot.interactions()
 
@@ -549,8 +556,7 @@ class Recommender:
 
     def _titled(self, frame: pd.DataFrame, candidates: int | None = None) -> pd.DataFrame:
         """``frame`` with product titles; ``attrs["candidates"]``: how many columns competed."""
-        titles = self.snapshot.products.set_index("id")["title"].astype("string")
         frame = frame.drop(columns="per").reset_index(drop=True)
-        frame["title"] = frame["product_id"].map(titles).fillna("")
+        frame["title"] = frame["product_id"].map(self._titles).fillna("")
         frame.attrs["candidates"] = candidates
         return frame

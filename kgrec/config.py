@@ -240,13 +240,17 @@ class _Unreadable(Exception):
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _Unreadable(text, f"JSON ({exc.msg})") from None
+
+
 def _parse_mapping(text: str) -> Any:
     """A dict from the environment or --set: JSON ``{"RATED": 1.0}`` or ``RATED=1,VIEWED=0.5``."""
     if text.lstrip().startswith("{"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise _Unreadable(text, f"JSON ({exc.msg})") from None
+        return _json(text)
     pairs = [part.partition("=") for part in text.split(",") if part.strip()]
     for key, sep, _ in pairs:
         if not sep or not key.strip():
@@ -257,10 +261,7 @@ def _parse_mapping(text: str) -> Any:
 def _parse_list(text: str) -> Any:
     """A list from the environment or --set: JSON ``["a", "b"]`` or ``a,b``."""
     if text.lstrip().startswith("["):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise _Unreadable(text, f"JSON ({exc.msg})") from None
+        return _json(text)
     return [part.strip() for part in text.split(",") if part.strip()]
 
 

@@ -378,8 +378,10 @@ class Neo4jStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def explorer(self) -> Neo4jGraphSource:
+    def explorer(self) -> Any:
         """Answers :mod:`kgrec.kg.explore`'s questions with bounded Cypher reads."""
+        from kgrec.kg.explore import Neo4jGraphSource  # explore needs torch; ingest does not
+
         return Neo4jGraphSource(self)
 
     def __repr__(self) -> str:
@@ -419,71 +421,3 @@ def connect(
             time.sleep(0.5)
     return Neo4jStore(driver, settings.database, batch_size, owns_driver=True)
 
-
-class Neo4jGraphSource:
-    """The :class:`kgrec.kg.explore.GraphSource` of a Neo4j store: bounded, parameterised
-    reads (:mod:`kgrec.kg.cypher`'s ``explore_*``), one query per label or type."""
-
-    def __init__(self, store: Neo4jStore) -> None:
-        self.store = store
-
-    @staticmethod
-    def _by_label(refs: Any) -> dict[str, list[str]]:
-        groups: dict[str, list[str]] = {}
-        for ref in refs:
-            groups.setdefault(ref.label, []).append(ref.id)
-        return groups
-
-    def exists(self, ref: Any) -> bool:
-        return bool(self.store._query(cypher.explore_nodes(ref.label), ids=[ref.id]))
-
-    def expand(self, frontier: Any, types: Any, seen: set[str], cap: int) -> list[Any]:
-        from kgrec.kg.explore import NodeRef
-
-        found: set[Any] = set()
-        for label, ids in self._by_label(frontier).items():
-            records = self.store._query(cypher.explore_expand(label), ids=ids,
-                                        types=list(types), seen=sorted(seen), cap=cap + 1)
-            found.update(NodeRef(r["label"], r["id"]) for r in records)
-        return sorted(found)[: cap + 1]
-
-    def nodes(self, refs: Any) -> dict[str, dict[str, Any]]:
-        from kgrec.kg.explore import NodeRef, node_props
-
-        values: dict[str, dict[str, Any]] = {}
-        for label, ids in self._by_label(refs).items():
-            for r in self.store._query(cypher.explore_nodes(label), ids=ids):
-                values[NodeRef(label, r["id"]).key] = dict(r["props"])
-        return {ref.key: node_props(ref, values.get(ref.key, {})) for ref in refs}
-
-    def edges(self, refs: Any, types: Any, cap: int) -> list[tuple[str, str, str, dict]]:
-        from kgrec.kg.explore import GRAPH_RELS, edge_props, node_key
-
-        groups = self._by_label(refs)
-        out: list[tuple[str, str, str, dict]] = []
-        for rel in GRAPH_RELS:
-            spec = schema.RELATIONSHIPS[rel]
-            if rel not in types or spec.src not in groups or spec.dst not in groups:
-                continue
-            for r in self.store._query(cypher.explore_edges(rel), src=groups[spec.src],
-                                       dst=groups[spec.dst], cap=cap + 1 - len(out)):
-                out.append((rel, node_key(spec.src, r["src"]), node_key(spec.dst, r["dst"]),
-                            edge_props(rel, dict(r))))
-            if len(out) > cap:
-                break
-        return out
-
-    def degrees(self, refs: Any, types: Any) -> dict[str, int]:
-        from kgrec.kg.explore import node_key
-
-        out = {}
-        for label, ids in self._by_label(refs).items():
-            for r in self.store._query(cypher.explore_degrees(label), ids=ids, types=list(types)):
-                out[node_key(label, r["id"])] = int(r["degree"])
-        return out
-
-    def paths(self, user: Any, product: Any, max_hops: int, types: Any,
-              cap: int) -> list[list[str]]:
-        records = self.store._query(cypher.explore_paths(max_hops), user=user.id,
-                                    product=product.id, types=list(types), cap=cap + 1)
-        return [list(r["keys"]) for r in records]
