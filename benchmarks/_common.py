@@ -6,7 +6,9 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -84,3 +86,19 @@ def load_dataset(name: str, cache: Path | None = None):
     snapshot = snapshot_from_tables(tables)
     snapshot.save(folder)
     return snapshot
+
+
+def run_measured(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one command; its wall time and peak RSS (``os.wait4``: the largest process)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    out = b""
+    if proc.stdout is not None:
+        out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    text = out.decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{text[-3000:]}")
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "output_tail": text[-400:]}

@@ -1,5 +1,9 @@
 """Ingest: GraphTables -> a store, plus the rejects report and the run summary.
 
+Streaming: :func:`ingest_stream` writes parts (chunks of a large events file, see
+:mod:`kgrec.kg.extract.stream`) one at a time, appending each part's rejects to the report
+and adding its figures to the summary, so memory holds one part whatever the input size.
+
 Resumable: stores merge idempotently, so re-running the same dump after an interruption
 completes the load and adds nothing twice (see :class:`kgrec.kg.store.local.LocalStore`).
 """
@@ -8,13 +12,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from kgrec.kg import schema
 from kgrec.kg.extract.validate import REJECTED, REPAIRED, UNKNOWN_EVENT
+from kgrec.kg.files import atomic_write, write_text
 from kgrec.kg.store.base import GraphStore
 from kgrec.kg.tables import GraphTables
+from tqdm.auto import tqdm
 
 
 @dataclass
@@ -42,6 +50,9 @@ class IngestSummary:
     #: LINKED_TO, then RELATED edges); None without entities.
     entities: int = 0
     linked_share: float | None = None
+    #: [rows read, seconds to read, validate and write] per part, in order (the throughput
+    #: of a streamed run over time).
+    parts: list[list[float]] = field(default_factory=list)
 
     def reject_problems(self, max_share: float) -> list[str]:
         """One line per file that lost every row, or more than ``max_share`` of them."""
@@ -138,13 +149,17 @@ def _stamp() -> str:
 def write_rejects(
     tables: GraphTables, reports_dir: str | Path, stamp: str | None = None
 ) -> Path | None:
-    """Write the rejects table as CSV under ``reports_dir`` (None when there are none)."""
+    """Append the rejects table to ``rejects-<stamp>.csv`` under ``reports_dir`` (one
+    header, written by the first part with rejects); None when there are none."""
     if tables.rejects.empty:
         return None
     folder = Path(reports_dir).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"rejects-{stamp or _stamp()}.csv"
-    tables.rejects.to_csv(path, index=False)
+    if path.exists():  # a later part of a streamed run
+        tables.rejects.to_csv(path, index=False, mode="a", header=False)
+    else:
+        atomic_write(path, lambda tmp: tables.rejects.to_csv(tmp, index=False))
     return path
 
 
@@ -165,32 +180,79 @@ def ingest(
         progress: show progress bars.
         echo: print the summary paragraph.
     """
-    start = time.perf_counter()
+    return ingest_stream([tables], store, reports_dir, progress=progress, echo=echo)
+
+
+def ingest_stream(
+    parts: Iterable[GraphTables],
+    store: GraphStore,
+    reports_dir: str | Path,
+    *,
+    total_rows: int | None = None,
+    started: float | None = None,
+    progress: bool = True,
+    echo: bool = False,
+) -> IngestSummary:
+    """Write each part into ``store`` as it comes (see :func:`ingest`).
+
+    Args:
+        parts: validated tables, e.g. :func:`kgrec.kg.extract.stream.stream_source`.
+        total_rows: source rows expected (the progress bar's total; None: unknown).
+        started: ``time.perf_counter()`` at the start of the run (default: now), so the
+            summary's time includes what the caller did first.
+    """
+    start = time.perf_counter() if started is None else started
     stamp = _stamp()
-    rejects_path = write_rejects(tables, reports_dir, stamp)
-    created = store.write(tables, progress=progress)
-    actions = tables.rejects["action"] if len(tables.rejects) else None
-    rejected = tables.rejects[tables.rejects["action"] == REJECTED] if actions is not None \
-        else tables.rejects
-    summary = IngestSummary(
-        rows_read=sum(tables.rows_read.values()),
-        loaded=sum(tables.counts().values()),
-        repaired=int((actions == REPAIRED).sum()) if actions is not None else 0,
-        rejected=int((actions == REJECTED).sum()) if actions is not None else 0,
-        created=dict(created),
-        store_counts=store.counts(),
-        elapsed_s=time.perf_counter() - start,
-        rejects_path=rejects_path,
-        rejected_by_reason=rejected["reason"].value_counts().to_dict(),
-        unknown_event_words=rejected.loc[rejected["reason"] == UNKNOWN_EVENT, "value"]
-        .astype(str).value_counts().to_dict(),
-        files={file: _file_losses(tables, rejected, file) for file in tables.rows_read},
-    )
-    summary.entities, summary.linked_share = linked_share(tables)
+    summary = IngestSummary(rows_read=0, loaded=0, repaired=0, rejected=0)
+    bar = tqdm(total=total_rows, desc="ingest", unit="rows", unit_scale=True,
+               disable=not progress)
+    clock = time.perf_counter()
+    for tables in parts:
+        summary.rejects_path = write_rejects(tables, reports_dir, stamp) or summary.rejects_path
+        _tally(summary, tables, store.write(tables, progress=False))
+        if schema.ENTITY in tables.nodes:  # the KG comes in one part
+            summary.entities, summary.linked_share = linked_share(tables)
+        rows = sum(tables.rows_read.values())
+        bar.total = max(bar.total or 0, bar.n + rows)  # a file larger than counted
+        bar.update(rows)
+        summary.parts.append([rows, round(time.perf_counter() - clock, 4)])
+        clock = time.perf_counter()
+    bar.close()
+    summary.rejected_by_reason = _by_count(summary.rejected_by_reason)
+    summary.unknown_event_words = _by_count(summary.unknown_event_words)
+    summary.store_counts = store.counts()
+    summary.elapsed_s = time.perf_counter() - start
     folder = Path(reports_dir).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     summary.summary_path = folder / f"ingest-{stamp}.json"
-    summary.summary_path.write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+    write_text(summary.summary_path, json.dumps(summary.to_dict(), indent=2) + "\n")
     if echo:
         print(summary.paragraph())
     return summary
+
+
+def _tally(summary: IngestSummary, tables: GraphTables, created: dict[str, int]) -> None:
+    """Add one part's figures to ``summary``."""
+    actions = tables.rejects["action"]
+    rejected = tables.rejects[actions == REJECTED]
+    summary.rows_read += sum(tables.rows_read.values())
+    summary.loaded += sum(tables.counts().values())
+    summary.repaired += int((actions == REPAIRED).sum())
+    summary.rejected += len(rejected)
+    _add(summary.created, created)
+    _add(summary.rejected_by_reason, rejected["reason"].value_counts().to_dict())
+    words = rejected.loc[rejected["reason"] == UNKNOWN_EVENT, "value"].astype(str)
+    _add(summary.unknown_event_words, words.value_counts().to_dict())
+    for file in tables.rows_read:
+        read, lost = _file_losses(tables, rejected, file)
+        before = summary.files.get(file, [0, 0])
+        summary.files[file] = [before[0] + read, before[1] + lost]
+
+
+def _add(total: dict[str, int], more: dict) -> None:
+    for key, n in more.items():
+        total[str(key)] = total.get(str(key), 0) + int(n)
+
+
+def _by_count(counts: dict[str, int]) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))

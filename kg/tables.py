@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -71,3 +72,23 @@ class GraphTables:
         out = {name: len(t) for name, t in self.nodes.items() if len(t)}
         out.update({name: len(t) for name, t in self.rels.items() if len(t)})
         return out
+
+    @classmethod
+    def concat(cls, parts: Iterable[GraphTables]) -> GraphTables:
+        """One GraphTables from parts that never repeat a row (e.g. a streamed read's)."""
+        parts = list(parts)
+        out = cls()
+        for attr in ("nodes", "rels"):
+            names = dict.fromkeys(n for p in parts for n in getattr(p, attr))
+            for name in names:
+                frames = [getattr(p, attr)[name] for p in parts if name in getattr(p, attr)]
+                getattr(out, attr)[name] = pd.concat(frames, ignore_index=True)
+        rejects = [p.rejects for p in parts if len(p.rejects)]
+        if rejects:
+            out.rejects = pd.concat(rejects, ignore_index=True)
+        for attr in ("rows_read", "records_read"):
+            for p in parts:
+                for file, n in getattr(p, attr).items():
+                    getattr(out, attr)[file] = getattr(out, attr).get(file, 0) + n
+        return out
+

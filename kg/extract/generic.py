@@ -28,15 +28,17 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from kgrec.kg import schema
 from kgrec.kg.errors import ConfigError, InputError, SchemaError
 from kgrec.kg.extract import build
 from kgrec.kg.extract import validate as v
-from kgrec.kg.extract.io import read_records
 from kgrec.kg.tables import GraphTables
+
+if TYPE_CHECKING:
+    from kgrec.kg.extract.stream import KeySet
 
 #: Section -> field -> candidate column names tried in order when not mapped.
 DEFAULT_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -193,45 +195,16 @@ def read_generic(
         known_products: ids of products already in the store; events and links on them
             are accepted (incremental loads).
     """
-    mapping = mapping or ColumnMapping()
-    rejects = v.Rejects()
-    read: dict[str, int] = {}
+    from kgrec.kg.extract.stream import stream_generic
 
-    def load(path: str | Path, section: str) -> tuple[pd.DataFrame, dict[str, str], str]:
-        frame, n = read_records(path, rejects)
-        read[str(path)] = n
-        return frame, mapping.resolve(section, frame, str(path)), str(path)
+    # One implementation: the streamed read, with every event in one chunk.
+    return GraphTables.concat(stream_generic(
+        products, events, users=users, kg=kg, links=links, mapping=mapping,
+        known_products=known_products, chunk_rows=WHOLE_FILE))
 
-    parts: dict[str, pd.DataFrame] = {}
-    if products is not None:
-        frame, cols, file = load(products, "product")
-        parts = product_tables(frame, cols, file, rejects, mapping.options)
-    listed = parts[schema.PRODUCT]["id"] if parts else pd.Series([], dtype="string")
-    known = pd.Index(pd.concat([listed, pd.Series(list(known_products), dtype="string")]))
-    if products is None and not len(known):
-        raise InputError("no products: give a products file or load the products first")
-    user_nodes = None
-    if users is not None:
-        user_nodes = user_table(*load(users, "user"), rejects)
-    frame, cols, file = load(events, "event")
-    rel_parts, _ = event_tables(frame, cols, file, rejects, known,
-                                {**mapping.options, "event_words": mapping.event_words})
-    parts.update(rel_parts)
-    parts[schema.USER] = merge_users(user_nodes, rel_parts)
-    entities: list[pd.Series] = []
-    if kg is not None:
-        frame, cols, file = load(kg, "kg")
-        related = kg_table(frame, cols, file, rejects)
-        parts[schema.RELATED] = related
-        entities += [related["src"], related["dst"]]
-    if links is not None:
-        frame, cols, file = load(links, "link")
-        linked = link_table(frame, cols, file, rejects, known)
-        parts[schema.LINKED_TO] = linked
-        entities.append(linked["dst"])
-    if entities:
-        parts[schema.ENTITY] = pd.DataFrame({"id": pd.concat(entities).drop_duplicates()})
-    return build.assemble(parts, rejects, read)
+
+#: ``chunk_rows`` of a whole-file read.
+WHOLE_FILE = 1 << 62
 
 
 def _text(frame: pd.DataFrame, col: str | None) -> pd.Series:
@@ -346,7 +319,7 @@ def brand_column(frame: pd.DataFrame, col: str | None, file: str, rejects: v.Rej
     cleaned = raw.map(v.clean_html).astype("string")
     by = cleaned.str.match(r"(?i)^by\s").fillna(False)
     cleaned = cleaned.where(~by, cleaned.str.replace(r"(?i)^by\s+", "", regex=True))
-    changed = by | raw.astype("string").str.contains(r"[<&]", regex=True).fillna(False)
+    changed = v.changed_text(raw, cleaned)
     rejects.add_many(
         file, frame.loc[changed, v.LINE], col, "brand text cleaned", v.REPAIRED, raw[changed]
     )
@@ -362,6 +335,7 @@ def event_tables(
     options: Mapping[str, Any],
     *,
     bare_products: bool = False,
+    seen: KeySet | None = None,
 ) -> tuple[dict[str, pd.DataFrame], pd.Index]:
     """Interaction relationships (one table per event type) from raw event rows.
 
@@ -374,6 +348,7 @@ def event_tables(
         options: ``event_type`` (when there is no type column) and ``rating_scale``.
         bare_products: events on unknown products create bare Product nodes (reported as
             repairs) instead of being rejected.
+        seen: the event keys of earlier chunks (streaming ingest, :mod:`.stream`).
 
     Returns:
         ``{rel_type: table}`` plus the ids of bare products created.
@@ -413,6 +388,10 @@ def event_tables(
             frame.loc[missing, cols["value"]],
         )
         frame, value, types = frame[~missing], value[~missing], types[~missing]
+        ok = v.event_value_range(frame, value, types.eq(schema.RATED),
+                                 float(options.get("rating_scale", 5.0)), cols["value"], file,
+                                 rejects)
+        frame, value, types = frame[ok], value[ok], types[ok]
     elif rated.any():  # ratings without any value column: each one is a rejected row
         rejects.add_many(file, frame.loc[rated, v.LINE], "value", "rating without a value",
                          v.REJECTED, pd.Series(pd.NA, index=frame.index[rated]))
@@ -436,6 +415,8 @@ def event_tables(
     )
     names = {"src": cols["user"], "value": cols.get("value", "value")}
     table = v.dedupe(table, ["src", "dst", "timestamp", "rel"], file, rejects, ["value"], names)
+    if seen is not None:  # streaming: events of earlier chunks count as earlier rows
+        table = seen.dedupe(table, file, rejects, names)
     scale = float(options.get("rating_scale", 5.0))
     table["weight"] = v.event_weights(table["rel"], table["value"], rating_scale=scale)
     out = {str(rel): group.drop(columns=["rel", v.LINE]) for rel, group in table.groupby("rel")}
@@ -492,4 +473,4 @@ def link_table(
 
 def _stripped(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Copy of ``frame`` with ``columns`` as stripped strings (ids compare as text)."""
-    return frame.assign(**{c: frame[c].astype("string").str.strip() for c in columns})
+    return frame.assign(**{c: v.id_text(frame[c]) for c in columns})

@@ -19,7 +19,6 @@ are rejected (first kept) and everything goes to ``GraphTables.rejects``.
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from kgrec.kg import schema
 from kgrec.kg.errors import InputError, KgrecError
 from kgrec.kg.extract import build
 from kgrec.kg.extract import validate as v
-from kgrec.kg.extract.io import read_delimited
+from kgrec.kg.extract.io import read_delimited, text_stream
 from kgrec.kg.tables import GraphTables
 
 RECBOLE_VERSION = "1.2.1"
@@ -161,12 +160,12 @@ class _Source:
 
     @contextmanager
     def open(self, ext: str) -> Iterator[IO[str]]:
-        if self.zip:
-            with self.zip.open(self.members[ext]) as raw:
-                yield io.TextIOWrapper(raw, encoding="utf-8", newline="")
-        else:
-            with (self.path / self.members[ext]).open(encoding="utf-8", newline="") as fh:
-                yield fh
+        # The readers' own opener: gzip, byte-order marks and bad bytes handled as for
+        # every other text input.
+        raw = self.zip.open(self.members[ext]) if self.zip else (
+            self.path / self.members[ext]).open("rb")
+        with text_stream(raw, self.name(ext)) as fh:
+            yield fh
 
 
 def read_atomic(

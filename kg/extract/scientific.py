@@ -97,15 +97,18 @@ def read_scientific(folder: str | Path, *, progress: bool = False) -> GraphTable
 
 def _load_object(path: Path, read: dict[str, int], progress: bool) -> list[tuple[str, Any]]:
     """The (key, value) entries of a file holding one JSON object."""
+    raw = path.read_bytes()
     try:
-        with path.open(encoding="utf-8") as fh:
-            data = json.load(fh, object_pairs_hook=_Pairs)
+        data = json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_Pairs)
     except json.JSONDecodeError as exc:
         raise InputError(
             f"bad JSON: {exc.msg} at column {exc.colno}", file=str(path), row=exc.lineno
         ) from exc
     except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text: {exc.reason}", file=str(path)) from exc
+        raise InputError(
+            f"not UTF-8 text (byte 0x{raw[exc.start]:02x}): save the file as UTF-8",
+            file=str(path), row=raw.count(b"\n", 0, exc.start) + 1,
+        ) from None
     if not isinstance(data, _Pairs):
         raise InputError("bad JSON: expected one object {id: ...}", file=str(path), row=1)
     read[str(path)] = len(data)

@@ -7,6 +7,12 @@ file), returns the rows that pass and records every rejected or repaired row in 
 Event weights: ``weight = schema.DEFAULT_EVENT_WEIGHTS[type]`` (or the override given),
 and for ``RATED`` events ``weight = value / rating_scale * that weight`` so a 5-star rating
 on a 1-5 scale weighs as much as a purchase and a 1-star rating a fifth of that.
+
+Repairs: a text value is reported as repaired only when its meaning changed (markup,
+scripts or entities removed, a "by " prefix cut). Collapsing whitespace (CRLF/CR line
+ends, tabs, runs of spaces, leading/trailing blanks) is a normalisation, not reported.
+Unicode text (CJK, emoji, right-to-left, combining marks) is kept verbatim, not NFC-
+normalised: ids that differ in their code points are different ids.
 """
 
 from __future__ import annotations
@@ -27,10 +33,17 @@ REJECTED, REPAIRED = "rejected", "repaired"
 #: Longest value text kept in the rejects report (the source row is named by file and line).
 MAX_VALUE_CHARS = 200
 
+#: Prices above this are not prices (a misplaced id, a sum in cents): set to empty.
+MAX_PRICE = 1e7
+#: Event timestamps outside [0, this) in Unix seconds (1970 .. 2100) are rejected: a
+#: microsecond epoch, a year 1800 or 2200 is a broken value, not an event time.
+MAX_TIMESTAMP = 4_102_444_800
+
 _SCRIPT = re.compile(r"<(script|style)\b.*?(</\1\s*>|$)", re.IGNORECASE | re.DOTALL)
-_TAG = re.compile(r"<[^>]*>|<[^>]*$")
+# A tag starts with a letter, "/" or "!": "5 < 6" and "<3" are text, not markup.
+_TAG = re.compile(r"<[A-Za-z/!?][^>]*>|<[A-Za-z/!?][^>]*$")
 _SPACE = re.compile(r"\s+")
-_PRICE = re.compile(r"^\s*\$?\s*([0-9][0-9,]*(?:\.[0-9]+)?)\s*$")
+_PRICE = re.compile(r"^\s*-?\s*\$?\s*-?[0-9][0-9,]*(\.[0-9]+)?([eE][-+]?[0-9]+)?\s*$")
 
 
 class Rejects:
@@ -91,6 +104,20 @@ def _short(value: Any) -> str | None:
 def blank(series: pd.Series) -> pd.Series:
     """True where a value is missing or only whitespace."""
     return series.isna() | series.astype("string").str.strip().eq("").fillna(True)
+
+
+def id_text(values: pd.Series) -> pd.Series:
+    """Ids as stripped text; a whole float is an integer id (1.0 -> "1"): numeric id
+    columns with gaps arrive as floats from Parquet, and 1, "1" and 1.0 are one id."""
+    if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+        values = values.map(_whole_number)
+    return values.astype("string").str.strip()
+
+
+def _whole_number(value: Any) -> Any:
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return value
 
 
 def require(
@@ -198,14 +225,30 @@ def clean_html(text: Any) -> str | None:
     return out or None
 
 
+def _spaced(text: Any) -> str | None:
+    """``text`` with whitespace collapsed: the baseline a repair is measured against."""
+    if text is None or text is pd.NA or (isinstance(text, float) and np.isnan(text)):
+        return None
+    return _SPACE.sub(" ", str(text)).strip() or None
+
+
+def changed_text(raw: pd.Series, cleaned: pd.Series) -> pd.Series:
+    """True where cleaning changed a non-blank value beyond its whitespace (see the
+    module docstring: only those are reported as repairs)."""
+    # Only markup, entities or a "by " prefix can change: compare just those rows.
+    maybe = raw.astype("string").str.contains(r"[<&]|^\s*by\s", case=False, regex=True)
+    maybe = maybe.fillna(False).astype(bool)
+    base = raw[maybe].map(_spaced).astype("string")
+    out = pd.Series(False, index=raw.index)
+    out[maybe] = (base.notna() & (cleaned[maybe].isna() | (cleaned[maybe] != base))).fillna(True)
+    return out
+
+
 def clean_text_column(frame: pd.DataFrame, field: str, file: str, rejects: Rejects) -> pd.Series:
-    """HTML-cleaned ``frame[field]``; every changed non-blank value is reported as repaired."""
+    """HTML-cleaned ``frame[field]``; values whose text changed are reported as repaired."""
     raw = frame[field]
     cleaned = raw.map(clean_html).astype("string")
-    plain = raw.astype("string").str.strip().replace("", pd.NA)
-    changed = plain.notna() & (cleaned.isna() | (cleaned != plain)).fillna(True)
-    # Only markup or entities count as a repair, not mere surrounding whitespace.
-    changed &= raw.astype("string").str.contains(r"[<>&]", regex=True).fillna(False)
+    changed = changed_text(raw, cleaned)
     reasons = [
         "HTML removed from text" if pd.notna(c) else "text was only HTML markup: set to empty"
         for c in cleaned[changed]
@@ -215,15 +258,18 @@ def clean_text_column(frame: pd.DataFrame, field: str, file: str, rejects: Rejec
 
 
 def parse_price(frame: pd.DataFrame, field: str, file: str, rejects: Rejects) -> pd.Series:
-    """Prices like ``"$1,250.00"`` -> 1250.0; blank -> NA; anything else -> NA, reported."""
+    """Prices like ``"$1,250.00"`` -> 1250.0; blank -> NA; unparsable, negative or over
+    :data:`MAX_PRICE` -> NA, reported as repaired (the product itself is kept)."""
     raw = frame[field].astype("string")
-    extracted = raw.str.extract(_PRICE, expand=False).str.replace(",", "", regex=False)
-    price = pd.to_numeric(extracted, errors="coerce").astype("Float64")
-    bad = price.isna() & ~blank(raw)
-    rejects.add_many(
-        file, frame.loc[bad, LINE], field, "unparsable price: set to empty", REPAIRED, raw[bad]
-    )
-    return price
+    number = raw.where(raw.str.match(_PRICE).fillna(False)).str.replace(r"[\s$,]", "", regex=True)
+    price = pd.to_numeric(number, errors="coerce").astype("Float64")
+    unparsable = price.isna() & ~blank(raw)
+    odd = price.notna() & ~price.between(0, MAX_PRICE)
+    reasons = pd.Series("unparsable price: set to empty", index=raw.index)
+    reasons[odd] = f"price out of range (0 to {MAX_PRICE:,.0f}): set to empty"
+    bad = (unparsable | odd).fillna(False).astype(bool)
+    rejects.add_many(file, frame.loc[bad, LINE], field, reasons[bad], REPAIRED, raw[bad])
+    return price.where(~bad)
 
 
 def parse_number(
@@ -232,30 +278,57 @@ def parse_number(
     """Numeric ``frame[field]``: unparsable values reject the row; blanks are NA (or
     rejected when ``required``). Returns the kept rows and their numbers."""
     raw = frame[field]
-    num = pd.to_numeric(raw.astype("string").str.strip(), errors="coerce")
+    num = pd.to_numeric(raw.astype("string").str.strip(), errors="coerce").astype("float64")
     empty = blank(raw)
-    bad = (num.isna() & ~empty) | (empty & required)
-    reasons = ["missing " + field if e else "unparsable " + field for e in empty[bad]]
-    rejects.add_many(file, frame.loc[bad, LINE], field, reasons, REJECTED, raw[bad])
+    infinite = np.isinf(num)  # "inf", "1e400": a weight of infinity would swamp training
+    bad = (num.isna() & ~empty) | (empty & required) | infinite
+    reasons = pd.Series("unparsable " + field, index=raw.index)
+    reasons[empty] = "missing " + field
+    reasons[infinite] = f"{field} is not a finite number"
+    rejects.add_many(file, frame.loc[bad, LINE], field, reasons[bad], REJECTED, raw[bad])
     return frame[~bad], num[~bad]
+
+
+def event_value_range(
+    frame: pd.DataFrame, value: pd.Series, rated: pd.Series, scale: float, field: str,
+    file: str, rejects: Rejects,
+) -> pd.Series:
+    """Mask of events whose value is usable: ratings within 0..``scale`` (a 50 on a 5-star
+    scale would weigh ten purchases), other events' counts not negative (a negative weight
+    would push the product away). The rest are rejected."""
+    rating_odd = rated & ((value < 0) | (value > scale))
+    negative = ~rated & (value < 0)
+    bad = (rating_odd | negative).fillna(False).astype(bool)
+    reasons = pd.Series(f"rating out of range (0 to {scale:g}, options.rating_scale)",
+                        index=value.index)
+    reasons[negative.fillna(False).astype(bool)] = f"negative {field}"
+    rejects.add_many(file, frame.loc[bad, LINE], field, reasons[bad], REJECTED,
+                     frame.loc[bad, field])
+    return ~bad
 
 
 def parse_timestamp(
     frame: pd.DataFrame, field: str, file: str, rejects: Rejects
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """Unix seconds (numbers, or ISO-8601 date strings) as Int64; blank -> NA;
-    unparsable -> row rejected. Millisecond epochs (> 1e11) are scaled to seconds."""
+    """Unix seconds (numbers, or ISO-8601 dates and times) as Int64; blank -> NA;
+    unparsable (other date formats: "11/14/2023" is ambiguous) or out of range (before
+    1970, from 2100 on: :data:`MAX_TIMESTAMP`) -> row rejected. Millisecond epochs
+    (>= 1e11) are scaled to seconds."""
     raw = frame[field]
     text = raw.astype("string").str.strip()
-    num = pd.to_numeric(text, errors="coerce")
+    num = pd.to_numeric(text, errors="coerce").astype("float64")
     need_date = num.isna() & ~blank(raw)
     if need_date.any():
         dates = pd.to_datetime(text[need_date], errors="coerce", utc=True, format="ISO8601")
         num.loc[need_date] = (dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
-    num = num.where(num.abs() < 1e11, num // 1000)
-    bad = num.isna() & ~blank(raw)
-    rejects.add_many(file, frame.loc[bad, LINE], field, "unparsable timestamp", REJECTED, raw[bad])
-    return frame[~bad], num[~bad].round().astype("Int64")
+    num = num.where(num.abs() < 1e11, np.floor(num / 1000)).round()
+    unparsable = num.isna() & ~blank(raw)
+    odd = num.notna() & ~((num >= 0) & (num < MAX_TIMESTAMP))
+    reasons = pd.Series("unparsable timestamp", index=raw.index)
+    reasons[odd] = "timestamp out of range (1970 to 2100)"
+    bad = unparsable | odd
+    rejects.add_many(file, frame.loc[bad, LINE], field, reasons[bad], REJECTED, raw[bad])
+    return frame[~bad], num[~bad].astype("Int64")
 
 
 #: The reject reason of an event word that maps to no event type.

@@ -1,16 +1,21 @@
-"""LocalStore: the embedded default graph store (no server), one Parquet file per table.
+"""LocalStore: the embedded default graph store (no server), Parquet parts per table.
 
-Layout: ``<path>/nodes/<Label>.parquet`` and ``<path>/rels/<TYPE>.parquet``, each kept
-sorted by its key (nodes by ``id``, relationships by ``(src, dst, *key)``).
+Layout: ``<path>/nodes/<Label>/part-NNNNNN.parquet`` and ``<path>/rels/<TYPE>/part-...``:
+every write adds at most one part per table (its new keys, sorted by key) and rewrites only
+the older parts holding keys it updates. Parts never share a key, so a table is the plain
+union of its parts and appending a chunk costs the chunk, not the whole table (streaming
+ingest). Each part carries ``_key``, a 64-bit hash of the row's key, so finding which keys
+are stored reads one integer column per part. (A store of the older one-file-per-table
+layout, ``<Label>.parquet``, is read as one part.)
 
 Merge semantics (the same as the Neo4j store's ``MERGE ... SET``): a node or relationship
 is identified by its key; a new key is created, an existing one gets the new row's
 non-missing property values (missing values keep what is stored). Writing the same tables
 twice therefore creates nothing and changes nothing.
 
-Crash safety: every table is written to a temporary file and moved into place with
+Crash safety: every part is written to a temporary file and moved into place with
 ``os.replace``, node tables before relationship tables, so an interrupted load leaves
-complete files only and re-running it completes the load without duplicates.
+complete parts only and re-running it completes the load without duplicates.
 """
 
 from __future__ import annotations
@@ -52,10 +57,17 @@ class LocalStore:
         return f"LocalStore({str(self.path)!r})"
 
     # -- files ---------------------------------------------------------------------------
-    def _file(self, name: str) -> Path:
+    def _folder(self, name: str) -> Path:
         if name in schema.NODE_PROPERTIES:
-            return self.path / "nodes" / f"{name}.parquet"
-        return self.path / "rels" / f"{schema.rel_type(name)}.parquet"
+            return self.path / "nodes" / name
+        return self.path / "rels" / schema.rel_type(name)
+
+    def _parts(self, name: str) -> list[Path]:
+        """The table's part files, oldest first (a legacy single file counts as one)."""
+        folder = self._folder(name)
+        legacy = folder.with_suffix(".parquet")
+        parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+        return [legacy, *parts] if legacy.exists() else parts
 
     def _typed(self, name: str, frame: pd.DataFrame) -> pd.DataFrame:
         if name in schema.NODE_PROPERTIES:
@@ -67,29 +79,53 @@ class LocalStore:
             return empty_node_table(name)
         return empty_rel_table(name)
 
-    def _load(self, name: str) -> pd.DataFrame:
-        file = self._file(name)
-        if not file.exists():
-            return self._empty(name)
+    def _read_part(self, name: str, file: Path) -> pd.DataFrame:
         return self._typed(name, pd.read_parquet(file))
 
-    def _save(self, name: str, frame: pd.DataFrame) -> None:
-        file = self._file(name)
+    def _load(self, name: str) -> pd.DataFrame:
+        """The whole table (small tables only: recommendations)."""
+        frames = [self._read_part(name, f) for f in self._parts(name)]
+        return pd.concat(frames, ignore_index=True) if frames else self._empty(name)
+
+    def _part_keys(self, name: str, file: Path) -> np.ndarray:
+        """The key hashes of one part (computed for a legacy file without ``_key``)."""
+        if KEY_HASH in pq.ParquetFile(file).schema_arrow.names:
+            return pq.read_table(file, columns=[KEY_HASH])[KEY_HASH].to_numpy()
+        return hash_keys(self._read_part(name, file), self._key(name))
+
+    def _save(self, name: str, frame: pd.DataFrame, file: Path | None = None) -> None:
+        """Write ``frame`` (with its key hashes) to ``file``, or to a new part."""
+        if file is None:
+            file = self._next_part(name)
         file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.stem}.", suffix=".tmp")
         os.close(fd)
         try:
-            frame.to_parquet(tmp, index=False)
+            frame.assign(**{KEY_HASH: hash_keys(frame, self._key(name))}).to_parquet(
+                tmp, index=False)
             os.replace(tmp, file)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+    def _next_part(self, name: str) -> Path:
+        parts = [p for p in self._parts(name) if p.name.startswith("part-")]
+        number = int(parts[-1].stem.removeprefix("part-")) + 1 if parts else 0
+        return self._folder(name) / f"part-{number:06d}.parquet"
 
     @staticmethod
     def _key(name: str) -> list[str]:
         if name in schema.NODE_PROPERTIES:
             return [schema.NODE_KEY]
         return ["src", "dst", *schema.rel_spec(name).key]
+
+    def _locate(self, name: str, parts: list[Path], hashes: np.ndarray) -> np.ndarray:
+        """Index into ``parts`` of the part holding each key hash; -1 where none does.
+        Reads one part's hashes at a time, so memory stays at the size of a part."""
+        where = np.full(len(hashes), -1)
+        for i, file in enumerate(parts if len(hashes) else []):
+            where[np.isin(hashes, self._part_keys(name, file))] = i
+        return where
 
     # -- writes --------------------------------------------------------------------------
     def write(self, tables: GraphTables, *, progress: bool = True) -> dict[str, int]:
@@ -111,20 +147,15 @@ class LocalStore:
         return created
 
     def _check_endpoints(self, tables: GraphTables) -> None:
-        ids: dict[str, pd.Index] = {}
-
-        def known(label: str) -> pd.Index:
-            if label not in ids:
-                stored = self._load(label)[schema.NODE_KEY]
-                ids[label] = pd.Index(pd.concat([stored, tables.node(label)[schema.NODE_KEY]]))
-            return ids[label]
-
         for rel, frame in tables.rels.items():
             if not len(frame):
                 continue
             spec = schema.rel_spec(rel)
             for end, label in (("src", spec.src), ("dst", spec.dst)):
-                missing = frame.loc[~_member(frame[end], known(label)), end]
+                outside = ~_member(frame[end], tables.node(label)[schema.NODE_KEY])
+                ids = pd.Series(frame.loc[outside, end].unique(), dtype="string")
+                stored = self._locate(label, self._parts(label), _hash_ids(ids)) >= 0
+                missing = frame.loc[outside & _member(frame[end], ids[~stored]), end]
                 if len(missing):
                     raise StoreError(
                         f"{rel}: {len(missing)} relationship(s) name a {label} that does not "
@@ -132,17 +163,27 @@ class LocalStore:
                     )
 
     def _merge(self, name: str, frame: pd.DataFrame) -> int:
+        """Update the parts holding keys of ``frame``; its new keys become a new part."""
         key = self._key(name)
         new = self._typed(name, frame).drop_duplicates(key, keep="first")
-        old = self._load(name)
-        new_i, old_i = self._indexed(new, key), self._indexed(old, key)
-        created = int((~new_i.index.isin(old_i.index)).sum())
-        merged = new_i.combine_first(old_i) if len(old_i) else new_i
+        parts = self._parts(name)
+        where = self._locate(name, parts, hash_keys(new, key))
+        props = [c for c in new.columns if c not in key]
+        for i in np.unique(where[where >= 0]):
+            update = new[where == i]
+            if props and update[props].notna().any(axis=None):  # all-missing rows change nothing
+                self._update_part(name, parts[i], update, key)
+        fresh = new[where < 0]
+        if len(fresh):
+            self._save(name, fresh.sort_values(key, kind="stable").reset_index(drop=True))
+        return len(fresh)
+
+    def _update_part(self, name: str, file: Path, update: pd.DataFrame, key: list[str]) -> None:
+        old = self._read_part(name, file)
+        merged = self._indexed(update, key).combine_first(self._indexed(old, key))
         merged = self._restore(name, merged, key)
-        if created == 0 and merged.equals(old):
-            return 0  # nothing new, nothing changed: leave the file alone
-        self._save(name, merged)
-        return created
+        if not merged.equals(old):  # nothing changed: leave the file alone
+            self._save(name, merged, file)
 
     @staticmethod
     def _indexed(frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:
@@ -168,8 +209,9 @@ class LocalStore:
         if recs["model_version"].isna().any():
             raise StoreError("RECOMMENDED rows need a model_version")
         for end, label in (("src", schema.USER), ("dst", schema.PRODUCT)):
-            stored = self._load(label)[schema.NODE_KEY]
-            missing = recs.loc[~_member(recs[end], stored), end]
+            ids = pd.Series(recs[end].unique(), dtype="string")
+            stored = self._locate(label, self._parts(label), _hash_ids(ids)) >= 0
+            missing = recs.loc[_member(recs[end], ids[~stored]), end]
             if len(missing):
                 raise StoreError(f"RECOMMENDED: unknown {label} {missing.iloc[0]!r}")
         old = self._load(schema.RECOMMENDED)
@@ -178,43 +220,43 @@ class LocalStore:
         )
         out = pd.concat([old[~replaced], recs], ignore_index=True)
         out = out.sort_values(["src", "dst", "model_version"], kind="stable")
-        self._save(schema.RECOMMENDED, out.reset_index(drop=True))
+        parts = self._parts(schema.RECOMMENDED)  # replaced whole: one part
+        self._save(schema.RECOMMENDED, out.reset_index(drop=True), parts[0] if parts else None)
+        for extra in parts[1:]:
+            extra.unlink()
         return len(recs)
 
     # -- reads ---------------------------------------------------------------------------
     def iter_nodes(self, label: str, *, batch_size: int = 50_000) -> Iterator[pd.DataFrame]:
-        """Nodes of ``label`` in batches of ``batch_size``, ordered by id."""
+        """Nodes of ``label`` in batches of ``batch_size``, part by part, each ordered by id."""
         return self._iter(schema.label(label), batch_size)
 
     def iter_rels(self, rel: str, *, batch_size: int = 50_000) -> Iterator[pd.DataFrame]:
-        """Relationships of type ``rel`` in batches, ordered by (src, dst, *key)."""
+        """Relationships of type ``rel`` in batches, part by part, each ordered by
+        (src, dst, *key)."""
         return self._iter(schema.rel_type(rel), batch_size)
 
     def _iter(self, name: str, batch_size: int) -> Iterator[pd.DataFrame]:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        file = self._file(name)
-        if not file.exists():
-            return
-        for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_size):
-            yield self._typed(name, batch.to_pandas())
+        for file in self._parts(name):
+            for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_size):
+                yield self._typed(name, batch.to_pandas())
 
     def counts(self) -> dict[str, int]:
         """Rows per label and relationship type (zero counts left out)."""
         out: dict[str, int] = {}
-        names = [*schema.NODE_LABELS, *schema.RELATIONSHIPS, schema.RECOMMENDED]
-        for name in names:
-            file = self._file(name)
-            if file.exists():
-                rows = pq.ParquetFile(file).metadata.num_rows
-                if rows:
-                    out[name] = rows
+        for name in [*schema.NODE_LABELS, *schema.RELATIONSHIPS, schema.RECOMMENDED]:
+            rows = sum(pq.ParquetFile(f).metadata.num_rows for f in self._parts(name))
+            if rows:
+                out[name] = rows
         return out
 
     def clear(self) -> None:
         """Delete every table (tests and benchmarks)."""
         for name in [*schema.NODE_LABELS, *schema.RELATIONSHIPS, schema.RECOMMENDED]:
-            self._file(name).unlink(missing_ok=True)
+            for file in self._parts(name):
+                file.unlink()
 
     def close(self) -> None:
         """Nothing is held open between calls."""
@@ -225,3 +267,25 @@ def _member(values: pd.Series | pd.Index, ids: object) -> np.ndarray:
     ``Series.isin`` on Arrow-backed strings loops in Python (seconds per 100k rows)."""
     pool = pd.Index(pd.unique(np.asarray(ids, dtype=object)))
     return pool.get_indexer(np.asarray(values, dtype=object)) >= 0
+
+
+#: Column of every part file: a 64-bit hash of the row's key (dropped on reads).
+KEY_HASH = "_key"
+
+
+def hash_keys(frame: pd.DataFrame, key: list[str]) -> np.ndarray:
+    """One uint64 per row from its key columns (stable across runs and processes). Two
+    keys of one table colliding is about a 1 in 10**7 chance at 2 million rows."""
+    out = np.zeros(len(frame), dtype=np.uint64)
+    for col in key:
+        values = frame[col]
+        if pd.api.types.is_integer_dtype(values):
+            raw = values.fillna(_NA_KEY).to_numpy("int64")
+        else:
+            raw = values.astype("string").fillna("\x00").to_numpy(object)
+        out = out * np.uint64(1_000_003) ^ pd.util.hash_array(raw)
+    return out
+
+
+def _hash_ids(ids: pd.Series) -> np.ndarray:
+    return hash_keys(pd.DataFrame({schema.NODE_KEY: ids}), [schema.NODE_KEY])
