@@ -110,20 +110,6 @@ def merge_rels(rel: str) -> str:
     )
 
 
-def create_rels(rel: str) -> str:
-    """Create relationships grouped by source.
-
-    Only for rows known to be new: the store uses it when it holds no ``rel`` at all yet and
-    the rows are deduplicated, which skips MERGE's look-up of existing relationships.
-    """
-    props = _map(_props(rel))
-    return (
-        _grouped_endpoints(rel)
-        + f"CREATE (s)-[r:{quote(schema.rel_spec(rel).name)}{' ' + props if props else ''}]->(d)\n"
-        "RETURN count(*) AS matched"
-    )
-
-
 def merge_rels_null_key(rel: str, null_keys: tuple[str, ...]) -> str:
     """Like :func:`merge_rels` for rows whose key properties ``null_keys`` are null.
 

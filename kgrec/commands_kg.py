@@ -71,6 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "bare Product nodes (Amazon)",
     )
     _store_options(p)
+    p.add_argument(
+        "--bulk",
+        action="store_true",
+        help="first load of a large dump into Neo4j with its own bulk importer (neo4j-admin "
+        "import): the server of neo4j.uri must be stopped and its data folder ($NEO4J_HOME, "
+        "default .neo4j/data-PORT) empty; the server is started on the result",
+    )
     p.add_argument("--reports-dir",
                    help=f"rejects report folder {default_help('data.reports_dir')}")
     p.add_argument("--cache-dir", help=f"download cache {default_help('data.cache_dir')}")
@@ -153,12 +160,17 @@ def source_of(args: argparse.Namespace) -> SourceSpec:
 
 
 def run_ingest(args: argparse.Namespace) -> int:
-    from kgrec.api import ingest
+    from kgrec.api import bulk_ingest, ingest
 
     config = cli_config(args, INGEST_OPTIONS)
     spec = source_of(args)
     for field in dataclasses.fields(spec):
         setattr(config.source, field.name, getattr(spec, field.name))
+    if getattr(args, "bulk", False):
+        if args.store == "local":
+            raise InputError("--bulk loads Neo4j; leave out --store local")
+        bulk_ingest(config, progress=not args.no_progress, echo=True)
+        return 0
     ingest(config, progress=not args.no_progress, echo=True)
     return 0
 

@@ -2,10 +2,11 @@
 
 Neo4j: tests marked ``@pytest.mark.neo4j`` use the real Neo4j 5.26 server. The session
 fixture starts a private one with ``scripts/neo4j/server.sh start`` (temporary data folder,
-no auth) on the first free port from ``$KGREC_TEST_NEO4J_PORT`` (default 7697) and stops it
-at the end, so concurrent test sessions never share (and clear) each other's database. To
-reuse a running server instead (faster edit-test loops), set ``KGREC_TEST_NEO4J_URI``
-(e.g. ``bolt://127.0.0.1:7687``); its database is emptied by the tests. If the server cannot
+authentication on with the password the script generates) on the first free port from
+``$KGREC_TEST_NEO4J_PORT`` (default 7697) and stops it at the end, so concurrent test sessions
+never share (and clear) each other's database. To reuse a running server instead (faster
+edit-test loops), set ``KGREC_TEST_NEO4J_URI`` (e.g. ``bolt://127.0.0.1:7687``) and, if it
+needs one, ``KGREC_TEST_NEO4J_PASSWORD``; its database is emptied by the tests. If the server cannot
 start, the tests fail with its log; they never skip.
 """
 
@@ -16,6 +17,7 @@ import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -35,44 +37,116 @@ def _free_port(start: int, tries: int = 100) -> int:
     raise RuntimeError(f"no free port in {start}..{start + tries - 1} for the test Neo4j server")
 
 
+def server_env(run_dir: Path, port: int, auth: str = "on") -> dict[str, str]:
+    """Environment for ``server.sh`` running a private server in ``run_dir`` on ``port``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NEO4J_PASSWORD", "NEO4J_LISTEN")}
+    return {**env, "NEO4J_PORT": str(port), "NEO4J_HOME": str(run_dir / "data"),
+            "NEO4J_RUN_DIR": str(run_dir), "NEO4J_PASSWORD_FILE": str(run_dir / "password"),
+            "NEO4J_AUTH": auth}
+
+
 def _server(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", str(SERVER_SH), command], env=env, capture_output=True, text=True, timeout=600
     )
 
 
-@pytest.fixture(scope="session")
-def neo4j_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Bolt URI of the test server: ``$KGREC_TEST_NEO4J_URI``, or a private one started here."""
-    if os.environ.get("KGREC_TEST_NEO4J_URI"):
-        yield os.environ["KGREC_TEST_NEO4J_URI"]
-        return
-    port = _free_port(TEST_NEO4J_PORT)
-    uri = f"bolt://127.0.0.1:{port}"
-    run_dir = tmp_path_factory.mktemp("neo4j")
-    env = {
-        **os.environ,
-        "NEO4J_PORT": str(port),
-        "NEO4J_HOME": str(run_dir / "data"),
-        "NEO4J_RUN_DIR": str(run_dir),
-        "NEO4J_AUTH": "off",
-    }
+def start_server(run_dir: Path, port: int) -> dict[str, str]:
+    """Start a private server (auth on); returns its ``server.sh`` environment."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = server_env(run_dir, port)
     started = _server("start", env)
     if started.returncode != 0:
-        pytest.fail(
-            f"could not start Neo4j on {uri}:\n{started.stdout}\n{started.stderr}", pytrace=False
-        )
-    try:
-        yield uri
-    finally:
-        _server("stop", env)
+        pytest.fail(f"could not start Neo4j on port {port}:\n{started.stdout}\n"
+                    f"{started.stderr}", pytrace=False)
+    return env
+
+
+def stop_server(env: dict[str, str]) -> None:
+    _server("stop", env)
+
+
+class Neo4jServer(NamedTuple):
+    uri: str
+    password: str
+    #: Its pid file, log and password file (None for a reused server).
+    run_dir: Path | None
+    #: ``server.sh`` environment (start/stop it again; empty for a reused server).
+    env: dict[str, str]
+
+    @property
+    def pid(self) -> int:
+        return int((Path(self.env["NEO4J_RUN_DIR"]) / f"neo4j-{self.env['NEO4J_PORT']}.pid")
+                   .read_text())
+
+    def start(self) -> None:
+        start_server(Path(self.env["NEO4J_RUN_DIR"]), int(self.env["NEO4J_PORT"]))
+
+
+def private_server(run_dir: Path) -> Neo4jServer:
+    """Start a server of its own in ``run_dir`` on a free port (the caller stops it)."""
+    with socket.socket() as sock:  # a port the OS picks: tests running at once never clash
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = start_server(run_dir, port)
+    return Neo4jServer(f"bolt://127.0.0.1:{port}", (run_dir / "password").read_text(),
+                       run_dir, env)
 
 
 @pytest.fixture(scope="session")
-def neo4j_driver(neo4j_uri: str) -> Iterator[object]:
+def neo4j_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Neo4jServer]:
+    """The test server: ``$KGREC_TEST_NEO4J_URI`` (password ``$KGREC_TEST_NEO4J_PASSWORD``),
+    or a private one started here with auth on."""
+    if os.environ.get("KGREC_TEST_NEO4J_URI"):
+        yield Neo4jServer(os.environ["KGREC_TEST_NEO4J_URI"],
+                          os.environ.get("KGREC_TEST_NEO4J_PASSWORD", ""), None, {})
+        return
+    server = private_server(tmp_path_factory.mktemp("neo4j"))
+    try:
+        yield server
+    finally:
+        stop_server(server.env)
+
+
+@pytest.fixture
+def neo4j_private(tmp_path: Path) -> Iterator[Callable[[], Neo4jServer]]:
+    """``start()`` -> a server of the test's own (auth on), stopped after the test."""
+    started: list[Neo4jServer] = []
+
+    def start() -> Neo4jServer:
+        started.append(private_server(tmp_path / f"neo4j-{len(started)}"))
+        return started[-1]
+
+    yield start
+    for server in started:
+        stop_server(server.env)
+
+
+@pytest.fixture(scope="session")
+def neo4j_uri(neo4j_server: Neo4jServer) -> str:
+    return neo4j_server.uri
+
+
+@pytest.fixture(scope="session")
+def neo4j_password(neo4j_server: Neo4jServer) -> str:
+    """The test server's password ("" for a reused server without auth)."""
+    return neo4j_server.password
+
+
+@pytest.fixture
+def neo4j_env(neo4j_uri: str, neo4j_password: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``KGREC_NEO4J_URI`` / ``KGREC_NEO4J_PASSWORD`` set for code that reads the config."""
+    monkeypatch.setenv("KGREC_NEO4J_URI", neo4j_uri)
+    monkeypatch.setenv("KGREC_NEO4J_PASSWORD", neo4j_password)
+    return neo4j_uri
+
+
+@pytest.fixture(scope="session")
+def neo4j_driver(neo4j_uri: str, neo4j_password: str) -> Iterator[object]:
     from neo4j import GraphDatabase
 
-    driver = GraphDatabase.driver(neo4j_uri, auth=None)
+    driver = GraphDatabase.driver(neo4j_uri, auth=("neo4j", neo4j_password) if neo4j_password
+                                  else None)
     driver.verify_connectivity()
     yield driver
     driver.close()

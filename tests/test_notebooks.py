@@ -86,7 +86,7 @@ def test_build_and_explore_on_the_embedded_store(on_local) -> None:
 
 @pytest.mark.neo4j
 def test_notebooks_on_neo4j_match_the_embedded_store(tmp_path: Path, on_local, shared_data,
-                                                     neo4j_uri, neo4j_store) -> None:
+                                                     neo4j_env, neo4j_uri, neo4j_store) -> None:
     on_neo4j = _build_and_explore(tmp_path / "sci", shared_data / "amazon-scientific",
                                   STORE="neo4j", NEO4J_URI=neo4j_uri)
     assert on_neo4j == on_local  # same counts, same neighbourhood, same explanations

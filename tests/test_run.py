@@ -129,13 +129,14 @@ def test_report_renders_in_headless_chromium(first) -> None:
 
 
 @pytest.mark.neo4j
-def test_the_same_run_on_neo4j_writes_recommended(dump, tmp_path, neo4j_uri,
+def test_the_same_run_on_neo4j_writes_recommended(dump, tmp_path, neo4j_uri, neo4j_password,
                                                   neo4j_driver) -> None:
     with neo4j_driver.session() as session:
         session.run("MATCH (n) DETACH DELETE n").consume()
     config = _config(dump, tmp_path)
     config.store.backend = "neo4j"
     config.neo4j.uri = neo4j_uri
+    config.neo4j.password = neo4j_password
     result = Pipeline(config, progress=False, echo=False).run()
     frame = pd.read_parquet(result.stages["score"].outputs["recommendations"])
     with neo4j_driver.session() as session:

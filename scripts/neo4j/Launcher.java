@@ -1,8 +1,9 @@
-// Starts an embedded Neo4j 5.26 Community database with the Bolt connector on 127.0.0.1.
+// Starts an embedded Neo4j 5.26 Community database with the Bolt connector (127.0.0.1 by default).
 // Run as a single-file program (server.sh does this):  java -cp 'lib/*' Launcher.java [options]
 //   --home DIR        database home (data, logs), default $NEO4J_HOME or .neo4j/data
 //   --port N          Bolt port, default $NEO4J_PORT or 7687
-//   --auth on|off     authentication, default $NEO4J_AUTH or off; with "on" the password of
+//   --listen HOST     Bolt listen address, default $NEO4J_LISTEN or 127.0.0.1
+//   --auth on|off     authentication, default $NEO4J_AUTH or on; with "on" the password of
 //                     user neo4j is set from $NEO4J_PASSWORD (env only, so `ps` never shows it)
 //   --pagecache SIZE  page cache, default $NEO4J_PAGECACHE or 512m (small: 2-core, 24 GiB box)
 import java.nio.file.Path;
@@ -14,6 +15,7 @@ import org.neo4j.configuration.connectors.BoltConnector;
 import org.neo4j.configuration.helpers.SocketAddress;
 import org.neo4j.dbms.api.DatabaseManagementService;
 import org.neo4j.dbms.api.DatabaseManagementServiceBuilder;
+import org.neo4j.graphdb.QueryExecutionException;
 import org.neo4j.io.ByteUnit;
 
 public class Launcher {
@@ -22,12 +24,18 @@ public class Launcher {
         for (int i = 0; i + 1 < argv.length; i += 2) opt.put(argv[i].replaceFirst("^--", ""), argv[i + 1]);
         Path home = Path.of(pick(opt, "home", "NEO4J_HOME", ".neo4j/data")).toAbsolutePath();
         int port = Integer.parseInt(pick(opt, "port", "NEO4J_PORT", "7687"));
-        boolean auth = pick(opt, "auth", "NEO4J_AUTH", "off").equalsIgnoreCase("on");
+        String listen = pick(opt, "listen", "NEO4J_LISTEN", "127.0.0.1");
+        boolean auth = !pick(opt, "auth", "NEO4J_AUTH", "on").equalsIgnoreCase("off");
+        // Refuse before opening anything: an auth server without a password would keep the
+        // built-in neo4j/neo4j login (which must be changed first), unusable by kgrec.
+        if (auth && (System.getenv("NEO4J_PASSWORD") == null || System.getenv("NEO4J_PASSWORD").isEmpty())) {
+            throw new IllegalArgumentException("--auth on needs $NEO4J_PASSWORD");
+        }
         long pageCache = ByteUnit.parse(pick(opt, "pagecache", "NEO4J_PAGECACHE", "512m"));
 
         DatabaseManagementService service = new DatabaseManagementServiceBuilder(home)
                 .setConfig(BoltConnector.enabled, true)
-                .setConfig(BoltConnector.listen_address, new SocketAddress("127.0.0.1", port))
+                .setConfig(BoltConnector.listen_address, new SocketAddress(listen, port))
                 .setConfig(GraphDatabaseSettings.auth_enabled, auth)
                 .setConfig(GraphDatabaseSettings.pagecache_memory, pageCache)
                 // Cap all transaction state: heap is -Xmx2g and the machine is shared.
@@ -42,8 +50,15 @@ public class Launcher {
             service.shutdown();
             stopped.countDown();
         }));
-        if (auth) setPassword(service);
-        System.out.printf("kgrec neo4j 5.26 ready: bolt://127.0.0.1:%d home=%s auth=%s%n", port, home, auth ? "on" : "off");
+        if (auth) {
+            try {
+                setPassword(service);
+            } catch (RuntimeException e) {
+                e.printStackTrace();
+                System.exit(1); // the shutdown hook closes the database; server.sh sees the exit
+            }
+        }
+        System.out.printf("kgrec neo4j 5.26 ready: bolt://%s:%d home=%s auth=%s%n", listen, port, home, auth ? "on" : "off");
         stopped.await();
     }
 
@@ -56,7 +71,12 @@ public class Launcher {
     private static void setPassword(DatabaseManagementService service) {
         String password = System.getenv("NEO4J_PASSWORD");
         if (password == null || password.isEmpty()) throw new IllegalArgumentException("--auth on needs $NEO4J_PASSWORD");
-        service.database("system").executeTransactionally(
-                "ALTER USER neo4j SET PASSWORD $pw CHANGE NOT REQUIRED", Map.of("pw", password));
+        try {
+            service.database("system").executeTransactionally(
+                    "ALTER USER neo4j SET PASSWORD $pw CHANGE NOT REQUIRED", Map.of("pw", password));
+        } catch (QueryExecutionException e) {
+            // A restart with the same password: Neo4j refuses to "change" it to itself.
+            if (!String.valueOf(e.getMessage()).contains("cannot be the same")) throw e;
+        }
     }
 }

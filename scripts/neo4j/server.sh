@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Dev/test Neo4j 5.26 Community server for kgrec (embedded database + Bolt on 127.0.0.1).
 #
+# Authentication is on by default: the first start writes a random password for user neo4j
+# to $NEO4J_RUN_DIR/password (mode 600, only you can read it) and every start sets the
+# server's password from that file. Point kgrec at it with
+#   export KGREC_NEO4J_PASSWORD_FILE=.neo4j/password   (or KGREC_NEO4J_PASSWORD=...)
+#
 #   server.sh build    fetch the jars from Maven Central into scripts/neo4j/lib (once)
 #   server.sh start    start in the background, wait until Bolt answers
 #   server.sh stop     stop cleanly (SIGTERM -> managementService.shutdown())
@@ -10,7 +15,10 @@
 #   NEO4J_PORT       Bolt port                       (default 7687)
 #   NEO4J_HOME       database folder                 (default <repo>/.neo4j/data-$NEO4J_PORT)
 #   NEO4J_RUN_DIR    pid file and log                (default <repo>/.neo4j)
-#   NEO4J_AUTH       on|off                          (default off; "on" needs NEO4J_PASSWORD)
+#   NEO4J_AUTH       on|off                          (default on)
+#   NEO4J_PASSWORD_FILE  password of user neo4j      (default $NEO4J_RUN_DIR/password, made
+#                    on first start; NEO4J_PASSWORD, if set, is used instead and not stored)
+#   NEO4J_LISTEN     Bolt listen address             (default 127.0.0.1: this machine only)
 #   NEO4J_HEAP       JVM heap                        (default 2g)
 #   NEO4J_PAGECACHE  page cache                      (default 512m)
 #   NEO4J_START_TIMEOUT  seconds to wait for Bolt    (default 180)
@@ -23,6 +31,9 @@ PORT="${NEO4J_PORT:-7687}"
 RUN_DIR="${NEO4J_RUN_DIR:-$REPO/.neo4j}"
 export NEO4J_HOME="${NEO4J_HOME:-$RUN_DIR/data-$PORT}"
 PID_FILE="$RUN_DIR/neo4j-$PORT.pid"
+PASSWORD_FILE="${NEO4J_PASSWORD_FILE:-$RUN_DIR/password}"
+LISTEN="${NEO4J_LISTEN:-127.0.0.1}"
+AUTH="${NEO4J_AUTH:-on}"
 LOG_FILE="$RUN_DIR/neo4j-$PORT.log"
 JAVA="${JAVA:-java}"
 TIMEOUT="${NEO4J_START_TIMEOUT:-180}"
@@ -60,18 +71,34 @@ running_pid() {
   kill -0 "$pid" 2>/dev/null && echo "$pid"
 }
 
-bolt_answers() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
+# A wildcard listen address answers on loopback too.
+probe_host() { case "$LISTEN" in 0.0.0.0|::|'[::]') echo 127.0.0.1 ;; *) echo "$LISTEN" ;; esac; }
+bolt_answers() { (exec 3<>"/dev/tcp/$(probe_host)/$PORT") 2>/dev/null; }
+
+# The password reaches Java through the environment only (never argv, so `ps` never shows it).
+load_password() {
+  [[ "$AUTH" == on ]] || { unset NEO4J_PASSWORD; return 0; }
+  [[ -n "${NEO4J_PASSWORD:-}" ]] && { export NEO4J_PASSWORD; return 0; }
+  if [[ ! -s "$PASSWORD_FILE" ]]; then
+    mkdir -p "$(dirname "$PASSWORD_FILE")"
+    (umask 077; head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32 > "$PASSWORD_FILE")
+    echo "neo4j: new password for user neo4j in $PASSWORD_FILE"
+  fi
+  chmod 600 "$PASSWORD_FILE"
+  NEO4J_PASSWORD="$(cat "$PASSWORD_FILE")"
+  export NEO4J_PASSWORD
+}
 
 start() {
   if pid="$(running_pid)"; then echo "neo4j: already running (pid $pid) on port $PORT"; return 0; fi
   if bolt_answers; then echo "neo4j: port $PORT is taken by another process" >&2; exit 1; fi
   lib_complete || build
-  [[ "${NEO4J_AUTH:-off}" != on || -n "${NEO4J_PASSWORD:-}" ]] || {
-    echo "neo4j: NEO4J_AUTH=on needs NEO4J_PASSWORD" >&2; exit 1; }
+  [[ "$AUTH" == on || "$AUTH" == off ]] || { echo "neo4j: NEO4J_AUTH must be on or off" >&2; exit 1; }
   mkdir -p "$RUN_DIR" "$NEO4J_HOME"
+  load_password
   # setsid: the server outlives this shell; its pid is what stop() signals.
   setsid "$JAVA" "${JVM_OPTS[@]}" -cp "$HERE/lib/*" "$HERE/Launcher.java" \
-    --home "$NEO4J_HOME" --port "$PORT" >"$LOG_FILE" 2>&1 < /dev/null &
+    --home "$NEO4J_HOME" --port "$PORT" --listen "$LISTEN" --auth "$AUTH" >"$LOG_FILE" 2>&1 < /dev/null &
   echo $! > "$PID_FILE"
   local pid; pid="$(cat "$PID_FILE")" waited=0
   until grep -q "$READY" "$LOG_FILE" 2>/dev/null && bolt_answers; do
@@ -84,7 +111,8 @@ start() {
     fi
     sleep 1; waited=$((waited + 1))
   done
-  echo "neo4j: running (pid $pid) bolt://127.0.0.1:$PORT, data $NEO4J_HOME, log $LOG_FILE (${waited}s)"
+  echo "neo4j: running (pid $pid) bolt://$(probe_host):$PORT, auth $AUTH, data $NEO4J_HOME," \
+    "log $LOG_FILE (${waited}s)"
 }
 
 stop() {
@@ -103,7 +131,7 @@ stop() {
 
 status() {
   if pid="$(running_pid)"; then
-    if bolt_answers; then echo "neo4j: running (pid $pid) bolt://127.0.0.1:$PORT"; return 0; fi
+    if bolt_answers; then echo "neo4j: running (pid $pid) bolt://$(probe_host):$PORT"; return 0; fi
     echo "neo4j: pid $pid alive but Bolt on port $PORT does not answer"; return 1
   fi
   echo "neo4j: not running on port $PORT"; return 3

@@ -49,13 +49,6 @@ def test_rel_merge_uses_the_schema_merge_key_and_groups_by_source() -> None:
     # No merge key: one relationship per (src, dst).
     assert "MERGE (s)-[r:`IN_CATEGORY`]->(d)\nRETURN" in cypher.merge_rels("IN_CATEGORY")
     assert "MATCH (d:`Category` {`id`: row.dst})" in cypher.merge_rels("SUBCATEGORY_OF")
-    create = cypher.create_rels("RATED")
-    assert (
-        "CREATE (s)-[r:`RATED` {`timestamp`: row.`timestamp`, `value`: row.`value`, "
-        "`weight`: row.`weight`}]->(d)"
-    ) in create
-    assert "MERGE" not in create
-    assert "CREATE (s)-[r:`ALSO_VIEWED`]->(d)" in cypher.create_rels("ALSO_VIEWED")
 
 
 def test_null_key_statement_matches_absent_properties() -> None:

@@ -252,8 +252,9 @@ class _Settings:
     database: str = "neo4j"
 
 
-def test_connect_from_settings_and_errors_hide_the_password(neo4j_uri: str) -> None:
-    with connect(_Settings(neo4j_uri), batch_size=123) as store:
+def test_connect_from_settings_and_errors_hide_the_password(neo4j_uri: str,
+                                                           neo4j_password: str) -> None:
+    with connect(_Settings(neo4j_uri, password=neo4j_password), batch_size=123) as store:
         assert store.batch_size == 123 and store.owns_driver
         assert isinstance(store, GraphStore)
     bad = _Settings("bolt://127.0.0.1:1", password="hunter2-secret")

@@ -1,0 +1,340 @@
+"""Bulk first load into Neo4j: Neo4j's own importer instead of Bolt transactions.
+
+``GraphTables`` -> ``neo4j-admin database import full`` CSV files (one per label and
+relationship type, ``id:ID(<Label>)`` id spaces, typed headers from :mod:`kgrec.kg.schema`)
+-> ``scripts/neo4j/bulk_import.sh`` writes the store files of a STOPPED, EMPTY database ->
+``scripts/neo4j/server.sh start`` serves it -> the uniqueness constraints of
+:class:`~kgrec.kg.store.neo4j.Neo4jStore` are created and the counts checked through the
+driver. The importer skips the transaction layer, so it is the fast path for a very large
+first dump; every later load goes through Neo4jStore (Bolt ``MERGE``), which seeks on those
+constraints. Rows are deduplicated and checked as Neo4jStore does, so both paths build the
+same graph.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import pandas as pd
+from kgrec.kg import schema
+from kgrec.kg.errors import InputError, StoreError
+from kgrec.kg.store.neo4j import ConnectionSettings, Neo4jStore, connect
+from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts" / "neo4j"
+#: pandas dtype of a schema property -> neo4j-admin import header type.
+CSV_TYPES = {"string": "string", "Int64": "long", "Float64": "double"}
+#: Rows formatted at a time: bounds the memory of the CSV export of a huge table.
+CHUNK_ROWS = 500_000
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+T = TypeVar("T")
+
+
+@dataclass
+class ServerSettings:
+    """Connection settings with a password file (see :func:`server_settings`)."""
+
+    uri: str
+    user: str
+    password: str
+    database: str
+    password_file: str = ""
+
+
+@dataclass
+class CsvFile:
+    """One importer input: ``kind`` is ``nodes`` or ``relationships``; ``name`` the label/type."""
+
+    kind: str
+    name: str
+    path: Path
+    rows: int
+
+
+def _require_keys(frame: pd.DataFrame, columns: list[str], table: str) -> None:
+    """Keys must be non-empty strings, as Neo4jStore requires."""
+    for col in columns:
+        bad = (frame[col].isna() | (frame[col] == "")).to_numpy().nonzero()[0]
+        if len(bad):
+            raise InputError(f"{table} table has an empty {col}", row=int(bad[0]), field=col)
+
+
+def node_frame(label: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Typed node table, one row per key (the first wins, as in both stores)."""
+    frame = typed_node_table(label, frame)
+    _require_keys(frame, [schema.NODE_KEY], label)
+    return frame.drop_duplicates(schema.NODE_KEY, keep="first")
+
+
+def rel_frame(rel: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Typed relationship table, one row per (src, dst, *key) (the first wins)."""
+    if schema.rel_type(rel) == schema.RECOMMENDED:
+        raise StoreError("RECOMMENDED edges are written by scoring, not by a bulk import")
+    frame = typed_rel_table(rel, frame)
+    _require_keys(frame, ["src", "dst"], rel)
+    return frame.drop_duplicates(["src", "dst", *schema.rel_spec(rel).key], keep="first")
+
+
+def prepared(tables: GraphTables) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Deduplicated node and relationship tables (empty ones left out), every relationship
+    end checked: the database starts empty, so an end must be in the node tables."""
+    nodes = {lab: node_frame(lab, f) for lab, f in tables.nodes.items() if len(f)}
+    rels = {rel: rel_frame(rel, f) for rel, f in tables.rels.items() if len(f)}
+    for rel, frame in rels.items():
+        spec = schema.rel_spec(rel)
+        for end, lab in (("src", spec.src), ("dst", spec.dst)):
+            ids = nodes[lab][schema.NODE_KEY] if lab in nodes else pd.Series([], dtype="string")
+            missing = frame.loc[~frame[end].isin(ids), end]
+            if len(missing):
+                raise StoreError(
+                    f"{rel}: {missing.nunique():,} relationship end(s) name a {lab} that is not "
+                    f"in the tables, e.g. {end}={missing.iloc[0]!r}; a bulk import starts from "
+                    "an empty database, so every node must be in the same load"
+                )
+    return nodes, rels
+
+
+def _csv_values(series: pd.Series, dtype: str) -> pd.Series:
+    """CSV fields: strings quoted (quotes doubled), so ``""`` stays an empty string; NA an
+    empty unquoted field, which the importer leaves out (Neo4j has no null properties)."""
+    if dtype == "string":
+        out = '"' + series.str.replace('"', '""', regex=False) + '"'
+    else:
+        out = series.astype("string")
+        if dtype == "Float64":  # Java's parseDouble spells these differently
+            out = out.replace({"inf": "Infinity", "-inf": "-Infinity", "nan": "NaN"})
+    return out.fillna("")
+
+
+def _lines(frame: pd.DataFrame, dtypes: list[str]) -> Iterator[str]:
+    for start in range(0, len(frame), CHUNK_ROWS):
+        part = frame.iloc[start : start + CHUNK_ROWS]
+        cols = [_csv_values(part[c], t) for c, t in zip(part.columns, dtypes, strict=True)]
+        joined = cols[0].str.cat(cols[1:], sep=",") if len(cols) > 1 else cols[0]
+        yield "\n".join(joined.tolist()) + "\n"
+
+
+def _write(path: Path, header: list[str], frame: pd.DataFrame, dtypes: list[str]) -> bool:
+    """Write one CSV; True when a string holds a line break (the importer must be told)."""
+    with path.open("w", encoding="utf-8", newline="") as out:
+        out.write(",".join(header) + "\n")
+        for chunk in _lines(frame, dtypes):
+            out.write(chunk)
+    strings = [frame[c] for c, t in zip(frame.columns, dtypes, strict=True) if t == "string"]
+    return any(s.str.contains("[\r\n]", regex=True).any() for s in strings)
+
+
+def node_header(label: str) -> tuple[list[str], list[str]]:
+    """(CSV header, dtypes) of a node file: ``id:ID(<Label>)`` then ``prop:type``."""
+    props = schema.NODE_PROPERTIES[schema.label(label)]
+    header = [f"{schema.NODE_KEY}:ID({label})", *(f"{p}:{CSV_TYPES[t]}" for p, t in props)]
+    return header, ["string", *(t for _, t in props)]
+
+
+def rel_header(rel: str) -> tuple[list[str], list[str]]:
+    """(CSV header, dtypes) of a relationship file: start/end ids in their label's id space."""
+    spec = schema.rel_spec(rel)
+    header = [f":START_ID({spec.src})", f":END_ID({spec.dst})",
+              *(f"{p}:{CSV_TYPES[t]}" for p, t in spec.properties)]
+    return header, ["string", "string", *(t for _, t in spec.properties)]
+
+
+def export_csv(tables: GraphTables, folder: Path) -> tuple[list[CsvFile], bool]:
+    """Write the importer's CSV files into ``folder``; returns them and whether any field
+    spans lines (``--multiline-fields``, slower, is then needed)."""
+    nodes, rels = prepared(tables)
+    folder.mkdir(parents=True, exist_ok=True)
+    files, multiline = [], False
+    for kind, frames, header_of in (("nodes", nodes, node_header), ("relationships", rels,
+                                                                    rel_header)):
+        for name, frame in frames.items():
+            header, dtypes = header_of(name)
+            path = folder / f"{kind}-{name}.csv"
+            multiline |= _write(path, header, frame, dtypes)
+            files.append(CsvFile(kind, name, path, len(frame)))
+    return files, multiline
+
+
+def import_args(files: list[CsvFile], multiline: bool, report: Path) -> list[str]:
+    """The importer options for ``files`` (labels and types named per file)."""
+    args = [f"--{f.kind}={f.name}={f.path}" for f in files]
+    args.append(f"--report-file={report}")
+    return args + ["--multiline-fields=true"] * multiline
+
+
+def bolt_address(uri: str) -> tuple[str, int]:
+    """(host, port) of a bolt:// or neo4j:// URI (port 7687 by default)."""
+    parts = urlsplit(uri)
+    return parts.hostname or "127.0.0.1", parts.port or 7687
+
+
+def default_home(port: int) -> Path:
+    """The data folder ``server.sh`` uses for ``port``: $NEO4J_HOME, else
+    ``$NEO4J_RUN_DIR/data-<port>`` (run dir default ``<repo>/.neo4j``)."""
+    if os.environ.get("NEO4J_HOME"):
+        return Path(os.environ["NEO4J_HOME"])
+    return Path(os.environ.get("NEO4J_RUN_DIR", SCRIPTS.parents[1] / ".neo4j")) / f"data-{port}"
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def check_target(home: Path, database: str, uri: str) -> None:
+    """Refuse (one line) anything but a stopped server over an empty database folder."""
+    host, port = bolt_address(uri)
+    if host not in LOCAL_HOSTS:
+        raise StoreError(f"--bulk writes the database files itself: neo4j.uri must be a server "
+                         f"on this machine (127.0.0.1), not {uri}")
+    if _answers(host, port):
+        raise StoreError(f"--bulk needs a stopped server, but {uri} answers: stop it "
+                         "(`bash scripts/neo4j/server.sh stop`) or use a fresh NEO4J_HOME and "
+                         "a free port")
+    for sub in ("databases", "transactions"):
+        folder = home / "data" / sub / database
+        if folder.is_dir() and any(folder.iterdir()):
+            raise StoreError(f"--bulk needs an empty database, but {folder} holds one: use a "
+                             "fresh NEO4J_HOME (or load into this one without --bulk)")
+
+
+def _tail(text: str, lines: int = 25) -> str:
+    kept = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(".")]
+    return "\n".join(kept[-lines:])
+
+
+def run_import(files: list[CsvFile], multiline: bool, home: Path, database: str,
+               env: dict[str, str]) -> None:
+    """Run ``bulk_import.sh`` (its long progress output: ``<home>/bulk-import/import.log``)."""
+    work = home / "bulk-import"
+    log = work / "import.log"
+    args = import_args(files, multiline, work / "import.report")
+    with log.open("w") as out:
+        done = subprocess.run(["bash", str(SCRIPTS / "bulk_import.sh"), database, *args],
+                              env={**env, "NEO4J_HOME": str(home)}, stdout=out,
+                              stderr=subprocess.STDOUT, check=False)
+    if done.returncode:
+        raise StoreError(f"neo4j-admin import failed (exit {done.returncode}); {log}:\n"
+                         + _tail(log.read_text(errors="replace")))
+
+
+def start_server(home: Path, port: int, env: dict[str, str]) -> None:
+    """``server.sh start`` on ``home`` (it stays running, as after a plain start)."""
+    done = subprocess.run(["bash", str(SCRIPTS / "server.sh"), "start"], capture_output=True,
+                          text=True, check=False,
+                          env={**env, "NEO4J_HOME": str(home), "NEO4J_PORT": str(port)})
+    if done.returncode:
+        raise StoreError(f"the imported database did not start:\n{done.stdout}{done.stderr}")
+
+
+def server_settings(settings: ConnectionSettings, env: dict[str, str]) -> ConnectionSettings:
+    """How to log in to the server ``server.sh`` just started: ``settings``, unless they name
+    no password while server.sh set one (its auth default), from NEO4J_PASSWORD or from the
+    password file it writes."""
+    configured = settings.password or getattr(settings, "password_file", "")
+    if configured or env.get("NEO4J_AUTH") == "off":
+        return settings
+    if env.get("NEO4J_PASSWORD"):
+        return ServerSettings(settings.uri, settings.user, env["NEO4J_PASSWORD"], settings.database)
+    run_dir = env.get("NEO4J_RUN_DIR") or str(SCRIPTS.parents[1] / ".neo4j")
+    file = env.get("NEO4J_PASSWORD_FILE") or f"{run_dir}/password"
+    if not Path(file).is_file():  # a server without authentication
+        return settings
+    return ServerSettings(settings.uri, settings.user, "", settings.database, file)
+
+
+class BulkStore:
+    """A :class:`~kgrec.kg.store.base.GraphStore` whose one :meth:`write` bulk-imports into an
+    empty, stopped database, then starts the server on it; reads (and recommendation writes)
+    go to the started server through a :class:`Neo4jStore`.
+
+    Args:
+        settings: connection settings (uri on this machine, user, password, database).
+        home: the server's data folder (default: :func:`default_home` of the uri's port).
+        env: extra environment for the scripts (e.g. ``NEO4J_RUN_DIR``, ``NEO4J_AUTH``).
+        batch_size: rows per write of the Neo4jStore used after the import.
+    """
+
+    def __init__(self, settings: ConnectionSettings, home: str | Path | None = None, *,
+                 env: dict[str, str] | None = None, batch_size: int = 5_000) -> None:
+        self.settings = settings
+        self.port = bolt_address(settings.uri)[1]
+        self.home = Path(home or default_home(self.port)).expanduser().resolve()
+        self.env = dict(env or {})
+        self.batch_size = batch_size
+        #: Seconds per stage of the write: export, import, start, constraints, verify.
+        self.timings: dict[str, float] = {}
+        self.store: Neo4jStore | None = None
+
+    def check(self) -> None:
+        """Fail early (before reading a large dump) unless the target is stopped and empty."""
+        check_target(self.home, self.settings.database, self.settings.uri)
+
+    def write(self, tables: GraphTables, *, progress: bool = True) -> dict[str, int]:
+        """Import ``tables`` (the whole first load: nodes and relationships); returns the
+        nodes/relationships created per label/type, checked against the server's counts."""
+        if self.store is not None:
+            raise StoreError("a bulk import loads an empty database once; load more without "
+                             "--bulk (Bolt MERGE)")
+        self.check()
+        env = {**os.environ, **self.env}
+        work = self.home / "bulk-import"
+        files, multiline = self._stage("export", progress, export_csv, tables, work / "csv")
+        self._stage("import", progress, run_import, files, multiline, self.home,
+                    self.settings.database, env)
+        shutil.rmtree(work / "csv")  # as large as the dump; the store holds it now
+        self._stage("start", progress, start_server, self.home, self.port, env)
+        self.store = connect(server_settings(self.settings, env), batch_size=self.batch_size,
+                             timeout_s=60.0)
+        self._stage("constraints", progress, self.store.ensure_constraints)
+        expected = {f.name: f.rows for f in files if f.rows}
+        self._stage("verify", progress, self._verify, expected)
+        return expected
+
+    def _stage(self, name: str, progress: bool, fn: Callable[..., T], *args: Any) -> T:
+        start = time.perf_counter()
+        out = fn(*args)
+        self.timings[f"{name}_s"] = round(time.perf_counter() - start, 3)
+        if progress:
+            print(f"bulk: {name} done in {self.timings[f'{name}_s']:.1f}s", file=sys.stderr)
+        return out
+
+    def _verify(self, expected: dict[str, int]) -> None:
+        got = self._open().counts()
+        if got != expected:
+            raise StoreError(f"bulk import counts differ from the tables: server {got}, "
+                             f"tables {expected}")
+
+    def _open(self) -> Neo4jStore:
+        if self.store is None:
+            raise StoreError("nothing imported yet: call write() first")
+        return self.store
+
+    def iter_nodes(self, label: str, *, batch_size: int = 50_000) -> Iterator[pd.DataFrame]:
+        return self._open().iter_nodes(label, batch_size=batch_size)
+
+    def iter_rels(self, rel: str, *, batch_size: int = 50_000) -> Iterator[pd.DataFrame]:
+        return self._open().iter_rels(rel, batch_size=batch_size)
+
+    def counts(self) -> dict[str, int]:
+        return self._open().counts()
+
+    def write_recommendations(self, frame: pd.DataFrame, *, progress: bool = True) -> int:
+        return self._open().write_recommendations(frame, progress=progress)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
