@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import time
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from kgrec.gnn.device import resolve_device
+from kgrec.gnn.distributed import Replica, current_replica
 from kgrec.gnn.graph import (
     bipartite_edge_index,
     homogeneous_graph,
@@ -40,10 +42,15 @@ from kgrec.gnn.models import (
 from kgrec.gnn.sampling import NegativeSampler, negative_pool
 from kgrec.gnn.split import Split, interaction_table
 from kgrec.kg.errors import ModelError
+from kgrec.kg.files import atomic_write, checksums, read_artefact, verify, write_text
 from kgrec.kg.ids import NodeEmbeddings
 from kgrec.kg.snapshot import GraphSnapshot
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+#: The resumable checkpoint of :func:`train_model`, in its ``checkpoint_dir``.
+LAST_CHECKPOINT = "last.pt"
 
 
 @dataclass
@@ -243,37 +250,58 @@ class TrainResult:
         return f"NOT converged: stopped by the {self.stop_reason} before early stopping"
 
     def save(self, folder: str | Path) -> Path:
-        """Write checkpoint, embeddings, id maps, settings and history into ``folder``."""
+        """Write checkpoint, embeddings, id maps, settings and history into ``folder``.
+
+        Each file is written atomically; ``settings.json``, written last, holds their
+        SHA-256 so that :meth:`load` refuses a file damaged since.
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        torch.save(self.model.state_dict(), folder / "checkpoint.pt")
-        self.user_embeddings.save(folder / "user_embeddings.pt")
-        self.product_embeddings.save(folder / "product_embeddings.pt")
-        self.user_embeddings.ids.save(folder / "ids_user.json")
-        self.product_embeddings.ids.save(folder / "ids_product.json")
+        writers = {
+            "checkpoint.pt": lambda p: torch.save(self.model.state_dict(), p),
+            "user_embeddings.pt": self.user_embeddings.save,
+            "product_embeddings.pt": self.product_embeddings.save,
+            "ids_user.json": self.user_embeddings.ids.save,
+            "ids_product.json": self.product_embeddings.ids.save,
+            "history.json": lambda p: p.write_text(json.dumps(self.history, indent=1)),
+        }
+        for name, write in writers.items():
+            atomic_write(folder / name, write)
         meta = {"settings": dataclasses.asdict(self.settings), "best_epoch": self.best_epoch,
                 "seconds": self.seconds, "stop_reason": self.stop_reason,
-                "converged": self.converged}
-        (folder / "settings.json").write_text(json.dumps(meta, indent=2))
-        (folder / "history.json").write_text(json.dumps(self.history, indent=1))
+                "converged": self.converged, "checksums": checksums(folder, writers)}
+        write_text(folder / "settings.json", json.dumps(meta, indent=2))
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> TrainResult:
-        """Restore a saved run; ``.model`` scores from the saved embeddings."""
+        """Restore a saved run; ``.model`` scores from the saved embeddings.
+
+        Raises:
+            ModelError: a file is missing, damaged or changed since :meth:`save`.
+        """
         folder = Path(folder)
         for name in ("settings.json", "user_embeddings.pt", "product_embeddings.pt"):
             if not (folder / name).exists():
                 raise ModelError(f"{folder} is not a training run: {name} is missing")
-        meta = json.loads((folder / "settings.json").read_text())
-        users = NodeEmbeddings.load(folder / "user_embeddings.pt")
-        items = NodeEmbeddings.load(folder / "product_embeddings.pt")
-        history = json.loads((folder / "history.json").read_text())
+        meta = read_artefact(folder / "settings.json", _read_json, RETRAIN)
+        verify(folder, meta.get("checksums", {}), RETRAIN)  # runs saved before: no sums
+        users = read_artefact(folder / "user_embeddings.pt", NodeEmbeddings.load, RETRAIN)
+        items = read_artefact(folder / "product_embeddings.pt", NodeEmbeddings.load, RETRAIN)
+        history = read_artefact(folder / "history.json", _read_json, RETRAIN)
         return cls(
             FrozenEmbeddings(users.tensor, items.tensor), users, items, history,
             TrainSettings.from_any(None, **meta["settings"]), meta["best_epoch"], meta["seconds"],
             meta.get("stop_reason", "epoch cap"),
         )
+
+
+#: What rebuilds a damaged training run.
+RETRAIN = "re-run `kgrec train`"
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
 
 
 def train_weights(snapshot: GraphSnapshot, split: Split,
@@ -320,14 +348,47 @@ def _evaluate(model: Recommender, split: Split, stage: str, k: int) -> dict[str,
                             auc=False)["overall"]
 
 
-def _epoch(model, optimizer, pairs, weights, sampler, settings, device, gen, bar,
-           deadline: float | None) -> tuple[float, int, bool]:
+class _BatchLoss(nn.Module):
+    """The loss of one batch as a module's forward, which DistributedDataParallel hooks.
+
+    Each rank sees the whole batch (users, positives, negatives and weights are the same on
+    every rank) and takes its rows ``replica.bounds``: its BPR and L2 parts are scaled so
+    that their mean over ranks (DDP averages gradients) is the single-process batch loss,
+    ``sum w l / sum w + wd * |ego|^2 / (2 B)``. The contrastive term needs the whole batch
+    and is the same on every rank, so it is not scaled. One process: factors of exactly 1.
+    """
+
+    def __init__(self, model: Recommender, settings: TrainSettings, replica: Replica) -> None:
+        super().__init__()
+        self.model, self.settings, self.replica = model, settings, replica
+
+    def forward(self, users: Tensor, pos: Tensor, neg: Tensor, w: Tensor) -> Tensor:
+        settings, model, world = self.settings, self.model, self.replica.world
+        lo, hi = self.replica.bounds(len(users))
+        us, ps, ns, ws = users[lo:hi], pos[lo:hi], neg[lo:hi], w[lo:hi]
+        user_emb, item_emb = model.embed()  # one full-graph propagation per batch
+        u = user_emb[us]
+        share = ws.sum() / w.sum().clamp(min=1e-12)  # this rank's part of the weight mean
+        loss = bpr_loss((u * item_emb[ps]).sum(-1).float(),
+                        (u * item_emb[ns]).sum(-1).float(), ws) * share * world
+        eu, ep = model.ego(us, ps)
+        _, en = model.ego(us, ns)
+        reg = (eu.pow(2).sum() + ep.pow(2).sum() + en.pow(2).sum()) / (2 * len(users))
+        loss = loss + settings.weight_decay * reg.float() * world
+        if settings.cl_weight > 0:
+            loss = loss + settings.cl_weight * model.contrastive_loss(
+                users, pos, settings.cl_temperature)
+        return loss
+
+
+def _epoch(step, optimizer, pairs, weights, sampler, settings, device, gen, bar,
+           deadline: float | None, replica: Replica) -> tuple[float, int, bool]:
     """One pass over the shuffled training pairs; returns (mean loss, batches run, stopped by
     the deadline).
 
     The deadline (``time.perf_counter()`` value) is checked after every batch, so a time
     limit ends training within one batch, not one epoch."""
-    model.train()
+    step.train()
     n = pairs.shape[1]
     perm = torch.randperm(n, generator=gen)
     total, steps = 0.0, 0
@@ -340,30 +401,81 @@ def _epoch(model, optimizer, pairs, weights, sampler, settings, device, gen, bar
             break
         idx = perm[start : start + settings.batch_size]
         users, pos = pairs[0, idx], pairs[1, idx]
-        neg = sampler.sample(users)
-        w = weights[idx].to(device)
-        users, pos, neg = users.to(device), pos.to(device), neg.to(device)
+        neg = sampler.sample(users)  # for the whole batch: the same draws on every rank
         with _autocast(device):
-            user_emb, item_emb = model.embed()  # one propagation per batch
-            u = user_emb[users]
-            loss = bpr_loss((u * item_emb[pos]).sum(-1).float(),
-                            (u * item_emb[neg]).sum(-1).float(), w)
-            eu, ep = model.ego(users, pos)
-            _, en = model.ego(users, neg)
-            reg = (eu.pow(2).sum() + ep.pow(2).sum() + en.pow(2).sum()) / (2 * len(idx))
-            loss = loss + settings.weight_decay * reg.float()
-            if settings.cl_weight > 0:
-                loss = loss + settings.cl_weight * model.contrastive_loss(
-                    users, pos, settings.cl_temperature)
+            loss = step(users.to(device), pos.to(device), neg.to(device),
+                        weights[idx].to(device))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         total += loss.item()
         steps += 1
         bar.set_postfix(loss=f"{total / steps:.4f}", refresh=False)
-        if deadline is not None and time.perf_counter() > deadline:
-            return total / steps, steps, True
-    return total / max(steps, 1), steps, False
+        if deadline is not None and replica.any(time.perf_counter() > deadline):
+            return replica.mean(total) / steps, steps, True
+    return replica.mean(total) / max(steps, 1), steps, False
+
+
+@dataclass
+class _Progress:
+    """How far training got: written to ``last.pt`` after every epoch, read by ``resume``."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: float = -math.inf
+    best_epoch: int = 0
+    best_state: dict[str, Tensor] | None = None
+    bad: int = 0
+
+
+#: Settings a resumed run may change (caps and placement); any other must match.
+RESUMABLE = ("epochs", "max_minutes", "patience", "device")
+
+
+def _rng_state(gen: torch.Generator) -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    # As a tensor: torch.load(weights_only=True) refuses numpy arrays.
+    return {"gen": gen.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "numpy": (kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss,
+                      gauss)}
+
+
+def _set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
+    gen.set_state(state["gen"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+
+
+def _save_last(folder: Path, model, optimizer, gen, settings, progress: _Progress) -> None:
+    """``last.pt``: everything :func:`_resume` needs, written atomically (a crash while
+    writing leaves the previous one)."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "rng": _rng_state(gen), "settings": _settings_dict(settings), **vars(progress)}
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / LAST_CHECKPOINT, lambda tmp: torch.save(state, tmp))
+
+
+def _settings_dict(settings: TrainSettings) -> dict[str, Any]:
+    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(TrainSettings)}
+
+
+def _resume(path: Path, model, optimizer, gen, settings) -> _Progress:
+    """Restore model, optimizer, RNGs and progress from ``last.pt``."""
+    state = read_artefact(path, lambda p: torch.load(p, map_location="cpu", weights_only=True),
+                          "delete it to train from scratch")
+    ours = _settings_dict(settings)
+    changed = [f"{k} {v!r} (now {ours[k]!r})" for k, v in state["settings"].items()
+               if k not in RESUMABLE and ours.get(k) != v]
+    if changed:
+        raise ModelError(f"cannot resume {path}: it was trained with " + ", ".join(changed))
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    _set_rng_state(state["rng"], gen)
+    return _Progress(**{f.name: state[f.name] for f in dataclasses.fields(_Progress)})
 
 
 def train_model(
@@ -375,6 +487,7 @@ def train_model(
     progress: bool = True,
     eval_stage: str | None = None,
     checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
 ) -> TrainResult:
     """Train ``cfg.model`` on ``split.train`` and return the best-validation state.
 
@@ -384,14 +497,24 @@ def train_model(
         cfg: :class:`TrainSettings` or any object with its attribute names (e.g.
             ``kgrec.config.TrainConfig``); None uses the defaults.
         product_features: optional ``[num_items, F]`` product inputs for ``gcn``/``gat``.
-        progress: show a tqdm bar over epochs.
+        progress: show a tqdm bar over epochs; without it, one INFO log line per evaluation.
         eval_stage: stage monitored during training; default ``"valid"`` when the split has
             validation pairs (early stopping), else no monitoring. ``"test"`` only records
             the curve (never used to stop or to pick the state).
-        checkpoint_dir: where to write ``best.pt`` whenever validation improves.
+        checkpoint_dir: where to write ``best.pt`` whenever validation improves and
+            ``last.pt`` (model, optimizer, RNG states, history) after every epoch.
+        resume: continue from ``checkpoint_dir/last.pt`` when it exists: the same result
+            as an uninterrupted run. Only ``epochs``, ``max_minutes``, ``patience`` and
+            ``device`` may differ from the interrupted run's settings.
+
+    Inside an initialised torch.distributed process group each rank trains on its share
+    of every batch (:mod:`kgrec.gnn.distributed`); rank 0 alone writes checkpoints.
     """
     settings = cfg if isinstance(cfg, TrainSettings) else TrainSettings.from_any(cfg)
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs the checkpoint_dir of the interrupted run")
     device = resolve_device(settings.device)
+    replica = current_replica(device)
     torch.manual_seed(settings.seed)
     np.random.seed(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
@@ -399,57 +522,107 @@ def train_model(
     model = build_model(snapshot, split, settings, product_features=product_features,
                         train_weight=weights).to(device)
     stage = eval_stage or ("valid" if len(split.valid) else None)
-    stops = stage == "valid"
-    history: list[dict[str, Any]] = []
-    best, best_epoch, best_state, bad = -math.inf, 0, None, 0
+    folder = None if checkpoint_dir is None else Path(checkpoint_dir)
+    state = _Progress()
     stop_reason = "not trainable"
     start = time.perf_counter()
     deadline = None if settings.max_minutes is None else start + 60 * settings.max_minutes
     if model.trainable and len(split.train):
-        pairs = split.pairs("train")
-        sampler = NegativeSampler(pairs, split.num_items, gen, pool=negative_pool(split))
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-        bar = tqdm(range(1, settings.epochs + 1), desc=f"train {settings.model}", unit="epoch",
-                   disable=not progress)
-        stop_reason = "epoch cap"
+        if resume and folder is not None and (folder / LAST_CHECKPOINT).exists():
+            state = _resume(folder / LAST_CHECKPOINT, model, optimizer, gen, settings)
+            if replica.is_main:
+                log.info("resuming %s after epoch %d", settings.model, state.epoch)
+        elif resume and replica.is_main:
+            log.warning("nothing to resume in %s: training from scratch", folder)
+        loop = _Loop(model, optimizer, gen, split, weights, settings, device, replica, stage,
+                     folder if replica.is_main else None, progress and replica.is_main)
+        stop_reason = loop.run(state, deadline)
+        if state.best_state is not None:
+            model.load_state_dict(state.best_state)
+        else:
+            state.best_epoch = len(state.history)
+    elif stage == "valid":
+        state.history.append({"epoch": 0, "valid": _evaluate(model, split, stage, settings.k)})
+    seconds = time.perf_counter() - start
+    users, items = _embeddings(model, snapshot)
+    result = TrainResult(model, users, items, state.history, settings, state.best_epoch,
+                         seconds, stop_reason)
+    if progress and replica.is_main:
+        print(result.summary())
+    return result
+
+
+@dataclass
+class _Loop:
+    """The epochs of one training run (what :func:`train_model` sets up)."""
+
+    model: Recommender
+    optimizer: torch.optim.Optimizer
+    gen: torch.Generator
+    split: Split
+    weights: Tensor  # loss weight of each training pair
+    settings: TrainSettings
+    device: torch.device
+    replica: Replica
+    stage: str | None
+    folder: Path | None  # checkpoints; None on ranks other than 0
+    progress: bool
+
+    def run(self, state: _Progress, deadline: float | None) -> str:
+        """Train from ``state.epoch + 1`` (updating ``state``); returns the stop reason."""
+        settings, stops = self.settings, self.stage == "valid"
+        if stops and state.bad >= settings.patience:  # resumed from a finished run
+            return "early stopping"
+        pairs = self.split.pairs("train")
+        sampler = NegativeSampler(pairs, self.split.num_items, self.gen,
+                                  pool=negative_pool(self.split))
+        step = self.replica.wrap(_BatchLoss(self.model, settings, self.replica))
+        bar = tqdm(range(state.epoch + 1, settings.epochs + 1), desc=f"train {settings.model}",
+                   unit="epoch", initial=state.epoch, total=settings.epochs,
+                   disable=not self.progress)
         for epoch in bar:
             t0 = time.perf_counter()
-            loss, batches, out_of_time = _epoch(model, optimizer, pairs, weights, sampler,
-                                                settings, device, gen, bar, deadline)
+            loss, batches, out_of_time = _epoch(step, self.optimizer, pairs, self.weights, sampler,
+                                                settings, self.device, self.gen, bar, deadline,
+                                                self.replica)
             record: dict[str, Any] = {"epoch": epoch, "loss": loss, "batches": batches,
                                       "seconds": time.perf_counter() - t0}
             # The curve always ends on an evaluated epoch, however training stops.
-            if stage and (epoch % settings.eval_every == 0 or epoch == settings.epochs
-                          or out_of_time):
-                metrics = _evaluate(model, split, stage, settings.k)
-                record[stage] = metrics
-                score = metrics[f"ndcg@{settings.k}"]
-                bar.set_postfix(loss=f"{loss:.4f}", ndcg=f"{score:.4f}")
-                if stops and score > best:
-                    best, best_epoch, bad = score, epoch, 0
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    if checkpoint_dir is not None:
-                        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-                        torch.save(best_state, Path(checkpoint_dir) / "best.pt")
-                elif stops:
-                    bad += 1
-            history.append(record)
-            if stops and bad >= settings.patience:
-                stop_reason = "early stopping"
-                break
+            if self.stage and (epoch % settings.eval_every == 0 or epoch == settings.epochs
+                               or out_of_time):
+                self._evaluate(state, record, bar)
+            state.history.append(record)
+            state.epoch = epoch
+            # Complete epochs only: a run cut by the time limit redoes its last epoch.
+            if self.folder is not None and not out_of_time:
+                _save_last(self.folder, self.model, self.optimizer, self.gen, settings, state)
+            if stops and state.bad >= settings.patience:
+                return "early stopping"
             if out_of_time:
-                stop_reason = "time limit"
-                break
-        if best_state is not None:
-            model.load_state_dict(best_state)
+                return "time limit"
+        return "epoch cap"
+
+    def _evaluate(self, state: _Progress, record: dict[str, Any], bar) -> None:
+        settings, stage = self.settings, self.stage
+        assert stage is not None
+        metrics = self.replica.from_main(
+            lambda: _evaluate(self.model, self.split, stage, settings.k))
+        record[stage] = metrics
+        score = metrics[f"ndcg@{settings.k}"]
+        bar.set_postfix(loss=f"{record['loss']:.4f}", ndcg=f"{score:.4f}")
+        if not self.progress and self.replica.is_main:
+            log.info("%s epoch %d/%d: loss %.4f, %s ndcg@%d %.4f, %.1f s/epoch",
+                     settings.model, record["epoch"], settings.epochs, record["loss"], stage,
+                     settings.k, score, record["seconds"])
+        if stage != "valid":
+            return
+        if score > state.best:
+            state.best, state.best_epoch, state.bad = score, record["epoch"], 0
+            state.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            if self.folder is not None:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                best = state.best_state
+                atomic_write(self.folder / "best.pt", lambda tmp: torch.save(best, tmp))
         else:
-            best_epoch = len(history)
-    elif stage == "valid":
-        history.append({"epoch": 0, "valid": _evaluate(model, split, stage, settings.k)})
-    seconds = time.perf_counter() - start
-    users, items = _embeddings(model, snapshot)
-    result = TrainResult(model, users, items, history, settings, best_epoch, seconds,
-                         stop_reason)
-    if progress:
-        print(result.summary())
-    return result
+            state.bad += 1

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from kgrec.config import SPLITS, Config, cli_config, default_help
@@ -16,7 +19,7 @@ MODELS = tuple(sorted(MODEL_NAMES))
 TRAIN_OPTIONS = {name: f"train.{name}" for name in (
     "epochs", "dim", "layers", "batch_size", "lr", "patience", "eval_every", "k", "seed",
     "device", "max_minutes", "kg_hops", "kg_dropout", "init_std", "text_features", "split",
-    "out_dir",
+    "out_dir", "nproc",
 )} | {"reg": "train.weight_decay"}
 
 
@@ -36,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     _train_options(t)
     t.add_argument("--run-name", help="run folder name (default: the model name)")
     t.add_argument("--out-dir", help=f"parent folder of runs {default_help('train.out_dir')}")
+    t.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from RUN/checkpoints/last.pt (written "
+                   "after every epoch): the same result as an uninterrupted run")
+    t.add_argument("--nproc", type=int, help="data-parallel training processes on this "
+                   "machine (or launch `torchrun --nproc-per-node N -m kgrec.cli train ...`) "
+                   + default_help("train.nproc"))
     t.set_defaults(func=run_train)
 
     e = sub.add_parser(
@@ -79,7 +88,10 @@ def _data_options(p: argparse.ArgumentParser) -> None:
                    "before to valid), random (per user 8:1:1, at least 1 each) or "
                    "item_cold_start (10%% of products held out with all their interactions) "
                    + default_help("train.split"))
-    g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    g.add_argument("--no-progress", action="store_true",
+                   help="hide progress bars; training logs one line per evaluation instead")
+    g.add_argument("--quiet", action="store_true",
+                   help="hide progress bars and the per-evaluation lines")
 
 
 def _train_options(p: argparse.ArgumentParser, with_model: bool = True) -> None:
@@ -125,16 +137,39 @@ def _config(args: argparse.Namespace) -> Config:
     return cli_config(args, TRAIN_OPTIONS | model)
 
 
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars on, unless --no-progress or --quiet."""
+    return not (args.no_progress or args.quiet)
+
+
+@contextmanager
+def _evaluation_lines(args: argparse.Namespace) -> Iterator[None]:
+    """With --no-progress (not --quiet), training's INFO line per evaluation reaches the
+    CLI's stderr handler; only for this command (in-process callers run several)."""
+    logger = logging.getLogger("kgrec.gnn.train")
+    before = logger.level
+    if args.no_progress and not args.quiet:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
 def _snapshot(args: argparse.Namespace, config: Config):
-    return load_snapshot(config, args.snapshot, progress=not args.no_progress)
+    return load_snapshot(config, args.snapshot, progress=_progress(args))
 
 
-def _train(snapshot, split, config: Config, model: str, run_dir: Path, progress: bool) -> Path:
+def _train(snapshot, split, config: Config, model: str, run_dir: Path, progress: bool,
+           resume: bool = False) -> Path:
     from kgrec.api import Recommender
+    from kgrec.gnn import distributed
     from kgrec.gnn.export import export_recbole
 
     rec = Recommender.fit(snapshot, config, model=model, split=split, progress=progress,
-                          checkpoint_dir=run_dir / "checkpoints")
+                          checkpoint_dir=run_dir / "checkpoints", resume=resume)
+    if not distributed.is_main_rank():
+        return run_dir  # a torchrun rank other than 0: rank 0 writes the run
     rec.save(run_dir)
     export_recbole(split, snapshot, run_dir / "recbole", "kgrec")
     if not progress:  # training printed it already otherwise
@@ -145,13 +180,20 @@ def _train(snapshot, split, config: Config, model: str, run_dir: Path, progress:
 
 def run_train(args: argparse.Namespace) -> int:
     from kgrec.api import make_run_split
+    from kgrec.gnn import distributed
 
     config = _config(args)
+    if distributed.launched():  # one rank of torchrun: every rank runs this command
+        if config.train.nproc > 1:
+            raise InputError("--nproc starts processes itself: not under torchrun")
+        distributed.init_from_env(config.train.device)
+        config.train.device = distributed.rank_device(config.train.device)
     snapshot = _snapshot(args, config)
     split = make_run_split(snapshot, config.train.split, config)
     model = config.train.model
     run_dir = Path(config.train.out_dir) / (args.run_name or model)
-    _train(snapshot, split, config, model, run_dir, not args.no_progress)
+    with _evaluation_lines(args):
+        _train(snapshot, split, config, model, run_dir, _progress(args), resume=args.resume)
     return 0
 
 
@@ -190,7 +232,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         split = make_run_split(snapshot, config.train.split, config)
         for model in args.model:
             run_dir = Path(config.train.out_dir) / model
-            runs.append(_train(snapshot, split, config, model, run_dir, not args.no_progress))
+            with _evaluation_lines(args):
+                runs.append(_train(snapshot, split, config, model, run_dir, _progress(args)))
     if not runs:
         raise InputError("give RUN_DIRs or --model")
     k = config.train.k
