@@ -15,6 +15,7 @@ from typing import Any
 
 from kgrec.fusion.fit import FusionFit, JobFit, TextSide
 from kgrec.kg.errors import ModelError
+from kgrec.kg.files import atomic_write, checksums, read_artefact, verify, write_text
 from kgrec.kg.ids import IdMap, NodeEmbeddings
 from torch import Tensor
 
@@ -43,42 +44,58 @@ class Fusion:
 
 
 def save_fusion(fusion: Fusion, folder: str | Path, users: IdMap, products: IdMap) -> Path:
-    """Write ``fusion`` into ``folder``; rows of its tensors follow ``users`` / ``products``."""
+    """Write ``fusion`` into ``folder``; rows of its tensors follow ``users`` / ``products``.
+
+    Each file is written atomically; ``fusion.json``, written last, holds their SHA-256.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, NodeEmbeddings] = {}
     for kind, side in fusion.fit.sides.items():
-        NodeEmbeddings("user", users, side.users).save(folder / f"text_users_{kind}.pt")
-        NodeEmbeddings("product", products, side.items).save(folder / f"text_products_{kind}.pt")
-    NodeEmbeddings("product", products, fusion.confidence[:, None]).save(
-        folder / "text_confidence.pt")
+        tensors[f"text_users_{kind}.pt"] = NodeEmbeddings("user", users, side.users)
+        tensors[f"text_products_{kind}.pt"] = NodeEmbeddings("product", products, side.items)
+    tensors["text_confidence.pt"] = NodeEmbeddings("product", products, fusion.confidence[:, None])
     if fusion.raw_text is not None:
-        fusion.raw_text.save(folder / RAW_TEXT_FILE)
+        tensors[RAW_TEXT_FILE] = fusion.raw_text
+    for name, embeddings in tensors.items():
+        atomic_write(folder / name, embeddings.save)
     profile = fusion.fit.sides.get("profile")
     meta = {**fusion.meta,
             "jobs": {name: job.to_dict() for name, job in fusion.fit.jobs.items()},
             "text_sides": list(fusion.fit.sides),
-            "profile_half_life_events": profile.half_life_events if profile else None}
-    (folder / FUSION_FILE).write_text(json.dumps(meta, indent=1))
+            "profile_half_life_events": profile.half_life_events if profile else None,
+            "checksums": checksums(folder, tensors)}
+    write_text(folder / FUSION_FILE, json.dumps(meta, indent=1))
     return folder
 
 
 def load_fusion(folder: str | Path, users: IdMap, products: IdMap) -> Fusion:
-    """A folder written by :func:`save_fusion`, joined on ``users`` / ``products`` ids."""
+    """A folder written by :func:`save_fusion`, joined on ``users`` / ``products`` ids.
+
+    Raises:
+        ModelError: a file is missing, damaged or changed since it was saved.
+    """
     folder = Path(folder)
     if not (folder / FUSION_FILE).exists():
         raise ModelError(f"{folder} holds no {FUSION_FILE}; run `kgrec fuse` first")
-    meta = json.loads((folder / FUSION_FILE).read_text())
+    meta = read_artefact(folder / FUSION_FILE, lambda p: json.loads(p.read_text()), FUSE_AGAIN)
     if "jobs" not in meta:
         raise ModelError(f"{folder / FUSION_FILE} was written by an older kgrec; run "
                          "`kgrec fuse` again")
-    sides = {kind: TextSide(kind,
-                            NodeEmbeddings.load(folder / f"text_users_{kind}.pt").align(users),
-                            NodeEmbeddings.load(folder / f"text_products_{kind}.pt")
-                            .align(products),
+    verify(folder, meta.get("checksums", {}), FUSE_AGAIN)
+
+    def tensor(name: str) -> NodeEmbeddings:
+        return read_artefact(folder / name, NodeEmbeddings.load, FUSE_AGAIN)
+
+    sides = {kind: TextSide(kind, tensor(f"text_users_{kind}.pt").align(users),
+                            tensor(f"text_products_{kind}.pt").align(products),
                             half_life_events=meta.get("profile_half_life_events"))
              for kind in meta["text_sides"]}
     jobs = {name: JobFit.from_dict(job) for name, job in meta["jobs"].items()}
-    confidence = NodeEmbeddings.load(folder / "text_confidence.pt").align(products)[:, 0]
-    raw_path = folder / RAW_TEXT_FILE
-    raw = NodeEmbeddings.load(raw_path) if raw_path.exists() else None
+    confidence = tensor("text_confidence.pt").align(products)[:, 0]
+    raw = tensor(RAW_TEXT_FILE) if (folder / RAW_TEXT_FILE).exists() else None
     return Fusion(FusionFit(jobs, sides), confidence, raw, meta)
+
+
+#: What rebuilds a damaged fusion folder.
+FUSE_AGAIN = "re-run `kgrec fuse`"

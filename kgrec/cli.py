@@ -4,6 +4,7 @@ that parses its options and calls the packages."""
 from __future__ import annotations
 
 import argparse
+import errno
 import gzip
 import logging
 import sys
@@ -11,6 +12,7 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Sequence
+from pathlib import Path
 
 from kgrec.kg.errors import KgrecError
 
@@ -95,6 +97,15 @@ def _setup_logging(debug: bool) -> None:
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if debug else logging.WARNING)
     log.propagate = False  # one line per problem, even where the root logger has handlers
+    # The neo4j driver logs each retried transaction with its traceback; the error that ends
+    # the retries is reported as one line, so its chatter shows only with --debug.
+    driver_log = logging.getLogger("neo4j")
+    for old in [h for h in driver_log.handlers if h.get_name() == "kgrec-cli"]:
+        driver_log.removeHandler(old)
+    quiet = logging.NullHandler()
+    quiet.set_name("kgrec-cli")
+    driver_log.addHandler(handler if debug else quiet)
+    driver_log.propagate = False
 
 
 def _neo4j_uri(args: argparse.Namespace) -> str:
@@ -106,16 +117,35 @@ def _neo4j_uri(args: argparse.Namespace) -> str:
         return "neo4j.uri"
 
 
+#: What a write that failed for want of room or rights says after the path.
+WRITE_ERRORS = {
+    errno.ENOSPC: "no space left on device; free some space or choose another folder",
+    errno.EDQUOT: "disk quota exceeded; free some space or choose another folder",
+    errno.EROFS: "read-only file system; choose another folder",
+}
+
+
+def _not_a_folder(name: str) -> str:
+    """NotADirectoryError names the path asked for; say which part of it is a file."""
+    path = Path(name)
+    file = next((p for p in path.parents if p.is_file()), None)
+    return f"cannot use {name}: {file} is a file, not a folder" if file else (
+        f"{name} is not a folder")
+
+
 def error_message(exc: BaseException, args: argparse.Namespace) -> str:
     """One line for a failure a user can cause: the problem and, where known, the fix."""
     if isinstance(exc, KgrecError):
         return str(exc)
     neo4j = sys.modules.get("neo4j.exceptions")  # loaded whenever a driver error can happen
     if neo4j is not None and isinstance(exc, neo4j.AuthError):
-        return "Neo4j refused the credentials: set neo4j.user / KGREC_NEO4J_PASSWORD"
-    if neo4j is not None and isinstance(exc, neo4j.ServiceUnavailable):
+        return (f"Neo4j at {_neo4j_uri(args)} refused the credentials: set "
+                "KGREC_NEO4J_PASSWORD or neo4j.password (and neo4j.user)")
+    if neo4j is not None and isinstance(exc, neo4j.ServiceUnavailable | neo4j.SessionExpired):
         return (f"cannot reach Neo4j at {_neo4j_uri(args)}: start it with "
                 "`bash scripts/neo4j/server.sh start` or set neo4j.uri")
+    if neo4j is not None and isinstance(exc, neo4j.Neo4jError):
+        return f"Neo4j at {_neo4j_uri(args)} failed: {exc.code}: {exc.message}"
     name = getattr(exc, "filename", None)
     if isinstance(exc, gzip.BadGzipFile | zlib.error | zipfile.BadZipFile | EOFError):
         return f"corrupt or truncated compressed input ({exc}): check or download the file again"
@@ -124,7 +154,11 @@ def error_message(exc: BaseException, args: argparse.Namespace) -> str:
     if isinstance(exc, IsADirectoryError):
         return f"{name} is a folder, a file was expected"
     if isinstance(exc, NotADirectoryError):
-        return f"{name} is not a folder"
+        return _not_a_folder(str(name))
+    if isinstance(exc, FileExistsError) and name and Path(name).is_file():
+        return f"{name} is a file, a folder was expected"
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRORS:
+        return f"cannot write {name or 'the output'}: {WRITE_ERRORS[exc.errno]}"
     if isinstance(exc, PermissionError):
         return f"permission denied: {name or exc}; check its permissions or choose another path"
     if isinstance(exc, UnicodeDecodeError):

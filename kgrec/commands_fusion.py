@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from kgrec.config import BACKENDS, Config, cli_config, default_help
-from kgrec.kg.errors import ModelError
+from kgrec.kg.errors import InputError, ModelError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,6 +73,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also write RECOMMENDED relationships to the store (idempotent per "
                    "model version)")
     s.add_argument("--model-version", help="version tag for write-back (default: the fusion's)")
+    s.add_argument("--spark", metavar="MASTER",
+                   help="score the users on Apache Spark (local[N], spark://HOST:PORT, yarn, "
+                   "k8s://URL; needs kgrec[spark]); OUT becomes a folder of Parquet parts with "
+                   "the same rows; on a cluster the run must sit on storage every executor "
+                   "reads (default: from config score.spark; empty: score here)")
     s.set_defaults(func=run_score)
 
     q = sub.add_parser(
@@ -113,7 +118,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 COMMON_OPTIONS = {"text_model": "fusion.text_model", "device": "train.device"}
 FUSE_OPTIONS = {"text_side": "fusion.text_side", "tower_epochs": "fusion.tower_epochs",
                 "alpha_function": "fusion.alpha_function"}
-SCORE_OPTIONS = {"top_k": "score.top_k", "chunk_size": "score.chunk_size", "out": "score.out"}
+SCORE_OPTIONS = {"top_k": "score.top_k", "chunk_size": "score.chunk_size", "out": "score.out",
+                 "spark": "score.spark"}
 SEARCH_OPTIONS = {"top_k": "fusion.search_top_k", "alpha": "fusion.search_alpha"}
 
 
@@ -162,6 +168,8 @@ def run_score(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     config = _config(args, SCORE_OPTIONS)  # --top-k 0 is rejected there, naming score.top_k
     items = args.items if args.items in ITEM_SETS else Path(args.items)
+    if config.score.spark:
+        return _score_on_spark(args, config, items)
     rec = _recommender(args, config, fusion=args.fusion or str(Path(args.run) / "fusion"))
     if rec.fusion is None:
         raise ModelError(f"{args.fusion or Path(args.run) / 'fusion'} holds no fusion; run "
@@ -188,6 +196,28 @@ def run_score(args: argparse.Namespace) -> int:
     summary = describe(frame, time.perf_counter() - start, args.per, frame.attrs["candidates"])
     print(f"{summary} Written to {out}" + (f"; {written:,} RECOMMENDED relationships "
                                           "written back." if args.write_back else "."))
+    return 0
+
+
+def _score_on_spark(args: argparse.Namespace, config: Config, items: str | Path) -> int:
+    """``score --spark``: executors load the run from its folders, so there is no store
+    export, and the output stays on the cluster's storage (no write-back)."""
+    from kgrec.api import SNAPSHOT_DIR
+    from kgrec.fusion.spark import score_on_spark
+
+    if args.per != "user" or args.write_back:
+        raise InputError("--spark scores top products per user (--per user) without "
+                         "--write-back")
+    if not args.snapshot and not (Path(args.run) / SNAPSHOT_DIR).exists():
+        raise InputError(f"--spark needs the run's graph as a folder: --snapshot, or "
+                         f"{Path(args.run) / SNAPSHOT_DIR}")
+    fusion = args.fusion or str(Path(args.run) / "fusion")
+    if not Path(fusion).exists():
+        raise ModelError(f"{fusion} holds no fusion; run `kgrec fuse` first")
+    done = score_on_spark(args.run, master=config.score.spark, out=config.score.out,
+                          items=items, exclude_seen=EXCLUDE[args.exclude], alpha=args.alpha,
+                          snapshot=args.snapshot, fusion=fusion, config=config)
+    print(done.line())
     return 0
 
 

@@ -52,8 +52,11 @@ class StoreConfig:
 class Neo4jConfig:
     uri: str = "bolt://127.0.0.1:7687"
     user: str = "neo4j"
-    #: Password; empty means no authentication (the dev server's default). Never printed.
+    #: Password; empty means no authentication unless password_file is set. Never printed.
     password: str = ""
+    #: File holding the password, read when password is empty (the dev server writes
+    #: .neo4j/password on first start, mode 600).
+    password_file: str = ""
     database: str = "neo4j"
 
 
@@ -66,18 +69,25 @@ class DataConfig:
     #: An ingest fails (after loading what was valid) when a file loses every row or more
     #: than this share of its rows to the rejects report.
     max_reject_share: float = 0.5
+    #: Events read, validated and written per chunk by `kgrec ingest` of a generic dump:
+    #: memory holds one chunk, not the whole events file.
+    chunk_rows: int = 100_000
 
 
 @dataclass
 class TrainConfig(TrainSettings):
     """The [train] section: every setting of :class:`kgrec.gnn.train.TrainSettings` (documented
-    there, one place), plus where runs are written and how interactions are split."""
+    there, one place), plus where runs are written, how interactions are split and how many
+    processes train."""
 
     #: Folder for checkpoints, embeddings and evaluation tables.
     out_dir: str = ".kgrec/runs"
     #: Evaluation split of `kgrec train` / `evaluate` (and `fuse` when the run holds none);
     #: see `kgrec train --help`.
     split: str = "auto"
+    #: Processes of data-parallel training (torch DistributedDataParallel: each takes its
+    #: share of every batch; gloo on CPUs, NCCL with one GPU per process); 1: one process.
+    nproc: int = 1
 
 
 @dataclass
@@ -114,6 +124,9 @@ class ScoreConfig:
     #: Users (or items) scored per chunk; bounds memory to chunk x num_items scores.
     chunk_size: int = 1024
     out: str = ".kgrec/scores.parquet"
+    #: Spark master that scores users on executors (local[N], spark://HOST:PORT, yarn,
+    #: k8s://URL); empty: the local scorer. The run must sit on storage all executors see.
+    spark: str = ""
 
 
 @dataclass
@@ -185,6 +198,7 @@ RULES: dict[str, Rule] = {
     "store.backend": one_of(*BACKENDS),
     "store.batch_size": POSITIVE,
     "data.max_reject_share": between(0, 1),
+    "data.chunk_rows": POSITIVE,
     "neo4j.uri": matching(r"(bolt|neo4j)(\+s|\+ssc)?://\S+", "a bolt:// or neo4j:// URI"),
     "train.model": one_of(*MODEL_NAMES),
     "train.dim": POSITIVE,
@@ -210,6 +224,7 @@ RULES: dict[str, Rule] = {
     "train.max_batches": POSITIVE,
     "train.max_minutes": above(0),
     "train.split": one_of(*SPLITS),
+    "train.nproc": POSITIVE,
     "fusion.text_batch_size": POSITIVE,
     "fusion.text_fields": each(one_of(*TEXT_FIELDS)),
     "fusion.text_side": one_of("all", "tower", "profile"),
@@ -221,6 +236,9 @@ RULES: dict[str, Rule] = {
     "fusion.normalise": one_of("zscore", "rank"),
     "score.top_k": POSITIVE,
     "score.chunk_size": POSITIVE,
+    "score.spark": matching(r"|local(\[(\d+|\*)(,\d+)?\])?|yarn|(spark|k8s|mesos)://\S+",
+                            "empty (local scoring), local[N], yarn, spark://HOST:PORT or "
+                            "k8s://URL"),
     "source.kind": one_of(*SOURCE_KINDS),
     "run.baselines": Rule(lambda v: all(m in MODEL_NAMES for m in v),
                           "a list of models among " + ", ".join(MODEL_NAMES)),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -23,9 +24,11 @@ import pandas as pd
 
 from kgrec.config import Config
 from kgrec.kg.errors import ConfigError
+from kgrec.kg.files import write_text
 
 STAGES = ("ingest", "snapshot", "train", "fuse", "evaluate", "score", "report")
 STATE_FILE = "state.json"
+log = logging.getLogger(__name__)
 
 
 def digest(value: Any) -> str:
@@ -43,6 +46,26 @@ def files_digest(paths: Iterable[Path]) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 sha.update(block)
     return sha.hexdigest()[:16]
+
+
+_RECORD_KEYS = {"key", "token", "seconds", "outputs"}
+
+
+def read_state(path: Path) -> dict[str, dict]:
+    """The stage records of ``state.json``; a damaged file counts as none (every stage runs
+    again) with a warning, since the outputs it points to cannot be trusted either."""
+    if not path.exists():
+        return {}
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        state = exc
+    if not isinstance(state, dict) or not all(
+            isinstance(rec, dict) and rec.keys() >= _RECORD_KEYS for rec in state.values()):
+        log.warning("%s is damaged (%s): ignoring it, every stage runs again", path,
+                    state if isinstance(state, Exception) else "unexpected content")
+        return {}
+    return state
 
 
 @dataclass
@@ -94,8 +117,7 @@ class Pipeline:
         self.workdir = Path(config.run.workdir).expanduser()
         self.state_path = self.workdir / STATE_FILE
         self.result = RunResult()
-        self._state: dict[str, dict] = (json.loads(self.state_path.read_text())
-                                        if self.state_path.exists() else {})
+        self._state = read_state(self.state_path)
 
     # ---- driver --------------------------------------------------------------------------
 
@@ -128,7 +150,7 @@ class Pipeline:
             seconds = time.perf_counter() - start
             record = StageRecord(key, digest([key, time.time_ns()]), seconds, outputs)
             self._state[name] = dataclasses.asdict(record) | {"reused": False}
-            self.state_path.write_text(json.dumps(self._state, indent=1))
+            write_text(self.state_path, json.dumps(self._state, indent=1))
             self._say(f"{prefix}{name}: done in {seconds:.1f}s")
         self.result.stages[name] = record
         return record

@@ -88,7 +88,8 @@ ARGS = argparse.Namespace(config=None, set=["neo4j.uri=bolt://db.example:7999"])
          "cannot reach Neo4j at bolt://db.example:7999: start it with "
          "`bash scripts/neo4j/server.sh start` or set neo4j.uri"),
         (AuthError("nope"),
-         "Neo4j refused the credentials: set neo4j.user / KGREC_NEO4J_PASSWORD"),
+         "Neo4j at bolt://db.example:7999 refused the credentials: set KGREC_NEO4J_PASSWORD "
+         "or neo4j.password (and neo4j.user)"),
     ],
 )
 def test_error_messages_name_problem_and_fix(exc, message):
