@@ -79,15 +79,24 @@ def _endpoints(rel: str) -> str:
     )
 
 
-def _grouped_endpoints(rel: str) -> str:
+#: A property set and removed at once: writing it takes the node's write lock until commit.
+LOCK = "_kgrec_lock"
+
+
+def _grouped_endpoints(rel: str, *, lock_source: bool = False) -> str:
     """``$rows`` holds one map per source node, ``{src, rels: [{dst, <property>...}]}``:
-    the source is looked up once per group instead of once per relationship."""
+    the source is looked up once per group instead of once per relationship.
+    ``lock_source``: take the source node's write lock first, so that a check-then-create
+    of two concurrent loads runs one after the other (MERGE locks by itself)."""
     spec = schema.rel_spec(rel)
     key = quote(schema.NODE_KEY)
+    lock = (f"SET s.{quote(LOCK)} = true REMOVE s.{quote(LOCK)}\nWITH s, g\n"
+            if lock_source else "")
     return (
         "UNWIND $rows AS g\n"
         f"MATCH (s:{quote(spec.src)} {{{key}: g.src}})\n"
-        "UNWIND g.rels AS row\n"
+        + lock
+        + "UNWIND g.rels AS row\n"
         f"MATCH (d:{quote(spec.dst)} {{{key}: row.dst}})\n"
     )
 
@@ -116,6 +125,7 @@ def merge_rels_null_key(rel: str, null_keys: tuple[str, ...]) -> str:
     MERGE cannot match on a null property, so this finds an existing relationship with the
     same non-null key values and those properties absent, and creates one only when there
     is none (rows are deduplicated beforehand, so one batch never holds the same key twice).
+    The source node's lock makes two concurrent loads check and create one after the other.
     """
     spec = schema.rel_spec(rel)
     unknown = set(null_keys) - set(spec.key)
@@ -128,7 +138,7 @@ def merge_rels_null_key(rel: str, null_keys: tuple[str, ...]) -> str:
     t = quote(spec.name)
     update = _keep_set("old", [p for p in _props(rel) if p not in spec.key])
     return (
-        _grouped_endpoints(rel)
+        _grouped_endpoints(rel, lock_source=True)
         + f"OPTIONAL MATCH (s)-[old:{t}]->(d) WHERE {' AND '.join(cond)}\n"
         "WITH s, d, row, head(collect(old)) AS old\n"
         f"FOREACH (_ IN CASE WHEN old IS NULL THEN [1] ELSE [] END |\n"
