@@ -9,8 +9,9 @@ The products file is the dataset's 4,344 products (title, brand, category path).
 
 Each size runs the real command (``kgrec ingest --products ... --events ...``) in a
 subprocess on a fresh store and measures: wall time, the ingest's own time (run summary)
-and events/s over it, the peak RSS of that process (``os.wait4``), lost rows (events in -
-events stored - events reported rejected: must be 0), and the throughput of the first and
+and events/s over it, the peak RSS of that process (from /proc, see
+``benchmarks._common.run_measured``), lost rows (events in - events stored - events
+reported rejected: must be 0), and the throughput of the first and
 last 10% of the events (from the per-part timings in the run summary). Peak RSS should not
 grow with the number of events: the table gives both sizes and the slope (MB per million
 events). For reference, the smallest size also runs as one chunk (the whole file in memory,

@@ -52,6 +52,10 @@ class LocalStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
+        #: Part file -> (its stat token, its sorted key hashes): an append then looks keys
+        #: up in memory (8 bytes per stored row) instead of re-reading every part, so its
+        #: cost stays flat as the store grows. A rewritten file has a new token.
+        self._keys: dict[Path, tuple[tuple[int, int, int], np.ndarray]] = {}
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.path)!r})"
@@ -88,10 +92,19 @@ class LocalStore:
         return pd.concat(frames, ignore_index=True) if frames else self._empty(name)
 
     def _part_keys(self, name: str, file: Path) -> np.ndarray:
-        """The key hashes of one part (computed for a legacy file without ``_key``)."""
+        """The sorted key hashes of one part (computed for a legacy file without ``_key``)."""
+        stat = file.stat()
+        token = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        cached = self._keys.get(file)
+        if cached is not None and cached[0] == token:
+            return cached[1]
         if KEY_HASH in pq.ParquetFile(file).schema_arrow.names:
-            return pq.read_table(file, columns=[KEY_HASH])[KEY_HASH].to_numpy()
-        return hash_keys(self._read_part(name, file), self._key(name))
+            keys = pq.read_table(file, columns=[KEY_HASH])[KEY_HASH].to_numpy()
+        else:
+            keys = hash_keys(self._read_part(name, file), self._key(name))
+        keys = np.sort(keys)
+        self._keys[file] = (token, keys)
+        return keys
 
     def _save(self, name: str, frame: pd.DataFrame, file: Path | None = None) -> None:
         """Write ``frame`` (with its key hashes) to ``file``, or to a new part."""
@@ -120,11 +133,13 @@ class LocalStore:
         return ["src", "dst", *schema.rel_spec(name).key]
 
     def _locate(self, name: str, parts: list[Path], hashes: np.ndarray) -> np.ndarray:
-        """Index into ``parts`` of the part holding each key hash; -1 where none does.
-        Reads one part's hashes at a time, so memory stays at the size of a part."""
+        """Index into ``parts`` of the part holding each key hash; -1 where none does."""
         where = np.full(len(hashes), -1)
         for i, file in enumerate(parts if len(hashes) else []):
-            where[np.isin(hashes, self._part_keys(name, file))] = i
+            keys = self._part_keys(name, file)
+            if len(keys):
+                found = keys[np.minimum(np.searchsorted(keys, hashes), len(keys) - 1)]
+                where[found == hashes] = i
         return where
 
     # -- writes --------------------------------------------------------------------------
