@@ -53,6 +53,9 @@ def test_rel_merge_uses_the_schema_merge_key_and_groups_by_source() -> None:
 
 def test_null_key_statement_matches_absent_properties() -> None:
     q = cypher.merge_rels_null_key("RATED", ("timestamp",))
+    # Concurrent loads: the source's write lock is taken before the existence check.
+    assert q.index("SET s.`_kgrec_lock` = true REMOVE s.`_kgrec_lock`") < q.index("OPTIONAL")
+    assert "_kgrec_lock" not in cypher.merge_rels("RATED")
     assert "OPTIONAL MATCH (s)-[old:`RATED`]->(d) WHERE old.`timestamp` IS NULL" in q
     assert "CREATE (s)-[:`RATED` {`timestamp`: row.`timestamp`, " in q
     assert "| SET old.`value` = coalesce(row.`value`, old.`value`), " in q
