@@ -66,8 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000, 20_000_000],
                    help="events per catalogue (1000000 5000000 20000000)")
-    p.add_argument("--neo4j-max", type=int, default=5_000_000,
-                   help="largest size loaded into Neo4j, Bolt and bulk (5000000)")
+    p.add_argument("--neo4j-max", type=int, default=1_000_000,
+                   help="largest size loaded into Neo4j, Bolt and bulk (1000000)")
     p.add_argument("--train-max", type=int, default=1_000_000,
                    help="largest size trained on (1000000)")
     p.add_argument("--train-batches", type=int, default=20,
@@ -279,7 +279,7 @@ def slopes(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    rows, stopped = [], None
+    rows, stopped, info = [], None, machine()  # the load average at the start
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kgrec-scale-") as tmp:
         for n in args.sizes:
@@ -289,10 +289,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
             rows.append(one_size(n, args, Path(tmp)))
             print(table_row(rows[-1]), flush=True)
+            write_json(Path(args.out), result(rows, stopped, args, info))  # kept if stopped later
+    return result(rows, stopped, args, info)
+
+
+def result(rows: list[dict[str, Any]], stopped: str | None, args: argparse.Namespace,
+           info: dict[str, Any]) -> dict[str, Any]:
     return {"benchmark": "scale", "dataset": __doc__.split("\n\n")[1].replace("\n", " "),
             "sizes": rows, "stopped": stopped, "peak_rss_slope_mb_per_million_events":
             slopes(rows), "settings": {k: v for k, v in vars(args).items() if k != "out"},
-            "command": command(), "machine": machine(), "date": now()}
+            "command": command(), "machine": info, "date": now()}
 
 
 HEADER = (f"{'events':>11}{'products':>10}{'users':>9} | {'local ev/s':>10}{'RSS MB':>8} | "
