@@ -113,8 +113,9 @@ def write_catalogue(folder: Path, events: int, seed: int) -> tuple[Path, Path, d
     pick = rng.integers(0, len(real), size=n_products)  # a real product as each one's model
     title_words = real["title"].fillna("").str.split().str.len().to_numpy()[pick]
     desc_words = real["description"].fillna("").str.split().str.len().to_numpy()[pick]
+    # dtype=object: a fixed-width string array is as wide as the longest token (600+ chars).
     vocab = np.array(" ".join(real["title"].fillna("") + " " + real["description"].fillna(""))
-                     .split())
+                     .split(), dtype=object)
     products = pd.DataFrame({
         "item_id": [f"p{i}" for i in range(n_products)],
         "title": _texts(rng, vocab, np.maximum(title_words, 1)),
