@@ -138,3 +138,14 @@ def _tree(pid: int) -> list[int]:
             with contextlib.suppress(OSError):
                 todo += [int(c) for c in children.read_text().split()]
     return out
+
+
+def ingest_cmd(products: Path, events: Path, work: Path, chunk_rows: int,
+               store: list[str]) -> list[str]:
+    """The ``kgrec ingest`` command of the load benchmarks (a generic dump of purchases;
+    ``store``: the store options)."""
+    return [str(ROOT / ".venv" / "bin" / "kgrec"), "ingest", "--products", str(products),
+            "--events", str(events),
+            "--map", "options.category_separator=,", "--map", "options.event_type=purchase",
+            *store, "--reports-dir", str(work / "reports"), "--no-progress",
+            "--set", f"data.chunk_rows={chunk_rows}"]

@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import (  # noqa: E402
     RESULTS,
-    ROOT,
     SHARED_DATA,
     command,
+    ingest_cmd,
     machine,
     now,
     run_measured,
@@ -96,11 +96,8 @@ def write_events(folder: Path, n: int, seed: int) -> Path:
 
 def ingest(products: Path, events: Path, work: Path, chunk_rows: int) -> dict:
     """One ``kgrec ingest`` in a subprocess: its wall time, peak RSS and run summary."""
-    cmd = [str(ROOT / ".venv" / "bin" / "kgrec"), "ingest", "--products", str(products),
-           "--events", str(events), "--map", "options.category_separator=,",
-           "--map", "options.event_type=purchase", "--store", "local",
-           "--store-path", str(work / "store"), "--reports-dir", str(work / "reports"),
-           "--no-progress", "--set", f"data.chunk_rows={chunk_rows}"]
+    cmd = ingest_cmd(products, events, work, chunk_rows,
+                     ["--store", "local", "--store-path", str(work / "store")])
     res = run_measured(cmd, work)
     summary = json.loads(next((work / "reports").glob("ingest-*.json")).read_text())
     shown = " ".join(c if " " not in c else repr(c) for c in cmd)

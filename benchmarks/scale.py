@@ -49,6 +49,7 @@ from benchmarks._common import (  # noqa: E402
     ROOT,
     SHARED_DATA,
     command,
+    ingest_cmd,
     machine,
     now,
     run_measured,
@@ -139,14 +140,6 @@ def write_catalogue(folder: Path, events: int, seed: int) -> tuple[Path, Path, d
 
 
 # -- running kgrec ----------------------------------------------------------------------------
-
-def ingest_cmd(products: Path, events: Path, work: Path, chunk_rows: int,
-               store: list[str]) -> list[str]:
-    return [KGREC, "ingest", "--products", str(products), "--events", str(events),
-            "--map", "options.category_separator=,", "--map", "options.event_type=purchase",
-            *store, "--reports-dir", str(work / "reports"), "--no-progress",
-            "--set", f"data.chunk_rows={chunk_rows}"]
-
 
 def ingest(products: Path, events: Path, work: Path, chunk_rows: int, store: list[str],
            env: dict[str, str] | None = None) -> dict[str, Any]:
