@@ -15,7 +15,15 @@ from typing import Any
 
 from kgrec.fusion.fit import FusionFit, JobFit, TextSide
 from kgrec.kg.errors import ModelError
-from kgrec.kg.files import atomic_write, checksums, read_artefact, verify, write_text
+from kgrec.kg.files import (
+    atomic_write,
+    checksums,
+    read_artefact,
+    seal,
+    unseal,
+    verify,
+    write_text,
+)
 from kgrec.kg.ids import IdMap, NodeEmbeddings
 from torch import Tensor
 
@@ -46,7 +54,8 @@ class Fusion:
 def save_fusion(fusion: Fusion, folder: str | Path, users: IdMap, products: IdMap) -> Path:
     """Write ``fusion`` into ``folder``; rows of its tensors follow ``users`` / ``products``.
 
-    Each file is written atomically; ``fusion.json``, written last, holds their SHA-256.
+    Each file is written atomically; ``fusion.json``, written last, holds their SHA-256
+    and its own (:func:`kgrec.kg.files.seal`): a blend edited within range is refused too.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -65,7 +74,7 @@ def save_fusion(fusion: Fusion, folder: str | Path, users: IdMap, products: IdMa
             "text_sides": list(fusion.fit.sides),
             "profile_half_life_events": profile.half_life_events if profile else None,
             "checksums": checksums(folder, tensors)}
-    write_text(folder / FUSION_FILE, json.dumps(meta, indent=1))
+    write_text(folder / FUSION_FILE, json.dumps(seal(meta), indent=1))
     return folder
 
 
@@ -79,9 +88,10 @@ def load_fusion(folder: str | Path, users: IdMap, products: IdMap) -> Fusion:
     if not (folder / FUSION_FILE).exists():
         raise ModelError(f"{folder} holds no {FUSION_FILE}; run `kgrec fuse` first")
     meta = read_artefact(folder / FUSION_FILE, lambda p: json.loads(p.read_text()), FUSE_AGAIN)
-    if "jobs" not in meta:
+    if not isinstance(meta, dict) or "jobs" not in meta:
         raise ModelError(f"{folder / FUSION_FILE} was written by an older kgrec; run "
                          "`kgrec fuse` again")
+    meta = unseal(meta, folder / FUSION_FILE, FUSE_AGAIN)
     verify(folder, meta.get("checksums", {}), FUSE_AGAIN)
 
     def tensor(name: str) -> NodeEmbeddings:

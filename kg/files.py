@@ -10,11 +10,13 @@ rebuilds it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import uuid
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -50,6 +52,18 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     return path
+
+
+@contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """Writes in place (an append): an ``OSError`` that names no file (a full disk) is
+    raised again naming ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno and exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -94,3 +108,31 @@ def read_artefact(path: str | Path, load: Callable[[Path], T], fix: str) -> T:
     except READ_ERRORS as exc:
         reason = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise ModelError(f"{path} is corrupted or unreadable ({reason}); {fix}") from exc
+
+
+#: The key of a JSON file's own checksum (:func:`seal` / :func:`unseal`).
+SEAL = "sha256"
+
+
+def seal(meta: Mapping[str, object]) -> dict[str, object]:
+    """``meta`` plus the SHA-256 of its canonical JSON under :data:`SEAL`: a JSON header
+    that holds the checksums of other files is itself checked that way."""
+    body = {k: v for k, v in meta.items() if k != SEAL}
+    return {**body, SEAL: _json_sha(body)}
+
+
+def unseal(meta: object, path: str | Path, fix: str) -> dict:
+    """``meta`` read from ``path``, checked against its :data:`SEAL`; a file without one or
+    edited since (even to values within range) raises :class:`ModelError`."""
+    if not isinstance(meta, dict) or SEAL not in meta:
+        raise ModelError(f"{path} carries no checksum (damaged, or written by an older "
+                         f"kgrec); {fix}")
+    body = {k: v for k, v in meta.items() if k != SEAL}
+    if _json_sha(body) != meta[SEAL]:
+        raise ModelError(f"{path} is corrupted or was edited (checksum mismatch); {fix}")
+    return body
+
+
+def _json_sha(value: object) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=True, allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()

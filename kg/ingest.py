@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kgrec.kg import schema
 from kgrec.kg.extract.validate import REJECTED, REPAIRED, UNKNOWN_EVENT
-from kgrec.kg.files import atomic_write, write_text
+from kgrec.kg.files import atomic_write, naming, write_text
 from kgrec.kg.store.base import GraphStore
 from kgrec.kg.tables import GraphTables
 from tqdm.auto import tqdm
@@ -157,7 +157,8 @@ def write_rejects(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"rejects-{stamp or _stamp()}.csv"
     if path.exists():  # a later part of a streamed run
-        tables.rejects.to_csv(path, index=False, mode="a", header=False)
+        with naming(path):
+            tables.rejects.to_csv(path, index=False, mode="a", header=False)
     else:
         atomic_write(path, lambda tmp: tables.rejects.to_csv(tmp, index=False))
     return path

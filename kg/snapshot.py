@@ -7,6 +7,7 @@ snapshots. Node types are the lower-cased labels; edge types are
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from dataclasses import dataclass, field
@@ -17,6 +18,15 @@ import pandas as pd
 import torch
 from kgrec.kg import schema
 from kgrec.kg.errors import InputError
+from kgrec.kg.files import (
+    atomic_write,
+    checksums,
+    read_artefact,
+    seal,
+    unseal,
+    verify,
+    write_text,
+)
 from kgrec.kg.ids import IdMap
 from kgrec.kg.store.base import GraphStore
 from kgrec.kg.tables import (
@@ -81,27 +91,60 @@ class GraphSnapshot:
             return pd.DataFrame(columns=["user", "product", "rel", "time", "value", "weight"])
         return pd.concat(frames, ignore_index=True)
 
+    def id_hash(self) -> str:
+        """SHA-256 of every node type's ids in row order: what ties a trained run to the
+        snapshot it was trained on (two snapshots of the same size with two user ids
+        swapped differ here)."""
+        digest = hashlib.sha256()
+        for name in sorted(self.id_maps):
+            digest.update(json.dumps([name, list(self.id_maps[name].ids)]).encode())
+        return digest.hexdigest()
+
     def save(self, folder: str | Path) -> None:
+        """Write the snapshot into ``folder``, each file atomically, and last
+        ``snapshot.json`` with their SHA-256 and the :meth:`id_hash` (sealed)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        torch.save(self.data.to_dict(), folder / "hetero.pt")
+        names = ["hetero.pt", *(f"ids_{name}.json" for name in self.id_maps),
+                 "products.parquet", "relations.json"]
+        atomic_write(folder / "hetero.pt", lambda p: torch.save(self.data.to_dict(), p))
         for name, ids in self.id_maps.items():
-            ids.save(folder / f"ids_{name}.json")
-        self.products.to_parquet(folder / "products.parquet", index=False)
-        (folder / "relations.json").write_text(json.dumps(self.relations))
+            atomic_write(folder / f"ids_{name}.json", ids.save)
+        atomic_write(folder / "products.parquet",
+                     lambda p: self.products.to_parquet(p, index=False))
+        write_text(folder / "relations.json", json.dumps(self.relations))
+        meta = {"checksums": checksums(folder, names), "id_hash": self.id_hash()}
+        write_text(folder / MANIFEST, json.dumps(seal(meta), indent=1))
 
     @classmethod
     def load(cls, folder: str | Path) -> GraphSnapshot:
+        """A folder of :meth:`save`. Raises :class:`ModelError` naming the file when one is
+        missing, damaged or changed since it was saved (checked against ``snapshot.json``;
+        snapshots saved before it existed are read unchecked)."""
         folder = Path(folder)
         if not (folder / "hetero.pt").exists():
             raise InputError("not a snapshot folder (no hetero.pt)", file=str(folder))
-        data = HeteroData.from_dict(torch.load(folder / "hetero.pt", weights_only=False))
-        id_maps = {
-            p.stem.removeprefix("ids_"): IdMap.load(p) for p in sorted(folder.glob("ids_*.json"))
-        }
-        products = typed_node_table(schema.PRODUCT, pd.read_parquet(folder / "products.parquet"))
-        relations = json.loads((folder / "relations.json").read_text())
+        id_files = sorted(folder.glob("ids_*.json"))
+        if (folder / MANIFEST).exists():
+            meta = unseal(read_artefact(folder / MANIFEST, lambda p: json.loads(p.read_text()),
+                                        SNAPSHOT_AGAIN), folder / MANIFEST, SNAPSHOT_AGAIN)
+            verify(folder, meta["checksums"], SNAPSHOT_AGAIN)
+            id_files = [folder / n for n in sorted(meta["checksums"]) if n.startswith("ids_")]
+        data = HeteroData.from_dict(read_artefact(
+            folder / "hetero.pt", lambda p: torch.load(p, weights_only=False), SNAPSHOT_AGAIN))
+        id_maps = {p.stem.removeprefix("ids_"): read_artefact(p, IdMap.load, SNAPSHOT_AGAIN)
+                   for p in id_files}
+        products = typed_node_table(schema.PRODUCT, read_artefact(
+            folder / "products.parquet", pd.read_parquet, SNAPSHOT_AGAIN))
+        relations = read_artefact(folder / "relations.json",
+                                  lambda p: json.loads(p.read_text()), SNAPSHOT_AGAIN)
         return cls(data, id_maps, products, relations)
+
+
+#: The manifest of a saved snapshot (checksums and id hash).
+MANIFEST = "snapshot.json"
+#: What rebuilds a damaged snapshot folder.
+SNAPSHOT_AGAIN = "export it again with `kgrec graph snapshot` (or rerun `kgrec run`)"
 
 
 def _read_all(batches, bar: tqdm, name: str) -> pd.DataFrame:

@@ -44,6 +44,8 @@ EXCLUDE_STAGES = {"train": ("train",), "train+valid": ("train", "valid")}
 SNAPSHOT_DIR, FUSION_DIR, CONFIG_FILE = "snapshot", "fusion", "config.json"
 #: SHA-256 of the split and snapshot files of a saved run (:meth:`Recommender.save`).
 CHECKSUM_FILE = "checksums.json"
+#: The :meth:`GraphSnapshot.id_hash` of the snapshot a saved run was trained on.
+TRAINED_ON_FILE = "trained_on.json"
 #: Spaces :meth:`Recommender.similar` measures nearness in.
 SIMILAR_SPACES = ("graph", "text", "fused")
 
@@ -165,6 +167,20 @@ def _verify_run(folder: Path, own_snapshot: bool) -> None:
         sums = read_artefact(path, lambda p: json.loads(p.read_text()), RETRAIN)
         verify(folder, {name: sha for name, sha in sums.items()
                         if own_snapshot or not name.startswith(f"{SNAPSHOT_DIR}/")}, RETRAIN)
+
+
+def _check_trained_on(folder: Path, snap: GraphSnapshot) -> None:
+    """A run scores only the snapshot it was trained on: the ids of both, in row order,
+    must hash alike (runs saved before the hash was kept: nothing to check)."""
+    path = folder / TRAINED_ON_FILE
+    if not path.exists():
+        return
+    saved = read_artefact(path, lambda p: json.loads(p.read_text())["snapshot_id_hash"],
+                          RETRAIN)
+    if saved != snap.id_hash():
+        raise ModelError(f"{folder} was trained on another snapshot: its node ids differ "
+                         f"(id hash {saved[:12]} at training, {snap.id_hash()[:12]} now); give "
+                         "the snapshot it was trained on (--snapshot) or train again")
 
 
 @dataclass
@@ -338,7 +354,12 @@ class Recommender:
         when nothing is excluded."""
         seen = self.seen_pairs(exclude_seen)
         degree = self.item_degree(seen if len(seen[0]) else self.seen_pairs(True))
-        return seen, self.candidates(items, degree), self.scorer(_job(items), degree, alpha)
+        candidates = self.candidates(items, degree)
+        if not len(candidates):
+            what = f"{items!r}" if isinstance(items, str | Path) else "the list given"
+            raise InputError(f"no products to score: items is {what}, which selects none; "
+                             "give at least one product id", field="items")
+        return seen, candidates, self.scorer(_job(items), degree, alpha)
 
     # ---- the jobs -----------------------------------------------------------------------
 
@@ -539,9 +560,12 @@ class Recommender:
         if self.fusion is not None:
             save_fusion(self.fusion, folder / FUSION_DIR, self.users, self.products)
         write_text(folder / CONFIG_FILE, json.dumps(self.config.redacted(), indent=1))
+        write_text(folder / TRAINED_ON_FILE,
+                   json.dumps({"snapshot_id_hash": self.snapshot.id_hash()}))
         # The split and snapshot files are not written atomically: their checksums, written
         # last, make a half-written or later damaged one fail to load instead.
         names = [*(p.relative_to(folder).as_posix() for p in sorted(folder.glob("split*"))),
+                 TRAINED_ON_FILE,
                  *(f"{SNAPSHOT_DIR}/{p.name}" for p in sorted((folder / SNAPSHOT_DIR).glob("*"))
                    if with_snapshot and p.is_file())]
         write_text(folder / CHECKSUM_FILE, json.dumps(checksums(folder, names), indent=1))
@@ -566,6 +590,7 @@ class Recommender:
         snap = snapshot if isinstance(snapshot, GraphSnapshot) else read_artefact(
             Path(snapshot), GraphSnapshot.load,
             RETRAIN if own else "export it again with `kgrec graph snapshot`")
+        _check_trained_on(folder, snap)
         result = TrainResult.load(folder)
         split = read_artefact(folder, Split.load, RETRAIN)
         if split.num_users != len(snap.id_maps["user"]):
@@ -602,7 +627,7 @@ class Recommender:
 
     def _k(self, k: int | None) -> int:
         k = self.config.score.top_k if k is None else k
-        if not isinstance(k, int | np.integer) or k < 1:
+        if isinstance(k, bool | np.bool_) or not isinstance(k, int | np.integer) or k < 1:
             raise InputError(f"k must be a whole number of at least 1, got {k!r}")
         return int(k)
 

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -208,13 +209,24 @@ class Pipeline:
         settings = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k != "model"}
         key = [self._token("snapshot"), model, settings,
                cfg.fusion.text_model, cfg.fusion.text_fields, cfg.fusion.text_separator]
+        key_hash = digest(key)  # a checkpoint of other settings or data is never resumed
 
         def work() -> dict[str, str]:
             from kgrec.api import Recommender
+            from kgrec.gnn.train import LAST_CHECKPOINT
 
+            # Checkpoints inside the workdir, one folder per stage key: a run killed while
+            # training resumes from its last finished epoch; a finished training removes
+            # them (so --force trains again from scratch).
+            checkpoints = self.path("checkpoints", model, key_hash)
+            resume = (checkpoints / LAST_CHECKPOINT).exists()
+            if resume:
+                self._say(f"  resuming the interrupted training from {checkpoints}")
             rec = Recommender.fit(self.snapshot, cfg, model=model, split=self.split,
-                                  progress=self.progress)
+                                  progress=self.progress, checkpoint_dir=checkpoints,
+                                  resume=resume)
             rec.save(self.path("runs", model), with_snapshot=False)
+            shutil.rmtree(checkpoints, ignore_errors=True)
             if not self.progress:  # training prints it itself otherwise
                 self._say("  " + rec.result.summary())
             return {"run": str(self.path("runs", model, "settings.json"))}

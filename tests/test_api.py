@@ -87,6 +87,24 @@ def test_candidates_users_and_k_are_checked(fused) -> None:
         fused.recommend(["u03"], items="longtail")
 
 
+def test_empty_items_true_k_and_negative_explain_limit_are_refused(fused) -> None:
+    """Issue 24, item 5: each a clear error, not a raw RuntimeError or a silent guess."""
+    with pytest.raises(InputError, match=r"^field 'items': no products to score: items is "
+                                         r"the list given, which selects none"):
+        fused.recommend(["u03"], items=[])
+    with pytest.raises(InputError, match="no products to score"):
+        fused.audience(items=[])
+    for k in (True, False, 2.0):
+        with pytest.raises(InputError, match=rf"k must be a whole number of at least 1, "
+                                             rf"got {k!r}"):
+            fused.recommend(["u03"], k=k)
+    assert len(fused.recommend(["u03"], k=2)) == 2
+    for limit in (-1, 0):
+        with pytest.raises(ValueError, match=f"limit must be a whole number of at least 1, "
+                                             f"got {limit}"):
+            fused.explain("u00", "p20", limit=limit)
+
+
 def test_audience_ranks_users_per_product(fused, snapshot) -> None:
     frame = fused.audience(["p36", "p01"], k=4)
     assert frame.groupby("product_id")["rank"].apply(list).to_dict() == {

@@ -193,6 +193,100 @@ def test_cli_refuses_a_damaged_model_file_in_one_line(run, tmp_path, capsys, com
     assert not (tmp_path / "s.parquet").exists()
 
 
+# ---- artefacts changed within range, snapshots of other ids ------------------------------
+
+
+def _set_every(value, key: str, new):
+    """``value`` (parsed JSON) with every ``key`` set to ``new``; the count of them."""
+    if isinstance(value, dict):
+        out, n = {}, 0
+        for k, v in value.items():
+            if k == key:
+                out[k], n = new, n + 1
+            else:
+                out[k], m = _set_every(v, key, new)
+                n += m
+        return out, n
+    if isinstance(value, list):
+        pairs = [_set_every(v, key, new) for v in value]
+        return [p[0] for p in pairs], sum(p[1] for p in pairs)
+    return value, 0
+
+
+def test_fusion_json_edited_within_range_is_refused(run, tmp_path, capsys) -> None:
+    """Every a_head set to 0 (a valid blend weight) is a changed file, not a new blend."""
+    path = run / "fusion" / "fusion.json"
+    meta, count = _set_every(json.loads(path.read_text()), "a_head", 0.0)
+    assert count >= 1
+    path.write_text(json.dumps(meta, indent=1))
+    with pytest.raises(ModelError) as error:
+        kgrec.Recommender.load(run)
+    assert str(error.value) == (f"{path} is corrupted or was edited (checksum mismatch); "
+                                "re-run `kgrec fuse`")
+    assert _score(run, tmp_path / "s.parquet") == 1
+    assert _one_error(capsys) == str(error.value)
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def _flip_64(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    path.write_bytes(bytes(data))
+
+
+def test_snapshot_with_flipped_bytes_is_refused_in_one_line(saved, tmp_path, capsys) -> None:
+    snapshot = Path(shutil.copytree(saved / "snapshot", tmp_path / "snapshot"))
+    _flip_64(snapshot / "hetero.pt")
+    assert main(["train", "--snapshot", str(snapshot), "--model", "mf", "--epochs", "1",
+                 "--dim", "8", "--device", "cpu", "--no-progress", "--out-dir",
+                 str(tmp_path / "runs")]) == 1
+    assert _one_error(capsys) == (f"{snapshot / 'hetero.pt'} is corrupted (checksum "
+                                  "mismatch); export it again with `kgrec graph snapshot` "
+                                  "(or rerun `kgrec run`)")
+
+
+def _swapped(saved: Path, tmp_path: Path, *, resave: bool) -> Path:
+    """The saved snapshot with two user ids swapped (same size, same edges): edited in
+    place (``resave=False``), or saved whole, as a re-export of another graph would be."""
+    from kgrec.kg.ids import IdMap
+    from kgrec.kg.snapshot import GraphSnapshot
+
+    snapshot = Path(shutil.copytree(saved / "snapshot", tmp_path / "swapped"))
+    ids = json.loads((snapshot / "ids_user.json").read_text())
+    ids["ids"][0], ids["ids"][1] = ids["ids"][1], ids["ids"][0]
+    if not resave:
+        (snapshot / "ids_user.json").write_text(json.dumps(ids))
+        return snapshot
+    snap = GraphSnapshot.load(snapshot)
+    snap.id_maps["user"] = IdMap("user", ids["ids"])
+    snap.save(snapshot)
+    return snapshot
+
+
+def test_snapshot_with_two_user_ids_swapped_in_place_is_refused(saved, run) -> None:
+    snapshot = _swapped(saved, run.parent, resave=False)
+    with pytest.raises(ModelError) as error:
+        kgrec.Recommender.load(run, snapshot=snapshot)
+    assert str(error.value).startswith(f"{snapshot / 'ids_user.json'} is corrupted (checksum "
+                                       "mismatch); export it again")
+
+
+def test_run_refuses_a_snapshot_of_other_ids_in_one_line(saved, run, tmp_path,
+                                                         capsys) -> None:
+    snapshot = _swapped(saved, tmp_path, resave=True)
+    with pytest.raises(ModelError, match=r"was trained on another snapshot: its node ids "
+                                         r"differ \(id hash \w{12} at training, \w{12} now\)"):
+        kgrec.Recommender.load(run, snapshot=snapshot)
+    args = ["score", "--run", str(run), "--snapshot", str(snapshot), "--out",
+            str(tmp_path / "s.parquet"), "--device", "cpu", "--no-progress"]
+    assert main(args) == 1
+    assert _one_error(capsys).startswith(f"{run} was trained on another snapshot")
+    # The snapshot it was trained on still scores.
+    assert kgrec.Recommender.load(run, snapshot=saved / "snapshot").recommend(["u00"], k=2
+                                                                              ).shape[0] == 2
+
+
 # ---- writes: one line naming the path, and never a half file -----------------------------
 
 
@@ -316,6 +410,38 @@ def test_ingest_report_on_a_full_disk(dump, tmp_path, capsys, monkeypatch) -> No
                             "another folder")
     assert [p.name for p in (tmp_path / "rep").iterdir()] == [
         next((tmp_path / "rep").glob("rejects-*.csv")).name]  # the summary left no half file
+
+
+def test_ingest_store_write_on_a_full_disk_names_the_file(dump, tmp_path, capsys,
+                                                          monkeypatch) -> None:
+    """pyarrow's ENOSPC names no file: the store's part file is named, none is left."""
+    monkeypatch.setattr(pd.DataFrame, "to_parquet",
+                        _half_write_then(errno.ENOSPC, "No space left on device"))
+    assert _ingest(tmp_path, tmp_path / "st", tmp_path / "rep") == 1
+    message = _one_error(capsys)
+    assert message.startswith(f"cannot write {tmp_path / 'st'}/")
+    assert message.endswith("/part-000000.parquet: no space left on device; free some space "
+                            "or choose another folder")
+    assert not [p for p in (tmp_path / "st").rglob("*") if p.is_file()]
+
+
+def test_appending_rejects_on_a_full_disk_names_the_file(tmp_path, monkeypatch) -> None:
+    from kgrec.kg.ingest import write_rejects
+    from kgrec.kg.tables import GraphTables
+
+    tables = GraphTables()
+    tables.rejects = pd.DataFrame({"file": ["e.csv"], "line": [2], "field": ["user"],
+                                   "reason": ["missing user"], "action": ["rejected"],
+                                   "value": [None]})
+    path = write_rejects(tables, tmp_path, stamp="s")
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    with pytest.raises(OSError) as error:
+        write_rejects(tables, tmp_path, stamp="s")  # a later part of a streamed ingest
+    assert error.value.filename == str(path) and error.value.errno == errno.ENOSPC
 
 
 def test_atomic_write_keeps_the_old_file_when_a_write_fails(tmp_path) -> None:

@@ -81,7 +81,7 @@ def read_amazon(
     products = parts[schema.PRODUCT]
     catalogue = pd.Index(products["id"])
     # Only rows that became products carry links (duplicates and rejects do not).
-    linked = frame.assign(asin=frame["asin"].astype("string").str.strip())
+    linked = frame.assign(asin=v.id_text(frame["asin"]))
     linked = linked[linked[v.LINE].isin(_lines_of(products, frame))]
     for field, rel in LINKS.items():
         parts[rel] = _links(linked, field, catalogue, str(meta), rejects)
@@ -115,7 +115,7 @@ def _ensure(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 def _lines_of(products: pd.DataFrame, frame: pd.DataFrame) -> pd.Index:
     """Source lines of the rows kept as products (first occurrence of each asin)."""
-    asin = frame["asin"].astype("string").str.strip()
+    asin = v.id_text(frame["asin"])
     first = frame.assign(asin=asin).drop_duplicates("asin", keep="first")
     return pd.Index(first.loc[first["asin"].isin(products["id"]), v.LINE])
 
@@ -127,7 +127,7 @@ def _links(
     product itself) are dropped and reported once per source row."""
     rows = []
     for asin, targets, line in zip(frame["asin"], frame[field], frame[v.LINE], strict=True):
-        targets = [str(t).strip() for t in targets] if isinstance(targets, list) else []
+        targets = [str(t) for t in targets] if isinstance(targets, list) else []
         inside = [t for t in dict.fromkeys(targets) if t in catalogue and t != asin]
         outside = [t for t in dict.fromkeys(targets) if t not in inside]
         if outside:
@@ -146,7 +146,7 @@ def _links(
 
 def _reviewers(events: pd.DataFrame) -> pd.DataFrame:
     """User nodes with the first non-empty reviewer name as attributes."""
-    ids = events["reviewerID"].astype("string").str.strip()
+    ids = v.id_text(events["reviewerID"])
     names = events.get("reviewerName", pd.Series(pd.NA, index=events.index)).astype("string")
     frame = pd.DataFrame({"id": ids, "name": names.str.strip().replace("", pd.NA)})
     named = frame.dropna().drop_duplicates("id")  # first non-empty name in file order

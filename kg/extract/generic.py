@@ -241,7 +241,7 @@ def product_tables(
         paths: category path per row as lists (overrides the category column).
     """
     key = cols["id"]
-    frame = v.require(_stripped(frame, [key]), [key], file, rejects)
+    frame = v.require(v.id_columns(frame, [key], file, rejects), [key], file, rejects)
     frame = v.dedupe(frame, [key], file, rejects)
     frame = frame.assign(_id=frame[key])
     work = pd.DataFrame({"_id": frame["_id"], v.LINE: frame[v.LINE]}, index=frame.index)
@@ -353,7 +353,7 @@ def event_tables(
     Returns:
         ``{rel_type: table}`` plus the ids of bare products created.
     """
-    frame = _stripped(frame, [cols["user"], cols["product"]])
+    frame = v.id_columns(frame, [cols["user"], cols["product"]], file, rejects)
     frame = v.require(frame, [cols["user"], cols["product"]], file, rejects)
     frame = frame.assign(user=frame[cols["user"]], product=frame[cols["product"]])
     unknown = ~v.member(frame["product"], products)
@@ -440,7 +440,7 @@ def user_table(
 ) -> pd.DataFrame:
     """User nodes: the id plus every other column as ``attributes`` JSON."""
     key = cols["id"]
-    frame = v.require(_stripped(frame, [key]), [key], file, rejects)
+    frame = v.require(v.id_columns(frame, [key], file, rejects), [key], file, rejects)
     frame = v.dedupe(frame, [key], file, rejects)
     rest = [c for c in frame.columns if c not in (key, v.LINE)]
     return pd.DataFrame({"id": frame[key], "attributes": build.attributes_json(frame, rest)})
@@ -451,7 +451,7 @@ def kg_table(
 ) -> pd.DataFrame:
     """RELATED relationships from (head, relation, tail) triples."""
     names = [cols["head"], cols["relation"], cols["tail"]]
-    work = v.require(_stripped(frame, names), names, file, rejects)
+    work = v.require(v.id_columns(frame, names, file, rejects), names, file, rejects)
     work = v.dedupe(work, names, file, rejects)
     return pd.DataFrame({"src": work[names[0]], "dst": work[names[2]], "relation": work[names[1]]})
 
@@ -465,12 +465,8 @@ def link_table(
 ) -> pd.DataFrame:
     """LINKED_TO relationships (product -> entity); unknown products are rejected."""
     names = [cols["product"], cols["entity"]]
-    work = v.require(_stripped(frame, names), names, file, rejects)
+    work = v.require(v.id_columns(frame, names, file, rejects), names, file, rejects)
     work = v.known(work, names[0], products, file, rejects, "product")
     work = v.dedupe(work, names, file, rejects)
     return pd.DataFrame({"src": work[names[0]], "dst": work[names[1]]})
 
-
-def _stripped(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Copy of ``frame`` with ``columns`` as stripped strings (ids compare as text)."""
-    return frame.assign(**{c: v.id_text(frame[c]) for c in columns})

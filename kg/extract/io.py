@@ -29,7 +29,9 @@ import pyarrow.parquet as pq
 from kgrec.kg.errors import InputError
 from kgrec.kg.extract.validate import LINE, REJECTED, Rejects
 
-csv.field_size_limit(1 << 30)
+#: The longest CSV field read (characters); a longer one rejects its record.
+FIELD_LIMIT = 1 << 30
+csv.field_size_limit(FIELD_LIMIT)
 
 GZIP_MAGIC = b"\x1f\x8b"
 PARQUET_MAGIC = b"PAR1"
@@ -317,6 +319,10 @@ def _records(reader: Iterator[list[str]]) -> Iterator[tuple[list[str], str | Non
         except StopIteration:
             return
         except csv.Error as exc:
+            if "field larger than field limit" in str(exc):  # not a quoting problem
+                yield [], (f"field over the size limit ({csv.field_size_limit():,} "
+                           "characters)")
+                continue
             why = "unclosed quote" if "end of data" in str(exc) else str(exc)
             yield [], f"bad CSV quoting: {why}"
 

@@ -263,7 +263,7 @@ def _items(
     frame = v.dedupe(frame, ["item_id"], file, rejects)
     title = next((f for f in TITLE_FIELDS if f in frame.columns), None)
     genre = next((f for f in GENRE_FIELDS if f in frame.columns), None)
-    out = pd.DataFrame({"id": frame["item_id"].str.strip()})
+    out = pd.DataFrame({"id": frame["item_id"]})
     out["title"] = frame[title].replace("", None) if title else None
     genres = (
         frame[genre].fillna("").str.split()
@@ -287,7 +287,7 @@ def _users(
     frame = v.dedupe(frame, ["user_id"], file, rejects)
     rest = [c for c in types if c != "user_id"]
     return pd.DataFrame(
-        {"id": frame["user_id"].str.strip(), "attributes": build.attributes_json(frame, rest)}
+        {"id": frame["user_id"], "attributes": build.attributes_json(frame, rest)}
     )
 
 
@@ -308,7 +308,6 @@ def _inter(
 ) -> tuple[tuple[str, pd.DataFrame], pd.Series, pd.Series]:
     _need(frame, ("user_id", "item_id"), file)
     frame = v.require(frame, ["user_id", "item_id"], file, rejects)
-    frame = frame.assign(user_id=frame["user_id"].str.strip(), item_id=frame["item_id"].str.strip())
     if products is not None:
         frame = v.known(
             frame, "item_id", pd.Index(products), file, rejects, "product (not in .item)"
@@ -325,8 +324,8 @@ def _inter(
         ts = pd.Series(pd.NA, index=frame.index, dtype="Int64")
     out = pd.DataFrame(
         {
-            "src": frame["user_id"].str.strip(),
-            "dst": frame["item_id"].str.strip(),
+            "src": frame["user_id"],
+            "dst": frame["item_id"],
             "timestamp": ts,
             "value": value.astype("Float64"),
             v.LINE: frame[v.LINE],
@@ -346,9 +345,9 @@ def _kg(
     frame = v.dedupe(frame, ["head_id", "relation_id", "tail_id"], file, rejects)
     related = pd.DataFrame(
         {
-            "src": frame["head_id"].str.strip(),
-            "dst": frame["tail_id"].str.strip(),
-            "relation": frame["relation_id"].str.strip(),
+            "src": frame["head_id"],
+            "dst": frame["tail_id"],
+            "relation": frame["relation_id"],
         }
     )
     return related, pd.concat([related["src"], related["dst"]], ignore_index=True)
@@ -362,5 +361,5 @@ def _link(
     frame = v.known(frame, "item_id", pd.Index(products), file, rejects, "product")
     frame = v.dedupe(frame, ["item_id", "entity_id"], file, rejects)
     return pd.DataFrame(
-        {"src": frame["item_id"].str.strip(), "dst": frame["entity_id"].str.strip()}
+        {"src": frame["item_id"], "dst": frame["entity_id"]}
     )

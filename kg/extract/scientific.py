@@ -197,7 +197,7 @@ def _purchases(
             elif product not in known:
                 rejects.add(file, line, field, "unknown product", v.REJECTED, product)
             else:
-                rows.append((user.strip(), product, pos, line))
+                rows.append((user, product, pos, line))
     table = pd.DataFrame(rows, columns=["src", "dst", "timestamp", v.LINE])
     table = v.dedupe(table, ["src", "dst", "timestamp"], file, rejects)
     types = pd.Series(schema.PURCHASED, index=table.index, dtype="string")
@@ -218,11 +218,11 @@ def _user_entry_ok(
     if not user.strip():
         rejects.add(file, line, "user", "missing user", v.REJECTED, user)
         return False
-    if user.strip() in first:
-        where = f"line {first[user.strip()]}"
+    if user in first:
+        where = f"line {first[user]}"
         rejects.add(file, line, "user", f"duplicate user (first kept, {where})", v.REJECTED, user)
         return False
-    first[user.strip()] = line
+    first[user] = line
     if not items:
         rejects.add(file, line, "items", "user without interactions", v.REJECTED, user)
         return False
@@ -236,5 +236,5 @@ def _item_id(value: Any) -> str | None:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str) and value.strip():
-        return value.strip()
+        return value  # verbatim, as the item file's keys
     return None

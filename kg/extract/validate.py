@@ -13,11 +13,18 @@ scripts or entities removed, a "by " prefix cut). Collapsing whitespace (CRLF/CR
 ends, tabs, runs of spaces, leading/trailing blanks) is a normalisation, not reported.
 Unicode text (CJK, emoji, right-to-left, combining marks) is kept verbatim, not NFC-
 normalised: ids that differ in their code points are different ids.
+
+Ids (:func:`id_columns`) are kept verbatim, surrounding spaces included (``" lead"`` is
+not ``"lead"``: a user asking for ``" lead"`` must find it). The one normalisation is of
+numbers: 1, "1" and 1.0 are one id (a whole float is its integer, as numeric id columns
+with gaps arrive as floats); -0.0, whose sign is lost that way, is reported as repaired.
+Booleans, arrays, objects and non-finite numbers are not ids: their rows are rejected.
 """
 
 from __future__ import annotations
 
 import html
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -38,6 +45,11 @@ MAX_PRICE = 1e7
 #: Event timestamps outside [0, this) in Unix seconds (1970 .. 2100) are rejected: a
 #: microsecond epoch, a year 1800 or 2200 is a broken value, not an event time.
 MAX_TIMESTAMP = 4_102_444_800
+#: The smallest number read as a millisecond epoch (13 digits: 2001-09-09 in
+#: milliseconds). Smaller numbers are seconds, so those of 11 and 12 digits are out of
+#: range: 253402300800 is the year 9999 in seconds, which as milliseconds would pass for a
+#: 1978 date; a millisecond epoch before 2001 is rejected with a reason saying so.
+MIN_MILLISECONDS = 1e12
 
 _SCRIPT = re.compile(r"<(script|style)\b.*?(</\1\s*>|$)", re.IGNORECASE | re.DOTALL)
 # A tag starts with a letter, "/" or "!": "5 < 6" and "<3" are text, not markup.
@@ -84,8 +96,11 @@ class Rejects:
 
     def frame(self) -> pd.DataFrame:
         """The report: :data:`kgrec.kg.tables.REJECT_COLUMNS`, sorted by file (in the order files
-        were read) and line."""
-        out = pd.DataFrame(self._rows, columns=REJECT_COLUMNS)
+        were read) and line. The note of an id -0.0 read as "0" is left out when a later
+        check rejected its row (an event of an unknown product): the id was never stored."""
+        rejected = {(f, line) for f, line, _, _, action, _ in self._rows if action == REJECTED}
+        rows = [r for r in self._rows if r[3] != MINUS_ZERO or (r[0], r[1]) not in rejected]
+        out = pd.DataFrame(rows, columns=REJECT_COLUMNS)
         out["line"] = out["line"].astype("Int64")
         for col in ("file", "field", "reason", "action", "value"):
             out[col] = out[col].astype("string")
@@ -106,17 +121,61 @@ def blank(series: pd.Series) -> pd.Series:
     return series.isna() | series.astype("string").str.strip().eq("").fillna(True)
 
 
+def id_columns(frame: pd.DataFrame, fields: Iterable[str], file: str,
+               rejects: Rejects) -> pd.DataFrame:
+    """``frame`` with ``fields`` as id text (see the module docstring): strings verbatim,
+    numbers as their text (a whole float as its integer); rows whose id is a boolean, an
+    array, an object or not a finite number are rejected naming the field; -0.0 (read as
+    "0") is reported as repaired. Blank ids are left to :func:`require`."""
+    for name in fields:
+        raw = frame[name]
+        if pd.api.types.infer_dtype(raw, skipna=True) in ("string", "empty"):
+            frame = frame.assign(**{name: raw.astype("string")})
+            continue
+        problem = raw.map(_id_problem)
+        bad = problem.notna().to_numpy()
+        rejects.add_many(file, frame.loc[bad, LINE], name, problem[bad], REJECTED, raw[bad])
+        frame, raw = frame[~bad], raw[~bad]
+        minus = raw.map(_minus_zero).astype(bool).to_numpy()
+        rejects.add_many(file, frame.loc[minus, LINE], name, MINUS_ZERO, REPAIRED, raw[minus])
+        frame = frame.assign(**{name: raw.map(_id_value).astype("string")})
+    return frame
+
+
+#: The repair note of an id -0.0 (its sign is lost: it is the id "0").
+MINUS_ZERO = 'id -0.0 read as "0"'
+
+
 def id_text(values: pd.Series) -> pd.Series:
-    """Ids as stripped text; a whole float is an integer id (1.0 -> "1"): numeric id
-    columns with gaps arrive as floats from Parquet, and 1, "1" and 1.0 are one id."""
-    if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
-        values = values.map(_whole_number)
-    return values.astype("string").str.strip()
+    """Ids as text by the rule of :func:`id_columns`, without a report: for readers that
+    pair ids with rows already checked there. Values that are not ids are NA."""
+    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+        return values.astype("string")
+    return values.map(lambda x: None if _id_problem(x) else _id_value(x)).astype("string")
 
 
-def _whole_number(value: Any) -> Any:
+def _id_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be an id (None: it can, or it is missing)."""
+    if isinstance(value, bool | np.bool_):
+        return "id is a boolean (true/false), not an id"
+    if isinstance(value, list | tuple | dict | set | np.ndarray):
+        return f"id is {'an object' if isinstance(value, dict) else 'an array'}, not an id"
+    if isinstance(value, float | np.floating) and math.isinf(value):
+        return "id is not a finite number"
+    return None
+
+
+def _minus_zero(value: Any) -> bool:
+    return isinstance(value, float | np.floating) and value == 0 and math.copysign(1, value) < 0
+
+
+def _id_value(value: Any) -> Any:
+    if isinstance(value, float | np.floating) and math.isnan(value):
+        return None
     if isinstance(value, float | np.floating) and float(value).is_integer():
         return str(int(value))
+    if isinstance(value, int | np.integer | float | np.floating):
+        return str(value)
     return value
 
 
@@ -312,23 +371,38 @@ def parse_timestamp(
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Unix seconds (numbers, or ISO-8601 dates and times) as Int64; blank -> NA;
     unparsable (other date formats: "11/14/2023" is ambiguous) or out of range (before
-    1970, from 2100 on: :data:`MAX_TIMESTAMP`) -> row rejected. Millisecond epochs
-    (>= 1e11) are scaled to seconds."""
+    1970, from 2100 on: :data:`MAX_TIMESTAMP`) -> row rejected. Numbers of 13 digits or
+    more (from :data:`MIN_MILLISECONDS`) are millisecond epochs, scaled to seconds; smaller
+    ones are seconds, so a date past 2100 in seconds (253402300800, the year 9999) stays out
+    of range instead of becoming a 1970s date in milliseconds. ISO dates past pandas'
+    nanosecond range (the year 3000) are out of range, not an error."""
     raw = frame[field]
     text = raw.astype("string").str.strip()
     num = pd.to_numeric(text, errors="coerce").astype("float64")
     need_date = num.isna() & ~blank(raw)
     if need_date.any():
-        dates = pd.to_datetime(text[need_date], errors="coerce", utc=True, format="ISO8601")
-        num.loc[need_date] = (dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
-    num = num.where(num.abs() < 1e11, np.floor(num / 1000)).round()
+        num.loc[need_date] = _iso_seconds(text[need_date])
+    num = num.where(num.abs() < MIN_MILLISECONDS, np.floor(num / 1000)).round()
     unparsable = num.isna() & ~blank(raw)
     odd = num.notna() & ~((num >= 0) & (num < MAX_TIMESTAMP))
     reasons = pd.Series("unparsable timestamp", index=raw.index)
     reasons[odd] = "timestamp out of range (1970 to 2100)"
+    seconds_only = odd & ~need_date & (num >= MAX_TIMESTAMP) & (num < MIN_MILLISECONDS)
+    reasons[seconds_only] = ("timestamp out of range (1970 to 2100; a number under 13 digits "
+                             "is read as seconds)")
     bad = unparsable | odd
     rejects.add_many(file, frame.loc[bad, LINE], field, reasons[bad], REJECTED, raw[bad])
     return frame[~bad], num[~bad].astype("Int64")
+
+
+def _iso_seconds(text: pd.Series) -> np.ndarray:
+    """Unix seconds of ISO-8601 texts (NaN: unparsable), at second resolution, so dates
+    beyond pandas' nanosecond range (1677 to 2262) come out as numbers, not an error."""
+    dates = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+    stamps = dates.dt.tz_convert(None).dt.as_unit("s")
+    seconds = stamps.to_numpy().astype("int64").astype("float64")
+    seconds[stamps.isna().to_numpy()] = np.nan
+    return seconds
 
 
 #: The reject reason of an event word that maps to no event type.

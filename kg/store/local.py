@@ -20,8 +20,6 @@ complete parts only and re-running it completes the load without duplicates.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from kgrec.kg import schema
 from kgrec.kg.errors import StoreError
+from kgrec.kg.files import atomic_write
 from kgrec.kg.tables import (
     GraphTables,
     empty_node_table,
@@ -111,15 +110,9 @@ class LocalStore:
         if file is None:
             file = self._next_part(name)
         file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.stem}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            frame.assign(**{KEY_HASH: hash_keys(frame, self._key(name))}).to_parquet(
-                tmp, index=False)
-            os.replace(tmp, file)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        # Atomic, and a full disk names the part file (pyarrow's error names none).
+        keyed = frame.assign(**{KEY_HASH: hash_keys(frame, self._key(name))})
+        atomic_write(file, lambda tmp: keyed.to_parquet(tmp, index=False))
 
     def _next_part(self, name: str) -> Path:
         parts = [p for p in self._parts(name) if p.name.startswith("part-")]

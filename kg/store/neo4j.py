@@ -27,6 +27,7 @@ from neo4j import (
     Driver,
     GraphDatabase,
     ManagedTransaction,
+    Query,
     Record,
     Result,
     Session,
@@ -35,6 +36,7 @@ from neo4j.exceptions import (
     AuthError,
     ClientError,
     ConstraintError,
+    Neo4jError,
     ServiceUnavailable,
     SessionExpired,
     TransientError,
@@ -160,6 +162,19 @@ class Neo4jStore:
         """Run one short auto-commit query and return all its records."""
         with self._session(default_access_mode=READ_ACCESS) as session:
             return list(session.run(query, params))
+
+    def _query_bounded(self, query: str, seconds: float, what: str,
+                       **params: Any) -> list[Record]:
+        """:meth:`_query` stopped by the server after ``seconds``; a :class:`StoreError`
+        naming ``what`` and the bound then."""
+        with self._session(default_access_mode=READ_ACCESS) as session:
+            try:
+                return list(session.run(Query(query, timeout=seconds), params))
+            except Neo4jError as exc:
+                if "TimedOut" not in (exc.code or "") and "Terminated" not in (exc.code or ""):
+                    raise
+                raise StoreError(f"{what} ran over its bound of {seconds:g} s on Neo4j and "
+                                 "was stopped; ask for fewer hops") from None
 
     # -- writes ---------------------------------------------------------------------------
 

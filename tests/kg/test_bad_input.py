@@ -173,6 +173,29 @@ CASES = [
          view=_events, want=[("PURCHASED", "7", "01", None, 1.0),
                              ("PURCHASED", "7", "1", None, 1.0),
                              ("PURCHASED", "7", "2", None, 1.0)]),
+    Case("ids-surrounding-spaces-kept-verbatim",  # " lead" is not "lead"
+         products=("p.csv", 'id,title\n lead,A\ntrail ,B\nlead,C\n" both ",D\n'),
+         events=("e.csv", 'user,product\n u1, lead\nu1 ,trail \nu1,lead\n'),
+         view=_events, want=[("PURCHASED", " u1", " lead", None, 1.0),
+                             ("PURCHASED", "u1", "lead", None, 1.0),
+                             ("PURCHASED", "u1 ", "trail ", None, 1.0)]),
+    Case("ids-json-not-scalar-rejected-minus-zero-reported",
+         products=("p.jsonl", _jsonl({"id": -0.0, "title": "Zero"}, {"id": True, "title": "T"},
+                                     {"id": [1], "title": "L"}, {"id": {"a": 1}, "title": "O"},
+                                     {"id": 5, "title": "Five"})),
+         events=("e.jsonl", _jsonl({"user": "u", "product": 5}, {"user": False, "product": 5},
+                                   {"user": "u", "product": [5]}, {"user": -0.0, "product": 0},
+                                   {"user": 1e999, "product": 5})),
+         rejects=[("p.jsonl", 1, "id", 'id -0.0 read as "0"', P),
+                  ("p.jsonl", 2, "id", "id is a boolean (true/false), not an id", R),
+                  ("p.jsonl", 3, "id", "id is an array, not an id", R),
+                  ("p.jsonl", 4, "id", "id is an object, not an id", R),
+                  ("e.jsonl", 2, "user", "id is a boolean (true/false), not an id", R),
+                  ("e.jsonl", 3, "product", "id is an array, not an id", R),
+                  ("e.jsonl", 4, "user", 'id -0.0 read as "0"', P),
+                  ("e.jsonl", 5, "user", "id is not a finite number", R)],
+         view=_events, want=[("PURCHASED", "0", "0", None, 1.0),
+                             ("PURCHASED", "u", "5", None, 1.0)]),
     Case("parquet-int-ids-with-gaps",
          products=("p.parquet", pd.DataFrame({"id": [1, None, 3], "title": ["A", "B", "C"]})),
          events=("e.parquet", pd.DataFrame({"user": [10, 11], "product": [1, 3]})),
@@ -231,6 +254,17 @@ CASES = [
          view=_events, want=sorted([("PURCHASED", u, "p1", ts, 1.0) for u, ts in (
              ("s", 1700000000), ("ms", 1700000000), ("iso", 1700000000), ("off", 1700000000),
              ("day", 1699920000), ("zero", 0))])),
+    Case("timestamps-past-pandas-range-and-unit-guess",  # one bad row, not a failed ingest
+         events=("e.csv", "user,product,ts\nok,p1,1700000000\ny3000,p1,3000-01-01T00:00:00Z\n"
+                          "y9999s,p1,253402300800\nmax,p1,9999-12-31T23:59:59Z\n"
+                          "ms13,p1,1000000000000\n"),
+         mapping=["event.timestamp=ts"],
+         rejects=[("e.csv", 3, "ts", "timestamp out of range (1970 to 2100)", R),
+                  ("e.csv", 4, "ts", "timestamp out of range (1970 to 2100; a number under "
+                   "13 digits is read as seconds)", R),
+                  ("e.csv", 5, "ts", "timestamp out of range (1970 to 2100)", R)],
+         view=_events, want=[("PURCHASED", "ms13", "p1", 1000000000, 1.0),
+                             ("PURCHASED", "ok", "p1", 1700000000, 1.0)]),
     Case("prices-odd-values",
          events=_buy("a"),
          products=("p.csv", 'id,price\na,-5\nb,1e12\nc,"$1,299.00"\nd,abc\ne,0\nf,12.5\n'
@@ -301,3 +335,20 @@ def test_bad_input(case: Case, tmp_path: Path) -> None:
     assert got == case.rejects
     if case.view is not None:
         assert case.view(t) == case.want
+
+
+def test_a_field_over_the_size_limit_is_named_as_such(tmp_path: Path) -> None:
+    """The reject of an over-long field (a 2 GB line; here the limit is lowered to 10
+    characters) says so, not "bad CSV quoting"; the other rows are loaded."""
+    import csv
+
+    products = _write(tmp_path, "p.csv", f"id,title\np1,Mug\np2,{'x' * 50}\np3,Cup\n")
+    events = _write(tmp_path, "e.csv", EVENTS)
+    old = csv.field_size_limit(10)
+    try:
+        t = read_generic(products, events)
+    finally:
+        csv.field_size_limit(old)
+    got = t.rejects[["line", "field", "reason", "action"]].values.tolist()
+    assert got == [[3, "", "field over the size limit (10 characters)", R]]
+    assert _ids(t) == ["p1", "p3"]

@@ -164,3 +164,55 @@ def test_drawings(themed_tables, tmp_path) -> None:
     html = draw_interactive(g, tmp_path / "n.html")
     assert html.startswith("<html>") and "vis-network" in html
     assert html.count('"id": "') >= g.number_of_nodes() and "waterproof hiking boots" in html
+
+
+@pytest.mark.neo4j
+@pytest.mark.parametrize("bad, why", [
+    ({"limit": -1}, "limit must be a whole number of at least 1, got -1"),
+    ({"limit": 0}, "limit must be a whole number of at least 1, got 0"),
+    ({"limit": True}, "limit must be a whole number of at least 1, got True"),
+    ({"max_paths": 0}, "max_paths must be a whole number of at least 1, got 0"),
+    ({"max_hops": 0}, "max_hops must be a whole number of at least 1 and at most 4"),
+    ({"max_hops": 5}, r"max_hops must be a whole number of at least 1 and at most 4 "
+                      r"\(MAX_EXPLAIN_HOPS: .*\), got 5"),
+    ({"max_hops": 6}, "max_hops must be a whole number of at least 1 and at most 4"),
+    ({"max_hops": 8}, "max_hops must be a whole number of at least 1 and at most 4"),
+    ({"max_hops": 50}, "max_hops must be a whole number of at least 1 and at most 4"),
+])
+def test_explain_refuses_unbounded_arguments_on_both_stores(stores, bad, why) -> None:
+    for src in stores.values():
+        with pytest.raises(ValueError, match=why):
+            explain(src, "u00", "p20", **bad)
+
+
+@pytest.mark.neo4j
+def test_explain_work_is_bounded_on_both_stores(stores, neo4j_explored, monkeypatch) -> None:
+    import time
+
+    from kgrec.kg import explore
+    from kgrec.kg.errors import StoreError
+
+    # The most hops allowed answer quickly, the same on both stores below the path cap.
+    timed = {}
+    for name, src in stores.items():
+        start = time.perf_counter()
+        timed[name] = explain(src, "u00", "p20", max_hops=4, limit=3, max_paths=10**9)
+        assert time.perf_counter() - start < 20
+    assert [e.nodes for e in timed["local"]] == [e.nodes for e in timed["neo4j"]]
+    assert len(timed["local"]) == 3 and all(e.hops <= 4 for e in timed["local"])
+    # The embedded store stops after EXPLAIN_STEPS path extensions and says so.
+    monkeypatch.setattr(explore, "EXPLAIN_STEPS", 40)
+    cut = explain(stores["local"], "u00", "p20", max_hops=4, limit=2, max_paths=10**9)
+    assert len(cut) == 2
+    assert cut[0].text.endswith("paths found within the search bound of 40 steps)")
+    # Neo4j stops the path query after EXPLAIN_SECONDS (the server checks its transactions
+    # every 2 s, so the query is made slow): one StoreError naming the bound.
+    slow = ("UNWIND range(1, 2000000000) AS x WITH count(x) AS n "
+            "RETURN [$user, $product] AS keys LIMIT $cap")
+    monkeypatch.setattr(explore.cypher, "explore_paths", lambda hops: slow)
+    monkeypatch.setattr(explore, "EXPLAIN_SECONDS", 0.5)
+    start = time.perf_counter()
+    with pytest.raises(StoreError, match=r"^explaining User:u00 -> Product:p20 within 4 hops "
+                                         r"ran over its bound of 0.5 s on Neo4j and was stopped"):
+        explain(stores["neo4j"], "u00", "p20", max_hops=4)
+    assert time.perf_counter() - start < 15
