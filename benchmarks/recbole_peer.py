@@ -630,9 +630,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--settings", default=",".join(SETTINGS),
                    help="comma-separated of defaults (RecBole's own), matched (kgrec's "
                         "benchmark settings) (default: both)")
-    p.add_argument("--max-minutes", type=float, default=60.0,
-                   help="wall-time cap per training run; the best checkpoint so far is "
-                        "evaluated (60; 0 = none)")
+    p.add_argument("--max-minutes", type=float, default=0.0,
+                   help="safety net only: a wall-time cap per training run; the best "
+                        "checkpoint so far is evaluated (default 0 = none: training ends by "
+                        "RecBole's early stopping)")
     p.add_argument("--out", type=Path, default=RESULTS_FILE,
                    help="results JSON, merged per dataset/model/setting "
                         "(benchmarks/results/recbole_peer.json)")

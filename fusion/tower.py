@@ -104,8 +104,11 @@ def train_text_tower(
             u, pos = users_all[idx].to(device), items_all[idx].to(device)
             neg = torch.randint(0, text.shape[0], (idx.numel(),), generator=generator).to(device)
             item_vecs = model.items(text)
-            ue = model.user_emb(u)
-            loss = bpr_loss((ue * item_vecs[pos]).sum(-1), (ue * item_vecs[neg]).sum(-1),
+            # index_select: its backward sums in a fixed order on any number of CPU threads
+            # (advanced indexing's does not), so a seed gives one result.
+            ue = model.user_emb.weight.index_select(0, u)
+            loss = bpr_loss((ue * item_vecs.index_select(0, pos)).sum(-1),
+                            (ue * item_vecs.index_select(0, neg)).sum(-1),
                             torch.ones(idx.numel(), device=device))  # unweighted: the mean
             opt.zero_grad()
             loss.backward()

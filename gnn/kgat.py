@@ -83,34 +83,71 @@ def knowledge_rounds(graph: HomogeneousGraph, hops: int) -> list[Tensor]:
 
 
 class _Round(nn.Module):
-    """The fixed structure of one attention round: tails grouped by (head, relation)."""
+    """The fixed structure of one attention round.
 
+    A round reads the states of its input space and writes its ``heads``: the first round
+    reads the whole knowledge-graph node space (products, then categories, brands and
+    entities; users never take part), every later one reads the previous round's heads
+    alone (the tails of round ``k + 1`` are heads of round ``k``: each lies within
+    ``hops - k`` hops of a product and receives the edge from its neighbour on that path).
+    So no round touches a row it neither reads nor writes.
+
+    Args:
+        graph: the flattened graph; mask: the round's edges (:func:`knowledge_rounds`).
+        offset: first global row of the knowledge-graph node space (the number of users).
+        inputs: the node-space rows the round reads, sorted (None: the whole space).
+    """
+
+    heads: Tensor
+    head_input: Tensor
     group_head: Tensor
     group_rel: Tensor
-    is_head: Tensor
 
-    def __init__(self, graph: HomogeneousGraph, mask: Tensor) -> None:
+    def __init__(self, graph: HomogeneousGraph, mask: Tensor, offset: int,
+                 inputs: Tensor | None = None) -> None:
         super().__init__()
-        num_rel, n = len(graph.edge_types), graph.num_nodes
-        src, dst = graph.edge_index[:, mask]
+        num_rel = len(graph.edge_types)
+        src, dst = graph.edge_index[:, mask] - offset
+        if src.numel() and int(torch.minimum(src, dst).min()) < 0:
+            raise ValueError("knowledge-graph edges must not touch users")
         rel = graph.edge_type[mask]
         groups, group = torch.unique(dst * num_rel + rel, return_inverse=True)
-        self.num_groups = int(groups.numel())
-        #: tails -> (head, relation) groups, and groups -> heads.
-        self.tails = EdgePattern(group, src, self.num_groups, n)
-        self.heads = EdgePattern(groups // num_rel, torch.arange(self.num_groups), n,
-                                 self.num_groups)
-        self.register_buffer("group_head", groups // num_rel, persistent=False)
+        heads, group_head = torch.unique(groups // num_rel, return_inverse=True)
+        size = graph.num_nodes - offset
+        if inputs is None:
+            inputs = torch.arange(size)
+        self.num_groups, self.num_heads = int(groups.numel()), int(heads.numel())
+        self.tails = EdgePattern(group, _position(inputs, src), self.num_groups,
+                                 int(inputs.numel()))
+        self.to_heads = EdgePattern(group_head, torch.arange(self.num_groups), self.num_heads,
+                                    self.num_groups)
+        #: Node-space rows of the heads and their rows in the input; each group's head (as a
+        #: row of ``heads``) and relation.
+        self.register_buffer("heads", heads, persistent=False)
+        self.register_buffer("head_input", _position(inputs, heads), persistent=False)
+        self.register_buffer("group_head", group_head, persistent=False)
         self.register_buffer("group_rel", groups % num_rel, persistent=False)
-        is_head = torch.zeros(n, 1)
-        is_head[dst] = 1.0
-        self.register_buffer("is_head", is_head, persistent=False)
 
     def _apply(self, fn, recurse=True):  # move the CSR patterns with the module
         out = super()._apply(fn, recurse)
-        device = self.is_head.device
-        self.tails, self.heads = self.tails.to(device), self.heads.to(device)
+        device = self.heads.device
+        self.tails, self.to_heads = self.tails.to(device), self.to_heads.to(device)
         return out
+
+
+def _position(sorted_rows: Tensor, rows: Tensor) -> Tensor:
+    """Positions of ``rows`` in ``sorted_rows``; each must be there."""
+    pos = torch.searchsorted(sorted_rows, rows).clamp(max=max(sorted_rows.numel() - 1, 0))
+    if rows.numel() and not bool((sorted_rows[pos] == rows).all()):
+        raise ValueError("a knowledge-graph round reads a node the round before did not write")
+    return pos
+
+
+def _rounds(graph: HomogeneousGraph, hops: int, offset: int) -> list[_Round]:
+    rounds: list[_Round] = []
+    for mask in knowledge_rounds(graph, hops):
+        rounds.append(_Round(graph, mask, offset, rounds[-1].heads if rounds else None))
+    return rounds
 
 
 class KGATModel(Recommender):
@@ -127,6 +164,10 @@ class KGATModel(Recommender):
         kg_hops: attention rounds over the knowledge graph (0: no knowledge graph).
         attention: relation-aware attention (GAT) or uniform means (GCN).
         kg_dropout: dropout on attention coefficients during training.
+        kg_every: in training, the knowledge-graph summaries (and the gradients of the
+            entity embeddings and attention parameters) are recomputed on the first step of
+            each epoch and then every ``kg_every`` steps; the steps between reuse them as
+            constants. 1 recomputes them on every step. Evaluation always recomputes them.
         product_features: optional ``[I, F]`` frozen product text vectors.
         id_dropout: share of seen products whose id embedding is replaced by their
             projected text in each training step (DropoutNet), so that the projection learns
@@ -134,6 +175,11 @@ class KGATModel(Recommender):
         init_std: standard deviation of the normal initialisation of id embeddings.
         cl_eps: length of the training noise added to each collaborative layer (XSimGCL;
             0: none). cl_layer: the layer whose output is the contrastive view (1).
+
+    Parameters: ``node`` holds the ``[U + I, d]`` id embeddings of users and products (the
+    table LightGCN has), ``entity`` the ``[N - U - I, d]`` embeddings of the knowledge-graph
+    nodes (absent without a knowledge graph), so that a step without knowledge-graph
+    gradients leaves the entity table out of the optimiser step altogether.
     """
 
     adj: Tensor
@@ -151,6 +197,7 @@ class KGATModel(Recommender):
         kg_hops: int = 2,
         attention: bool = True,
         kg_dropout: float = 0.1,
+        kg_every: int = 1,
         product_features: Tensor | None = None,
         id_dropout: float = 0.2,
         init_std: float = INIT_STD,
@@ -164,16 +211,23 @@ class KGATModel(Recommender):
         for name, value in (("kg_dropout", kg_dropout), ("id_dropout", id_dropout)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {value}")
+        if kg_every < 1:
+            raise ValueError(f"kg_every must be at least 1, got {kg_every}")
         if cl_eps and not 1 <= cl_layer <= layers:
             raise ValueError(f"cl_layer must lie in [1, layers={layers}], got {cl_layer}")
         self.id_dropout, self.cl_eps, self.cl_layer = id_dropout, cl_eps, cl_layer
         self.num_users, self.num_items, self.num_nodes = users, items, graph.num_nodes
         self.layers, self.dim, self.attention, self.kg_dropout = layers, dim, attention, kg_dropout
-        self.node = nn.Embedding(graph.num_nodes, dim)
+        self.kg_every = kg_every
+        self.node = nn.Embedding(users + items, dim)
         nn.init.normal_(self.node.weight, std=init_std)
         self.register_buffer("adj", adj, persistent=False)
         self.register_buffer("seen", (item_counts > 0).float().unsqueeze(1), persistent=False)
-        self.rounds = nn.ModuleList(_Round(graph, m) for m in knowledge_rounds(graph, kg_hops))
+        self.rounds = nn.ModuleList(_rounds(graph, kg_hops, users))
+        self.entity: nn.Embedding | None = None
+        if len(self.rounds):
+            self.entity = nn.Embedding(graph.num_nodes - users - items, dim)
+            nn.init.normal_(self.entity.weight, std=init_std)
         num_rel = max(len(graph.edge_types), 1)
         self.rel_emb = nn.Parameter(torch.ones(num_rel, dim))  # e_r, starts as plain dot
         self.rel_weight = nn.Parameter(torch.zeros(num_rel))  # w_r, starts uniform
@@ -191,63 +245,87 @@ class KGATModel(Recommender):
             self.features, self.text_proj = None, None
         self._layer0: Tensor | None = None
         self._views: tuple[Tensor, Tensor] | None = None  # (layer cl_layer, final), training
+        self._kg_cache: Tensor | None = None  # training: the last summaries, as constants
+        self._kg_age = 0  # training steps since they were computed
+
+    def train(self, mode: bool = True) -> KGATModel:
+        """Also forgets the cached knowledge-graph summaries: the training loop switches to
+        training mode at the start of every epoch, so each epoch (and a run resumed at an
+        epoch boundary) recomputes them on its first step."""
+        self._kg_cache, self._kg_age = None, 0
+        return super().train(mode)
 
     def attention_weights(self, index: int, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-edge ``pi`` (tails of round ``index`` in CSR order) and per-group ``beta``."""
+        """Per-edge ``pi`` (tails of round ``index`` in CSR order) and per-group ``beta``,
+        from the states ``x`` of the round's input (:meth:`graph_states` for the first round,
+        the previous round's output after it)."""
         rnd: _Round = self.rounds[index]  # type: ignore[assignment]
         if self.attention:
-            query = x[rnd.group_head] * self.rel_emb[rnd.group_rel] / math.sqrt(self.dim)
+            head = x.index_select(0, rnd.head_input[rnd.group_head])
+            query = head * self.rel_emb.index_select(0, rnd.group_rel) / math.sqrt(self.dim)
             logits = rnd.tails.scores(query, x)
-            beta = softmax(self.rel_weight[rnd.group_rel], rnd.group_head, num_nodes=self.num_nodes)
+            beta = softmax(self.rel_weight.index_select(0, rnd.group_rel), rnd.group_head,
+                           num_nodes=rnd.num_heads)
         else:
             logits = torch.zeros(rnd.tails.num_edges, device=x.device)
-            count = torch.bincount(rnd.group_head, minlength=self.num_nodes).clamp(min=1)
+            count = torch.bincount(rnd.group_head, minlength=rnd.num_heads).clamp(min=1)
             beta = 1.0 / count[rnd.group_head].float()
         return softmax(logits, rnd.tails.row, num_nodes=rnd.num_groups), beta
 
     def knowledge(self, x: Tensor) -> Tensor:
-        """``[I, d]`` knowledge-graph summaries ``k_i`` of the products (zero without KG)."""
-        k = torch.zeros(self.num_items, self.dim, device=x.device, dtype=x.dtype)
+        """``[I, d]`` knowledge-graph summaries ``k_i`` of the products from the node states
+        ``x`` (:meth:`graph_states`); zero for products without knowledge-graph edges."""
         rounds: list[_Round] = list(self.rounds)  # type: ignore[arg-type]
         for index, rnd in enumerate(rounds):
             pi, beta = self.attention_weights(index, x)
             if self.training and self.kg_dropout > 0:
                 pi = nn.functional.dropout(pi, self.kg_dropout)
             by_group = rnd.tails.aggregate(pi, x)
-            out = rnd.heads.aggregate(beta[rnd.heads.order], by_group)
-            x = out * rnd.is_head + x * (1 - rnd.is_head)  # heads updated, the rest kept
-            k = out[self.num_users : self.num_users + self.num_items]
-        return k
+            # The heads' new states: the next round's input.
+            x = rnd.to_heads.aggregate(beta.index_select(0, rnd.to_heads.order), by_group)
+        # The last round's heads are products (rows below num_items of the node space).
+        return x.new_zeros(self.num_items, self.dim).index_copy(0, rounds[-1].heads, x)
 
-    def node_states(self) -> Tensor:
-        """``[N, d]`` states every attention round starts from: free embeddings of all
-        nodes; a product's id embedding, or its projected text where the id stands out
-        (products without events, and the ``id_dropout`` share in training)."""
-        w = self.node.weight.float()
-        users, end = self.num_users, self.num_users + self.num_items
+    def item_states(self) -> Tensor:
+        """``[I, d]``: a product's id embedding, or its projected text where the id stands
+        out (products without events, and the ``id_dropout`` share in training)."""
+        ids = self.node.weight[self.num_users :]
         use_id = self.seen
-        if self.text_proj is not None and self.features is not None:
-            if self.training and self.id_dropout > 0:
-                keep = torch.rand_like(use_id) >= self.id_dropout
-                use_id = use_id * keep
-            items = w[users:end] * use_id + self.text_proj(self.features) * (1 - use_id)
-        else:
-            items = w[users:end] * use_id
-        return torch.cat([w[:users], items, w[end:]])
+        if self.text_proj is None or self.features is None:
+            return ids * use_id
+        if self.training and self.id_dropout > 0:
+            use_id = use_id * (torch.rand_like(use_id) >= self.id_dropout)
+        return ids * use_id + self.text_proj(self.features) * (1 - use_id)
+
+    def graph_states(self, items: Tensor) -> Tensor:
+        """``[I + E, d]`` states of the knowledge-graph node space (products, then the other
+        knowledge-graph nodes) that the attention rounds start from."""
+        assert self.entity is not None
+        return torch.cat([items, self.entity.weight])
+
+    def _knowledge_part(self, items: Tensor) -> Tensor:
+        """``k`` for this call: recomputed in evaluation, on an epoch's first training step
+        and every ``kg_every`` steps after; otherwise the last one, as a constant."""
+        if not self.training:
+            return self.knowledge(self.graph_states(items))
+        if self._kg_cache is None or self._kg_age >= self.kg_every:
+            k = self.knowledge(self.graph_states(items))
+            self._kg_cache, self._kg_age = k.detach(), 1
+            return k
+        self._kg_age += 1
+        return self._kg_cache
 
     def inputs(self) -> Tensor:
         """Layer-0 states ``[U + I, d]`` of the collaborative propagation: users' ids;
         products' id, text and gated knowledge-graph parts."""
-        x = self.node_states()
-        users, end = self.num_users, self.num_users + self.num_items
-        items = x[users:end]
+        items = self.item_states()
         if len(self.rounds):
-            items = items + self.gate * self.knowledge(x)
-        return torch.cat([x[:users], items])
+            items = items + self.gate * self._knowledge_part(items)
+        return torch.cat([self.node.weight[: self.num_users], items])
 
     def embed(self) -> tuple[Tensor, Tensor]:
         with torch.autocast(device_type=self.node.weight.device.type, enabled=False):
-            x = self.inputs()
+            x = self.inputs().float()
             self._layer0 = x
             out, view = x, None
             noisy = self.training and self.cl_eps > 0
@@ -272,8 +350,8 @@ class KGATModel(Recommender):
         view, final = self._views
         loss = view.new_zeros(())
         for nodes in (users.unique(), items.unique() + self.num_users):
-            a = nn.functional.normalize(view[nodes], dim=-1)
-            b = nn.functional.normalize(final[nodes], dim=-1)
+            a = nn.functional.normalize(view.index_select(0, nodes), dim=-1)
+            b = nn.functional.normalize(final.index_select(0, nodes), dim=-1)
             target = torch.arange(len(nodes), device=a.device)
             loss = loss + nn.functional.cross_entropy(a @ b.t() / temperature, target)
         return loss
@@ -282,4 +360,4 @@ class KGATModel(Recommender):
         """Layer-0 states of the last :meth:`embed` (regularising text and knowledge parts
         too, so the gate and projection cannot grow without bound)."""
         x0 = self._layer0 if self._layer0 is not None else self.inputs()
-        return x0[users], x0[items + self.num_users]
+        return x0.index_select(0, users), x0.index_select(0, items + self.num_users)

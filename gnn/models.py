@@ -114,7 +114,7 @@ class MFModel(Recommender):
         return self.user.weight, self.item.weight
 
     def ego(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
-        return self.user(users), self.item(items)
+        return self.user.weight.index_select(0, users), self.item.weight.index_select(0, items)
 
 
 class LightGCNModel(Recommender):
@@ -151,4 +151,4 @@ class LightGCNModel(Recommender):
 
     def ego(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
         weight = self.lightgcn.embedding.weight
-        return weight[users], weight[items + self.num_users]
+        return weight.index_select(0, users), weight.index_select(0, items + self.num_users)

@@ -3,6 +3,11 @@
 ``train_model`` accepts :class:`TrainSettings` or any object with the same attribute names
 (``kgrec.config.TrainConfig`` qualifies; gnn never imports kgrec). One full-graph
 propagation per batch on a sparse adjacency; the negative sampler knows training pairs only.
+
+Cost: a step costs O(events + nodes) (the propagation) plus O(batch); an epoch has at most
+``max_steps_per_epoch`` steps (:func:`scaled_batch`), so an epoch costs O(events + nodes),
+linear in the data. Results depend on the seed and the machine's thread count, never on
+the clock or the load: no decision reads a timer except the ``max_minutes`` safety net.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from kgrec.gnn.device import resolve_device
+from kgrec.gnn.device import resolve_device, set_threads
 from kgrec.gnn.distributed import Replica, current_replica
 from kgrec.gnn.graph import (
     bipartite_edge_index,
@@ -64,6 +70,11 @@ class TrainSettings:
         dim: embedding size (64). layers: collaborative propagation layers (3).
         kg_hops: knowledge-graph attention rounds of gat/gcn (2; 0 leaves the KG out).
         kg_dropout: dropout on gat/gcn attention coefficients (0.3).
+        kg_every: gat/gcn: steps between recomputations of the knowledge-graph summaries
+            in training (1: every step; k > 1 recomputes them on each epoch's first step and
+            every k steps, reusing them as constants in between, see
+            :class:`kgrec.gnn.kgat.KGATModel`: cheaper steps where the knowledge graph is
+            large, at a measured cost in quality, see README).
         text_features: gat/gcn take the products' text vectors as inputs (True; the
             callers encode them, see ``kgrec train``).
         id_dropout: gat/gcn with text: share of products whose id embedding is replaced by
@@ -80,6 +91,12 @@ class TrainSettings:
             the batch's users and products.
         epochs: maximum epochs (300). batch_size: positive pairs per step (4096).
         lr: Adam learning rate (5e-3).
+        max_steps_per_epoch: steps per epoch at most (32). Every step propagates the whole
+            graph, whose cost grows with the events, so a fixed batch would make an epoch
+            grow with their square; on data with more than ``batch_size *
+            max_steps_per_epoch`` training pairs the batch grows to fill this many steps and
+            the learning rate with the square root of the batch's growth
+            (:func:`scaled_batch`). None keeps ``batch_size`` whatever the data.
         weight_decay: L2 coefficient on the batch's layer-0 embeddings only (1e-4).
         patience: evaluations without a better validation NDCG@k before stopping (4).
         eval_every: epochs between validation evaluations (2). k: metric cut-off (20).
@@ -88,8 +105,13 @@ class TrainSettings:
             autocast where supported.
         event_weights: per-event-type loss weights; empty keeps the split's weights.
         max_batches: stop each epoch after this many batches (None = all; for smoke runs).
-        max_minutes: wall-time limit, checked after every batch (None = no limit); the
-            best validated state is kept and the run is reported as not converged.
+        max_minutes: a safety net, not a way to end training (None = no limit, the
+            default): a wall-time limit checked after every batch; the best validated state
+            is kept and the run is reported as stopped by the time limit and not converged.
+            Where it acts, results depend on the machine's speed and load; epochs, patience
+            and early stopping decide when training ends.
+        threads: torch CPU threads (None: the CPUs this process may use, shared among the
+            local training processes; see :func:`kgrec.gnn.device.set_threads`).
     """
 
     model: str = "gat"
@@ -97,6 +119,7 @@ class TrainSettings:
     layers: int = 3
     kg_hops: int = 2
     kg_dropout: float = 0.3
+    kg_every: int = 1
     text_features: bool = True
     id_dropout: float = 0.2
     init_std: float | None = None
@@ -106,6 +129,7 @@ class TrainSettings:
     epochs: int = 300
     batch_size: int = 4096
     lr: float = 5e-3
+    max_steps_per_epoch: int | None = 32
     weight_decay: float = 1e-4
     patience: int = 4
     eval_every: int = 2
@@ -115,6 +139,7 @@ class TrainSettings:
     event_weights: dict[str, float] = field(default_factory=dict)
     max_batches: int | None = None
     max_minutes: float | None = None
+    threads: int | None = None
 
     @classmethod
     def from_any(cls, cfg: Any = None, **overrides: Any) -> TrainSettings:
@@ -181,6 +206,7 @@ def build_model(
         return KGATModel(graph, adj, split.item_counts(), dim=settings.dim,
                          layers=settings.layers, kg_hops=settings.kg_hops,
                          attention=name == "gat", kg_dropout=settings.kg_dropout,
+                         kg_every=settings.kg_every,
                          product_features=product_features if settings.text_features else None,
                          id_dropout=settings.id_dropout, init_std=settings.init_std or INIT_STD,
                          cl_eps=settings.cl_eps if settings.cl_weight > 0 else 0.0)
@@ -200,8 +226,10 @@ class TrainResult:
         best_epoch: epoch of the restored state (0 for untrained models).
         seconds: training wall time.
         stop_reason: ``"early stopping"`` (validation stopped improving for ``patience``
-            evaluations: converged), ``"epoch cap"``, ``"time limit"`` or
-            ``"not trainable"`` (popularity, frozen embeddings).
+            evaluations: converged), ``"epoch cap"``, ``"time limit"`` (the ``max_minutes``
+            safety net) or ``"not trainable"`` (popularity, frozen embeddings).
+        applied: what the run derived from the settings and the machine: ``batch_size``
+            and ``lr`` (:func:`scaled_batch`) and torch ``threads``.
     """
 
     model: Recommender
@@ -212,6 +240,7 @@ class TrainResult:
     best_epoch: int = 0
     seconds: float = 0.0
     stop_reason: str = "not trainable"
+    applied: dict[str, Any] = field(default_factory=dict)
 
     @property
     def converged(self) -> bool | None:
@@ -237,14 +266,24 @@ class TrainResult:
             f"{self.seconds:.1f}s; loss {losses[0] if losses else float('nan'):.4f} -> "
             f"{losses[-1] if losses else float('nan'):.4f}; best {stage} NDCG@{k} "
             f"{best:.4f} (restored state: epoch {self.best_epoch}); {self._stopped()}; "
-            f"embeddings for "
+            f"{self._applied()}embeddings for "
             f"{len(self.user_embeddings.ids):,} users and "
             f"{len(self.product_embeddings.ids):,} products."
         )
 
+    def _applied(self) -> str:
+        a = self.applied
+        if not a or self.converged is None:
+            return ""
+        return f"batch {a['batch_size']:,}, lr {a['lr']:.3g}, {a['threads']} threads; "
+
     def _stopped(self) -> str:
         if self.converged is None:
             return "no training"
+        if self.stop_reason == "time limit":
+            return (f"NOT converged: stopped by the max_minutes safety net "
+                    f"({self.settings.max_minutes:g} min) before early stopping; the result "
+                    f"depends on the machine's speed and load")
         if self.converged:
             return "converged (early stopping)"
         return f"NOT converged: stopped by the {self.stop_reason} before early stopping"
@@ -269,6 +308,7 @@ class TrainResult:
             atomic_write(folder / name, write)
         meta = {"settings": dataclasses.asdict(self.settings), "best_epoch": self.best_epoch,
                 "seconds": self.seconds, "stop_reason": self.stop_reason,
+                "applied": self.applied,
                 "converged": self.converged, "checksums": checksums(folder, writers)}
         write_text(folder / "settings.json", json.dumps(meta, indent=2))
         return folder
@@ -292,7 +332,7 @@ class TrainResult:
         return cls(
             FrozenEmbeddings(users.tensor, items.tensor), users, items, history,
             TrainSettings.from_any(None, **meta["settings"]), meta["best_epoch"], meta["seconds"],
-            meta.get("stop_reason", "epoch cap"),
+            meta.get("stop_reason", "epoch cap"), meta.get("applied", {}),
         )
 
 
@@ -314,6 +354,22 @@ def train_weights(snapshot: GraphSnapshot, split: Split,
     if joined["weight"].isna().any():
         raise ValueError("split holds pairs the snapshot does not; was it made from another graph?")
     return torch.as_tensor(joined["weight"].to_numpy("float32"))
+
+
+def scaled_batch(settings: TrainSettings, pairs: int) -> tuple[int, float]:
+    """The batch size and learning rate of a run over ``pairs`` training pairs.
+
+    ``settings.batch_size`` and ``settings.lr`` while an epoch needs at most
+    ``settings.max_steps_per_epoch`` steps; beyond, the batch that fills that many steps and
+    the learning rate times the square root of the batch's growth (Adam's usual scaling;
+    Krizhevsky 2014, Malladi et al. 2022), so that an epoch costs a bounded number of
+    full-graph propagations: linear in the events, not quadratic.
+    """
+    cap = settings.max_steps_per_epoch
+    if cap is None or pairs <= settings.batch_size * cap:
+        return settings.batch_size, settings.lr
+    batch = math.ceil(pairs / cap)
+    return batch, settings.lr * math.sqrt(batch / settings.batch_size)
 
 
 def _autocast(device: torch.device):
@@ -367,10 +423,12 @@ class _BatchLoss(nn.Module):
         lo, hi = self.replica.bounds(len(users))
         us, ps, ns, ws = users[lo:hi], pos[lo:hi], neg[lo:hi], w[lo:hi]
         user_emb, item_emb = model.embed()  # one full-graph propagation per batch
-        u = user_emb[us]
+        # index_select, never x[idx]: its backward (index_add) sums in a fixed order on any
+        # number of CPU threads, advanced indexing's (index_put with accumulate) does not.
+        u = user_emb.index_select(0, us)
         share = ws.sum() / w.sum().clamp(min=1e-12)  # this rank's part of the weight mean
-        loss = bpr_loss((u * item_emb[ps]).sum(-1).float(),
-                        (u * item_emb[ns]).sum(-1).float(), ws) * share * world
+        loss = bpr_loss((u * item_emb.index_select(0, ps)).sum(-1).float(),
+                        (u * item_emb.index_select(0, ns)).sum(-1).float(), ws) * share * world
         eu, ep = model.ego(us, ps)
         _, en = model.ego(us, ns)
         reg = (eu.pow(2).sum() + ep.pow(2).sum() + en.pow(2).sum()) / (2 * len(users))
@@ -381,8 +439,8 @@ class _BatchLoss(nn.Module):
         return loss
 
 
-def _epoch(step, optimizer, pairs, weights, sampler, settings, device, gen, bar,
-           deadline: float | None, replica: Replica) -> tuple[float, int, bool]:
+def _epoch(step, optimizer, pairs, weights, sampler, settings, batch_size: int, device, gen,
+           bar, deadline: float | None, replica: Replica) -> tuple[float, int, bool]:
     """One pass over the shuffled training pairs; returns (mean loss, batches run, stopped by
     the deadline).
 
@@ -392,14 +450,14 @@ def _epoch(step, optimizer, pairs, weights, sampler, settings, device, gen, bar,
     n = pairs.shape[1]
     perm = torch.randperm(n, generator=gen)
     total, steps = 0.0, 0
-    starts = range(0, n, settings.batch_size)
+    starts = range(0, n, batch_size)
     # A per-batch bar only where an epoch is long enough to need one (e.g. Gowalla).
     batches = tqdm(starts, desc="batches", unit="batch", leave=False,
                    disable=bar.disable or len(starts) < 50)
     for start in batches:
         if settings.max_batches is not None and steps >= settings.max_batches:
             break
-        idx = perm[start : start + settings.batch_size]
+        idx = perm[start : start + batch_size]
         users, pos = pairs[0, idx], pairs[1, idx]
         neg = sampler.sample(users)  # for the whole batch: the same draws on every rank
         with _autocast(device):
@@ -429,7 +487,7 @@ class _Progress:
 
 
 #: Settings a resumed run may change (caps and placement); any other must match.
-RESUMABLE = ("epochs", "max_minutes", "patience", "device")
+RESUMABLE = ("epochs", "max_minutes", "patience", "device", "threads")
 
 
 def _rng_state(gen: torch.Generator) -> dict[str, Any]:
@@ -515,6 +573,8 @@ def train_model(
         raise ValueError("resume=True needs the checkpoint_dir of the interrupted run")
     device = resolve_device(settings.device)
     replica = current_replica(device)
+    threads = set_threads(settings.threads, int(os.environ.get("LOCAL_WORLD_SIZE",
+                                                               replica.world)))
     torch.manual_seed(settings.seed)
     np.random.seed(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
@@ -527,16 +587,17 @@ def train_model(
     stop_reason = "not trainable"
     start = time.perf_counter()
     deadline = None if settings.max_minutes is None else start + 60 * settings.max_minutes
+    batch_size, lr = scaled_batch(settings, len(split.train))
     if model.trainable and len(split.train):
-        optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         if resume and folder is not None and (folder / LAST_CHECKPOINT).exists():
             state = _resume(folder / LAST_CHECKPOINT, model, optimizer, gen, settings)
             if replica.is_main:
                 log.info("resuming %s after epoch %d", settings.model, state.epoch)
         elif resume and replica.is_main:
             log.warning("nothing to resume in %s: training from scratch", folder)
-        loop = _Loop(model, optimizer, gen, split, weights, settings, device, replica, stage,
-                     folder if replica.is_main else None, progress and replica.is_main)
+        loop = _Loop(model, optimizer, gen, split, weights, settings, batch_size, device, replica,
+                     stage, folder if replica.is_main else None, progress and replica.is_main)
         stop_reason = loop.run(state, deadline)
         if state.best_state is not None:
             model.load_state_dict(state.best_state)
@@ -547,7 +608,8 @@ def train_model(
     seconds = time.perf_counter() - start
     users, items = _embeddings(model, snapshot)
     result = TrainResult(model, users, items, state.history, settings, state.best_epoch,
-                         seconds, stop_reason)
+                         seconds, stop_reason, {"batch_size": batch_size, "lr": lr,
+                                                "threads": threads})
     if progress and replica.is_main:
         print(result.summary())
     return result
@@ -563,6 +625,7 @@ class _Loop:
     split: Split
     weights: Tensor  # loss weight of each training pair
     settings: TrainSettings
+    batch_size: int  # scaled_batch's
     device: torch.device
     replica: Replica
     stage: str | None
@@ -584,8 +647,8 @@ class _Loop:
         for epoch in bar:
             t0 = time.perf_counter()
             loss, batches, out_of_time = _epoch(step, self.optimizer, pairs, self.weights, sampler,
-                                                settings, self.device, self.gen, bar, deadline,
-                                                self.replica)
+                                                settings, self.batch_size, self.device, self.gen,
+                                                bar, deadline, self.replica)
             record: dict[str, Any] = {"epoch": epoch, "loss": loss, "batches": batches,
                                       "seconds": time.perf_counter() - t0}
             # The curve always ends on an evaluated epoch, however training stops.

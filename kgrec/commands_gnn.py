@@ -18,8 +18,8 @@ MODELS = tuple(sorted(MODEL_NAMES))
 #: at None they keep the configured value.
 TRAIN_OPTIONS = {name: f"train.{name}" for name in (
     "epochs", "dim", "layers", "batch_size", "lr", "patience", "eval_every", "k", "seed",
-    "device", "max_minutes", "kg_hops", "kg_dropout", "init_std", "text_features", "split",
-    "out_dir", "nproc",
+    "device", "max_minutes", "kg_hops", "kg_dropout", "kg_every", "init_std", "text_features",
+    "split", "out_dir", "nproc", "max_steps_per_epoch", "threads",
 )} | {"reg": "train.weight_decay"}
 
 
@@ -105,6 +105,12 @@ def _train_options(p: argparse.ArgumentParser, with_model: bool = True) -> None:
     g.add_argument("--batch-size", type=int,
                    help=f"pairs per step {default_help('train.batch_size')}")
     g.add_argument("--lr", type=float, help=f"Adam learning rate {default_help('train.lr')}")
+    g.add_argument("--max-steps-per-epoch", type=int,
+                   help="steps per epoch at most: on larger data the batch grows to fill "
+                   "them and the learning rate with its square root, so an epoch's cost "
+                   f"grows linearly with the events {default_help('train.max_steps_per_epoch')}")
+    g.add_argument("--threads", type=int, help="torch CPU threads "
+                   + default_help("train.threads", "the CPUs this process may use"))
     g.add_argument("--reg", type=float,
                    help=f"L2 on the batch's embeddings {default_help('train.weight_decay')}")
     g.add_argument("--patience", type=int, help="evaluations without improvement before "
@@ -116,13 +122,17 @@ def _train_options(p: argparse.ArgumentParser, with_model: bool = True) -> None:
                    help=f"seed of split, init and negatives {default_help('train.seed')}")
     g.add_argument("--device", help="auto (CUDA when present, with bf16 autocast), cpu, cuda "
                    f"or cuda:N {default_help('train.device')}")
-    g.add_argument("--max-minutes", type=float, help="wall-time limit, checked after every "
-                   "batch; the best checkpoint is kept and the run is marked not converged "
+    g.add_argument("--max-minutes", type=float, help="safety net only: a wall-time limit, "
+                   "checked after every batch; the best checkpoint is kept and the run is "
+                   "marked not converged (its result then depends on the machine's load) "
                    f"{default_help('train.max_minutes', 'no limit')}")
     g.add_argument("--kg-hops", type=int, help="gat/gcn: attention rounds over the knowledge "
                    f"graph; 0 leaves it out {default_help('train.kg_hops')}")
     g.add_argument("--kg-dropout", type=float, help="gat/gcn: dropout on attention "
                    f"coefficients {default_help('train.kg_dropout')}")
+    g.add_argument("--kg-every", type=int, help="gat/gcn: training steps between "
+                   "recomputations of the knowledge-graph summaries (1: every step) "
+                   f"{default_help('train.kg_every')}")
     g.add_argument("--init-std", type=float, help="std of the normal initialisation of id "
                    "embeddings "
                    + default_help("train.init_std", "each model's own: 0.1, xavier for mf"))

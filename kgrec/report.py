@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,31 @@ class ReportData:
     outputs: dict[str, str]
     #: stage -> (seconds, reused).
     stages: dict[str, tuple[float, bool]] = field(default_factory=dict)
+    #: model -> how its training ended (:func:`training_line`).
+    training: dict[str, str] = field(default_factory=dict)
+
+
+def training_line(settings_json: str | Path) -> str:
+    """How a saved training run ended, from its ``settings.json``: early stopping, the
+    epoch cap, or the ``max_minutes`` safety net (whose result depends on the machine)."""
+    meta = json.loads(Path(settings_json).read_text())
+    reason, best = meta.get("stop_reason", "epoch cap"), meta.get("best_epoch", 0)
+    if reason == "not trainable":
+        return "is not trained"
+    if reason == "early stopping":
+        return f"converged by early stopping (best epoch {best})"
+    if reason == "time limit":
+        return (f"NOT converged: stopped by the max_minutes safety net "
+                f"({meta['settings'].get('max_minutes')} min) at best epoch {best}; its "
+                f"figures depend on the machine's speed and load")
+    return f"NOT converged: stopped by the epoch cap (best epoch {best})"
+
+
+def _training(data: ReportData) -> list[tuple[str, Any]]:
+    if not data.training:
+        return []
+    return [("p", "Training: " + "; ".join(f"{m} {line}" for m, line in data.training.items())
+             + ".")]
 
 
 def write_report(data: ReportData, folder: str | Path) -> tuple[Path, Path]:
@@ -136,7 +162,8 @@ def _blocks(data: ReportData) -> dict[str, list[tuple[str, Any]]]:
     return {
         "summary": [("p", f"Best overall NDCG@{k}: {best} "
                           f"({data.metrics[best]['overall'][f'ndcg@{k}']:.4f}). "
-                          + _fusion_gain(data.metrics, k) + f" Stages: {stages}.")],
+                          + _fusion_gain(data.metrics, k) + f" Stages: {stages}."),
+                    *_training(data)],
         "dataset": [("p", data.dataset),
                     ("table", pd.DataFrame(list(data.counts.items()),
                                            columns=["label / type", "count"])),

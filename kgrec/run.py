@@ -337,7 +337,7 @@ class Pipeline:
 
     def report_data(self):
         from kgrec.kg.stats import graph_stats
-        from kgrec.report import ReportData
+        from kgrec.report import ReportData, training_line
 
         stats = graph_stats(self.snapshot)
         rec = self.recommender(self.models[0])
@@ -361,4 +361,6 @@ class Pipeline:
             jobs={n: j.to_dict() for n, j in rec.fusion.fit.jobs.items()},
             stats=stats,
             recommendations=frame, samples=samples, outputs=outputs,
-            stages={n: (r.seconds, r.reused) for n, r in self.result.stages.items()})
+            stages={n: (r.seconds, r.reused) for n, r in self.result.stages.items()},
+            training={m: training_line(self.path("runs", m, "settings.json"))
+                      for m in self.models})

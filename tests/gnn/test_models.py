@@ -18,6 +18,7 @@ from kgrec.gnn.kgat import KGATModel, knowledge_rounds
 from kgrec.gnn.models import INIT_STD, LightGCNModel, MFModel, SymmetricSpmm
 from kgrec.gnn.split import Split
 from torch_geometric.nn import GCNConv, LightGCN
+from torch_geometric.utils import softmax as pyg_softmax
 
 from tests.gnn.conftest import random_graph, tiny_snapshot
 
@@ -123,31 +124,103 @@ def test_knowledge_rounds_walk_back_from_products(ml100k_snapshot, ml100k_split)
     assert int(first.sum()) > 90_000
 
 
+def _round_inputs(model: KGATModel) -> list[torch.Tensor]:
+    """The states each attention round reads: the node space, then each round's output."""
+    x = model.graph_states(model.item_states()).detach()
+    inputs = []
+    for index, rnd in enumerate(model.rounds):
+        inputs.append(x)
+        pi, beta = model.attention_weights(index, x)
+        x = rnd.to_heads.aggregate(beta[rnd.to_heads.order], rnd.tails.aggregate(pi, x))
+    return inputs
+
+
 def test_attention_normalises_per_head_and_relation(ml100k_kgat):
     model = ml100k_kgat
-    x = model.node_states().detach()
-    for index, rnd in enumerate(model.rounds):
+    for index, (rnd, x) in enumerate(zip(model.rounds, _round_inputs(model), strict=True)):
         pi, beta = model.attention_weights(index, x)
         per_group = torch.zeros(rnd.num_groups).index_add_(0, rnd.tails.row, pi.detach())
         assert torch.allclose(per_group, torch.ones(rnd.num_groups), atol=1e-5)
-        per_head = torch.zeros(model.num_nodes).index_add_(0, rnd.group_head, beta.detach())
-        heads = torch.unique(rnd.group_head)
-        assert torch.allclose(per_head[heads], torch.ones(heads.numel()), atol=1e-5)
+        per_head = torch.zeros(rnd.num_heads).index_add_(0, rnd.group_head, beta.detach())
+        assert torch.allclose(per_head, torch.ones(rnd.num_heads), atol=1e-5)
         # Attention is not uniform: tails of one (head, relation) get different weights.
         sizes = torch.bincount(rnd.tails.row, minlength=rnd.num_groups)
         big = sizes[rnd.tails.row] > 1
         assert float(pi[big].std()) > 1e-3
 
 
+def test_knowledge_matches_the_attention_formula_over_the_whole_graph(ml100k_snapshot,
+                                                                       ml100k_split, ml100k_kgat):
+    """The compact rounds (each reads only the rows the round before wrote) equal the
+    module docstring's formula evaluated with plain gathers over every node."""
+    model = ml100k_kgat
+    graph = homogeneous_graph(training_graph(ml100k_snapshot, ml100k_split),
+                              ml100k_snapshot.relations)
+    users, num_rel = model.num_users, len(graph.edge_types)
+    x = model.graph_states(model.item_states()).detach()
+    with torch.no_grad():
+        expected = x
+        for mask in knowledge_rounds(graph, hops=2):
+            tail, head = graph.edge_index[:, mask] - users
+            rel = graph.edge_type[mask]
+            logits = (expected[head] * model.rel_emb[rel] * expected[tail]).sum(-1) / 4.0
+            _, group = torch.unique(head * num_rel + rel, return_inverse=True)
+            pi = pyg_softmax(logits, group)
+            per_group = torch.zeros(int(group.max()) + 1, 16).index_add_(
+                0, group, pi[:, None] * expected[tail])
+            group_head = torch.zeros(per_group.shape[0], dtype=torch.long)
+            group_rel = torch.zeros_like(group_head)
+            group_head[group], group_rel[group] = head, rel
+            beta = pyg_softmax(model.rel_weight[group_rel], group_head)
+            heads = torch.zeros_like(expected).index_add_(0, group_head,
+                                                          beta[:, None] * per_group)
+            is_head = torch.zeros(len(expected), 1)
+            is_head[head] = 1.0
+            expected = heads * is_head + expected * (1 - is_head)
+        got = model.knowledge(x)
+    linked = torch.unique(graph.edge_index[1, knowledge_rounds(graph, 2)[-1]]) - users
+    assert got.shape == (1682, 16)
+    assert torch.allclose(got[linked], expected[linked], atol=1e-5)
+    unlinked = torch.ones(1682, dtype=torch.bool)
+    unlinked[linked] = False
+    assert float(got[unlinked].abs().sum()) == 0.0
+
+
 def test_gcn_variant_averages_uniformly(ml100k_snapshot, ml100k_split):
     model = _kgat(ml100k_snapshot, ml100k_split, dim=8, attention=False)
-    x = model.node_states().detach()
+    x = model.graph_states(model.item_states()).detach()
     pi, beta = model.attention_weights(0, x)
     rnd = model.rounds[0]
     sizes = torch.bincount(rnd.tails.row, minlength=rnd.num_groups).float()
     assert torch.allclose(pi, 1.0 / sizes[rnd.tails.row])
-    relations = torch.bincount(rnd.group_head, minlength=model.num_nodes).float()
+    relations = torch.bincount(rnd.group_head, minlength=rnd.num_heads).float()
     assert torch.allclose(beta, 1.0 / relations[rnd.group_head])
+
+
+def test_knowledge_summaries_are_reused_for_kg_every_steps(ml100k_snapshot, ml100k_split):
+    model = _kgat(ml100k_snapshot, ml100k_split, dim=8, kg_every=3).train()
+    entity_grads = []
+    for _ in range(7):
+        model.zero_grad(set_to_none=True)
+        users, items = model.embed()
+        (users.pow(2).sum() + items.pow(2).sum()).backward()
+        entity_grads.append(model.entity.weight.grad is not None)
+        assert model.node.weight.grad is not None and model.gate.grad is not None
+    # Recomputed (with gradients into the entities) on steps 1, 4 and 7 only.
+    assert entity_grads == [True, False, False, True, False, False, True]
+    model.train()  # a new epoch recomputes on its first step
+    model.zero_grad(set_to_none=True)
+    model.embed()[1].sum().backward()
+    assert model.entity.weight.grad is not None
+    # Evaluation always recomputes: the summaries follow the entity embeddings at once.
+    model.eval()
+    with torch.no_grad():
+        before = model.embed()[1]
+        model.entity.weight.mul_(2.0)
+        after = model.embed()[1]
+    assert not torch.allclose(before, after)
+    with pytest.raises(ValueError, match="kg_every"):
+        _kgat(ml100k_snapshot, ml100k_split, dim=8, kg_every=0)
 
 
 def test_product_without_events_gets_a_text_and_graph_embedding():
@@ -179,7 +252,7 @@ def test_kgat_trains_through_the_edge_kernels(ml100k_kgat):
     model.zero_grad()
     users, items = model.embed()
     (users.pow(2).sum() + items.pow(3).sum()).backward()
-    for name in ("node.weight", "rel_emb", "rel_weight", "gate"):
+    for name in ("node.weight", "entity.weight", "rel_emb", "rel_weight", "gate"):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and float(grad.abs().sum()) > 0, name
     model.eval()

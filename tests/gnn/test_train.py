@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 from kgrec.gnn.metrics import evaluate_ranking
-from kgrec.gnn.train import TrainResult, TrainSettings, train_model, train_weights
+from kgrec.gnn.train import (
+    TrainResult,
+    TrainSettings,
+    scaled_batch,
+    train_model,
+    train_weights,
+)
 
 from tests.gnn.conftest import random_graph
 
@@ -140,10 +150,11 @@ def test_epoch_cap_is_reported_as_not_converged(tmp_path, ml100k_snapshot, ml100
 def test_time_limit_stops_within_a_batch(ml100k_snapshot, ml100k_split):
     # 80,808 pairs in batches of 256: 316 batches an epoch; a 1 ms budget ends after one.
     settings = TrainSettings(model="mf", epochs=50, batch_size=256, eval_every=10,
-                             max_minutes=1e-3 / 60)
+                             max_minutes=1e-3 / 60, max_steps_per_epoch=None)
     result = train_model(ml100k_snapshot, ml100k_split, settings, progress=False)
     assert [(h["epoch"], h["batches"]) for h in result.history] == [(1, 1)]
     assert (result.stop_reason, result.converged) == ("time limit", False)
+    assert "stopped by the max_minutes safety net" in result.summary()
     # The curve ends on an evaluated epoch even though epoch 1 is no evaluation epoch.
     assert "valid" in result.history[-1]
 
@@ -161,3 +172,53 @@ def test_xsimgcl_contrastive_training_lowers_the_loss():
     assert losses[0] > plain.history[0]["loss"] + 0.05
     with pytest.raises(ValueError, match="gcn or gat"):
         train_model(snapshot, split, TrainSettings(model="mf", cl_weight=0.1), progress=False)
+
+
+def test_scaled_batch_bounds_the_steps_of_an_epoch():
+    settings = TrainSettings(batch_size=4096, lr=0.005, max_steps_per_epoch=32)
+    assert scaled_batch(settings, 80_808) == (4096, 0.005)  # ml-100k: 20 steps, unchanged
+    assert scaled_batch(settings, 4096 * 32) == (4096, 0.005)
+    batch, lr = scaled_batch(settings, 1_000_000)
+    assert batch == 31_250 and math.ceil(1_000_000 / batch) == 32
+    assert lr == pytest.approx(0.005 * math.sqrt(31_250 / 4096))  # 0.01381
+    # 20M pairs: still 32 steps, so an epoch costs 32 propagations of a 20x larger graph.
+    assert math.ceil(20_000_000 / scaled_batch(settings, 20_000_000)[0]) == 32
+    fixed = TrainSettings(batch_size=4096, lr=0.005, max_steps_per_epoch=None)
+    assert scaled_batch(fixed, 1_000_000) == (4096, 0.005)
+
+
+def test_training_runs_the_scaled_batch(ml100k_snapshot, ml100k_split):
+    settings = TrainSettings(model="mf", epochs=1, batch_size=1024, lr=0.01,
+                             max_steps_per_epoch=8, eval_every=1)
+    result = train_model(ml100k_snapshot, ml100k_split, settings, progress=False)
+    assert result.history[0]["batches"] == 8  # 80,808 pairs in 8 steps of 10,101
+    assert result.applied["batch_size"] == 10_101
+    assert result.applied["lr"] == pytest.approx(0.01 * math.sqrt(10_101 / 1024))
+    assert "batch 10,101" in result.summary()
+
+
+def _cpu_burners(count: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def test_same_seed_same_metrics_on_a_busy_machine(ml100k_snapshot, ml100k_split):
+    """No clock decides anything: two trainings with one seed give identical losses and
+    validation metrics, the second while other processes keep every CPU busy."""
+    settings = TrainSettings(model="gat", dim=16, layers=2, epochs=4, eval_every=2,
+                             batch_size=8192, lr=0.01, text_features=False, kg_every=2)
+    assert settings.max_minutes is None
+    quiet = train_model(ml100k_snapshot, ml100k_split, settings, progress=False)
+    burners = _cpu_burners(2 * os.cpu_count())
+    try:
+        time.sleep(0.5)
+        assert os.getloadavg()[0] >= 0 and all(b.poll() is None for b in burners)
+        busy = train_model(ml100k_snapshot, ml100k_split, settings, progress=False)
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in quiet.history]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in busy.history] == strip
+    assert [h["valid"]["ndcg@20"] for h in quiet.history if "valid" in h][-1] > 0.05
+    assert torch.equal(quiet.product_embeddings.tensor, busy.product_embeddings.tensor)
+    assert quiet.applied == busy.applied  # the same threads, batch and learning rate
