@@ -55,3 +55,32 @@ def set_threads(requested: int | None = None, processes: int = 1) -> int:
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)
     return count
+
+
+#: glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def reuse_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse instead of unmapping it; True where
+    it applied (glibc on Linux).
+
+    glibc serves every allocation over 32 MB with a fresh ``mmap`` and unmaps it on free, so
+    each ``[N, d]`` tensor of a large graph is page-faulted in again on every training step:
+    at 1M events (216k nodes, 55 MB per ``[N, 64]`` tensor) a LightGCN step took 1.2 s
+    instead of 0.48 s. With no mmap and a high trim threshold the heap keeps such blocks,
+    and the process's peak memory is what it would be anyway.
+    """
+    import ctypes
+    import ctypes.util
+
+    if os.name != "posix" or not hasattr(os, "confstr"):
+        return False
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return False
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except (OSError, ValueError):
+        return False
+    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD,
+                                                                     1 << 31))

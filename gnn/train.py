@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from kgrec.gnn.device import resolve_device, set_threads
+from kgrec.gnn.device import resolve_device, reuse_freed_memory, set_threads
 from kgrec.gnn.distributed import Replica, current_replica
 from kgrec.gnn.graph import (
     bipartite_edge_index,
@@ -575,6 +575,7 @@ def train_model(
     replica = current_replica(device)
     threads = set_threads(settings.threads, int(os.environ.get("LOCAL_WORLD_SIZE",
                                                                replica.world)))
+    reuse_freed_memory()
     torch.manual_seed(settings.seed)
     np.random.seed(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
