@@ -7,7 +7,10 @@ CPU that memory traffic dominates (measured on ml-100k's 100k knowledge-graph ed
 thread: gather-and-scatter 0.42 s per forward+backward, these CSR kernels about 0.09 s).
 :class:`EdgePattern` keeps the pattern as CSR once and runs both products as
 ``torch.sparse`` kernels (sampled dense-dense product and sparse-dense product), whose
-backward passes are the same two kernels on the transposed pattern.
+backward passes are the same two kernels on the transposed pattern. On the CPU the
+sparse-dense products run PyG's row-parallel CSR kernel (``reduce="sum"``), which writes each
+output row once: on ml-100k's knowledge-graph patterns (about three edges a row) it takes
+half the time of the default kernel, which zero-fills its output and accumulates into it.
 """
 
 from __future__ import annotations
@@ -80,6 +83,13 @@ def _crow(row: Tensor, n: int) -> Tensor:
     return crow
 
 
+def _spmm(matrix: Tensor, x: Tensor) -> Tensor:
+    """``matrix @ x`` for a CSR ``matrix``: the row-parallel kernel where there is one."""
+    if x.device.type == "cpu":
+        return torch.sparse.mm(matrix, x, reduce="sum")
+    return torch.sparse.mm(matrix, x)
+
+
 def _sampled(pattern: EdgePattern, a: Tensor, b: Tensor) -> Tensor:
     """``(a @ b.T)`` at the pattern's entries, as ``[E]`` values (CSR order)."""
     zeros = torch.zeros(pattern.num_edges, dtype=a.dtype, device=a.device)
@@ -101,8 +111,8 @@ class _SampledDot(torch.autograd.Function):
         q, x = ctx.saved_tensors
         pattern: EdgePattern = ctx.pattern
         grad = grad.contiguous()
-        grad_q = torch.sparse.mm(pattern.matrix(grad), x) if ctx.needs_input_grad[1] else None
-        grad_x = torch.sparse.mm(pattern.matrix_t(grad), q) if ctx.needs_input_grad[2] else None
+        grad_q = _spmm(pattern.matrix(grad), x) if ctx.needs_input_grad[1] else None
+        grad_x = _spmm(pattern.matrix_t(grad), q) if ctx.needs_input_grad[2] else None
         return None, grad_q, grad_x
 
 
@@ -111,7 +121,7 @@ class _PatternSpmm(torch.autograd.Function):
     def forward(ctx, pattern: EdgePattern, values: Tensor, x: Tensor) -> Tensor:
         ctx.pattern = pattern
         ctx.save_for_backward(values, x)
-        return torch.sparse.mm(pattern.matrix(values), x)
+        return _spmm(pattern.matrix(values), x.contiguous())
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[None, Tensor | None, Tensor | None]:
@@ -119,6 +129,6 @@ class _PatternSpmm(torch.autograd.Function):
         pattern: EdgePattern = ctx.pattern
         grad = grad.contiguous()
         grad_values = _sampled(pattern, grad, x) if ctx.needs_input_grad[1] else None
-        grad_x = (torch.sparse.mm(pattern.matrix_t(values), grad)
+        grad_x = (_spmm(pattern.matrix_t(values), grad)
                   if ctx.needs_input_grad[2] else None)
         return None, grad_values, grad_x

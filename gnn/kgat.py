@@ -117,10 +117,13 @@ class _Round(nn.Module):
         if inputs is None:
             inputs = torch.arange(size)
         self.num_groups, self.num_heads = int(groups.numel()), int(heads.numel())
+        #: The edges by (head, relation) group, for attention's scores and softmax ...
         self.tails = EdgePattern(group, _position(inputs, src), self.num_groups,
                                  int(inputs.numel()))
-        self.to_heads = EdgePattern(group_head, torch.arange(self.num_groups), self.num_heads,
-                                    self.num_groups)
+        #: ... and the same edges by head, for the one product that sums a head's messages
+        #: (``per_head.order`` takes per-edge values from ``tails``' order to its own).
+        self.per_head = EdgePattern(group_head[self.tails.row], self.tails.col, self.num_heads,
+                                    int(inputs.numel()))
         #: Node-space rows of the heads and their rows in the input; each group's head (as a
         #: row of ``heads``) and relation.
         self.register_buffer("heads", heads, persistent=False)
@@ -131,7 +134,7 @@ class _Round(nn.Module):
     def _apply(self, fn, recurse=True):  # move the CSR patterns with the module
         out = super()._apply(fn, recurse)
         device = self.heads.device
-        self.tails, self.to_heads = self.tails.to(device), self.to_heads.to(device)
+        self.tails, self.per_head = self.tails.to(device), self.per_head.to(device)
         return out
 
 
@@ -261,8 +264,10 @@ class KGATModel(Recommender):
         the previous round's output after it)."""
         rnd: _Round = self.rounds[index]  # type: ignore[assignment]
         if self.attention:
-            head = x.index_select(0, rnd.head_input[rnd.group_head])
-            query = head * self.rel_emb.index_select(0, rnd.group_rel) / math.sqrt(self.dim)
+            # Gathered per head first: the backward pass then scatters heads, not groups,
+            # into the input's gradient.
+            head = x.index_select(0, rnd.head_input).index_select(0, rnd.group_head)
+            query = head * (self.rel_emb / math.sqrt(self.dim)).index_select(0, rnd.group_rel)
             logits = rnd.tails.scores(query, x)
             beta = softmax(self.rel_weight.index_select(0, rnd.group_rel), rnd.group_head,
                            num_nodes=rnd.num_heads)
@@ -275,16 +280,22 @@ class KGATModel(Recommender):
     def knowledge(self, x: Tensor) -> Tensor:
         """``[I, d]`` knowledge-graph summaries ``k_i`` of the products from the node states
         ``x`` (:meth:`graph_states`); zero for products without knowledge-graph edges."""
-        rounds: list[_Round] = list(self.rounds)  # type: ignore[arg-type]
-        for index, rnd in enumerate(rounds):
-            pi, beta = self.attention_weights(index, x)
-            if self.training and self.kg_dropout > 0:
-                pi = nn.functional.dropout(pi, self.kg_dropout)
-            by_group = rnd.tails.aggregate(pi, x)
-            # The heads' new states: the next round's input.
-            x = rnd.to_heads.aggregate(beta.index_select(0, rnd.to_heads.order), by_group)
+        for index in range(len(self.rounds)):
+            x = self.attention_round(index, x)
         # The last round's heads are products (rows below num_items of the node space).
-        return x.new_zeros(self.num_items, self.dim).index_copy(0, rounds[-1].heads, x)
+        last: _Round = self.rounds[-1]  # type: ignore[assignment]
+        return x.new_zeros(self.num_items, self.dim).index_copy(0, last.heads, x)
+
+    def attention_round(self, index: int, x: Tensor) -> Tensor:
+        """The new states ``[heads, d]`` of round ``index``'s heads (the next round's input)
+        from the states ``x`` of its input: each edge's message carries ``beta * pi``, so
+        one sparse product sums them per head, with no ``[groups, d]`` intermediate."""
+        rnd: _Round = self.rounds[index]  # type: ignore[assignment]
+        pi, beta = self.attention_weights(index, x)
+        if self.training and self.kg_dropout > 0:
+            pi = nn.functional.dropout(pi, self.kg_dropout)
+        weight = pi * beta.index_select(0, rnd.tails.row)
+        return rnd.per_head.aggregate(weight.index_select(0, rnd.per_head.order), x)
 
     def item_states(self) -> Tensor:
         """``[I, d]``: a product's id embedding, or its projected text where the id stands

@@ -53,19 +53,16 @@ class ReportData:
 
 
 def training_line(settings_json: str | Path) -> str:
-    """How a saved training run ended, from its ``settings.json``: early stopping, the
-    epoch cap, or the ``max_minutes`` safety net (whose result depends on the machine)."""
+    """How a saved training run ended, from its ``settings.json``
+    (:func:`kgrec.gnn.train.how_training_ended`)."""
+    from kgrec.gnn.train import how_training_ended
+
     meta = json.loads(Path(settings_json).read_text())
-    reason, best = meta.get("stop_reason", "epoch cap"), meta.get("best_epoch", 0)
+    reason = meta.get("stop_reason", "epoch cap")
     if reason == "not trainable":
         return "is not trained"
-    if reason == "early stopping":
-        return f"converged by early stopping (best epoch {best})"
-    if reason == "time limit":
-        return (f"NOT converged: stopped by the max_minutes safety net "
-                f"({meta['settings'].get('max_minutes')} min) at best epoch {best}; its "
-                f"figures depend on the machine's speed and load")
-    return f"NOT converged: stopped by the epoch cap (best epoch {best})"
+    return how_training_ended(reason, meta["settings"].get("max_minutes"),
+                              meta.get("best_epoch", 0))
 
 
 def _training(data: ReportData) -> list[tuple[str, Any]]:

@@ -128,10 +128,9 @@ def _round_inputs(model: KGATModel) -> list[torch.Tensor]:
     """The states each attention round reads: the node space, then each round's output."""
     x = model.graph_states(model.item_states()).detach()
     inputs = []
-    for index, rnd in enumerate(model.rounds):
+    for index in range(len(model.rounds)):
         inputs.append(x)
-        pi, beta = model.attention_weights(index, x)
-        x = rnd.to_heads.aggregate(beta[rnd.to_heads.order], rnd.tails.aggregate(pi, x))
+        x = model.attention_round(index, x)
     return inputs
 
 

@@ -15,11 +15,13 @@ from kgrec.gnn.metrics import evaluate_ranking
 from kgrec.gnn.train import (
     TrainResult,
     TrainSettings,
+    how_training_ended,
     scaled_batch,
     train_model,
     train_weights,
 )
 
+from kgrec.report import training_line
 from tests.gnn.conftest import random_graph
 
 FAST = {"epochs": 5, "eval_every": 5, "batch_size": 8192, "lr": 0.01, "layers": 2}
@@ -222,3 +224,22 @@ def test_same_seed_same_metrics_on_a_busy_machine(ml100k_snapshot, ml100k_split)
     assert [h["valid"]["ndcg@20"] for h in quiet.history if "valid" in h][-1] > 0.05
     assert torch.equal(quiet.product_embeddings.tensor, busy.product_embeddings.tensor)
     assert quiet.applied == busy.applied  # the same threads, batch and learning rate
+
+
+def test_summary_and_report_say_how_training_ended_in_the_same_words(tmp_path):
+    assert how_training_ended("early stopping", None, 12) == \
+        "converged by early stopping (best epoch 12)"
+    assert how_training_ended("epoch cap", None) == \
+        "NOT converged: stopped by the epoch cap before early stopping"
+    assert how_training_ended("time limit", 2.5, 7).startswith(
+        "NOT converged: stopped by the max_minutes safety net (2.5 min) before early stopping "
+        "(best epoch 7); the result depends")
+    for reason, minutes, best in (("early stopping", None, 12), ("time limit", 2.5, 7),
+                                  ("epoch cap", None, 300)):
+        path = tmp_path / f"{best}.json"
+        path.write_text(json.dumps({"stop_reason": reason, "best_epoch": best,
+                                    "settings": {"max_minutes": minutes}}))
+        assert training_line(path) == how_training_ended(reason, minutes, best)
+    (tmp_path / "pop.json").write_text(json.dumps({"stop_reason": "not trainable",
+                                                   "settings": {}}))
+    assert training_line(tmp_path / "pop.json") == "is not trained"
