@@ -149,3 +149,25 @@ def ingest_cmd(products: Path, events: Path, work: Path, chunk_rows: int,
             "--map", "options.category_separator=,", "--map", "options.event_type=purchase",
             *store, "--reports-dir", str(work / "reports"), "--no-progress",
             "--set", f"data.chunk_rows={chunk_rows}"]
+
+
+def worktree(rev: str) -> Path:
+    """A detached worktree of ``rev`` under .kgrec/bench whose ``kgrec`` package holds its gnn,
+    kg and fusion: put it first on ``PYTHONPATH`` (and run from it) to import that revision."""
+    tree = ROOT / ".kgrec" / "bench" / f"worktree-{rev}"
+    if not tree.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
+                       check=True, capture_output=True)
+        for part in ("gnn", "kg", "fusion"):
+            (tree / "kgrec" / part).symlink_to(tree / part)
+    return tree
+
+
+def text_vectors(snapshot, fields: list[str] | None = None, progress: bool = False):
+    """MiniLM vectors of the products' text (kgrec's default fields unless ``fields``),
+    cached under .kgrec/text-cache: every benchmark encodes a catalogue once."""
+    from kgrec.fusion.text import TEXT_FIELDS, TextEncoder, product_text
+
+    encoder = TextEncoder(device="cpu", cache_dir=ROOT / ".kgrec" / "text-cache")
+    return encoder.encode(product_text(snapshot.products, fields or TEXT_FIELDS),
+                          progress=progress)

@@ -50,7 +50,7 @@ from kgrec.fusion.fit import (  # noqa: E402
 )
 from kgrec.fusion.output import topk_frame  # noqa: E402
 from kgrec.fusion.seen import SeenIndex  # noqa: E402
-from kgrec.fusion.text import TextEncoder, has_text, product_text, text_confidence  # noqa: E402
+from kgrec.fusion.text import has_text, text_confidence  # noqa: E402
 from kgrec.fusion.topk import chunked_topk, dot_scorer  # noqa: E402
 from kgrec.gnn.export import export_recbole_dataset  # noqa: E402
 from kgrec.gnn.metrics import evaluate_ranking, format_table, long_tail_items  # noqa: E402
@@ -66,6 +66,7 @@ from benchmarks._common import (  # noqa: E402
     load_dataset,
     machine,
     now,
+    text_vectors,
     write_json,
 )
 
@@ -250,8 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     snapshot = load_dataset(args.dataset)
     item_text = None
     if has_text(snapshot.products):
-        encoder = TextEncoder(device="cpu", cache_dir=ROOT / ".kgrec" / "text-cache")
-        item_text = encoder.encode(product_text(snapshot.products), progress=True)
+        item_text = text_vectors(snapshot, progress=True)
     warm = Run("temporal", snapshot, make_split(snapshot), item_text, args)
     cold = Run("item_cold_start", snapshot, item_cold_start_split(snapshot), item_text, args)
     export = export_recbole_dataset(warm.split, snapshot, work / "split", "kgrec")

@@ -42,6 +42,8 @@ from benchmarks._common import (  # noqa: E402
     load_dataset,
     machine,
     now,
+    text_vectors,
+    worktree,
     write_json,
 )
 
@@ -92,12 +94,8 @@ def snapshot(name: str):
     return snap
 
 
-def text_vectors(name: str, snap):
-    from kgrec.fusion.text import TEXT_FIELDS, TextEncoder, product_text
-
-    fields = SYNTHETIC_TEXT if name in SYNTHETIC else TEXT_FIELDS
-    encoder = TextEncoder(device="cpu", cache_dir=ROOT / ".kgrec" / "text-cache")
-    return encoder.encode(product_text(snap.products, fields), progress=False)
+def catalogue_text(name: str, snap):
+    return text_vectors(snap, SYNTHETIC_TEXT if name in SYNTHETIC else None)
 
 
 # -- one measurement (its own process) --------------------------------------------------------
@@ -110,7 +108,7 @@ def measure(name: str, model: str, epochs: int, threads: int | None) -> dict[str
 
     snap = snapshot(name)
     split = make_split(snap)
-    features = text_vectors(name, snap) if model in ("gat", "gcn") else None
+    features = catalogue_text(name, snap) if model in ("gat", "gcn") else None
     # No validation or test pairs: nothing is evaluated, every second is training.
     train_only = dataclasses.replace(split, valid=split.valid.iloc[:0], test=split.test.iloc[:0])
     settings = TrainSettings(model=model, epochs=epochs, device="cpu", threads=threads)
@@ -173,7 +171,7 @@ def baseline_process(name: str, tree: Path, args: argparse.Namespace,
     text = BENCH / f"{name}-text.pt"
     import torch
 
-    torch.save(text_vectors(name, snap), text)
+    torch.save(catalogue_text(name, snap), text)
     folder = BENCH / (f"synthetic-{name}-snapshot" if name in SYNTHETIC else f"{name}-snapshot")
     code = BASELINE.format(threads=args.threads or available_cpus(), snapshot=str(folder),
                            text=str(text), epochs=args.epochs)
@@ -187,17 +185,6 @@ def baseline_process(name: str, tree: Path, args: argparse.Namespace,
     return {**{k: today[k] for k in keep}, **run, "dataset": name,
             "model": f"gat@{args.baseline}", "lr": None, "wall_s": None,
             "peak_rss_mb": float("nan")}
-
-
-def worktree(rev: str) -> Path:
-    """A detached worktree of ``rev`` whose ``kgrec`` package holds its gnn, kg and fusion."""
-    tree = BENCH / f"worktree-{rev}"
-    if not tree.exists():
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
-                       check=True, capture_output=True)
-        for part in ("gnn", "kg", "fusion"):
-            (tree / "kgrec" / part).symlink_to(tree / part)
-    return tree
 
 
 def one_process(name: str, model: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -274,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.datasets:
         snapshot(name)  # build (and encode) outside the timed processes
         if any(m in ("gat", "gcn") for m in args.models):
-            text_vectors(name, snapshot(name))
+            catalogue_text(name, snapshot(name))
         tree = worktree(args.baseline) if args.baseline and name in ("ml-100k",
                                                                         "scientific") else None
         for rnd in range(args.rounds):
