@@ -4,8 +4,9 @@ Reads :class:`kgrec.kg.snapshot.GraphSnapshot` only; never talks to a graph stor
 ``kgrec.gnn.split`` makes the evaluation splits, ``kgrec.gnn.graph`` the training graph built
 from their training pairs and ``kgrec.gnn.sampling`` the negatives; ``kgrec.gnn.models`` and
 ``kgrec.gnn.kgat`` hold the models, ``kgrec.gnn.train`` trains them (``kgrec.gnn.losses``,
-``kgrec.gnn.device``) and ``kgrec.gnn.metrics`` ranks them. ``kgrec.gnn.export`` writes
-RecBole files, ``kgrec.gnn.lightgcn_files`` reads LightGCN-format splits.
+``kgrec.gnn.device``, ``kgrec.gnn.cpus``) and ``kgrec.gnn.metrics`` ranks them.
+``kgrec.gnn.export`` writes RecBole files, ``kgrec.gnn.lightgcn_files`` reads LightGCN-format
+splits.
 """
 
 from __future__ import annotations

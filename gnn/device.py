@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import torch
+from kgrec.gnn.cpus import available_cpus
 
 
 def resolve_device(name: str) -> torch.device:
@@ -22,22 +22,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but no CUDA GPU is available")
     return torch.device(name)
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on: its affinity mask, bounded by a cgroup v2 CPU quota
-    (a container limited to 2 CPUs on a 64-core host reports 64 in ``os.cpu_count()``)."""
-    try:
-        count = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        count = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            count = min(count, max(1, int(quota) // int(period)))
-    except (OSError, ValueError):
-        pass
-    return max(1, count)
 
 
 def set_threads(requested: int | None = None, processes: int = 1) -> int:

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from kgrec import others_keep_cpus_busy
+from kgrec.gnn.cpus import available_cpus, others_keep_cpus_busy
 
 PROBE = "import os, kgrec; print(os.environ.get('OMP_WAIT_POLICY', 'default'))"
 
@@ -26,7 +26,7 @@ def test_half_the_cpus_taken_by_others_means_busy():
 
 def test_sleeping_waits_while_other_processes_spin_and_the_users_choice_wins():
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    cpus = len(os.sched_getaffinity(0))
+    cpus = available_cpus()
     spin = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
             for _ in range(max(1, cpus // 2) + 1)]
     try:
