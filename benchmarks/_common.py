@@ -163,6 +163,16 @@ def worktree(rev: str) -> Path:
     return tree
 
 
+def run_at_revision(tree: Path, code: str, *argv: str) -> dict[str, Any]:
+    """Run the Python ``code`` (with ``argv``) against the revision checked out in ``tree``
+    (:func:`worktree`) in a process of its own; returns the JSON its last line prints."""
+    out = subprocess.run([sys.executable, "-c", code, *argv], cwd=tree, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(tree)})
+    if out.returncode:
+        raise SystemExit(f"the run at {tree.name} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def text_vectors(snapshot, fields: list[str] | None = None, progress: bool = False):
     """MiniLM vectors of the products' text (kgrec's default fields unless ``fields``),
     cached under .kgrec/text-cache: every benchmark encodes a catalogue once."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from benchmarks._common import (  # noqa: E402
     load_dataset,
     machine,
     now,
+    run_at_revision,
     text_vectors,
     worktree,
     write_json,
@@ -96,13 +96,9 @@ def baseline_row(dataset: str, rev: str, seed: int) -> dict[str, Any]:
     folder = ROOT / ".kgrec" / "bench" / f"{dataset}-kg-every"
     snapshot.save(folder / "snapshot")
     torch.save(text_vectors(snapshot), folder / "text.pt")
-    out = subprocess.run([sys.executable, "-c", BASELINE, str(folder / "snapshot"),
-                          str(folder / "text.pt"), str(seed)], cwd=tree, capture_output=True,
-                         text=True, env={**os.environ, "PYTHONPATH": str(tree)})
-    if out.returncode:
-        raise SystemExit(f"baseline {rev} on {dataset} failed:\n{out.stderr[-3000:]}")
-    return {"dataset": dataset, "code": rev, "kg_every": 1, "seed": seed,
-            **json.loads(out.stdout.strip().splitlines()[-1])}
+    run = run_at_revision(tree, BASELINE, str(folder / "snapshot"), str(folder / "text.pt"),
+                          str(seed))
+    return {"dataset": dataset, "code": rev, "kg_every": 1, "seed": seed, **run}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,7 @@ from benchmarks._common import (  # noqa: E402
     load_dataset,
     machine,
     now,
+    run_at_revision,
     text_vectors,
     worktree,
     write_json,
@@ -175,12 +176,7 @@ def baseline_process(name: str, tree: Path, args: argparse.Namespace,
     folder = BENCH / (f"synthetic-{name}-snapshot" if name in SYNTHETIC else f"{name}-snapshot")
     code = BASELINE.format(threads=args.threads or available_cpus(), snapshot=str(folder),
                            text=str(text), epochs=args.epochs)
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    out = subprocess.run([sys.executable, "-c", code], cwd=tree, env=env, capture_output=True,
-                         text=True)
-    if out.returncode:
-        raise SystemExit(f"baseline {name} failed:\n{out.stderr[-3000:]}")
-    run = json.loads(out.stdout.strip().splitlines()[-1])
+    run = run_at_revision(tree, code)
     keep = ("events", "users", "products", "train_pairs", "nodes", "edges", "batch_size")
     return {**{k: today[k] for k in keep}, **run, "dataset": name,
             "model": f"gat@{args.baseline}", "lr": None, "wall_s": None,
