@@ -65,10 +65,19 @@ build() {
   echo "neo4j: $(ls "$HERE/lib"/*.jar | wc -l) jars in $HERE/lib"
 }
 
+# A killed server stays a zombie until its parent (init, once start's shell has gone) reaps it,
+# and kill -0 still succeeds on a zombie: read the process state instead.
+alive() {
+  kill -0 "$1" 2>/dev/null || return 1
+  local stat; stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0  # no /proc: kill -0 it is
+  stat="${stat##*) }"  # the state letter follows the command name's closing parenthesis
+  [[ "${stat:0:1}" != Z ]]
+}
+
 running_pid() {
   [[ -f "$PID_FILE" ]] || return 1
   local pid; pid="$(cat "$PID_FILE")"
-  kill -0 "$pid" 2>/dev/null && echo "$pid"
+  alive "$pid" && echo "$pid"
 }
 
 # A wildcard listen address answers on loopback too.
@@ -102,7 +111,7 @@ start() {
   echo $! > "$PID_FILE"
   local pid; pid="$(cat "$PID_FILE")" waited=0
   until grep -q "$READY" "$LOG_FILE" 2>/dev/null && bolt_answers; do
-    if ! kill -0 "$pid" 2>/dev/null || (( waited >= TIMEOUT )); then
+    if ! alive "$pid" || (( waited >= TIMEOUT )); then
       echo "neo4j: failed to start on port $PORT within ${waited}s; log tail ($LOG_FILE):" >&2
       tail -n 40 "$LOG_FILE" >&2 || true
       kill "$pid" 2>/dev/null || true
@@ -120,7 +129,7 @@ stop() {
   if ! pid="$(running_pid)"; then echo "neo4j: not running on port $PORT"; rm -f "$PID_FILE"; return 0; fi
   kill -TERM "$pid"
   for _ in $(seq 1 60); do
-    kill -0 "$pid" 2>/dev/null || { rm -f "$PID_FILE"; echo "neo4j: stopped (pid $pid)"; return 0; }
+    alive "$pid" || { rm -f "$PID_FILE"; echo "neo4j: stopped (pid $pid)"; return 0; }
     sleep 1
   done
   echo "neo4j: pid $pid did not stop within 60s; killing it" >&2
