@@ -32,6 +32,13 @@ So attention is normalised per head node and relation (``e_r`` is a relation emb
 (``kg_dropout``) is applied to ``pi`` during training. ``attention=False`` gives the GCN
 variant: uniform ``pi`` and ``beta`` (mean per relation, then mean over relations).
 
+Text-native, inductive inputs (``item_input="text"``, ``user_input="history"``, AlphaRec's
+design, Sheng et al., ICLR 2025): every product starts from ``W t_i + g * k_i`` (``W`` an
+optional MLP; the id embedding an optional residual, ``"text+id"``) and every user from the
+mean of their training products' states, so products and users that arrive after training
+are embedded from their text and history without retraining (:meth:`embed_new_products`,
+:meth:`embed_new_users`).
+
 The BPR regulariser acts on the layer-0 states of the batch (:meth:`ego`), text and
 knowledge parts included. Edge products run as CSR kernels (:mod:`kgrec.gnn.edge_ops`).
 
@@ -53,7 +60,7 @@ import math
 import torch
 from kgrec.gnn.edge_ops import EdgePattern
 from kgrec.gnn.graph import HomogeneousGraph
-from kgrec.gnn.models import INIT_STD, Recommender, SymmetricSpmm
+from kgrec.gnn.models import INIT_STD, Recommender, SymmetricSpmm, _sparse_mm
 from torch import Tensor, nn
 from torch_geometric.utils import softmax
 
@@ -146,6 +153,44 @@ def _position(sorted_rows: Tensor, rows: Tensor) -> Tensor:
     return pos
 
 
+#: What a product's layer-0 state starts from (:meth:`KGATModel.item_states`).
+ITEM_INPUTS = ("id", "text", "text+id")
+#: What a user's layer-0 state starts from (:meth:`KGATModel.user_states`).
+USER_INPUTS = ("id", "history", "history+id")
+
+
+def _check_inputs(item_input: str, user_input: str, features: Tensor | None,
+                  history: Tensor | None) -> None:
+    if item_input not in ITEM_INPUTS:
+        raise ValueError(f"item_input must be one of {ITEM_INPUTS}, got {item_input!r}")
+    if user_input not in USER_INPUTS:
+        raise ValueError(f"user_input must be one of {USER_INPUTS}, got {user_input!r}")
+    if item_input != "id" and features is None:
+        raise ValueError(f"item_input {item_input!r} needs product text vectors")
+    if user_input != "id" and history is None:
+        raise ValueError(f"user_input {user_input!r} needs the users' training histories")
+
+
+def text_projector(features: int, dim: int, hidden: int, init_std: float) -> nn.Module:
+    """Frozen text vectors to embeddings: one linear map (``hidden=0``), or AlphaRec's MLP
+    (linear, LeakyReLU, linear) with ``hidden`` units."""
+    if not hidden:
+        linear = nn.Linear(features, dim, bias=False)
+        nn.init.normal_(linear.weight, std=init_std)
+        return linear
+    return nn.Sequential(nn.Linear(features, hidden), nn.LeakyReLU(), nn.Linear(hidden, dim))
+
+
+def history_matrix(pairs: Tensor, num_users: int, num_items: int) -> Tensor:
+    """``[U, I]`` CSR whose row ``u`` averages user ``u``'s distinct training products."""
+    keys = torch.unique(pairs[0] * num_items + pairs[1])
+    users, items = keys // num_items, keys % num_items
+    count = torch.bincount(users, minlength=num_users).clamp(min=1).float()
+    matrix = torch.sparse_coo_tensor(torch.stack([users, items]), 1.0 / count[users],
+                                     (num_users, num_items), check_invariants=False)
+    return matrix.coalesce().to_sparse_csr()
+
+
 def _rounds(graph: HomogeneousGraph, hops: int, offset: int) -> list[_Round]:
     rounds: list[_Round] = []
     for mask in knowledge_rounds(graph, hops):
@@ -178,6 +223,15 @@ class KGATModel(Recommender):
         init_std: standard deviation of the normal initialisation of id embeddings.
         cl_eps: length of the training noise added to each collaborative layer (XSimGCL;
             0: none). cl_layer: the layer whose output is the contrastive view (1).
+        item_input: what products start from (:data:`ITEM_INPUTS`): ``"id"`` (the id
+            embedding, the projected text where it stands out), ``"text"`` (the projected
+            text: text-native, every product scored alike, bought or not) or ``"text+id"``
+            (the projected text plus the id embedding as a residual).
+        user_input: what users start from (:data:`USER_INPUTS`): ``"id"``, ``"history"``
+            (the mean of their training products' inputs, as AlphaRec: a user who arrives
+            later is scored from their history, :meth:`embed_new_users`) or ``"history+id"``.
+        text_hidden: hidden units of the text projector (0: one linear map).
+        history: ``[U, I]`` :func:`history_matrix` of the training pairs (history inputs).
 
     Parameters: ``node`` holds the ``[U + I, d]`` id embeddings of users and products (the
     table LightGCN has), ``entity`` the ``[N - U - I, d]`` embeddings of the knowledge-graph
@@ -206,11 +260,17 @@ class KGATModel(Recommender):
         init_std: float = INIT_STD,
         cl_eps: float = 0.0,
         cl_layer: int = 1,
+        item_input: str = "id",
+        user_input: str = "id",
+        text_hidden: int = 0,
+        history: Tensor | None = None,
     ) -> None:
         super().__init__()
         users, items = graph.offsets["product"], int(item_counts.numel())
         if graph.offsets["user"] != 0 or adj.shape[0] != users + items:
             raise ValueError("graph must hold users first, then products, and adj both")
+        _check_inputs(item_input, user_input, product_features, history)
+        self.item_input, self.user_input = item_input, user_input
         for name, value in (("kg_dropout", kg_dropout), ("id_dropout", id_dropout)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {value}")
@@ -225,6 +285,10 @@ class KGATModel(Recommender):
         self.node = nn.Embedding(users + items, dim)
         nn.init.normal_(self.node.weight, std=init_std)
         self.register_buffer("adj", adj, persistent=False)
+        #: [U, I] CSR: each training user's mean over their products (history inputs).
+        self.register_buffer("history", history, persistent=False)
+        #: Training degree of every node (users, then products), for folding in new users.
+        self.register_buffer("degree", adj.crow_indices().diff().float(), persistent=False)
         self.register_buffer("seen", (item_counts > 0).float().unsqueeze(1), persistent=False)
         self.rounds = nn.ModuleList(_rounds(graph, kg_hops, users))
         self.entity: nn.Embedding | None = None
@@ -241,15 +305,15 @@ class KGATModel(Recommender):
                     f"product_features has {product_features.shape[0]} rows, expected {items}"
                 )
             self.register_buffer("features", product_features.float(), persistent=False)
-            self.text_proj: nn.Linear | None = nn.Linear(product_features.shape[1], dim,
-                                                         bias=False)
-            nn.init.normal_(self.text_proj.weight, std=init_std)
+            self.text_proj: nn.Module | None = text_projector(product_features.shape[1], dim,
+                                                              text_hidden, init_std)
         else:
             self.features, self.text_proj = None, None
         self._layer0: Tensor | None = None
         self._views: tuple[Tensor, Tensor] | None = None  # (layer cl_layer, final), training
         self._kg_cache: Tensor | None = None  # training: the last summaries, as constants
         self._kg_age = 0  # training steps since they were computed
+        self._item_layers: list[Tensor] = []  # evaluation: products' state at every layer
 
     def train(self, mode: bool = True) -> KGATModel:
         """Also forgets the cached knowledge-graph summaries: the training loop switches to
@@ -298,15 +362,35 @@ class KGATModel(Recommender):
         return rnd.per_head.aggregate(weight.index_select(0, rnd.per_head.order), x)
 
     def item_states(self) -> Tensor:
-        """``[I, d]``: a product's id embedding, or its projected text where the id stands
-        out (products without events, and the ``id_dropout`` share in training)."""
+        """``[I, d]`` products' own inputs (before the knowledge-graph part).
+
+        ``item_input="id"``: the id embedding, or the projected text where the id stands out
+        (products without events, and the ``id_dropout`` share in training).
+        ``"text"``: the projected text. ``"text+id"``: the projected text plus the id as a
+        residual (for products with events, less the ``id_dropout`` share in training).
+        """
         ids = self.node.weight[self.num_users :]
         use_id = self.seen
         if self.text_proj is None or self.features is None:
             return ids * use_id
+        text = self.text_proj(self.features)
+        if self.item_input == "text":
+            return text
         if self.training and self.id_dropout > 0:
             use_id = use_id * (torch.rand_like(use_id) >= self.id_dropout)
-        return ids * use_id + self.text_proj(self.features) * (1 - use_id)
+        if self.item_input == "text+id":
+            return text + ids * use_id
+        return ids * use_id + text * (1 - use_id)
+
+    def user_states(self, items: Tensor) -> Tensor:
+        """``[U, d]`` users' inputs: their id embedding (``user_input="id"``), the mean of
+        their training products' inputs ``items`` (``"history"``), or both summed."""
+        ids = self.node.weight[: self.num_users]
+        if self.user_input == "id":
+            return ids
+        assert self.history is not None
+        mean = _sparse_mm(self.history, items)
+        return mean if self.user_input == "history" else mean + ids
 
     def graph_states(self, items: Tensor) -> Tensor:
         """``[I + E, d]`` states of the knowledge-graph node space (products, then the other
@@ -332,16 +416,19 @@ class KGATModel(Recommender):
         items = self.item_states()
         if len(self.rounds):
             items = items + self.gate * self._knowledge_part(items)
-        return torch.cat([self.node.weight[: self.num_users], items])
+        return torch.cat([self.user_states(items), items])
 
-    def embed(self) -> tuple[Tensor, Tensor]:
+    def propagate(self) -> tuple[Tensor, Tensor]:
         with torch.autocast(device_type=self.node.weight.device.type, enabled=False):
             x = self.inputs().float()
             self._layer0 = x
             out, view = x, None
             noisy = self.training and self.cl_eps > 0
+            self._item_layers = [] if self.training else [x[self.num_users :]]
             for layer in range(1, self.layers + 1):
                 x = SymmetricSpmm.apply(self.adj, x)
+                if not self.training:
+                    self._item_layers.append(x[self.num_users :])
                 if noisy:
                     x = x + torch.sign(x) * nn.functional.normalize(torch.rand_like(x), dim=-1) \
                         * self.cl_eps
@@ -351,6 +438,43 @@ class KGATModel(Recommender):
             out = out / (self.layers + 1)
             self._views = (view, out) if view is not None else None
         return out[: self.num_users], out[self.num_users :]
+
+    @torch.no_grad()
+    def embed_new_users(self, histories: list[Tensor]) -> Tensor:
+        """``[B, d]`` embeddings of users who arrived after training, from their histories
+        (product rows), without retraining: each is folded into the trained graph as a
+        new node linked to its products (LightGCN's propagation for that node, products'
+        states as trained; the products' own update by the newcomer is left out). A user
+        input starts from the history's mean (``user_input`` history; an unknown user has no
+        id embedding). Scores are dot products with :meth:`embed`'s products."""
+        if not self._item_layers:
+            self.eval()
+            self.embed()
+        item_deg = self.degree[self.num_users :]
+        rows = []
+        for items in histories:
+            items = items.to(self.degree.device).unique()
+            if not items.numel():
+                raise ValueError("a new user needs at least one product in their history")
+            layers = self._item_layers
+            x = layers[0].index_select(0, items).mean(0) if self.user_input != "id" \
+                else layers[0].new_zeros(self.dim)
+            norm = (items.numel() * (item_deg.index_select(0, items) + 1)).rsqrt().unsqueeze(1)
+            out = x + sum((layer.index_select(0, items) * norm).sum(0) for layer in layers[:-1])
+            rows.append(out / (self.layers + 1))
+        users = torch.stack(rows)
+        return nn.functional.normalize(users, dim=-1) if self.cosine else users
+
+    @torch.no_grad()
+    def embed_new_products(self, features: Tensor) -> Tensor:
+        """``[B, d]`` embeddings of products added after training, from their text vectors
+        alone (no events and no knowledge-graph edges yet: their layer-0 state, which
+        propagation leaves as it is, averaged over the layers as every node's is)."""
+        if self.text_proj is None:
+            raise ValueError("new products need a model trained with product text vectors")
+        self.eval()
+        x = self.text_proj(features.to(self.degree.device).float()) / (self.layers + 1)
+        return nn.functional.normalize(x, dim=-1) if self.cosine else x
 
     def contrastive_loss(self, users: Tensor, items: Tensor, temperature: float) -> Tensor:
         """InfoNCE between the layer-``cl_layer`` and final noisy views of the last training

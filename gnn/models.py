@@ -1,9 +1,10 @@
 """Recommenders in one code path: most-popular, MF-BPR and LightGCN (the knowledge-graph
 GAT / GCN live in :mod:`kgrec.gnn.kgat`).
 
-Every model implements :meth:`Recommender.embed` (user and product embeddings from one
-propagation) and :meth:`Recommender.ego` (the layer-0 embeddings the regulariser acts on);
-scores are dot products, so the embeddings are exactly what fusion receives.
+Every model implements :meth:`Recommender.propagate` (user and product embeddings from one
+propagation; :meth:`Recommender.embed` normalises them where the model scores by cosine)
+and :meth:`Recommender.ego` (the layer-0 embeddings the regulariser acts on); scores are
+dot products, so the embeddings are exactly what fusion receives.
 """
 
 from __future__ import annotations
@@ -45,14 +46,26 @@ def _sparse_mm(adj: Tensor, x: Tensor) -> Tensor:
 
 
 class Recommender(nn.Module):
-    """Base class: ``embed() -> (users [U, d], products [I, d])``, scores are dot products."""
+    """Base class: ``embed() -> (users [U, d], products [I, d])``, scores are dot products.
+
+    Models implement :meth:`propagate`; with ``cosine`` set (the softmax loss trains on
+    cosine similarities), :meth:`embed` returns unit-length embeddings, so that dot products
+    are the cosine scores the model was trained on, for ranking and for fusion alike.
+    """
 
     num_users: int
     num_items: int
     trainable: bool = True
+    cosine: bool = False
+
+    def propagate(self) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
 
     def embed(self) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
+        users, items = self.propagate()
+        if not self.cosine:
+            return users, items
+        return nn.functional.normalize(users, dim=-1), nn.functional.normalize(items, dim=-1)
 
     def ego(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
         """Layer-0 (free parameter) embeddings of the given users and products."""
@@ -81,7 +94,7 @@ class PopModel(Recommender):
         self.num_users, self.num_items = num_users, int(item_weight.numel())
         self.register_buffer("popularity", item_weight.float().view(-1, 1))
 
-    def embed(self) -> tuple[Tensor, Tensor]:
+    def propagate(self) -> tuple[Tensor, Tensor]:
         users = torch.ones(self.num_users, 1, device=self.popularity.device)
         return users, self.popularity
 
@@ -110,7 +123,7 @@ class MFModel(Recommender):
             else:
                 nn.init.normal_(table.weight, std=init_std)
 
-    def embed(self) -> tuple[Tensor, Tensor]:
+    def propagate(self) -> tuple[Tensor, Tensor]:
         return self.user.weight, self.item.weight
 
     def ego(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
@@ -141,7 +154,7 @@ class LightGCNModel(Recommender):
         nn.init.normal_(self.lightgcn.embedding.weight, std=init_std)
         self.register_buffer("adj", adj, persistent=False)
 
-    def embed(self) -> tuple[Tensor, Tensor]:
+    def propagate(self) -> tuple[Tensor, Tensor]:
         x = self.lightgcn.embedding.weight
         out = x * self.lightgcn.alpha[0]
         for i in range(self.lightgcn.num_layers):

@@ -41,7 +41,8 @@ class NegativeSampler:
         if pool is not None and pool.numel() == 0:
             raise ValueError("empty negative pool")
 
-    def _draw(self, n: int) -> torch.Tensor:
+    def draw(self, n: int) -> torch.Tensor:
+        """``n`` uniform products of the pool (positives of nobody in particular)."""
         if self.pool is None:
             return torch.randint(self.num_items, (n,), generator=self.generator)
         return self.pool[torch.randint(self.pool.numel(), (n,), generator=self.generator)]
@@ -54,12 +55,12 @@ class NegativeSampler:
 
     def sample(self, users: torch.Tensor, max_rounds: int = 50) -> torch.Tensor:
         """One negative product per entry of ``users``."""
-        items = self._draw(users.numel()).view(users.shape)
+        items = self.draw(users.numel()).view(users.shape)
         bad = self.is_positive(users, items)
         for _ in range(max_rounds):
             if not bad.any():
                 return items
-            items[bad] = self._draw(int(bad.sum()))
+            items[bad] = self.draw(int(bad.sum()))
             bad = self.is_positive(users, items)
         if bad.any():
             raise ValueError(

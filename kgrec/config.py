@@ -23,8 +23,9 @@ from types import UnionType
 from typing import Any, NamedTuple, Union, get_args, get_origin, get_type_hints
 
 from kgrec.fusion.text import PROFILE_HALF_LIVES, TEXT_FIELDS
+from kgrec.gnn.kgat import ITEM_INPUTS, USER_INPUTS
 from kgrec.gnn.models import MODEL_NAMES
-from kgrec.gnn.train import TrainSettings
+from kgrec.gnn.train import LOSSES, TrainSettings
 from kgrec.kg import schema
 from kgrec.kg.errors import ConfigError, KgrecError
 from kgrec.kg.extract.sources import SOURCE_KINDS, SourceSpec
@@ -211,6 +212,12 @@ RULES: dict[str, Rule] = {
     "train.cl_weight": NON_NEGATIVE,
     "train.cl_eps": NON_NEGATIVE,
     "train.cl_temperature": above(0),
+    "train.item_input": one_of(*ITEM_INPUTS),
+    "train.user_input": one_of(*USER_INPUTS),
+    "train.text_hidden": at_least(0),
+    "train.loss": one_of(*LOSSES),
+    "train.temperature": above(0),
+    "train.negatives": POSITIVE,
     "train.epochs": POSITIVE,
     "train.batch_size": POSITIVE,
     "train.lr": above(0),

@@ -54,15 +54,19 @@ def test_popularity_scores_are_training_counts(ml100k_snapshot, ml100k_split, po
 
 @pytest.mark.parametrize(
     "model,overrides",
-    [("mf", {}), ("gcn", {}), ("gat", {"layers": 1, "epochs": 4, "eval_every": 4})],
+    [("mf", {}), ("gcn", {}), ("gat", {"layers": 1, "epochs": 4, "eval_every": 4}),
+     ("lightgcn", {"loss": "softmax"}), ("gat", {"loss": "softmax", "epochs": 4,
+                                                 "eval_every": 4})],
 )
+# The softmax's floor is high on ml-100k: of 4,352 candidates, a user has rated 6% (each a
+# negative all the same), so its loss falls by a smaller share than BPR's.
 def test_models_learn_and_beat_popularity(ml100k_snapshot, ml100k_split, pop_valid_ndcg,
                                           model, overrides):
     settings = TrainSettings(model=model, **{**FAST, **overrides})
     result = train_model(ml100k_snapshot, ml100k_split, settings, progress=False)
     losses = [h["loss"] for h in result.history]
     assert len(losses) == settings.epochs
-    assert losses[-1] < 0.75 * losses[0]
+    assert losses[-1] < (0.92 if settings.loss == "softmax" else 0.75) * losses[0]
     ndcg = result.history[-1]["valid"]["ndcg@20"]
     assert ndcg > 1.15 * pop_valid_ndcg, (model, ndcg, pop_valid_ndcg)
 
