@@ -181,3 +181,25 @@ def text_vectors(snapshot, fields: list[str] | None = None, progress: bool = Fal
     encoder = TextEncoder(device="cpu", cache_dir=ROOT / ".kgrec" / "text-cache")
     return encoder.encode(product_text(snapshot.products, fields or TEXT_FIELDS),
                           progress=progress)
+
+
+def train_to_convergence(snapshot, split, settings, text,
+                         slices: tuple[str, ...] = ("overall",)) -> dict[str, Any]:
+    """Train ``settings`` to early stopping on ``split`` with product vectors ``text``: best
+    validation NDCG@20, test NDCG@20 per slice (``test_ndcg@20`` overall, then
+    ``test_<slice>_ndcg@20``), epochs, stop reason, seconds, threads and the load before."""
+    import torch
+    from kgrec.gnn.metrics import evaluate_ranking
+    from kgrec.gnn.train import train_model
+
+    load, start = os.getloadavg()[0], time.perf_counter()
+    result = train_model(snapshot, split, settings, product_features=text, progress=False)
+    seconds = time.perf_counter() - start
+    test = evaluate_ranking(result.score, split, stage="test", k=20, slices=slices)
+    row: dict[str, Any] = {
+        "valid_ndcg@20": max(h["valid"]["ndcg@20"] for h in result.history if "valid" in h),
+        "test_ndcg@20": test["overall"]["ndcg@20"]}
+    row |= {f"test_{name}_ndcg@20": test[name]["ndcg@20"] for name in slices if name != "overall"}
+    return row | {"epochs": len(result.history), "best_epoch": result.best_epoch,
+                  "stop_reason": result.stop_reason, "seconds": seconds,
+                  "threads": torch.get_num_threads(), "load_avg_1m_before": load}

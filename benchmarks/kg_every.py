@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +26,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kgrec.gnn.metrics import evaluate_ranking  # noqa: E402
 from kgrec.gnn.split import make_split  # noqa: E402
-from kgrec.gnn.train import TrainSettings, train_model  # noqa: E402
+from kgrec.gnn.train import TrainSettings  # noqa: E402
 
 from benchmarks._common import (  # noqa: E402
     DATASETS,
@@ -41,6 +38,7 @@ from benchmarks._common import (  # noqa: E402
     now,
     run_at_revision,
     text_vectors,
+    train_to_convergence,
     worktree,
     write_json,
 )
@@ -48,21 +46,11 @@ from benchmarks._common import (  # noqa: E402
 
 def one_row(dataset: str, every: int, seed: int, threads: int | None) -> dict[str, Any]:
     snapshot = load_dataset(dataset)
-    split = make_split(snapshot)
-    text = text_vectors(snapshot)
     settings = TrainSettings(model="gat", kg_every=every, seed=seed, device="cpu",
                              threads=threads)
-    load = os.getloadavg()[0]
-    start = time.perf_counter()
-    result = train_model(snapshot, split, settings, product_features=text, progress=False)
-    seconds = time.perf_counter() - start
-    test = evaluate_ranking(result.score, split, stage="test", k=20,
-                            slices=("overall",))["overall"]["ndcg@20"]
-    valid = max(h["valid"]["ndcg@20"] for h in result.history if "valid" in h)
     return {"dataset": dataset, "code": "this", "kg_every": every, "seed": seed,
-            "valid_ndcg@20": valid, "test_ndcg@20": test, "epochs": len(result.history),
-            "best_epoch": result.best_epoch, "stop_reason": result.stop_reason,
-            "seconds": seconds, "threads": torch.get_num_threads(), "load_avg_1m_before": load}
+            **train_to_convergence(snapshot, make_split(snapshot), settings,
+                                   text_vectors(snapshot))}
 
 
 #: An earlier revision's GAT with its own defaults, on this run's split, text and seed.

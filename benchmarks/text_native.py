@@ -15,20 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
-
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kgrec.gnn.metrics import evaluate_ranking  # noqa: E402
 from kgrec.gnn.split import make_split  # noqa: E402
-from kgrec.gnn.train import TrainSettings, train_model  # noqa: E402
+from kgrec.gnn.train import TrainSettings  # noqa: E402
 
 from benchmarks._common import (  # noqa: E402
     DATASETS,
@@ -38,6 +33,7 @@ from benchmarks._common import (  # noqa: E402
     machine,
     now,
     text_vectors,
+    train_to_convergence,
     write_json,
 )
 
@@ -68,23 +64,11 @@ def parse_row(spec: str) -> dict[str, Any]:
 
 def one_row(dataset: str, spec: str, seed: int, threads: int | None) -> dict[str, Any]:
     snapshot = load_dataset(dataset)
-    split = make_split(snapshot)
     settings = TrainSettings(**{"seed": seed, "device": "cpu", "threads": threads,
                                 **parse_row(spec)})
-    load = os.getloadavg()[0]
-    start = time.perf_counter()
-    result = train_model(snapshot, split, settings, product_features=text_vectors(snapshot),
-                         progress=False)
-    seconds = time.perf_counter() - start
-    test = evaluate_ranking(result.score, split, stage="test", k=20,
-                            slices=("overall", "cold_start"))
-    valid = max(h["valid"]["ndcg@20"] for h in result.history if "valid" in h)
-    return {"dataset": dataset, "row": spec, "seed": seed, "valid_ndcg@20": valid,
-            "test_ndcg@20": test["overall"]["ndcg@20"],
-            "test_cold_start_ndcg@20": test["cold_start"]["ndcg@20"],
-            "epochs": len(result.history), "best_epoch": result.best_epoch,
-            "stop_reason": result.stop_reason, "seconds": seconds,
-            "threads": torch.get_num_threads(), "load_avg_1m_before": load}
+    return {"dataset": dataset, "row": spec, "seed": seed,
+            **train_to_convergence(snapshot, make_split(snapshot), settings,
+                                   text_vectors(snapshot), ("overall", "cold_start"))}
 
 
 def table(rows: list[dict[str, Any]]) -> str:
