@@ -184,10 +184,13 @@ def text_vectors(snapshot, fields: list[str] | None = None, progress: bool = Fal
 
 
 def train_to_convergence(snapshot, split, settings, text,
-                         slices: tuple[str, ...] = ("overall",)) -> dict[str, Any]:
+                         slices: tuple[str, ...] = ("overall",),
+                         test_users=None) -> dict[str, Any]:
     """Train ``settings`` to early stopping on ``split`` with product vectors ``text``: best
     validation NDCG@20, test NDCG@20 per slice (``test_ndcg@20`` overall, then
-    ``test_<slice>_ndcg@20``), epochs, stop reason, seconds, threads and the load before."""
+    ``test_<slice>_ndcg@20``), epochs, stop reason, seconds, threads and the load before.
+    ``test_users(result)``, when given, is the ``[U, d]`` user embeddings the test ranks by
+    (e.g. folded in from a history that has grown since training)."""
     import torch
     from kgrec.gnn.metrics import evaluate_ranking
     from kgrec.gnn.train import train_model
@@ -195,7 +198,11 @@ def train_to_convergence(snapshot, split, settings, text,
     load, start = os.getloadavg()[0], time.perf_counter()
     result = train_model(snapshot, split, settings, product_features=text, progress=False)
     seconds = time.perf_counter() - start
-    test = evaluate_ranking(result.score, split, stage="test", k=20, slices=slices)
+    score = result.score
+    if test_users is not None:
+        users, items = test_users(result), result.product_embeddings.tensor
+        score = lambda rows: users[rows] @ items.t()  # noqa: E731
+    test = evaluate_ranking(score, split, stage="test", k=20, slices=slices)
     row: dict[str, Any] = {
         "valid_ndcg@20": max(h["valid"]["ndcg@20"] for h in result.history if "valid" in h),
         "test_ndcg@20": test["overall"]["ndcg@20"]}

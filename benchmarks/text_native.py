@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from kgrec.gnn.kgat import history_matrix  # noqa: E402
+from kgrec.gnn.metrics import evaluate_ranking  # noqa: E402
 from kgrec.gnn.split import make_split  # noqa: E402
 from kgrec.gnn.train import TrainSettings  # noqa: E402
 
@@ -38,8 +44,11 @@ from benchmarks._common import (  # noqa: E402
 )
 
 #: The ablation: today's GAT (ids, BPR), the loss alone, the text-native inputs with each
-#: loss, the id residual back on, and LightGCN with the softmax loss (what the loss gives
-#: without text).
+#: loss, the id residual back on, LightGCN with the softmax loss (what the loss gives
+#: without text), and the text-native GAT with recency-weighted histories, its test users
+#: scored from their history at test time (``test_history=current``: training plus
+#: validation events, folded in without retraining; not a training setting), and EASE
+#: (:func:`ease_row`) with either history.
 ROWS = (
     "model=gat",
     "model=gat,loss=softmax",
@@ -47,6 +56,11 @@ ROWS = (
     "model=gat,loss=bpr,item_input=text,user_input=history",
     "model=gat,loss=softmax,item_input=text+id,user_input=history",
     "model=lightgcn,loss=softmax",
+    "model=gat,loss=softmax,item_input=text,user_input=history,history_half_life=1",
+    "model=gat,loss=softmax,item_input=text,user_input=history,history_half_life=1,"
+    "test_history=current",
+    "model=ease,reg=250", "model=ease,reg=250,test_history=current",
+    "model=ease,reg=50", "model=ease,reg=50,test_history=current",
 )
 
 
@@ -64,11 +78,54 @@ def parse_row(spec: str) -> dict[str, Any]:
 
 def one_row(dataset: str, spec: str, seed: int, threads: int | None) -> dict[str, Any]:
     snapshot = load_dataset(dataset)
-    settings = TrainSettings(**{"seed": seed, "device": "cpu", "threads": threads,
-                                **parse_row(spec)})
+    split = make_split(snapshot)
+    values = parse_row(spec)
+    if values.get("model") == "ease":
+        return {"dataset": dataset, "row": spec, "seed": seed, **ease_row(split, values)}
+    test_users = _current_history(split) if values.pop("test_history", "train") == "current" \
+        else None
+    settings = TrainSettings(**{"seed": seed, "device": "cpu", "threads": threads, **values})
     return {"dataset": dataset, "row": spec, "seed": seed,
-            **train_to_convergence(snapshot, make_split(snapshot), settings,
-                                   text_vectors(snapshot), ("overall", "cold_start"))}
+            **train_to_convergence(snapshot, split, settings, text_vectors(snapshot),
+                                   ("overall", "cold_start"), test_users)}
+
+
+def ease_row(split, values: dict[str, Any]) -> dict[str, Any]:
+    """EASE (Steck, WWW 2019) in its closed form, ``B = I - P / diag(P)`` with ``P = (X^T X
+    + reg I)^-1`` over the binary training matrix (RecBole's EASE, re-derived here only to
+    score a history other than the training one): ``reg`` its L2 weight (250), users ranked
+    by ``x_u B`` with ``x_u`` their training history, or with ``test_history=current`` their
+    history at test time, like the text-native GAT's row. The dense items x items inverse
+    is EASE's own cost (O(products^3)): fine at these sizes, not at a million products."""
+    load, start = os.getloadavg()[0], time.perf_counter()
+    X = history_matrix(split.train, split.num_users, split.num_items).to_dense().gt(0).double()
+    P = torch.linalg.inv(X.t() @ X + values.get("reg", 250.0) * torch.eye(split.num_items,
+                                                                        dtype=torch.float64))
+    B = (-P / P.diagonal()).float()
+    B.fill_diagonal_(0.0)
+    seconds = time.perf_counter() - start
+    current = values.get("test_history", "train") == "current"
+    test_x = history_matrix(split.history("test"), split.num_users, split.num_items) \
+        .to_dense().gt(0).float() if current else X.float()
+    metrics = {}
+    for stage, x in (("valid", X.float()), ("test", test_x)):
+        metrics[stage] = evaluate_ranking(lambda rows, x=x: x[rows] @ B, split, stage=stage,
+                                          k=20, slices=("overall", "cold_start"))
+    return {"valid_ndcg@20": metrics["valid"]["overall"]["ndcg@20"],
+            "test_ndcg@20": metrics["test"]["overall"]["ndcg@20"],
+            "test_cold_start_ndcg@20": metrics["test"]["cold_start"]["ndcg@20"],
+            "epochs": 0, "best_epoch": 0, "stop_reason": "closed form", "seconds": seconds,
+            "threads": torch.get_num_threads(), "load_avg_1m_before": load}
+
+
+def _current_history(split):
+    """Test users folded in from their history at test time (training plus validation
+    events on a time-ordered split), the trained model unchanged."""
+    def users(result) -> torch.Tensor:
+        history = history_matrix(split.history("test"), split.num_users, split.num_items,
+                                 result.settings.history_half_life)
+        return result.model.embed_users(history)
+    return users
 
 
 def table(rows: list[dict[str, Any]]) -> str:

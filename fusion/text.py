@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 from kgrec.gnn.device import resolve_device
+from kgrec.gnn.split import later_events
 from kgrec.kg import schema
 from kgrec.kg.errors import ModelError
 from kgrec.kg.files import READ_ERRORS, atomic_write
@@ -459,7 +460,7 @@ def user_profiles(
     frame = interactions
     weights = _event_weights(frame, event_weights or schema.DEFAULT_EVENT_WEIGHTS)
     if half_life_events and len(frame):
-        weights = weights * np.power(0.5, _later_events(frame) / half_life_events)
+        weights = weights * np.power(0.5, later_events(frame) / half_life_events)
     if half_life_days and "time" in frame and len(frame):
         time = frame["time"].to_numpy("float64")
         known = time >= 0
@@ -473,20 +474,6 @@ def user_profiles(
     out = torch.zeros(num_users, product_vectors.shape[1], dtype=product_vectors.dtype)
     out.index_add_(0, users, product_vectors[items] * w.unsqueeze(1))
     return torch.nn.functional.normalize(out, dim=1)
-
-
-def _later_events(frame: pd.DataFrame) -> np.ndarray:
-    """For each row, how many rows of the same user come after it in time order (ties by
-    product row; rows in frame order when there is no ``time`` column)."""
-    n = len(frame)
-    time = frame["time"].to_numpy("int64") if "time" in frame else np.arange(n)
-    order = np.lexsort((frame["product"].to_numpy("int64"), time, frame["user"].to_numpy()))
-    users = frame["user"].to_numpy()[order]
-    ends = np.r_[np.flatnonzero(np.diff(users)) + 1, n]  # one past each user's last row
-    sizes = np.diff(np.r_[0, ends])
-    later = np.empty(n, dtype=np.float64)
-    later[order] = np.repeat(ends, sizes) - 1 - np.arange(n)
-    return later
 
 
 def _event_weights(frame: pd.DataFrame, defaults: dict[str, float]) -> np.ndarray:

@@ -57,10 +57,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 import torch
 from kgrec.gnn.edge_ops import EdgePattern
 from kgrec.gnn.graph import HomogeneousGraph
 from kgrec.gnn.models import INIT_STD, Recommender, SymmetricSpmm, _sparse_mm
+from kgrec.gnn.split import later_events
 from torch import Tensor, nn
 from torch_geometric.utils import softmax
 
@@ -181,12 +184,19 @@ def text_projector(features: int, dim: int, hidden: int, init_std: float) -> nn.
     return nn.Sequential(nn.Linear(features, hidden), nn.LeakyReLU(), nn.Linear(hidden, dim))
 
 
-def history_matrix(pairs: Tensor, num_users: int, num_items: int) -> Tensor:
-    """``[U, I]`` CSR whose row ``u`` averages user ``u``'s distinct training products."""
-    keys = torch.unique(pairs[0] * num_items + pairs[1])
-    users, items = keys // num_items, keys % num_items
-    count = torch.bincount(users, minlength=num_users).clamp(min=1).float()
-    matrix = torch.sparse_coo_tensor(torch.stack([users, items]), 1.0 / count[users],
+def history_matrix(history: pd.DataFrame, num_users: int, num_items: int,
+                   half_life: float = 0.0) -> Tensor:
+    """``[U, I]`` CSR whose row ``u`` weighs user ``u``'s events of ``history`` (``user``,
+    ``product`` and, for recency, ``time`` columns), summing to 1: every event alike
+    (``half_life`` 0), or each half as much per later event of the same user (``half_life``
+    in events: the next product a user picks is most like the last few)."""
+    weight = np.ones(len(history)) if not half_life else np.power(
+        0.5, later_events(history) / half_life)
+    users = torch.as_tensor(history["user"].to_numpy("int64", copy=True))
+    items = torch.as_tensor(history["product"].to_numpy("int64", copy=True))
+    w = torch.as_tensor(weight, dtype=torch.float32)
+    total = torch.zeros(num_users).index_add_(0, users, w).clamp(min=1e-12)
+    matrix = torch.sparse_coo_tensor(torch.stack([users, items]), w / total[users],
                                      (num_users, num_items), check_invariants=False)
     return matrix.coalesce().to_sparse_csr()
 
@@ -232,6 +242,8 @@ class KGATModel(Recommender):
             later is scored from their history, :meth:`embed_new_users`) or ``"history+id"``.
         text_hidden: hidden units of the text projector (0: one linear map).
         history: ``[U, I]`` :func:`history_matrix` of the training pairs (history inputs).
+        history_half_life: its recency half-life in events (0: every event alike), also
+            used for the histories of :meth:`embed_new_users`.
 
     Parameters: ``node`` holds the ``[U + I, d]`` id embeddings of users and products (the
     table LightGCN has), ``entity`` the ``[N - U - I, d]`` embeddings of the knowledge-graph
@@ -264,6 +276,7 @@ class KGATModel(Recommender):
         user_input: str = "id",
         text_hidden: int = 0,
         history: Tensor | None = None,
+        history_half_life: float = 0.0,
     ) -> None:
         super().__init__()
         users, items = graph.offsets["product"], int(item_counts.numel())
@@ -271,6 +284,7 @@ class KGATModel(Recommender):
             raise ValueError("graph must hold users first, then products, and adj both")
         _check_inputs(item_input, user_input, product_features, history)
         self.item_input, self.user_input = item_input, user_input
+        self.history_half_life = history_half_life
         for name, value in (("kg_dropout", kg_dropout), ("id_dropout", id_dropout)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {value}")
@@ -440,30 +454,42 @@ class KGATModel(Recommender):
         return out[: self.num_users], out[self.num_users :]
 
     @torch.no_grad()
+    def embed_users(self, history: Tensor) -> Tensor:
+        """``[B, d]`` embeddings of users with the given histories (``[B, I]`` CSR of
+        :func:`history_matrix`), folded into the trained graph without retraining: each is
+        a new node linked to its products, with LightGCN's propagation over the products'
+        trained states and degree + 1 normalisation (the products' own update by the
+        newcomer is left out). A user input starts from the weighted mean of the history
+        (``user_input`` history; a newcomer has no id embedding). Serves users who arrive
+        after training and known users whose history has grown since. Scores are dot
+        products with :meth:`embed`'s products."""
+        was_training = self.training
+        self.eval()
+        self.embed()  # the products' states at every layer, as they are now
+        self.train(was_training)
+        history = history.to(self.degree.device)
+        coo = history.to_sparse_coo().coalesce()
+        rows, items = coo.indices()
+        size = torch.bincount(rows, minlength=history.shape[0]).float()
+        norm = (size[rows] * (self.degree[self.num_users :][items] + 1)).rsqrt()
+        links = torch.sparse_coo_tensor(coo.indices(), norm, history.shape,
+                                        check_invariants=False).to_sparse_csr()
+        layers = self._item_layers
+        x = _sparse_mm(history, layers[0]) if self.user_input != "id" \
+            else layers[0].new_zeros(history.shape[0], self.dim)
+        out = (x + sum(_sparse_mm(links, layer) for layer in layers[:-1])) / (self.layers + 1)
+        return nn.functional.normalize(out, dim=-1) if self.cosine else out
+
     def embed_new_users(self, histories: list[Tensor]) -> Tensor:
-        """``[B, d]`` embeddings of users who arrived after training, from their histories
-        (product rows), without retraining: each is folded into the trained graph as a
-        new node linked to its products (LightGCN's propagation for that node, products'
-        states as trained; the products' own update by the newcomer is left out). A user
-        input starts from the history's mean (``user_input`` history; an unknown user has no
-        id embedding). Scores are dot products with :meth:`embed`'s products."""
-        if not self._item_layers:
-            self.eval()
-            self.embed()
-        item_deg = self.degree[self.num_users :]
-        rows = []
-        for items in histories:
-            items = items.to(self.degree.device).unique()
-            if not items.numel():
-                raise ValueError("a new user needs at least one product in their history")
-            layers = self._item_layers
-            x = layers[0].index_select(0, items).mean(0) if self.user_input != "id" \
-                else layers[0].new_zeros(self.dim)
-            norm = (items.numel() * (item_deg.index_select(0, items) + 1)).rsqrt().unsqueeze(1)
-            out = x + sum((layer.index_select(0, items) * norm).sum(0) for layer in layers[:-1])
-            rows.append(out / (self.layers + 1))
-        users = torch.stack(rows)
-        return nn.functional.normalize(users, dim=-1) if self.cosine else users
+        """:meth:`embed_users` of users given as their products' rows, oldest first."""
+        if any(not h.numel() for h in histories):
+            raise ValueError("a new user needs at least one product in their history")
+        frame = pd.DataFrame({
+            "user": np.repeat(np.arange(len(histories)), [h.numel() for h in histories]),
+            "product": torch.cat([h.flatten().cpu() for h in histories]).numpy(),
+            "time": np.concatenate([np.arange(h.numel()) for h in histories])})
+        return self.embed_users(history_matrix(frame, len(histories), self.num_items,
+                                               self.history_half_life))
 
     @torch.no_grad()
     def embed_new_products(self, features: Tensor) -> Tensor:

@@ -291,3 +291,17 @@ def item_cold_start_split(
         kind="item_cold_start",
         seed=seed,
     )
+
+
+def later_events(frame: pd.DataFrame) -> np.ndarray:
+    """For each row, how many rows of the same user come after it in time order (ties by
+    product row; rows in frame order when there is no ``time`` column)."""
+    n = len(frame)
+    time = frame["time"].to_numpy("int64") if "time" in frame else np.arange(n)
+    order = np.lexsort((frame["product"].to_numpy("int64"), time, frame["user"].to_numpy()))
+    users = frame["user"].to_numpy()[order]
+    ends = np.r_[np.flatnonzero(np.diff(users)) + 1, n]  # one past each user's last row
+    sizes = np.diff(np.r_[0, ends])
+    later = np.empty(n, dtype=np.float64)
+    later[order] = np.repeat(ends, sizes) - 1 - np.arange(n)
+    return later

@@ -95,6 +95,9 @@ class TrainSettings:
             ``id``: today's; ``text`` / ``text+id`` and ``history`` / ``history+id``: the
             text-native, inductive model; see :class:`kgrec.gnn.kgat.KGATModel`).
         text_hidden: gat/gcn: hidden units of the text projector (0: one linear map).
+        history_half_life: gat/gcn with history inputs: a user's events weigh half as much
+            per later event of theirs (0, the default: every event alike; the text
+            profile's recency, :func:`kgrec.fusion.text.user_profiles`).
         loss: ``bpr`` (dot-product scores, one sampled negative per pair) or ``softmax``
             (cosine scores over ``temperature``, each pair's positive against
             ``negatives`` products drawn for the batch and, with ``in_batch_negatives``,
@@ -146,6 +149,7 @@ class TrainSettings:
     item_input: str = "id"
     user_input: str = "id"
     text_hidden: int = 0
+    history_half_life: float = 0.0
     loss: str = "bpr"
     temperature: float = 0.15
     negatives: int = 256
@@ -242,7 +246,7 @@ def _build_model(snapshot: GraphSnapshot, split: Split, settings: TrainSettings,
         graph = homogeneous_graph(training_graph(snapshot, split), snapshot.relations)
         features = product_features if settings.text_features else None
         history = None if settings.user_input == "id" else history_matrix(
-            split.pairs("train"), split.num_users, split.num_items)
+            split.train, split.num_users, split.num_items, settings.history_half_life)
         return KGATModel(graph, adj, split.item_counts(), dim=settings.dim,
                          layers=settings.layers, kg_hops=settings.kg_hops,
                          attention=name == "gat", kg_dropout=settings.kg_dropout,
@@ -251,7 +255,8 @@ def _build_model(snapshot: GraphSnapshot, split: Split, settings: TrainSettings,
                          init_std=settings.init_std or INIT_STD,
                          cl_eps=settings.cl_eps if settings.cl_weight > 0 else 0.0,
                          item_input=settings.item_input, user_input=settings.user_input,
-                         text_hidden=settings.text_hidden, history=history)
+                         text_hidden=settings.text_hidden, history=history,
+                         history_half_life=settings.history_half_life)
     raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
 
 

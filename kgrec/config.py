@@ -215,6 +215,7 @@ RULES: dict[str, Rule] = {
     "train.item_input": one_of(*ITEM_INPUTS),
     "train.user_input": one_of(*USER_INPUTS),
     "train.text_hidden": at_least(0),
+    "train.history_half_life": NON_NEGATIVE,
     "train.loss": one_of(*LOSSES),
     "train.temperature": above(0),
     "train.negatives": POSITIVE,
