@@ -14,6 +14,7 @@ the seed alone; the seconds depend on the load, recorded with each row.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from kgrec.gnn.kgat import history_matrix  # noqa: E402
 from kgrec.gnn.metrics import evaluate_ranking  # noqa: E402
-from kgrec.gnn.split import make_split  # noqa: E402
-from kgrec.gnn.train import TrainSettings  # noqa: E402
+from kgrec.gnn.split import item_cold_start_split, make_split  # noqa: E402
+from kgrec.gnn.train import TrainSettings, train_model  # noqa: E402
 
 from benchmarks._common import (  # noqa: E402
     DATASETS,
@@ -48,7 +50,10 @@ from benchmarks._common import (  # noqa: E402
 #: without text), and the text-native GAT with recency-weighted histories, its test users
 #: scored from their history at test time (``test_history=current``: training plus
 #: validation events, folded in without retraining; not a training setting), and EASE
-#: (:func:`ease_row`) with either history.
+#: (:func:`ease_row`) with either history; then the item cold-start split
+#: (``split=item_cold_start``: 10% of the products held out with all their events, so the
+#: whole test is products never seen in training), and users who arrive after training
+#: (``new_users=0.1``, :func:`new_users_row`).
 ROWS = (
     "model=gat",
     "model=gat,loss=softmax",
@@ -61,6 +66,12 @@ ROWS = (
     "test_history=current",
     "model=ease,reg=250", "model=ease,reg=250,test_history=current",
     "model=ease,reg=50", "model=ease,reg=50,test_history=current",
+    "model=gat,split=item_cold_start",
+    "model=gat,loss=softmax,item_input=text,user_input=history,split=item_cold_start",
+    "model=gat,loss=softmax,item_input=text,user_input=history,history_half_life=1,"
+    "split=item_cold_start",
+    "model=gat,loss=softmax,item_input=text,user_input=history,history_half_life=1,"
+    "new_users=0.1",
 )
 
 
@@ -78,10 +89,16 @@ def parse_row(spec: str) -> dict[str, Any]:
 
 def one_row(dataset: str, spec: str, seed: int, threads: int | None) -> dict[str, Any]:
     snapshot = load_dataset(dataset)
-    split = make_split(snapshot)
     values = parse_row(spec)
+    split = item_cold_start_split(snapshot) if values.pop("split", "") == "item_cold_start" \
+        else make_split(snapshot)
     if values.get("model") == "ease":
         return {"dataset": dataset, "row": spec, "seed": seed, **ease_row(split, values)}
+    if "new_users" in values:
+        share = values.pop("new_users")
+        settings = TrainSettings(**{"seed": seed, "device": "cpu", "threads": threads, **values})
+        return {"dataset": dataset, "row": spec, "seed": seed,
+                **new_users_row(snapshot, split, settings, share, seed)}
     test_users = _current_history(split) if values.pop("test_history", "train") == "current" \
         else None
     settings = TrainSettings(**{"seed": seed, "device": "cpu", "threads": threads, **values})
@@ -118,6 +135,34 @@ def ease_row(split, values: dict[str, Any]) -> dict[str, Any]:
             "threads": torch.get_num_threads(), "load_avg_1m_before": load}
 
 
+def new_users_row(snapshot, split, settings: TrainSettings, share: float,
+                  seed: int) -> dict[str, Any]:
+    """Users who arrive after training: a random ``share`` of the users is left out of
+    training altogether (their events and validation pairs), then folded in from their
+    training events (:meth:`KGATModel.embed_users`) and ranked on their test pairs, beside
+    the same users scored by the model trained with them (the usual run)."""
+    rng = np.random.default_rng(seed)
+    new = rng.choice(split.num_users, int(share * split.num_users), replace=False)
+    known = dataclasses.replace(split, train=split.train[~split.train["user"].isin(new)],
+                                valid=split.valid[~split.valid["user"].isin(new)])
+    only_new = dataclasses.replace(split, test=split.test[split.test["user"].isin(new)])
+    text = text_vectors(snapshot)
+    start = time.perf_counter()
+    without = train_model(snapshot, known, settings, product_features=text, progress=False)
+    users = without.model.embed_users(history_matrix(  # type: ignore[operator]
+        split.train, split.num_users, split.num_items, settings.history_half_life))
+    items = without.product_embeddings.tensor
+    folded = evaluate_ranking(lambda rows: users[rows] @ items.t(), only_new, k=20,
+                              slices=("overall",))["overall"]["ndcg@20"]
+    with_them = train_model(snapshot, split, settings, product_features=text, progress=False)
+    retrained = evaluate_ranking(with_them.score, only_new, k=20,
+                                 slices=("overall",))["overall"]["ndcg@20"]
+    return {"new_users": len(new), "new_users_test_pairs": len(only_new.test),
+            "folded_in_test_ndcg@20": folded, "retrained_test_ndcg@20": retrained,
+            "ratio": folded / retrained, "seconds": time.perf_counter() - start,
+            "threads": torch.get_num_threads(), "load_avg_1m_before": os.getloadavg()[0]}
+
+
 def _current_history(split):
     """Test users folded in from their history at test time (training plus validation
     events on a time-ordered split), the trained model unchanged."""
@@ -133,7 +178,14 @@ def table(rows: list[dict[str, Any]]) -> str:
              "| --- | --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['dataset']} | `{r['row']}` | {r['valid_ndcg@20']:.4f} | "
               f"{r['test_ndcg@20']:.4f} | {r['test_cold_start_ndcg@20']:.4f} | {r['epochs']} | "
-              f"{r['seconds']:.0f} |" for r in rows]
+              f"{r['seconds']:.0f} |" for r in rows if "new_users" not in r]
+    new = [r for r in rows if "new_users" in r]
+    if new:
+        lines += ["", "| dataset | row | new users | folded in | retrained with them | ratio |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['dataset']} | `{r['row']}` | {r['new_users']} | "
+                  f"{r['folded_in_test_ndcg@20']:.4f} | {r['retrained_test_ndcg@20']:.4f} | "
+                  f"{r['ratio']:.2f} |" for r in new]
     return "\n".join(lines)
 
 
