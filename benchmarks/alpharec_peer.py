@@ -145,7 +145,17 @@ def export(split, text: torch.Tensor, folder: Path) -> tuple[np.ndarray, np.ndar
     return users, items
 
 
-def run_dataset(dataset: str, code: Path, python: Path) -> dict[str, Any]:
+def _saved_id(code: Path, name: str) -> list[str]:
+    """``--saveID`` that makes a --test_only run read the training run's folder (training
+    prefixes the folder with its date, a test-only run does not)."""
+    found = sorted((code / "weights" / "General" / name).glob(
+        "*/*_Saved_*/epoch=*.checkpoint.pth.tar"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SystemExit(f"no saved AlphaRec checkpoint for {name} under {code / 'weights'}")
+    return ["--saveID", found[-1].parent.name.split("_Saved_")[0] + "_Saved"]
+
+
+def run_dataset(dataset: str, code: Path, python: Path, saved: bool = False) -> dict[str, Any]:
     snapshot = load_dataset(dataset)
     split = make_split(snapshot)
     name = f"kgrec_{dataset.replace('-', '_')}"
@@ -154,7 +164,11 @@ def run_dataset(dataset: str, code: Path, python: Path) -> dict[str, Any]:
     out = WORK / f"{name}_embeddings.pt"
     driver = DRIVER + f"torch.save({{'users': users, 'items': items}}, {str(out)!r})\n"
     load, start = os.getloadavg()[0], time.perf_counter()
-    done = subprocess.run([str(python), "-c", driver, *ARGS, "--dataset", name,
+    # --saved: the best checkpoint of an earlier, interrupted run, without training on.
+    args = [a for a in ARGS if a != "--clear_checkpoints"] + ["--test_only",
+                                                              *_saved_id(code, name)] \
+        if saved else ARGS
+    done = subprocess.run([str(python), "-c", driver, *args, "--dataset", name,
                            "--data_path", f"{data_path}/"], cwd=code, capture_output=True,
                           text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
     seconds = time.perf_counter() - start
@@ -181,7 +195,9 @@ def run_dataset(dataset: str, code: Path, python: Path) -> dict[str, Any]:
             "test_ndcg@20": metrics["test"]["ndcg@20"],
             "test_recall@20": metrics["test"]["recall@20"],
             "alpharec_own_output": own, "users": len(users), "items": len(items),
-            "products_without_embedding": split.num_items - len(items), "seconds": seconds,
+            "products_without_embedding": split.num_items - len(items),
+            "converged": None if saved else True, "from_saved_checkpoint": saved,
+            "seconds": seconds,
             "threads": 2, "load_avg_1m_before": load}
 
 
@@ -191,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="a checkout of github.com/LehengTHU/AlphaRec")
     p.add_argument("--datasets", choices=DATASETS, nargs="+", default=list(DATASETS))
     p.add_argument("--out", type=Path, default=RESULTS / "alpharec_peer.json")
+    p.add_argument("--saved", action="store_true",
+                   help="evaluate the best checkpoint an interrupted run left (its own "
+                        "--test_only), without training on; the row says so")
     args = p.parse_args(argv)
     python = ensure_venv()
     code = prepare_source(args.source, python)
@@ -198,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                                "machine": machine(), "date": now(), "args": ARGS,
                                "patches": PATCHES, "rows": []}
     for dataset in args.datasets:
-        row = run_dataset(dataset, code, python)
+        row = run_dataset(dataset, code, python, args.saved)
         payload["rows"].append(row)
         print(json.dumps(row), flush=True)
         write_json(args.out, payload)
