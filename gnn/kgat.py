@@ -62,7 +62,7 @@ import pandas as pd
 import torch
 from kgrec.gnn.edge_ops import EdgePattern
 from kgrec.gnn.graph import HomogeneousGraph
-from kgrec.gnn.models import INIT_STD, Recommender, SymmetricSpmm, _sparse_mm
+from kgrec.gnn.models import INIT_STD, Recommender, SymmetricSpmm, sparse_mm
 from kgrec.gnn.split import later_events
 from torch import Tensor, nn
 from torch_geometric.utils import softmax
@@ -403,7 +403,7 @@ class KGATModel(Recommender):
         if self.user_input == "id":
             return ids
         assert self.history is not None
-        mean = _sparse_mm(self.history, items)
+        mean = sparse_mm(self.history, items)
         return mean if self.user_input == "history" else mean + ids
 
     def graph_states(self, items: Tensor) -> Tensor:
@@ -475,9 +475,9 @@ class KGATModel(Recommender):
         links = torch.sparse_coo_tensor(coo.indices(), norm, history.shape,
                                         check_invariants=False).to_sparse_csr()
         layers = self._item_layers
-        x = _sparse_mm(history, layers[0]) if self.user_input != "id" \
+        x = sparse_mm(history, layers[0]) if self.user_input != "id" \
             else layers[0].new_zeros(history.shape[0], self.dim)
-        out = (x + sum(_sparse_mm(links, layer) for layer in layers[:-1])) / (self.layers + 1)
+        out = (x + sum(sparse_mm(links, layer) for layer in layers[:-1])) / (self.layers + 1)
         return nn.functional.normalize(out, dim=-1) if self.cosine else out
 
     def embed_new_users(self, histories: list[Tensor]) -> Tensor:

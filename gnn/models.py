@@ -31,14 +31,14 @@ class SymmetricSpmm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, adj: Tensor, x: Tensor) -> Tensor:
         ctx.adj, ctx.dtype = adj, x.dtype
-        return _sparse_mm(adj, x)
+        return sparse_mm(adj, x)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:
-        return None, _sparse_mm(ctx.adj, grad).to(ctx.dtype)
+        return None, sparse_mm(ctx.adj, grad).to(ctx.dtype)
 
 
-def _sparse_mm(adj: Tensor, x: Tensor) -> Tensor:
+def sparse_mm(adj: Tensor, x: Tensor) -> Tensor:
     """``adj @ x`` in the adjacency's dtype (fp32): autocast would cast the sparse operand
     to bf16, which is memory-bound work anyway and loses precision in the sums."""
     with torch.autocast(device_type=x.device.type, enabled=False):

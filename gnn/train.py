@@ -488,14 +488,15 @@ class _BatchLoss(nn.Module):
             loss = softmax_loss(u, item_emb.index_select(0, ps),
                                 item_emb.index_select(0, candidates), ps, candidates,
                                 settings.temperature, ws)
-            ns = ps[:0]
         else:
             loss = bpr_loss((u * item_emb.index_select(0, ps)).sum(-1).float(),
                             (u * item_emb.index_select(0, ns)).sum(-1).float(), ws)
         loss = loss * share * world
         eu, ep = model.ego(us, ps)
-        _, en = model.ego(us, ns)
-        reg = (eu.pow(2).sum() + ep.pow(2).sum() + en.pow(2).sum()) / (2 * len(users))
+        reg = eu.pow(2).sum() + ep.pow(2).sum()
+        if settings.loss == "bpr":  # the softmax's negatives are shared, not the pairs'
+            reg = reg + model.ego(us, ns)[1].pow(2).sum()
+        reg = reg / (2 * len(users))
         loss = loss + settings.weight_decay * reg.float() * world
         if settings.cl_weight > 0:
             loss = loss + settings.cl_weight * model.contrastive_loss(
