@@ -13,8 +13,10 @@ alpha and the item-dependent :class:`kgrec.fusion.alpha.AlphaFunction` on valida
 Test pairs are never read. A profile is rebuilt for each stage from what is known then
 (:meth:`kgrec.gnn.split.Split.history`: train for validation, train + validation for the test of
 a time-ordered split), as it would be at serving time; trained sides (the tower, the GNN)
-keep what they learnt from ``train``. The evaluation is ``kgrec.gnn.metrics.evaluate_ranking``,
-the same code that evaluates every model.
+keep what they learnt from ``train``. Validation NDCG@K is measured on
+:class:`kgrec.fusion.pools.BlendPools` (a sample of users, each ranked within a candidate pool
+scored once), which equals ``kgrec.gnn.metrics.evaluate_ranking`` (the evaluation of every
+model) wherever the pool is exact, and every fit reports how many users that is.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 from kgrec.fusion.alpha import ALPHA_GRID, PIVOT_GRID, AlphaFit, AlphaFunction, fit_alpha_function
-from kgrec.fusion.blend import normalise
+from kgrec.fusion.pools import FIT_POOL, FIT_USERS, BlendPools
 from kgrec.fusion.score import FusedScorer
 from kgrec.fusion.text import PROFILE_HALF_LIVES, user_profiles
 from kgrec.fusion.tower import train_text_tower
@@ -39,6 +41,8 @@ TEXT_SIDES = ("profile", "tower")
 JOBS = ("full", "tail")
 #: The text side of the GNN-only choice (alpha 1: no separate text score).
 GNN_ONLY = "none"
+#: The GNN's name among the fit's score sources.
+GNN = "gnn"
 
 
 def candidate_score_fn(scorer: FusedScorer, candidates: Tensor | None = None) -> ScoreFn:
@@ -100,6 +104,8 @@ def build_text_side(
     seed: int = 2020,
     device: str = "cpu",
     progress: bool = False,
+    sample_users: int = FIT_USERS,
+    pool: int = FIT_POOL,
 ) -> TextSide:
     """The text side of the fusion, from training interactions only.
 
@@ -114,9 +120,10 @@ def build_text_side(
             profile's validation NDCG@``k`` (:func:`kgrec.fusion.text.user_profiles`); the first
             is taken when the split has no validation pairs.
         progress: Show progress bars.
+        sample_users, pool: How the half-lives are compared (as :func:`fit_job`).
     """
     if kind == "profile":
-        return _best_profile(split, item_text.float(), half_lives, k)
+        return _best_profile(split, item_text.float(), half_lives, k, sample_users, pool, seed)
     if kind == "tower":
         tower = train_text_tower(
             split.pairs("train"), item_text, split.num_users, dim=tower_dim,
@@ -126,8 +133,10 @@ def build_text_side(
     raise ValueError(f"text side must be one of {', '.join(TEXT_SIDES)}, got {kind!r}")
 
 
-def _best_profile(split: Split, items: Tensor, half_lives: Sequence[float], k: int) -> TextSide:
-    """The profile side whose half-life ranks validation best alone (ties: the first)."""
+def _best_profile(split: Split, items: Tensor, half_lives: Sequence[float], k: int,
+                  sample_users: int, pool: int, seed: int) -> TextSide:
+    """The profile side whose half-life ranks validation best alone (ties: the first),
+    measured on the fit's user sample and pools (:class:`kgrec.fusion.pools.BlendPools`)."""
     if not half_lives:
         raise ValueError("half_lives must name at least one half-life (0: none)")
     recency = [h or None for h in half_lives]
@@ -136,13 +145,9 @@ def _best_profile(split: Split, items: Tensor, half_lives: Sequence[float], k: i
              for h in recency]
     if len(sides) == 1 or not len(split.valid):
         return sides[0]
-
-    def metric(side: TextSide) -> float:
-        return evaluate_ranking(lambda batch: side.users[batch] @ items.T, split,
-                                stage="valid", k=k, slices=("overall",),
-                                auc=False)["overall"][f"ndcg@{k}"]
-
-    scores = [metric(side) for side in sides]
+    pools = BlendPools({str(i): (side.users, items) for i, side in enumerate(sides)}, split,
+                       k=k, sample_users=sample_users, pool=pool, seed=seed)
+    scores = [pools.ndcg(str(i)) for i in range(len(sides))]
     return sides[scores.index(max(scores))]
 
 
@@ -156,49 +161,6 @@ def evaluate(
                             slices=slices)
 
 
-class BlendEvaluator:
-    """Validation NDCG@K of ``a * norm(s_gnn) + (1 - a) * norm(s_text)`` for many ``a``.
-
-    Both normalised score matrices of the stage's users over the candidates are computed
-    once; each alpha then costs one blend and one ranking, not two matrix products and two
-    normalisations (the fit tries about a hundred).
-
-    Args:
-        gnn_users, gnn_items, text: the two sources.
-        split, stage, k: what is evaluated (validation by default).
-        candidates: bool mask of the ranked products (None: all).
-        normalise: per-user normalisation, as :class:`FusedScorer`.
-    """
-
-    def __init__(self, gnn_users: Tensor, gnn_items: Tensor, text: TextSide, split: Split, *,
-                 stage: str = "valid", k: int = 20, candidates: Tensor | None = None,
-                 normalise_method: str = "zscore") -> None:
-        self.split, self.stage, self.k, self.candidates = split, stage, k, candidates
-        users = torch.unique(split.pairs(stage)[0])
-        self.row = torch.full((split.num_users,), -1, dtype=torch.long)
-        self.row[users] = torch.arange(users.numel())
-        cand = (torch.arange(split.num_items) if candidates is None
-                else torch.nonzero(torch.as_tensor(candidates)).flatten())
-        self.cand = cand
-        self.gnn = normalise(gnn_users[users].float() @ gnn_items[cand].float().T,
-                             normalise_method)
-        self.text = normalise(text.users[users].float() @ text.items[cand].float().T,
-                              normalise_method)
-
-    def __call__(self, alpha: float | Tensor) -> float:
-        a = alpha[self.cand].float() if isinstance(alpha, Tensor) else float(alpha)
-        fused = a * self.gnn + (1 - a) * self.text
-
-        def score(batch: Tensor) -> Tensor:
-            out = torch.full((batch.numel(), self.split.num_items), -torch.inf)
-            out[:, self.cand] = fused[self.row[batch]]
-            return out
-
-        result = evaluate_ranking(score, self.split, stage=self.stage, k=self.k,
-                                  candidates=self.candidates, slices=("overall",), auc=False)
-        return result["overall"][f"ndcg@{self.k}"]
-
-
 @dataclass
 class JobFit:
     """The fusion chosen for one job, with every alternative's validation fit.
@@ -210,6 +172,8 @@ class JobFit:
         valid_metric: its validation NDCG@K.
         gnn_only: validation NDCG@K of the GNN alone on this job.
         by_side: each text side's :class:`kgrec.fusion.alpha.AlphaFit`.
+        validation: how the metric was measured (:meth:`kgrec.fusion.pools.BlendPools.report`:
+            users fitted on, sampling error, share of users the pool makes exact).
     """
 
     job: str
@@ -218,17 +182,26 @@ class JobFit:
     valid_metric: float
     gnn_only: float
     by_side: dict[str, AlphaFit] = field(default_factory=dict)
+    validation: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         gain = (self.valid_metric / self.gnn_only - 1) * 100 if self.gnn_only > 0 else 0.0
         return (f"{self.job}: {self.text_side} text side, alpha {self.alpha.describe()} "
                 f"(valid NDCG {self.valid_metric:.4f}, GNN alone {self.gnn_only:.4f}, "
-                f"{gain:+.1f}%)")
+                f"{gain:+.1f}%{self._measured()})")
+
+    def _measured(self) -> str:
+        v = self.validation
+        if not v:
+            return ""
+        return (f"; {v['fit_users']:,.0f} of {v['stage_users']:,.0f} users, "
+                f"+/- {v['sampling_error']:.4f}, {v['exact_share']:.0%} exact in the pool")
 
     def to_dict(self) -> dict:
         return {
             "job": self.job, "text_side": self.text_side, "alpha": self.alpha.to_dict(),
             "valid_metric": self.valid_metric, "gnn_only": self.gnn_only,
+            "validation": self.validation,
             "by_side": {side: {"best": fit.best.to_dict(), "best_metric": fit.best_metric,
                                "constant_curve": fit.constant_curve, "curve": fit.curve}
                         for side, fit in self.by_side.items()},
@@ -241,7 +214,8 @@ class JobFit:
                                   [tuple(p) for p in f["curve"]])
                    for side, f in data.get("by_side", {}).items()}
         return cls(data["job"], data["text_side"], AlphaFunction.from_dict(data["alpha"]),
-                   data["valid_metric"], data["gnn_only"], by_side)
+                   data["valid_metric"], data["gnn_only"], by_side,
+                   data.get("validation", {}))
 
 
 def fit_job(
@@ -258,38 +232,43 @@ def fit_job(
     grid: Sequence[float] = ALPHA_GRID,
     pivots: Sequence[float] = PIVOT_GRID,
     item_dependent: bool = True,
+    sample_users: int = FIT_USERS,
+    pool: int = FIT_POOL,
+    seed: int = 2020,
+    progress: bool = False,
 ) -> JobFit:
     """Fit one job: for each text side the best alpha function, then the best side.
 
-    The GNN alone (``a = 1``) wins unless a blend is strictly better on validation, so a
-    text side that does not help is never kept. ``sides`` may be empty (a catalogue without
-    text): the job is then the GNN alone.
+    Every blend is evaluated on the same :class:`kgrec.fusion.pools.BlendPools` (at most
+    ``sample_users`` validation users, each ranked within a pool of every source's top
+    ``pool`` products; 0 for either: all), scored once per source. The GNN alone (``a = 1``)
+    wins unless a blend is strictly better on validation, so a text side that does not help is
+    never kept. ``sides`` may be empty (a catalogue without text): the job is then the GNN
+    alone.
     """
     if not len(split.valid):
         raise ValueError("fitting the fusion needs a split with validation pairs")
-    candidates = job_candidates(job, split)
+    staged = {name: side.at_stage(split, "valid") for name, side in sides.items()}
+    sources = {GNN: (gnn_users, gnn_items)} | {name: (side.users, side.items)
+                                               for name, side in staged.items()}
+    pools = BlendPools(sources, split, k=k, candidates=job_candidates(job, split),
+                       normalise_method=normalise_method, sample_users=sample_users, pool=pool,
+                       seed=seed, progress=progress)
     by_side: dict[str, AlphaFit] = {}
-    gnn_only = None
-    for name, side in sides.items():
-        evaluator = BlendEvaluator(gnn_users, gnn_items, side.at_stage(split, "valid"), split,
-                                   k=k, candidates=candidates, normalise_method=normalise_method)
-
-        def metric(fn: AlphaFunction, ev: BlendEvaluator = evaluator) -> float:
-            return ev(fn.values(degree, text_confidence))
+    for name in sides:
+        def metric(fn: AlphaFunction, side: str = name) -> float:
+            return pools.ndcg(GNN, side, fn.values(degree, text_confidence))
 
         by_side[name] = fit_alpha_function(metric, grid=grid, pivots=pivots,
                                            item_dependent=item_dependent)
-        gnn_only = dict(by_side[name].constant_curve).get(1.0, gnn_only)
-    if gnn_only is None:  # no text side (or no 1.0 on the grid): evaluate the GNN alone
-        zero = TextSide(GNN_ONLY, torch.zeros(split.num_users, 1),
-                        torch.zeros(split.num_items, 1))
-        gnn_only = BlendEvaluator(gnn_users, gnn_items, zero, split, k=k,
-                                  candidates=candidates, normalise_method=normalise_method)(1.0)
+    gnn_only = pools.ndcg(GNN)
     best = JobFit(job, GNN_ONLY, AlphaFunction.constant(1.0), gnn_only, gnn_only, by_side)
     for name, fit in by_side.items():
         if fit.best_metric > best.valid_metric and not (fit.best.is_constant
                                                          and fit.best.a_head == 1.0):
             best = JobFit(job, name, fit.best, fit.best_metric, gnn_only, by_side)
+    text = None if best.text_side == GNN_ONLY else best.text_side
+    best.validation = pools.report(GNN, text, best.alpha.values(degree, text_confidence))
     return best
 
 
@@ -320,7 +299,7 @@ def fit_fusion(
     from tqdm.auto import tqdm
 
     fits = {job: fit_job(job, gnn_users, gnn_items, sides, split, degree, text_confidence,
-                         **kwargs)  # type: ignore[arg-type]
+                         progress=progress, **kwargs)  # type: ignore[arg-type]
             for job in tqdm(list(jobs), desc="fit fusion", disable=not progress, leave=False)}
     return FusionFit(fits, dict(sides))
 

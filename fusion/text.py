@@ -42,6 +42,8 @@ _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 #: 0: every event alike): the next product of a time-ordered history is most like the last
 #: one, while a product held out of every history (item cold start) is like the whole of it.
 PROFILE_HALF_LIVES: tuple[float, ...] = (1.0, 4.0, 0.0)
+#: Events whose weighted text vectors one step of :func:`user_profiles` sums.
+PROFILE_CHUNK = 1 << 16
 
 
 def resolve_model_dir(model: str | Path) -> Path:
@@ -472,7 +474,11 @@ def user_profiles(
     items = torch.as_tensor(frame["product"].to_numpy("int64", copy=True))
     w = torch.as_tensor(weights, dtype=product_vectors.dtype)
     out = torch.zeros(num_users, product_vectors.shape[1], dtype=product_vectors.dtype)
-    out.index_add_(0, users, product_vectors[items] * w.unsqueeze(1))
+    # In chunks of events: an [events, d] product of the gathered vectors would take 1.5 GB
+    # per million events at d = 384.
+    for start in range(0, len(users), PROFILE_CHUNK):
+        part = slice(start, start + PROFILE_CHUNK)
+        out.index_add_(0, users[part], product_vectors[items[part]] * w[part].unsqueeze(1))
     return torch.nn.functional.normalize(out, dim=1)
 
 

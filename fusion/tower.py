@@ -103,12 +103,16 @@ def train_text_tower(
             idx = order[start : start + batch_size]
             u, pos = users_all[idx].to(device), items_all[idx].to(device)
             neg = torch.randint(0, text.shape[0], (idx.numel(),), generator=generator).to(device)
-            item_vecs = model.items(text)
+            # The MLP runs on the batch's products only, not the whole catalogue: a step costs
+            # O(batch), whatever the number of products.
+            batch_items, slot = torch.unique(torch.cat([pos, neg]), return_inverse=True)
+            item_vecs = model.items(text.index_select(0, batch_items))
             # index_select: its backward sums in a fixed order on any number of CPU threads
             # (advanced indexing's does not), so a seed gives one result.
             ue = model.user_emb.weight.index_select(0, u)
-            loss = bpr_loss((ue * item_vecs.index_select(0, pos)).sum(-1),
-                            (ue * item_vecs.index_select(0, neg)).sum(-1),
+            pos_slot, neg_slot = slot[: idx.numel()], slot[idx.numel():]
+            loss = bpr_loss((ue * item_vecs.index_select(0, pos_slot)).sum(-1),
+                            (ue * item_vecs.index_select(0, neg_slot)).sum(-1),
                             torch.ones(idx.numel(), device=device))  # unweighted: the mean
             opt.zero_grad()
             loss.backward()

@@ -40,7 +40,8 @@ def cold_start_items(split: Split) -> torch.Tensor:
     return split.item_counts() == 0
 
 
-def _candidate_mask(candidates: torch.Tensor | None, num_items: int) -> torch.Tensor:
+def candidate_mask(candidates: torch.Tensor | None, num_items: int) -> torch.Tensor:
+    """Bool ``[num_items]`` mask of ``candidates`` (a mask or an index; None: every product)."""
     if candidates is None:
         return torch.ones(num_items, dtype=torch.bool)
     candidates = torch.as_tensor(candidates)
@@ -145,7 +146,8 @@ def _pair_auc(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor,
     return auc
 
 
-def _positives_by_user(split: Split, stages: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def positives_by_user(split: Split, stages: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(users, items) of the ``stages``' pairs, sorted by user (for :func:`rows_of`)."""
     pairs = [split.pairs(s) for s in stages if len(split.frame(s))]
     if not pairs:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
@@ -154,7 +156,7 @@ def _positives_by_user(split: Split, stages: tuple[str, ...]) -> tuple[torch.Ten
     return joined[0, order], joined[1, order]
 
 
-def _rows_of(users: torch.Tensor, batch: torch.Tensor, items: torch.Tensor):
+def rows_of(users: torch.Tensor, batch: torch.Tensor, items: torch.Tensor):
     """Entries of (users, items) (sorted by user) whose user is in ``batch`` (sorted),
     as (row-in-batch, item)."""
     lo = torch.searchsorted(users, batch[0])
@@ -199,7 +201,7 @@ def evaluate_ranking(
     """
     if stage not in ("valid", "test"):
         raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
-    cand = _candidate_mask(candidates, split.num_items)
+    cand = candidate_mask(candidates, split.num_items)
     slice_masks = {
         "overall": torch.ones(split.num_items, dtype=torch.bool),
         "long_tail": long_tail_items(split),
@@ -209,11 +211,11 @@ def evaluate_ranking(
     if unknown:
         raise ValueError(f"unknown slices {sorted(unknown)}; known: {list(slice_masks)}")
     states = {name: _SliceState(k, slice_masks[name] & cand, auc) for name in slices}
-    gt_users, gt_items = _positives_by_user(split, (stage,))
+    gt_users, gt_items = positives_by_user(split, (stage,))
     keep = cand[gt_items]
     gt_users, gt_items = gt_users[keep], gt_items[keep]
     seen = ("train", "valid") if stage == "test" else ("train",)
-    ex_users, ex_items = _positives_by_user(split, seen)
+    ex_users, ex_items = positives_by_user(split, seen)
     users = torch.unique(gt_users)
     k_eff = min(k, int(cand.sum()))
     for start in range(0, users.numel(), batch_size):
@@ -229,10 +231,10 @@ def evaluate_ranking(
         device = scores.device
         scores = scores.clone()
         scores[:, ~cand.to(device)] = float("-inf")
-        ex_rows, ex_cols = _rows_of(ex_users, batch, ex_items)
+        ex_rows, ex_cols = rows_of(ex_users, batch, ex_items)
         scores[ex_rows.to(device), ex_cols.to(device)] = float("-inf")
         topk = scores.topk(k_eff, dim=1).indices.cpu()
-        rows, items = _rows_of(gt_users, batch, gt_items)
+        rows, items = rows_of(gt_users, batch, gt_items)
         if auc:
             scores = scores.cpu()
             n_valid = torch.isfinite(scores).sum(1)

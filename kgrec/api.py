@@ -252,16 +252,17 @@ class Recommender:
         if item_dependent is None:
             item_dependent = config.fusion.alpha_function == "item"
         raw = encode_catalogue(self.snapshot, config, progress)
+        sampling = {"sample_users": config.fusion.fit_users, "pool": config.fusion.fit_pool,
+                    "seed": config.train.seed, "progress": progress}
         sides = {} if raw is None else {
             kind: build_text_side(kind, split, raw.align(self.products), k=config.train.k,
                                   tower_epochs=config.fusion.tower_epochs,
-                                  seed=config.train.seed, progress=progress,
-                                  half_lives=config.fusion.profile_half_lives)
+                                  half_lives=config.fusion.profile_half_lives, **sampling)
             for kind in text_sides}
         confidence = text_confidence(self.snapshot.products, config.fusion.text_fields)
         fit = fit_fusion(self.gnn_users, self.gnn_items, sides, split, split.item_counts(),
                          confidence, k=config.train.k, normalise_method=config.fusion.normalise,
-                         item_dependent=item_dependent, progress=progress)
+                         item_dependent=item_dependent, **sampling)
         # Serve with profiles as of the latest history the split knows.
         fit.sides = {kind: side.at_stage(split, "test") for kind, side in fit.sides.items()}
         meta = {"model_version": f"{self.result.settings.model}-fusion-{int(time.time())}",

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, NamedTuple, Union, get_args, get_origin, get_type_hints
 
+from kgrec.fusion.pools import FIT_POOL, FIT_USERS
 from kgrec.fusion.text import PROFILE_HALF_LIVES, TEXT_FIELDS
 from kgrec.gnn.kgat import ITEM_INPUTS, USER_INPUTS
 from kgrec.gnn.models import MODEL_NAMES
@@ -116,6 +117,11 @@ class FusionConfig:
     search_top_k: int = 10
     #: Per-user score normalisation before blending: "zscore" or "rank".
     normalise: str = "zscore"
+    #: Validation users the fusion fit samples (0: all); its sampling error is reported.
+    fit_users: int = FIT_USERS
+    #: Products of each source's top list a fitted user is ranked within (0: every product;
+    #: the share of users this makes exact is reported).
+    fit_pool: int = FIT_POOL
     cache_dir: str = ".kgrec/text-cache"
 
 
@@ -245,6 +251,8 @@ RULES: dict[str, Rule] = {
     "fusion.search_alpha": between(0, 1),
     "fusion.search_top_k": POSITIVE,
     "fusion.normalise": one_of("zscore", "rank"),
+    "fusion.fit_users": NON_NEGATIVE,
+    "fusion.fit_pool": NON_NEGATIVE,
     "score.top_k": POSITIVE,
     "score.chunk_size": POSITIVE,
     "score.spark": matching(r"|local(\[(\d+|\*)(,\d+)?\])?|yarn|(spark|k8s|mesos)://\S+",

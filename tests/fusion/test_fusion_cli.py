@@ -54,7 +54,12 @@ def test_fuse_score_write_back_and_search(workdir, capsys) -> None:
         assert set(fit["by_side"]) == {"profile", "tower"}  # both sides were compared
         assert fit["valid_metric"] >= fit["gnn_only"]
         assert 0.0 <= fit["alpha"]["a_head"] <= 1.0 and 0.0 <= fit["alpha"]["a_cold"] <= 1.0
+        # Every validation user fits in the default sample: no sampling error.
+        measured = fit["validation"]
+        assert measured["fit_users"] == measured["stage_users"] > 0
+        assert measured["sampling_error"] == 0.0 and 0.0 <= measured["exact_share"] <= 1.0
     out_text = capsys.readouterr().out
+    assert "users, +/- 0.0000" in out_text and "exact in the pool" in out_text
     assert "full: " in out_text and "tail: " in out_text and "artefacts in" in out_text
 
     capsys.readouterr()
