@@ -119,6 +119,37 @@ def merge_rels(rel: str) -> str:
     )
 
 
+def create_rels(rel: str) -> str:
+    """Create relationships grouped by source, skipping MERGE's look-up of existing ones.
+
+    Only for rows known to be new: the store uses it while, under :func:`lock_rel_type`, the
+    type holds exactly what this load created (rows are deduplicated on their key). Returns
+    ``matched`` as :func:`merge_rels`.
+    """
+    props = _map(_props(rel))
+    return (
+        _grouped_endpoints(rel)
+        + f"CREATE (s)-[r:{quote(schema.rel_spec(rel).name)}{' ' + props if props else ''}]->(d)\n"
+        "RETURN count(*) AS matched"
+    )
+
+
+#: Label of the lock nodes, one per relationship type, that writers of a type take in turn.
+LOAD_LOCK = "KgrecLoadLock"
+
+
+def create_lock_constraint() -> str:
+    """One lock node per type, even when two loads create it at once."""
+    return (f"CREATE CONSTRAINT kgrec_load_lock IF NOT EXISTS FOR (l:{quote(LOAD_LOCK)}) "
+            "REQUIRE l.type IS UNIQUE")
+
+
+def lock_rel_type() -> str:
+    """Take the write lock of relationship type ``$type`` until the transaction ends."""
+    return (f"MERGE (l:{quote(LOAD_LOCK)} {{type: $type}})\n"
+            f"SET l.{quote(LOCK)} = true REMOVE l.{quote(LOCK)}")
+
+
 def merge_rels_null_key(rel: str, null_keys: tuple[str, ...]) -> str:
     """Like :func:`merge_rels` for rows whose key properties ``null_keys`` are null.
 

@@ -51,6 +51,18 @@ def test_rel_merge_uses_the_schema_merge_key_and_groups_by_source() -> None:
     assert "MATCH (d:`Category` {`id`: row.dst})" in cypher.merge_rels("SUBCATEGORY_OF")
 
 
+def test_first_load_creates_under_the_type_lock() -> None:
+    lines = cypher.create_rels("RATED").splitlines()
+    assert lines[:4] == cypher.merge_rels("RATED").splitlines()[:4]  # same grouped endpoints
+    assert lines[4:] == ["CREATE (s)-[r:`RATED` {`timestamp`: row.`timestamp`, "
+                         "`value`: row.`value`, `weight`: row.`weight`}]->(d)",
+                         "RETURN count(*) AS matched"]
+    assert cypher.lock_rel_type().splitlines() == [
+        "MERGE (l:`KgrecLoadLock` {type: $type})",
+        "SET l.`_kgrec_lock` = true REMOVE l.`_kgrec_lock`"]
+    assert "REQUIRE l.type IS UNIQUE" in cypher.create_lock_constraint()
+
+
 def test_null_key_statement_matches_absent_properties() -> None:
     q = cypher.merge_rels_null_key("RATED", ("timestamp",))
     # Concurrent loads: the source's write lock is taken before the existence check.

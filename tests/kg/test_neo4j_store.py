@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,9 +109,13 @@ def test_second_write_creates_nothing_and_changes_nothing(neo4j_store_factory) -
     first = neo4j_store_factory(batch_size=2)
     first.write(tables, progress=False)
     before = read_all(first)
+    # The first load of each type CREATEs (5 RATED rows in batches of 2: 3 batches).
+    assert first.rel_paths["RATED"] == {"create": 3, "merge": 0}
     # A fresh instance (no cached state) takes the MERGE path since the types now exist.
-    again = neo4j_store_factory(batch_size=3).write(tables, progress=False)
+    second = neo4j_store_factory(batch_size=3)
+    again = second.write(tables, progress=False)
     assert set(again) == {*tables.nodes, *tables.rels} and set(again.values()) == {0}
+    assert second.rel_paths["RATED"] == {"create": 0, "merge": 2}
     assert first.counts()["RATED"] == 5
     after = read_all(first)
     for name, frame in before.items():
@@ -118,6 +123,32 @@ def test_second_write_creates_nothing_and_changes_nothing(neo4j_store_factory) -
             assert after[name] is None
         else:
             pd.testing.assert_frame_equal(after[name], frame)
+
+
+def test_two_first_loads_at_once_create_one_graph(neo4j_store_factory) -> None:
+    """Two stores write the same new events at once: whoever holds the type's lock while it
+    holds only its own relationships CREATEs, the other MERGEs; one load's graph results."""
+    users, products, events = 300, 400, 12_000
+    nodes = {"User": {"id": [f"u{i}" for i in range(users)]},
+             "Product": {"id": [f"p{i}" for i in range(products)]}}
+    tables = _tables({}, {"RATED": {"src": [f"u{i % users}" for i in range(events)],
+                                    "dst": [f"p{(i * 7) % products}" for i in range(events)],
+                                    "timestamp": list(range(events)), "value": [1.0] * events}})
+    stores = [neo4j_store_factory(batch_size=500) for _ in range(2)]
+    # The nodes first: both loads then start on the empty type at the same moment, which
+    # without the type's lock lets both see it empty and both CREATE the same rows.
+    stores[0].write(_tables(nodes, {}), progress=False)
+    with ThreadPoolExecutor(2) as pool:
+        created = list(pool.map(lambda store: store.write(tables, progress=False), stores))
+    assert sum(c["RATED"] for c in created) == events
+    assert stores[0].counts()["RATED"] == events
+    paths = [store.rel_paths["RATED"] for store in stores]
+    assert sum(p["create"] for p in paths) >= 1
+    assert all(p["create"] + p["merge"] == events // 500 for p in paths)
+    with stores[0].driver.session(database=stores[0].database) as session:
+        repeated = session.run("MATCH (a)-[r:RATED]->(b) WITH a, b, r.timestamp AS t, "
+                               "count(*) AS c WHERE c > 1 RETURN count(*) AS n").single()["n"]
+    assert repeated == 0
 
 
 def test_incremental_load_appends_events_and_updates_properties(neo4j_store: Neo4jStore) -> None:
