@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from kgrec.kg import schema
+from kgrec.kg import cypher, schema
 from kgrec.kg.errors import InputError, StoreError
 from kgrec.kg.store.bulk import (
     SCRIPTS,
@@ -137,7 +137,9 @@ def test_bulk_import_equals_bolt_load(ml100k_tables: GraphTables, neo4j_store: N
         assert odd["price"].tolist()[::2] == [1.25, float("inf")] and pd.isna(odd["price"].iloc[1])
 
         constraints = bulk.store._query("SHOW CONSTRAINTS YIELD name RETURN collect(name) AS c")
-        assert len(constraints[0]["c"]) == len(schema.NODE_LABELS)
+        # One uniqueness constraint per node label, and the one of the write locks' nodes.
+        assert sorted(constraints[0]["c"]) == sorted(
+            [cypher.constraint_name(lab) for lab in schema.NODE_LABELS] + ["kgrec_load_lock"])
         # A later Bolt load merges into the imported graph: the same events add nothing.
         rated = tables.rel(schema.RATED).head(1000)
         again = GraphTables(rels={schema.RATED: rated})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from kgrec.kg import schema
+from kgrec.kg import cypher, schema
 from kgrec.kg.explore import browser_cypher, explain, graph_source, neighbourhood
 from kgrec.kg.snapshot import build_snapshot
 from kgrec.kg.store.local import LocalStore
@@ -116,7 +116,8 @@ def test_neo4j_store_keeps_hostile_text_verbatim(neo4j_store, neo4j_driver,
                                              "relationshipType AS t")}
         labels = {r["l"] for r in session.run("CALL db.labels() YIELD label AS l")}
         assert types <= {*schema.RELATIONSHIPS, schema.RECOMMENDED}
-        assert labels <= set(schema.NODE_LABELS)
+        # The schema's labels, and the lock nodes relationship writes take (one per type).
+        assert labels <= {*schema.NODE_LABELS, cypher.LOAD_LOCK}
         keys = {r["k"] for r in session.run("CALL db.propertyKeys() YIELD propertyKey AS k")}
         assert not keys & set(HOSTILE)
         for h in HOSTILE:  # the pasted Browser query finds the node, literal and all
