@@ -28,7 +28,8 @@ class TextTower(torch.nn.Module):
 
     def __init__(self, text_dim: int, num_users: int, dim: int = 64, hidden: int = 256) -> None:
         super().__init__()
-        self.user_emb = torch.nn.Embedding(num_users, dim)
+        # Sparse gradients: a step touches (and SparseAdam updates) the batch's users only.
+        self.user_emb = torch.nn.Embedding(num_users, dim, sparse=True)
         torch.nn.init.normal_(self.user_emb.weight, std=0.1)
         if hidden:
             self.item_mlp: torch.nn.Module = torch.nn.Sequential(
@@ -80,7 +81,8 @@ def train_text_tower(
         dim, hidden: Tower sizes (see :class:`TextTower`).
         epochs: Passes over the training edges.
         batch_size: Positives per step.
-        lr, weight_decay: Adam settings (weight decay is the L2 regulariser).
+        lr, weight_decay: Adam settings (weight decay is the L2 regulariser; on the users it
+            applies to each step's users, whose rows alone are updated).
         seed: Seed of initialisation and negative sampling.
         device: Where to train.
         progress: Show a progress bar.
@@ -92,7 +94,11 @@ def train_text_tower(
     device = torch.device(device)
     model = TextTower(item_text.shape[1], num_users, dim, hidden).to(device)
     text = item_text.float().to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    # A step costs O(batch), not O(users): the user table takes sparse gradients and lazy
+    # Adam, its L2 penalty covers the batch's users (dense Adam with weight decay touched
+    # every user on every step, which made an epoch O(users x events / batch)).
+    user_opt = torch.optim.SparseAdam(list(model.user_emb.parameters()), lr=lr)
+    item_opt = torch.optim.Adam(model.item_mlp.parameters(), lr=lr, weight_decay=weight_decay)
     users_all, items_all = edges[0].long(), edges[1].long()
     losses: list[float] = []
     bar = tqdm(range(epochs), desc="text tower", unit="epoch", disable=not progress, leave=False)
@@ -107,16 +113,20 @@ def train_text_tower(
             # O(batch), whatever the number of products.
             batch_items, slot = torch.unique(torch.cat([pos, neg]), return_inverse=True)
             item_vecs = model.items(text.index_select(0, batch_items))
-            # index_select: its backward sums in a fixed order on any number of CPU threads
-            # (advanced indexing's does not), so a seed gives one result.
-            ue = model.user_emb.weight.index_select(0, u)
+            # index_select and the sparse embedding's coalesced gradient sum in a fixed order
+            # on any number of CPU threads (advanced indexing's does not): one seed, one result.
+            ue = model.user_emb(u)
             pos_slot, neg_slot = slot[: idx.numel()], slot[idx.numel():]
             loss = bpr_loss((ue * item_vecs.index_select(0, pos_slot)).sum(-1),
                             (ue * item_vecs.index_select(0, neg_slot)).sum(-1),
                             torch.ones(idx.numel(), device=device))  # unweighted: the mean
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            # The L2 gradient dense Adam's weight decay gave each of the batch's users, once.
+            penalty = 0.5 * weight_decay * model.user_emb(torch.unique(u)).pow(2).sum()
+            user_opt.zero_grad()
+            item_opt.zero_grad()
+            (loss + penalty).backward()
+            user_opt.step()
+            item_opt.step()
             total += float(loss.detach()) * idx.numel()
         losses.append(total / max(order.numel(), 1))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")

@@ -11,7 +11,7 @@ from kgrec.fusion.alpha import AlphaFunction, fit_alpha_function
 from kgrec.fusion.blend import blend, normalise, rank_percentile, zscore
 from kgrec.fusion.candidates import item_degree
 from kgrec.fusion.score import FusedScorer
-from kgrec.fusion.tower import train_text_tower
+from kgrec.fusion.tower import TextTower, train_text_tower
 
 
 def test_zscore_hand_computed() -> None:
@@ -173,6 +173,19 @@ def test_text_tower_learns_text_defined_taste() -> None:
     scores = result.user_vectors @ result.item_vectors[cold].T  # [users, genres]
     accuracy = float((scores.argmax(1) == user_genre).float().mean())
     assert accuracy >= 0.95
+
+
+def test_text_tower_steps_touch_only_their_users() -> None:
+    # Users 3..9 have no events: a step's cost and updates cover its batch's users only, so
+    # their rows stay exactly as initialised (dense Adam's weight decay moved every row).
+    edges = torch.tensor([[0, 0, 1, 1, 2, 2], [0, 1, 1, 2, 2, 3]])
+    text = torch.eye(4)
+    torch.manual_seed(5)
+    initial = TextTower(4, 10, dim=8, hidden=0).user_emb.weight.detach().clone()
+    result = train_text_tower(edges, text, 10, dim=8, hidden=0, epochs=5, batch_size=4,
+                              seed=5, progress=False)
+    assert torch.equal(result.user_vectors[3:], initial[3:])
+    assert not torch.allclose(result.user_vectors[:3], initial[:3])
 
 
 @pytest.mark.parametrize("kind", ["given", "temporal"])
