@@ -37,12 +37,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kgrec.gnn.train import TrainSettings, scaled_batch  # noqa: E402
 
 from benchmarks._common import (  # noqa: E402
     RESULTS,
@@ -199,12 +202,14 @@ def train_epoch(store: Path, work: Path, nproc: int, batches: int) -> dict[str, 
     res = run_measured(cmd, work)
     folder = run / "gat"
     epoch = json.loads((folder / "history.json").read_text())[0]
-    batch_size = json.loads((folder / "settings.json").read_text())["settings"]["batch_size"]
+    settings = json.loads((folder / "settings.json").read_text())["settings"]
     pairs = len(pd.read_parquet(folder / "split_train.parquet"))
+    # The batch an epoch really uses: it grows to fill train.max_steps_per_epoch steps.
+    batch, _ = scaled_batch(TrainSettings.from_any(SimpleNamespace(**settings)), pairs)
     per_batch = epoch["seconds"] / epoch["batches"]
     return {**res, "nproc": nproc, "train_pairs": pairs, "batches": epoch["batches"],
-            "seconds": epoch["seconds"], "s_per_batch": per_batch,
-            "projected_s_per_epoch": per_batch * np.ceil(pairs / batch_size)}
+            "batch_size": batch, "seconds": epoch["seconds"], "s_per_batch": per_batch,
+            "projected_s_per_epoch": per_batch * np.ceil(pairs / batch)}
 
 
 def score(run: Path, work: Path, users: int, text_cache: Path) -> dict[str, Any]:
