@@ -34,7 +34,7 @@ from collections.abc import Mapping
 
 import torch
 from kgrec.fusion.blend import normalise
-from kgrec.gnn.metrics import candidate_mask, positives_by_user, rows_of
+from kgrec.gnn.metrics import candidate_mask, rows_of, stage_pairs
 from kgrec.gnn.split import Split
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -48,12 +48,10 @@ FIT_POOL = 200
 BLOCK_ELEMENTS = 1 << 22
 
 
-def sample_stage_users(split: Split, stage: str, candidates: Tensor, size: int,
-                       seed: int) -> tuple[Tensor, int]:
-    """(sorted sample of at most ``size`` users holding ``stage`` pairs on ``candidates``, how
-    many such users there are); ``size=0`` takes them all."""
-    users, items = split.pairs(stage)
-    users = torch.unique(users[candidates[items]])
+def draw_users(stage_users: Tensor, size: int, seed: int) -> tuple[Tensor, int]:
+    """(sorted seeded sample of at most ``size`` of the distinct ``stage_users``, how many
+    distinct users there are); ``size=0`` takes them all."""
+    users = torch.unique(stage_users)
     total = users.numel()
     if size and total > size:
         order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
@@ -88,7 +86,8 @@ class BlendPools:
         mask = candidate_mask(candidates, split.num_items)
         self.columns = torch.nonzero(mask).flatten()  # candidate column -> product row
         self.k = min(k, self.columns.numel())
-        self.users, self.total_users = sample_stage_users(split, stage, mask, sample_users, seed)
+        pairs = stage_pairs(split, stage, mask)
+        self.users, self.total_users = draw_users(pairs[0], sample_users, seed)
         self.names = list(sources)
         n_cols = self.columns.numel()
         self.pool = n_cols if pool == 0 else min(pool, n_cols)
@@ -103,22 +102,22 @@ class BlendPools:
         self.n_pos = torch.zeros(n, dtype=torch.long)
         self.scores = {name: torch.zeros((n, width)) for name in self.names}
         self.thresholds = {name: torch.zeros(n) for name in self.names}
-        used = self._score_blocks(sources, split, stage, mask, normalise_method,
+        used = self._score_blocks(sources, split.num_items, pairs, normalise_method,
                                   max(1, block_elements // max(n_cols, 1)), progress)
         self.cols, self.valid, self.label = (x[:, :used].clone()
                                              for x in (self.cols, self.valid, self.label))
         self.scores = {name: x[:, :used].clone() for name, x in self.scores.items()}
+        # NDCG@K's discounts and each user's ideal DCG (as PyG's LinkPredNDCG: pairs, <= K).
+        self.discount = 1.0 / torch.arange(2, self.k + 2, dtype=torch.float64).log2()
+        ideal = torch.cat([torch.zeros(1, dtype=torch.float64), self.discount.cumsum(0)])
+        self.ideal_dcg = ideal[self.n_pos.clamp(max=self.k)]
 
     # ---- building ------------------------------------------------------------------------
 
-    def _score_blocks(self, sources, split, stage, mask, method, rows, progress) -> int:
+    def _score_blocks(self, sources, num_items, pairs, method, rows, progress) -> int:
         """Score the sampled users block by block into the pools; returns the widest pool."""
-        gt_users, gt_items = positives_by_user(split, (stage,))
-        keep = mask[gt_items]
-        gt_users, gt_items = gt_users[keep], gt_items[keep]
-        seen = ("train", "valid") if stage == "test" else ("train",)
-        ex_users, ex_items = positives_by_user(split, seen)
-        col_of = torch.full((split.num_items,), -1, dtype=torch.long)
+        gt_users, gt_items, ex_users, ex_items = pairs
+        col_of = torch.full((num_items,), -1, dtype=torch.long)
         col_of[self.columns] = torch.arange(self.columns.numel())
         items = {name: vecs.float()[self.columns] for name, (_, vecs) in sources.items()}
         used = 0
@@ -145,17 +144,19 @@ class BlendPools:
                     positive: Tensor) -> int:
         """Write one block's pools (the union of each source's top ``pool``) into ``rows``;
         returns the block's widest pool."""
-        tops = []
-        for name, scores in full.items():
-            if self.pool >= scores.shape[1]:  # every candidate pooled: nothing left outside
+        n_rows, n_cols = excluded.shape
+        if self.pool >= n_cols:  # every candidate pooled: nothing left outside
+            for name in full:
                 self.thresholds[name][rows] = -math.inf
-                tops.append(torch.arange(scores.shape[1]).expand(scores.shape[0], -1))
-                continue
-            # The best product left out bounds everything outside the pool.
-            top = scores.masked_fill(excluded, -math.inf).topk(self.pool + 1, dim=1)
-            self.thresholds[name][rows] = top.values[:, -1]
-            tops.append(top.indices[:, :-1])
-        cols = _unique_rows(torch.cat(tops, 1))
+            cols = torch.arange(n_cols).expand(n_rows, -1)
+        else:
+            tops = []
+            for name, scores in full.items():
+                # The best product left out bounds everything outside the pool.
+                top = scores.masked_fill(excluded, -math.inf).topk(self.pool + 1, dim=1)
+                self.thresholds[name][rows] = top.values[:, -1]
+                tops.append(top.indices[:, :-1])
+            cols = _unique_rows(torch.cat(tops, 1))
         width, safe = cols.shape[1], cols.clamp(min=0)
         self.cols[rows, :width] = cols
         self.valid[rows, :width] = (cols >= 0) & ~excluded.gather(1, safe)
@@ -175,10 +176,13 @@ class BlendPools:
             fused, bound = self.scores[text].clone(), self.thresholds[text]
         else:
             t, thr_t = self.scores[text], self.thresholds[text]
-            a: float | Tensor = float(alpha) if not isinstance(alpha, Tensor) else \
-                alpha.float()[self.columns][self.cols.clamp(min=0)]
-            lo, hi = ((float(alpha), float(alpha)) if not isinstance(alpha, Tensor) else
-                      (float(alpha[self.columns].min()), float(alpha[self.columns].max())))
+            a: float | Tensor
+            if isinstance(alpha, Tensor):
+                on_candidates = alpha.float()[self.columns]
+                a = on_candidates[self.cols.clamp(min=0)]
+                lo, hi = float(on_candidates.min()), float(on_candidates.max())
+            else:
+                a = lo = hi = float(alpha)
             fused = a * g + (1 - a) * t
             bound = torch.maximum(lo * thr + (1 - lo) * thr_t, hi * thr + (1 - hi) * thr_t)
         return fused.masked_fill_(~self.valid, -math.inf), bound
@@ -190,10 +194,7 @@ class BlendPools:
         fused, bound = self._fused(gnn, text, alpha)
         top = fused.topk(self.k, dim=1)
         hits = self.label.gather(1, top.indices) & torch.isfinite(top.values)
-        discount = 1.0 / torch.arange(2, self.k + 2, dtype=torch.float64).log2()
-        dcg = (hits.double() * discount).sum(1)
-        ideal = torch.cat([torch.zeros(1, dtype=torch.float64), discount.cumsum(0)])
-        ndcg = dcg / ideal[self.n_pos.clamp(max=self.k)]
+        ndcg = (hits.double() * self.discount).sum(1) / self.ideal_dcg
         return ndcg, top.values[:, -1] >= bound
 
     def ndcg(self, gnn: str, text: str | None = None, alpha: float | Tensor = 1.0) -> float:

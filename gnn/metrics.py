@@ -146,7 +146,7 @@ def _pair_auc(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor,
     return auc
 
 
-def positives_by_user(split: Split, stages: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def _positives_by_user(split: Split, stages: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """(users, items) of the ``stages``' pairs, sorted by user (for :func:`rows_of`)."""
     pairs = [split.pairs(s) for s in stages if len(split.frame(s))]
     if not pairs:
@@ -154,6 +154,17 @@ def positives_by_user(split: Split, stages: tuple[str, ...]) -> tuple[torch.Tens
     joined = torch.cat(pairs, 1)
     order = torch.argsort(joined[0], stable=True)
     return joined[0, order], joined[1, order]
+
+
+def stage_pairs(split: Split, stage: str, candidates: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What a ranking of ``stage`` is judged on: (users, items) of its pairs on ``candidates``
+    (a bool mask), then (users, items) never ranked (training pairs, and validation pairs when
+    ranking ``test``), each sorted by user (for :func:`rows_of`)."""
+    gt_users, gt_items = _positives_by_user(split, (stage,))
+    keep = candidates[gt_items]
+    seen = ("train", "valid") if stage == "test" else ("train",)
+    return (gt_users[keep], gt_items[keep], *_positives_by_user(split, seen))
 
 
 def rows_of(users: torch.Tensor, batch: torch.Tensor, items: torch.Tensor):
@@ -211,11 +222,7 @@ def evaluate_ranking(
     if unknown:
         raise ValueError(f"unknown slices {sorted(unknown)}; known: {list(slice_masks)}")
     states = {name: _SliceState(k, slice_masks[name] & cand, auc) for name in slices}
-    gt_users, gt_items = positives_by_user(split, (stage,))
-    keep = cand[gt_items]
-    gt_users, gt_items = gt_users[keep], gt_items[keep]
-    seen = ("train", "valid") if stage == "test" else ("train",)
-    ex_users, ex_items = positives_by_user(split, seen)
+    gt_users, gt_items, ex_users, ex_items = stage_pairs(split, stage, cand)
     users = torch.unique(gt_users)
     k_eff = min(k, int(cand.sum()))
     for start in range(0, users.numel(), batch_size):

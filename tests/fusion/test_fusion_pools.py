@@ -15,10 +15,10 @@ import pytest
 import torch
 from kgrec.fusion.alpha import AlphaFunction
 from kgrec.fusion.fit import build_text_side, candidate_score_fn, fit_job, job_candidates
-from kgrec.fusion.pools import BlendPools, sample_stage_users
+from kgrec.fusion.pools import BlendPools, draw_users
 from kgrec.fusion.score import FusedScorer
 from kgrec.fusion.text import product_text, text_confidence
-from kgrec.gnn.metrics import evaluate_ranking
+from kgrec.gnn.metrics import evaluate_ranking, stage_pairs
 from kgrec.gnn.split import Split, make_split
 from kgrec.gnn.train import TrainSettings, train_model
 
@@ -54,14 +54,17 @@ def test_hand_made_pool_ndcg_and_certificate() -> None:
 
 def test_user_sample_is_seeded_and_counts_the_stage() -> None:
     split = _split([(u, 0) for u in range(50)], [(u, 1 + u % 3) for u in range(50)], 50, 4)
+    def sample_stage_users(mask: torch.Tensor, size: int) -> tuple[torch.Tensor, int]:
+        return draw_users(stage_pairs(split, "valid", mask)[0], size, seed=3)
+
     mask = torch.ones(4, dtype=torch.bool)
-    a, total = sample_stage_users(split, "valid", mask, 10, seed=3)
-    b, _ = sample_stage_users(split, "valid", mask, 10, seed=3)
+    a, total = sample_stage_users(mask, 10)
+    b, _ = sample_stage_users(mask, 10)
     assert total == 50 and a.numel() == 10 and torch.equal(a, b)
     assert torch.equal(a, torch.sort(a).values)
-    assert sample_stage_users(split, "valid", mask, 0, seed=3)[0].numel() == 50
+    assert sample_stage_users(mask, 0)[0].numel() == 50
     only_item_1 = torch.tensor([False, True, False, False])
-    assert sample_stage_users(split, "valid", only_item_1, 0, seed=3)[1] == 17  # u % 3 == 0
+    assert sample_stage_users(only_item_1, 0)[1] == 17  # u % 3 == 0
 
 
 @pytest.fixture(scope="module")
