@@ -2,8 +2,11 @@
 
 Every user with at least one ``stage`` pair is scored against all products (or the given
 candidates) with their training products excluded (and validation products when
-``stage="test"``). Recall/NDCG/Hit/MRR@K come from PyG's link-prediction metrics fed the
-top-K index matrix once per batch; AUC and coverage are computed from the same scores.
+``stage="test"``). Recall/NDCG/Hit/MRR@K read each held-out product's mid-rank: the products
+scoring above it plus half of those tied with it, so a tie never favours the target (a
+constant score ranks every product at the middle, not first). PyG's link-prediction metrics
+rank ties by index, hence this own count; without ties both agree. AUC and coverage come from
+the same scores.
 
 Slices: ``overall``; ``long_tail`` (ground-truth pairs whose product lies outside the head
 covering 80% of training interactions); ``cold_start`` (products without training
@@ -18,12 +21,6 @@ from collections.abc import Callable
 import torch
 from kgrec.gnn.split import Split
 from kgrec.kg.stats import long_tail_mask
-from torch_geometric.metrics import (
-    LinkPredHitRatio,
-    LinkPredMRR,
-    LinkPredNDCG,
-    LinkPredRecall,
-)
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 SLICES = ("overall", "long_tail", "cold_start")
@@ -62,12 +59,11 @@ class _SliceState:
     def __init__(self, k: int, slice_items: torch.Tensor, auc: bool = True) -> None:
         self.k = k
         self.auc = auc
-        self.metrics = {
-            f"recall@{k}": LinkPredRecall(k),
-            f"ndcg@{k}": LinkPredNDCG(k),
-            f"hit@{k}": LinkPredHitRatio(k),
-            "mrr": LinkPredMRR(k),
-        }
+        self.sums = dict.fromkeys((f"recall@{k}", f"ndcg@{k}", f"hit@{k}", "mrr"), 0.0)
+        #: Ideal DCG of a user with n positives (n capped at k): the discounts' cumsum.
+        self.idcg = torch.cat([torch.zeros(1, dtype=torch.float64),
+                               (1.0 / torch.log2(torch.arange(k, dtype=torch.float64) + 2))
+                               .cumsum(0)])
         self.slice_items = slice_items
         self.recommended = torch.zeros_like(slice_items)
         self.auc_sum = 0.0
@@ -76,22 +72,34 @@ class _SliceState:
         #: Users ranked in any batch (coverage counts their top K, slice users or not).
         self.ranked = 0
 
-    def update(self, topk: torch.Tensor, rows: torch.Tensor, items: torch.Tensor,
+    def update(self, topk: torch.Tensor, rows: torch.Tensor, ranks: torch.Tensor,
                auc: torch.Tensor) -> None:
-        label = torch.stack([rows, items])
-        for metric in self.metrics.values():
-            metric.update(topk, label)
+        """One batch: its top-K (coverage) and its positives' rows and mid-ranks (0-based)."""
         self.recommended[topk.flatten()] = True
-        self.ranked += int(topk.shape[0])
-        if rows.numel():
-            # Per-user AUC = mean over that user's positives, then averaged over users.
-            n_rows = topk.shape[0]
-            per_user = torch.zeros(n_rows, dtype=torch.float64).index_add_(0, rows, auc.double())
-            count = torch.bincount(rows, minlength=n_rows)
-            has = count > 0
-            self.auc_sum += float((per_user[has] / count[has]).sum())
-            self.users += int(has.sum())
-            self.pairs += int(rows.numel())
+        n_rows = topk.shape[0]
+        self.ranked += int(n_rows)
+        if not rows.numel():
+            return
+        count = torch.bincount(rows, minlength=n_rows)
+        has = count > 0
+        hit = ranks <= self.k - 1  # 1-based position rank + 1 within the top K
+
+        def per_user(values: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(n_rows, dtype=torch.float64).index_add_(0, rows, values.double())
+
+        hits = per_user(hit)
+        dcg = per_user(hit / torch.log2(ranks.double() + 2))
+        best = torch.zeros(n_rows, dtype=torch.float64).scatter_reduce_(
+            0, rows, hit / (ranks.double() + 1), "amax")
+        k = self.k
+        self.sums[f"recall@{k}"] += float((hits[has] / count[has]).sum())
+        self.sums[f"ndcg@{k}"] += float((dcg[has] / self.idcg[count[has].clamp(max=k)]).sum())
+        self.sums[f"hit@{k}"] += float((hits[has] > 0).sum())
+        self.sums["mrr"] += float(best[has].sum())
+        # Per-user AUC = mean over that user's positives, then averaged over users.
+        self.auc_sum += float((per_user(auc)[has] / count[has]).sum())
+        self.users += int(has.sum())
+        self.pairs += int(rows.numel())
 
     def result(self) -> dict[str, float]:
         """The slice's metrics. A slice without users (cold_start when no held-out pair is on
@@ -100,7 +108,7 @@ class _SliceState:
         defined while any user was ranked (the share of the slice's products in their top
         K); NaN when none was, or the slice holds no product."""
         empty = self.users == 0
-        out = {name: math.nan if empty else float(m.compute()) for name, m in self.metrics.items()}
+        out = {name: math.nan if empty else total / self.users for name, total in self.sums.items()}
         if self.auc:
             out["auc"] = math.nan if empty else self.auc_sum / self.users
         n_items = int(self.slice_items.sum())
@@ -110,6 +118,25 @@ class _SliceState:
         out["users"] = float(self.users)
         out["pairs"] = float(self.pairs)
         return out
+
+
+def mid_ranks(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor,
+              kth: torch.Tensor, block_elements: int = 1 << 22) -> torch.Tensor:
+    """0-based mid-rank of each positive (row, item) in its row of ``scores``: the entries
+    above it plus half the others tied with it. ``kth`` is each row's K-th best score: a
+    positive below it ranks K or worse (returned as +inf), so only the rest are counted,
+    in blocks of about ``block_elements`` scores."""
+    pos = scores[rows, items]
+    ranks = torch.full((rows.numel(),), float("inf"), dtype=torch.float64)
+    near = torch.nonzero(pos >= kth[rows]).flatten()
+    step = max(1, block_elements // max(scores.shape[1], 1))
+    for start in range(0, near.numel(), step):
+        at = near[start : start + step]
+        row_scores, s = scores[rows[at]], pos[at].unsqueeze(1)
+        above = (row_scores > s).sum(1)
+        tied = (row_scores == s).sum(1) - 1
+        ranks[at.cpu()] = (above + 0.5 * tied).double().cpu()
+    return ranks
 
 
 def _pair_auc(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor,
@@ -146,25 +173,25 @@ def _pair_auc(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor,
     return auc
 
 
-def _positives_by_user(split: Split, stages: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(users, items) of the ``stages``' pairs, sorted by user (for :func:`rows_of`)."""
-    pairs = [split.pairs(s) for s in stages if len(split.frame(s))]
-    if not pairs:
+def _by_user(frames: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """(users, items) of the frames' pairs, sorted by user (for :func:`rows_of`)."""
+    frames = [f for f in frames if len(f)]
+    if not frames:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
-    joined = torch.cat(pairs, 1)
-    order = torch.argsort(joined[0], stable=True)
-    return joined[0, order], joined[1, order]
+    users = torch.cat([torch.as_tensor(f["user"].to_numpy("int64", copy=True)) for f in frames])
+    items = torch.cat([torch.as_tensor(f["product"].to_numpy("int64", copy=True)) for f in frames])
+    order = torch.argsort(users, stable=True)
+    return users[order], items[order]
 
 
 def stage_pairs(split: Split, stage: str, candidates: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """What a ranking of ``stage`` is judged on: (users, items) of its pairs on ``candidates``
-    (a bool mask), then (users, items) never ranked (training pairs, and validation pairs when
-    ranking ``test``), each sorted by user (for :func:`rows_of`)."""
-    gt_users, gt_items = _positives_by_user(split, (stage,))
+    (a bool mask), then (users, items) never ranked (:meth:`Split.excluded`), each sorted by
+    user (for :func:`rows_of`)."""
+    gt_users, gt_items = _by_user([split.frame(stage)])
     keep = candidates[gt_items]
-    seen = ("train", "valid") if stage == "test" else ("train",)
-    return (gt_users[keep], gt_items[keep], *_positives_by_user(split, seen))
+    return (gt_users[keep], gt_items[keep], *_by_user([split.excluded(stage)]))
 
 
 def rows_of(users: torch.Tensor, batch: torch.Tensor, items: torch.Tensor):
@@ -240,8 +267,12 @@ def evaluate_ranking(
         scores[:, ~cand.to(device)] = float("-inf")
         ex_rows, ex_cols = rows_of(ex_users, batch, ex_items)
         scores[ex_rows.to(device), ex_cols.to(device)] = float("-inf")
-        topk = scores.topk(k_eff, dim=1).indices.cpu()
+        top = scores.topk(k_eff, dim=1)
+        topk = top.indices.cpu()
         rows, items = rows_of(gt_users, batch, gt_items)
+        no_top = torch.full((batch.numel(),), float("inf"), device=device)
+        kth = top.values[:, -1] if k_eff else no_top
+        ranks = mid_ranks(scores, rows.to(device), items.to(device), kth)
         if auc:
             scores = scores.cpu()
             n_valid = torch.isfinite(scores).sum(1)
@@ -251,7 +282,7 @@ def evaluate_ranking(
             pair_auc = torch.full((rows.numel(),), float("nan"), dtype=torch.float64)
         for name, state in states.items():
             on = slice_masks[name][items]
-            state.update(topk, rows[on], items[on], pair_auc[on])
+            state.update(topk, rows[on], ranks[on], pair_auc[on])
     return {name: state.result() for name, state in states.items()}
 
 

@@ -125,3 +125,39 @@ def test_empty_slice_gives_nan_metrics_and_prints_na():
     assert all(math.isnan(empty[n]) for n in ("recall@2", "ndcg@2", "hit@2", "mrr", "coverage@2"))
     row = format_table({"mf": {"overall": empty}}, k=2).splitlines()[2]
     assert row == f"{'mf':<12} {'overall':<16}" + f"{'n/a':>12}" * 6 + f"{0:>12}"
+
+
+def test_ties_rank_at_the_mid_rank_never_in_the_targets_favour():
+    # Constant scores. u0: candidates {1, 3, 4, 5} (0, 2 trained), positives 3 and 5, each
+    # with 3 others tied: mid-rank 1.5 (position 2.5). u1: candidates {2, 4, 5}, positive 4
+    # with 2 others tied: mid-rank 1.0 (position 2).
+    flat = torch.zeros(2, 6)
+    k2 = evaluate_ranking(lambda u: flat[u], SPLIT, stage="test", k=2)["overall"]
+    assert k2["hit@2"] == pytest.approx(0.5)  # u1 only: 2.5 lies outside the top 2
+    assert k2["ndcg@2"] == pytest.approx((0 + 1 / math.log2(3)) / 2)
+    assert k2["mrr"] == pytest.approx((0 + 1 / 2) / 2)
+    k3 = evaluate_ranking(lambda u: flat[u], SPLIT, stage="test", k=3)["overall"]
+    ideal_u0 = 1 + 1 / math.log2(3)
+    assert k3["ndcg@3"] == pytest.approx((2 / math.log2(3.5) / ideal_u0 + 1 / math.log2(3)) / 2)
+    assert k3["recall@3"] == pytest.approx(1.0)
+    assert k3["mrr"] == pytest.approx((1 / 2.5 + 1 / 2) / 2)
+
+
+def test_without_ties_the_metrics_equal_pyg_link_prediction_metrics():
+    from torch_geometric.metrics import LinkPredMRR, LinkPredNDCG, LinkPredRecall
+
+    gen = torch.Generator().manual_seed(0)
+    n_users, n_items, k = 40, 30, 5
+    scores = torch.rand(n_users, n_items, generator=gen)
+    test = [(u, i) for u in range(n_users) for i in range(n_items)
+            if torch.rand(1, generator=gen) < 0.15]
+    split = Split(_frame([]), _frame([]), _frame(test), n_users, n_items, "given")
+    out = evaluate_ranking(lambda u: scores[u], split, stage="test", k=k, slices=("overall",))
+    users = sorted({u for u, _ in test})
+    row = {u: r for r, u in enumerate(users)}
+    label = torch.tensor([[row[u] for u, _ in test], [i for _, i in test]])
+    topk = scores[users].topk(k, dim=1).indices
+    for name, metric in (("ndcg@5", LinkPredNDCG(k)), ("recall@5", LinkPredRecall(k)),
+                         ("mrr", LinkPredMRR(k))):
+        metric.update(topk, label)
+        assert out["overall"][name] == pytest.approx(float(metric.compute()), abs=1e-6), name
