@@ -13,7 +13,7 @@ from pathlib import Path
 from kgrec.kg.errors import InputError
 from kgrec.kg.tables import GraphTables
 
-SOURCE_KINDS = ("recbole", "scientific", "amazon", "generic")
+SOURCE_KINDS = ("recbole", "scientific", "amazon", "generic", "lists")
 
 
 @dataclass
@@ -21,10 +21,12 @@ class SourceSpec:
     """The [source] section: which reader, on which files (empty string: not given)."""
 
     #: recbole (RecBole atomic files), scientific (Amazon Industrial & Scientific JSON),
-    #: amazon (Amazon 2018 meta + reviews) or generic (products / events files + mapping).
+    #: amazon (Amazon 2018 meta + reviews), generic (products / events files + mapping) or
+    #: lists (one ``user<TAB>item item ...`` file per behaviour, kgrec.kg.extract.lists).
     kind: str = "recbole"
     #: recbole: a folder, zip/wheel or "ml-100k" (the recbole==1.2.1 wheel, fetched once);
-    #: scientific: the folder of its two JSON files; amazon: meta_<Category>.json.gz.
+    #: scientific: the folder of its two JSON files; amazon: meta_<Category>.json.gz;
+    #: lists: the folder of the behaviour files.
     path: str = "ml-100k"
     #: recbole: the dataset (file stem) when the source holds several.
     dataset: str = ""
@@ -39,6 +41,10 @@ class SourceSpec:
     #: generic: TOML column mapping and ``section.field=column`` overrides.
     mapping: str = ""
     map: list[str] = field(default_factory=list)
+    #: lists: "file=behaviour" per training file (empty: every <behaviour>_train.txt) and
+    #: per held-out file of the "given" split (empty: every <behaviour>_test.txt).
+    behaviours: list[str] = field(default_factory=list)
+    held_out: list[str] = field(default_factory=list)
     #: amazon: reviews of products without metadata create bare Product nodes.
     bare_products: bool = True
 
@@ -66,6 +72,10 @@ def read_source(spec: SourceSpec, *, cache_dir: str, progress: bool = True,
         from kgrec.kg.extract.amazon import read_amazon
 
         return read_amazon(spec.path, spec.reviews or None, bare_products=spec.bare_products)
+    if spec.kind == "lists":
+        from kgrec.kg.extract.lists import read_lists
+
+        return read_lists(spec.path, spec.behaviours)
     if spec.kind == "generic":
         from kgrec.kg.extract.generic import load_mapping, read_generic
 
