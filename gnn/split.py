@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from kgrec.kg import schema
 from kgrec.kg.errors import ModelError
-from kgrec.kg.snapshot import GraphSnapshot
+from kgrec.kg.snapshot import GraphSnapshot, edge_type
 
 SPLIT_COLUMNS = ["user", "product", "weight", "value", "time"]
 STAGES = ("train", "valid", "test")
@@ -38,6 +38,10 @@ class Split:
         kind: ``"temporal"``, ``"temporal_ratio"``, ``"leave_one_out"``, ``"random"``,
             ``"item_cold_start"`` or ``"given"``.
         seed: the seed that drew a random split (None when deterministic).
+        target: the event type predicted (``"PURCHASED"``), or None when every interaction
+            is a target. With one, valid and test hold that behaviour's pairs only, training
+            keeps every behaviour, and a ranking leaves out only the training pairs that
+            hold the target (a product the user viewed may still be recommended).
     """
 
     train: pd.DataFrame
@@ -47,6 +51,7 @@ class Split:
     num_items: int
     kind: str
     seed: int | None = None
+    target: str | None = None
 
     def frame(self, stage: str) -> pd.DataFrame:
         """The frame of ``stage`` (``"train"``, ``"valid"`` or ``"test"``)."""
@@ -72,6 +77,15 @@ class Split:
         self.frame(stage)  # checks the name
         return self.train
 
+    def excluded(self, stage: str) -> pd.DataFrame:
+        """The pairs a ranking of ``stage`` leaves out: the training pairs (those holding the
+        target behaviour when the split has one), and the validation pairs when ranking
+        ``test``."""
+        train = self.train
+        if self.target is not None and "rels" in train:
+            train = train[(train["rels"].to_numpy() & REL_BITS[self.target]) != 0]
+        return pd.concat([train, self.valid], ignore_index=True) if stage == "test" else train
+
     def item_counts(self) -> torch.Tensor:
         """Training interactions per product (``LongTensor[num_items]``)."""
         items = torch.from_numpy(self.train["product"].to_numpy("int64", copy=True))
@@ -84,7 +98,7 @@ class Split:
         for stage in STAGES:
             self.frame(stage).to_parquet(folder / f"split_{stage}.parquet", index=False)
         meta = {"num_users": self.num_users, "num_items": self.num_items, "kind": self.kind,
-                "seed": self.seed}
+                "seed": self.seed, "target": self.target}
         (folder / "split.json").write_text(json.dumps(meta))
 
     @classmethod
@@ -97,8 +111,9 @@ class Split:
         return cls(*frames, **meta)
 
     def summary(self) -> str:
+        target = f" (target {self.target})" if self.target else ""
         return (
-            f"{self.kind} split: {len(self.train):,} train / {len(self.valid):,} valid / "
+            f"{self.kind} split{target}: {len(self.train):,} train / {len(self.valid):,} valid / "
             f"{len(self.test):,} test pairs, {self.num_users:,} users x {self.num_items:,} products"
         )
 
@@ -111,18 +126,29 @@ def event_weight_table(event_weights: Mapping[str, float] | None = None) -> dict
     return weights
 
 
+#: Bit of each interaction type in a pair's ``rels`` mask (the behaviours the pair holds).
+REL_BITS = {rel: 1 << i for i, rel in enumerate(schema.INTERACTIONS)}
+
+
 def interaction_table(
     snapshot: GraphSnapshot, event_weights: Mapping[str, float] | None = None
 ) -> pd.DataFrame:
-    """One row per (user, product) pair with its loss weight, value and latest time.
+    """One row per (user, product) pair of the snapshot's events: :func:`pair_table`."""
+    return pair_table(snapshot.interactions(), event_weights)
+
+
+def pair_table(events: pd.DataFrame, event_weights: Mapping[str, float] | None = None
+               ) -> pd.DataFrame:
+    """One row per (user, product) pair with its loss weight, value, latest time and
+    ``rels`` (the :data:`REL_BITS` of its behaviours).
 
     The weight of an event is ``event_weights[type]``, times ``value / max rating`` for
     ratings (so a 5-star rating weighs 1.0 and a 1-star 0.2 by default); a pair seen
     several times keeps its heaviest event, so one model serves purchase > cart > view.
     """
-    events = snapshot.interactions()
+    columns = [*SPLIT_COLUMNS, "rels"]
     if events.empty:
-        return pd.DataFrame({c: pd.Series(dtype="int64") for c in SPLIT_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})
     weights = event_weight_table(event_weights)
     scale = np.ones(len(events))
     rated = (events["rel"] == schema.RATED).to_numpy()
@@ -130,16 +156,39 @@ def interaction_table(
         top = float(events.loc[rated, "value"].max())
         if top > 0:
             scale[rated] = events.loc[rated, "value"].to_numpy("float64") / top
-    events = events.assign(weight=events["rel"].map(weights).to_numpy("float64") * scale)
+    bits = events["rel"].map(REL_BITS).to_numpy("int64")
+    # Summing a pair's distinct bits ORs them (a behaviour seen twice must count once).
+    first = ~pd.DataFrame({"u": events["user"], "p": events["product"], "b": bits}).duplicated()
+    events = events.assign(weight=events["rel"].map(weights).to_numpy("float64") * scale,
+                           rels=np.where(first.to_numpy(), bits, 0))
     pairs = (
         events.groupby(["user", "product"], sort=True)
-        .agg(weight=("weight", "max"), value=("value", "max"), time=("time", "max"))
+        .agg(weight=("weight", "max"), value=("value", "max"), time=("time", "max"),
+             rels=("rels", "sum"))
         .reset_index()
     )
-    return pairs[SPLIT_COLUMNS].astype(
+    return pairs[columns].astype(
         {"user": "int64", "product": "int64", "weight": "float64", "value": "float64",
-         "time": "int64"}
+         "time": "int64", "rels": "int64"}
     )
+
+
+def target_behaviour(snapshot: GraphSnapshot, target: str | None = "auto") -> str | None:
+    """The event type a split predicts: ``target`` (an event word), or with ``"auto"``
+    ``PURCHASED`` when the catalogue holds purchases beside other behaviours; None (every
+    interaction is a target) for ``""``/None or a single-behaviour catalogue."""
+    present = [rel for rel in schema.INTERACTIONS
+               if edge_type(rel) in snapshot.data.edge_types
+               and snapshot.data[edge_type(rel)].num_edges]
+    if target == "auto":
+        return schema.PURCHASED if schema.PURCHASED in present and len(present) > 1 else None
+    if not target:
+        return None
+    rel = schema.event_type(target)
+    if rel not in present:
+        raise ModelError(f"target behaviour {rel} has no events in this catalogue "
+                         f"(present: {', '.join(present) or 'none'})")
+    return rel
 
 
 def _cut(
@@ -160,6 +209,7 @@ def _cut(
       (leave-last-out for short histories, the ratio for long ones); 1-2 rows stay in train,
       and train always keeps at least one row.
     - ``"last_one"``: leave-one-out, 1 test and 1 valid row once ``n >= 3`` (ratios unused).
+    - ``"valid_one"``: 1 valid row once ``n >= 2``, no test row (the test pairs are given).
     """
     order = np.lexsort((order_key, users))
     sorted_users = users[order]
@@ -173,6 +223,8 @@ def _cut(
         long = size >= 3
         if rule == "last_one":
             n_test, n_valid = long.astype(int), long.astype(int)
+        elif rule == "valid_one":
+            n_test, n_valid = np.zeros_like(size), (size >= 2).astype(int)
         else:
             n_test = np.where(long, np.maximum(n_test, int(test_ratio > 0)), 0)
             n_valid = np.where(long, np.maximum(n_valid, int(valid_ratio > 0)), 0)
@@ -199,6 +251,7 @@ _SPLIT_RULES = {
     "temporal_ratio": "ratio",
     "leave_one_out": "last_one",
     "random": "min_one",
+    "given": "valid_one",
 }
 
 
@@ -210,6 +263,8 @@ def make_split(
     seed: int = 2020,
     *,
     event_weights: Mapping[str, float] | None = None,
+    target: str | None = None,
+    held_out: pd.DataFrame | None = None,
 ) -> Split:
     """Split every user's interactions into train / valid / test.
 
@@ -222,44 +277,89 @@ def make_split(
             fewer than ``1 / ratio`` pairs get no valid/test pair), ``"leave_one_out"``
             (last pair to test, second-to-last to valid, for users with >= 3 pairs),
             ``"random"`` (per-user random, RecBole's RS 8:1:1, with temporal's at-least-one
-            rule) or ``"auto"`` (temporal when every event has a timestamp, random
-            otherwise). Time ties are broken by product row, so every kind but random is
-            deterministic.
+            rule), ``"given"`` (the test pairs are ``held_out``; each user with >= 2 target
+            pairs gives the latest, or a seeded random one without times, to valid) or
+            ``"auto"`` (temporal when every event has a timestamp, random otherwise). Time
+            ties are broken by product row, so every kind but random is deterministic.
         valid_ratio, test_ratio: share of each user's pairs (floored) per stage; unused by
-            leave_one_out.
-        seed: seed of the random split.
+            leave_one_out and given.
+        seed: seed of the random split (and of given's validation pairs without times).
         event_weights: per-event-type loss weights (default
             ``kgrec.kg.schema.DEFAULT_EVENT_WEIGHTS``).
+        target: the event type held out and predicted (:func:`target_behaviour`); None:
+            every interaction. With a target, the other behaviours all stay in training,
+            except in time-ordered kinds those after the user's first held-out target event.
+        held_out: ``user, product`` rows (snapshot row indices) of ``"given"``'s test pairs.
     """
     _check_ratios(valid_ratio, test_ratio)
     if kind != "auto" and kind not in _SPLIT_RULES:
         raise ValueError(
             f"unknown split kind {kind!r}; expected auto, {', '.join(_SPLIT_RULES)}"
         )
-    pairs = interaction_table(snapshot, event_weights)
+    if (kind == "given") != (held_out is not None):
+        raise ValueError("the given split, and only it, takes held_out test pairs")
+    events = snapshot.interactions()
+    targets = events if target is None else events[events["rel"] == target]
+    pairs = pair_table(targets, event_weights)
     if kind == "auto":
         times = pairs["time"].to_numpy()
         kind = "temporal" if len(times) and (times >= 0).all() and times.min() < times.max() else (
             "random"
         )
-    users = pairs["user"].to_numpy()
-    if kind == "random":
-        key = np.random.default_rng(seed).permutation(len(pairs))
-    else:
-        # Ties in time are broken by product row so that the split is deterministic.
-        key = np.empty(len(pairs), dtype=np.int64)
-        key[np.lexsort((pairs["product"].to_numpy(), pairs["time"].to_numpy()))] = np.arange(
-            len(pairs)
-        )
-    stage = _cut(key, users, valid_ratio, test_ratio, _SPLIT_RULES[kind])
-    frames = [pairs[stage == i].reset_index(drop=True) for i in range(3)]
+    stage = _cut(_order_key(pairs, kind, seed), pairs["user"].to_numpy(), valid_ratio,
+                 test_ratio, _SPLIT_RULES[kind])
+    train, valid, test = (pairs[stage == i].reset_index(drop=True) for i in range(3))
+    if held_out is not None:
+        test = _given_pairs(held_out, pairs, target, event_weights)
+    if target is not None:
+        train = pair_table(_training_events(events, target, [valid, test], kind), event_weights)
     return Split(
-        frames[0], frames[1], frames[2],
+        train, valid, test,
         num_users=len(snapshot.id_maps["user"]),
         num_items=len(snapshot.id_maps["product"]),
         kind=kind,
-        seed=seed if kind == "random" else None,
+        seed=seed if kind == "random" or (kind == "given" and (pairs["time"] < 0).any())
+        else None,
+        target=target,
     )
+
+
+def _order_key(pairs: pd.DataFrame, kind: str, seed: int) -> np.ndarray:
+    """Each pair's place in its user's history: time order (ties by product row), or a
+    seeded permutation for random splits and given splits without times."""
+    untimed = kind == "given" and (pairs["time"] < 0).any()
+    if kind == "random" or untimed:
+        return np.random.default_rng(seed).permutation(len(pairs))
+    key = np.empty(len(pairs), dtype=np.int64)
+    key[np.lexsort((pairs["product"].to_numpy(), pairs["time"].to_numpy()))] = np.arange(
+        len(pairs))
+    return key
+
+
+def _given_pairs(held_out: pd.DataFrame, pairs: pd.DataFrame, target: str | None,
+                 event_weights: Mapping[str, float] | None) -> pd.DataFrame:
+    """The given test pairs as split rows (the target's weight, no time)."""
+    rel = target or schema.PURCHASED
+    test = held_out[["user", "product"]].astype("int64").drop_duplicates(ignore_index=True)
+    return test.assign(weight=event_weight_table(event_weights)[rel], value=1.0,
+                       time=np.int64(-1), rels=np.int64(REL_BITS[rel]))
+
+
+def _training_events(events: pd.DataFrame, target: str, held: list[pd.DataFrame],
+                     kind: str) -> pd.DataFrame:
+    """Every event but the held-out target pairs' target events; in time-ordered kinds also
+    without each user's events after their first held-out target event (no future leaks)."""
+    held_pairs = pd.concat([h[["user", "product", "time"]] for h in held], ignore_index=True)
+    key = ["user", "product"]
+    marked = events.merge(held_pairs[key].drop_duplicates().assign(_held=True), on=key,
+                          how="left")
+    drop = marked["_held"].fillna(False).to_numpy(bool) & (marked["rel"] == target).to_numpy()
+    if kind in TIME_ORDERED_KINDS:
+        timed = held_pairs[held_pairs["time"] >= 0]
+        first = timed.groupby("user")["time"].min().rename("_cut")
+        cut = marked.merge(first, left_on="user", right_index=True, how="left")["_cut"]
+        drop |= (marked["time"].to_numpy() > cut.fillna(np.inf).to_numpy())
+    return events[~drop].reset_index(drop=True)
 
 
 def item_cold_start_split(

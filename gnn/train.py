@@ -238,7 +238,8 @@ def _build_model(snapshot: GraphSnapshot, split: Split, settings: TrainSettings,
         return PopModel(pop, split.num_users)
     if name == "mf":
         return MFModel(split.num_users, split.num_items, settings.dim, settings.init_std)
-    adj = normalized_adjacency(bipartite_edge_index(split), split.num_users + split.num_items)
+    adj = normalized_adjacency(bipartite_edge_index(split), split.num_users + split.num_items,
+                               behaviour_edge_weights(split))
     if name == "lightgcn":
         return LightGCNModel(split.num_users, split.num_items, adj, settings.dim, settings.layers,
                              settings.init_std or INIT_STD)
@@ -410,6 +411,16 @@ def train_weights(snapshot: GraphSnapshot, split: Split,
     if joined["weight"].isna().any():
         raise ValueError("split holds pairs the snapshot does not; was it made from another graph?")
     return torch.as_tensor(joined["weight"].to_numpy("float32"))
+
+
+def behaviour_edge_weights(split: Split) -> Tensor | None:
+    """Edge weights of propagation: with a target behaviour, each pair's loss weight (its
+    heaviest behaviour's), both directions, so a view passes less than a purchase; None (all
+    edges equal, LightGCN's) otherwise."""
+    if split.target is None:
+        return None
+    weight = torch.as_tensor(split.train["weight"].to_numpy("float32", copy=True))
+    return torch.cat([weight, weight])
 
 
 def scaled_batch(settings: TrainSettings, pairs: int) -> tuple[int, float]:

@@ -39,11 +39,15 @@ class IdMap:
 
     def index_of(self, ids: Sequence[str] | pd.Series | np.ndarray) -> np.ndarray:
         """Row indices of ``ids``; raises :class:`MissingIdError` naming the first unknown id."""
-        idx = self._index.get_indexer(pd.Index(ids).astype(str))
+        idx = self.rows_or_missing(ids)
         if (idx < 0).any():
             missing = np.asarray(ids)[idx < 0][0]
             raise MissingIdError(f"{self.node_type} id {missing!r} is not in the id map")
         return idx
+
+    def rows_or_missing(self, ids: Sequence[str] | pd.Series | np.ndarray) -> np.ndarray:
+        """Row indices of ``ids``, -1 where an id is not in the map."""
+        return self._index.get_indexer(pd.Index(ids).astype(str))
 
     def ids_of(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
         """External ids at the given row indices."""

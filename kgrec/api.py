@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -31,16 +31,22 @@ from kgrec.fusion.artefacts import Fusion, load_fusion, save_fusion
 from kgrec.fusion.candidates import ITEM_SETS
 from kgrec.gnn.device import resolve_device
 from kgrec.gnn.models import TEXT_FEATURE_MODELS
-from kgrec.gnn.split import Split, item_cold_start_split, make_split
+from kgrec.gnn.split import Split, item_cold_start_split, make_split, target_behaviour
 from kgrec.gnn.train import RETRAIN, TrainResult, TrainSettings, train_model
+from kgrec.kg import schema
 from kgrec.kg.errors import InputError, ModelError
 from kgrec.kg.explore import Explanation, GraphIndex, explain
+from kgrec.kg.extract.sources import SourceSpec
 from kgrec.kg.files import checksums, read_artefact, verify, write_text
 from kgrec.kg.ids import IdMap
 from kgrec.kg.snapshot import GraphSnapshot
 
+if TYPE_CHECKING:
+    from kgrec.fusion.reengage import Reengagement
+
 #: What ``exclude_seen`` accepts besides True (every interaction) and False (none).
-EXCLUDE_STAGES = {"train": ("train",), "train+valid": ("train", "valid")}
+#: Each names the stage whose ranking leaves those pairs out (:meth:`Split.excluded`).
+EXCLUDE_STAGES = {"train": "valid", "train+valid": "test"}
 SNAPSHOT_DIR, FUSION_DIR, CONFIG_FILE = "snapshot", "fusion", "config.json"
 #: SHA-256 of the split and snapshot files of a saved run (:meth:`Recommender.save`).
 CHECKSUM_FILE = "checksums.json"
@@ -118,12 +124,34 @@ def bulk_ingest(config: Config, *, home: str | Path | None = None,
 
 
 def make_run_split(snapshot: GraphSnapshot, kind: str, config: Config) -> Split:
-    """The evaluation split ``kind`` (see ``kgrec train --help``) with the config's seed
-    and event weights."""
+    """The evaluation split ``kind`` (see ``kgrec train --help``) with the config's seed,
+    event weights and target behaviour (``given``: the source's held-out pairs)."""
     weights = config.train.event_weights or None
     if kind == "item_cold_start":
         return item_cold_start_split(snapshot, seed=config.train.seed, event_weights=weights)
-    return make_split(snapshot, kind=kind, seed=config.train.seed, event_weights=weights)
+    target = target_behaviour(snapshot, config.train.target)
+    held = given_test_pairs(snapshot, config.source, target) if kind == "given" else None
+    return make_split(snapshot, kind=kind, seed=config.train.seed, event_weights=weights,
+                      target=target, held_out=held)
+
+
+def given_test_pairs(snapshot: GraphSnapshot, source: SourceSpec, target: str | None
+                     ) -> pd.DataFrame:
+    """``user, product`` rows of the source's held-out file of ``target`` (purchases when
+    None); pairs on users or products the graph lacks are left out, and said."""
+    from kgrec.kg.extract.lists import held_out_pairs
+
+    if source.kind != "lists":
+        raise InputError(f"the given split reads held-out files of a lists source; this "
+                         f"source is {source.kind}", field="train.split")
+    pairs = held_out_pairs(source.path, target or schema.PURCHASED, source.held_out)
+    users = snapshot.id_maps["user"].rows_or_missing(pairs["user"])
+    products = snapshot.id_maps["product"].rows_or_missing(pairs["product"])
+    known = (users >= 0) & (products >= 0)
+    if not known.all():
+        print(f"kgrec: {int((~known).sum()):,} of {len(pairs):,} held-out pairs name users or "
+              "products the graph lacks: left out of the test stage.")
+    return pd.DataFrame({"user": users[known], "product": products[known]})
 
 
 def text_encoder(config: Config):
@@ -262,7 +290,8 @@ class Recommender:
         confidence = text_confidence(self.snapshot.products, config.fusion.text_fields)
         fit = fit_fusion(self.gnn_users, self.gnn_items, sides, split, split.item_counts(),
                          confidence, k=config.train.k, normalise_method=config.fusion.normalise,
-                         item_dependent=item_dependent, **sampling)
+                         item_dependent=item_dependent, reengage=self._seen_in_training,
+                         **sampling)
         # Serve with profiles as of the latest history the split knows.
         fit.sides = {kind: side.at_stage(split, "test") for kind, side in fit.sides.items()}
         meta = {"model_version": f"{self.result.settings.model}-fusion-{int(time.time())}",
@@ -293,10 +322,14 @@ class Recommender:
 
     def seen_pairs(self, exclude_seen: bool | str = True) -> Tensor:
         """``[2, E]`` (user, product) rows never recommended: every snapshot interaction
-        (True: serving), the split's ``"train"`` or ``"train+valid"`` pairs (a ranking that
+        (True: serving; with a target behaviour only its events, unless
+        ``score.unseen_only``), the split's ``"train"`` or ``"train+valid"`` pairs (a ranking that
         can be evaluated on validation / test), or none (False)."""
         if exclude_seen is True:
             frame = self._interactions
+            if self.split.target is not None and not self.config.score.unseen_only:
+                # a viewed product may still be bought
+                frame = frame[frame["rel"] == self.split.target]
             pairs = np.stack([frame["user"].to_numpy("int64"), frame["product"].to_numpy("int64")])
             return torch.as_tensor(pairs).reshape(2, -1)
         if exclude_seen is False:
@@ -304,7 +337,8 @@ class Recommender:
         if exclude_seen not in EXCLUDE_STAGES:
             raise InputError(f"exclude_seen must be True, False or one of "
                              f"{', '.join(EXCLUDE_STAGES)}, got {exclude_seen!r}")
-        return torch.cat([self.split.pairs(s) for s in EXCLUDE_STAGES[exclude_seen]], 1)
+        frame = self.split.excluded(EXCLUDE_STAGES[exclude_seen])
+        return torch.as_tensor(frame[["user", "product"]].to_numpy("int64").T.copy())
 
     def item_degree(self, pairs: Tensor) -> Tensor:
         """Events per product in ``pairs`` (what long-tail and the blend weight read)."""
@@ -343,10 +377,12 @@ class Recommender:
                                normalise=self.config.fusion.normalise, device=device)
         degree = self.split.item_counts() if degree is None else degree
         s = job_scorer(self.gnn_users, self.gnn_items, self.fusion.fit, job, degree,
-                       self.fusion.confidence, normalise_method=self.fusion.normalise)
+                       self.fusion.confidence, normalise_method=self.fusion.normalise,
+                       seen=self._seen_now if self.fusion.fit.jobs[job].seen_weight else None)
         return FusedScorer(s.gnn_users, s.gnn_items, s.text_users, s.text_items,
                            alpha=s.alpha if alpha is None else float(alpha),
-                           normalise=self.fusion.normalise, device=device)
+                           normalise=self.fusion.normalise, device=device, seen=s.seen,
+                           seen_weight=s.seen_weight)
 
     def _scoring(self, items: str | Path | Sequence[str], exclude_seen: bool | str,
                  alpha: float | None) -> tuple[Tensor, Tensor, Any]:
@@ -529,7 +565,7 @@ class Recommender:
         def fused(f: FusionFit) -> dict[str, dict[str, float]]:
             return fused_table(self.gnn_users, self.gnn_items, f, split, degree,
                                fusion.confidence, stage=stage, k=k,
-                               normalise_method=fusion.normalise)
+                               normalise_method=fusion.normalise, seen=self._seen_in_training)
 
         rows[f"{name}+fusion"] = fused(fit)
         for side in fit.sides:
@@ -621,6 +657,24 @@ class Recommender:
     @cached_property
     def _interactions(self) -> pd.DataFrame:
         return self.snapshot.interactions()
+
+    @cached_property
+    def _seen_in_training(self) -> Reengagement | None:
+        """The re-engagement term as the split's training pairs give it (fit, evaluation)."""
+        from kgrec.fusion.reengage import Reengagement
+
+        return Reengagement.of_split(self.split, self.config.train.event_weights or None)
+
+    @cached_property
+    def _seen_now(self) -> Reengagement | None:
+        """The re-engagement term of every event in the snapshot (serving)."""
+        from kgrec.fusion.reengage import Reengagement
+        from kgrec.gnn.split import pair_table
+
+        if self.split.target is None:
+            return None
+        return Reengagement(pair_table(self._interactions), self.split.target, len(self.users),
+                            len(self.products), self.config.train.event_weights or None)
 
     @cached_property
     def _graph_index(self) -> GraphIndex:

@@ -33,7 +33,8 @@ from kgrec.kg.extract.sources import SOURCE_KINDS, SourceSpec
 
 DEFAULT_CONFIG_FILE = "kgrec.toml"
 BACKENDS = ("local", "neo4j")
-SPLITS = ("auto", "temporal", "temporal_ratio", "leave_one_out", "random", "item_cold_start")
+SPLITS = ("auto", "temporal", "temporal_ratio", "leave_one_out", "random", "item_cold_start",
+          "given")
 #: Settings never printed in clear.
 SECRETS = frozenset({"neo4j.password"})
 
@@ -87,6 +88,10 @@ class TrainConfig(TrainSettings):
     #: Evaluation split of `kgrec train` / `evaluate` (and `fuse` when the run holds none);
     #: see `kgrec train --help`.
     split: str = "auto"
+    #: The behaviour held out and predicted (an event word: purchase, cart, view, rating);
+    #: "auto": purchase when the catalogue holds purchases beside other behaviours; "":
+    #: every interaction. Training always uses every behaviour.
+    target: str = "auto"
     #: Processes of data-parallel training (torch DistributedDataParallel: each takes its
     #: share of every batch; gloo on CPUs, NCCL with one GPU per process); 1: one process.
     nproc: int = 1
@@ -128,6 +133,10 @@ class FusionConfig:
 @dataclass
 class ScoreConfig:
     top_k: int = 20
+    #: With a target behaviour (train.target), recommend only products the user never
+    #: touched; false (default): viewed or carted, not yet bought, products may come back
+    #: (the fitted re-engagement term, kgrec.fusion.reengage, ranks them).
+    unseen_only: bool = False
     #: Users (or items) scored per chunk; bounds memory to chunk x num_items scores.
     chunk_size: int = 1024
     out: str = ".kgrec/scores.parquet"
@@ -190,6 +199,10 @@ def matching(pattern: str, text: str) -> Rule:
     return Rule(lambda v: re.fullmatch(pattern, v) is not None, text)
 
 
+def _event_word(word: str) -> bool:
+    return _event_weights_ok({word: 0.0})
+
+
 def _event_weights_ok(weights: Mapping[str, float]) -> bool:
     try:
         return all(schema.event_type(name) and w >= 0 for name, w in weights.items())
@@ -241,6 +254,8 @@ RULES: dict[str, Rule] = {
     "train.max_minutes": above(0),
     "train.threads": POSITIVE,
     "train.split": one_of(*SPLITS),
+    "train.target": Rule(lambda v: v in ("auto", "") or _event_word(v),
+                         "auto, empty or an event word (purchase, cart, view, rating ...)"),
     "train.nproc": POSITIVE,
     "fusion.text_batch_size": POSITIVE,
     "fusion.text_fields": each(one_of(*TEXT_FIELDS)),

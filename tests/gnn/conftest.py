@@ -47,6 +47,22 @@ def tiny_snapshot(events: list[tuple[int, int, int, float]], num_users: int, num
     return GraphSnapshot(data, id_maps, products, [])
 
 
+def behaviour_snapshot(events: dict[str, list[tuple[int, int, int]]], num_users: int,
+                       num_items: int) -> GraphSnapshot:
+    """:func:`tiny_snapshot` with several behaviours: ``{rel: [(user, product, time)]}``."""
+    rels = list(events)
+    snapshot = tiny_snapshot([(*e, 1.0) for e in events[rels[0]]], num_users, num_items,
+                             rel=rels[0])
+    for rel in rels[1:]:
+        frame = pd.DataFrame(events[rel], columns=["user", "product", "time"])
+        store = snapshot.data[edge_type(rel)]
+        store.edge_index = torch.as_tensor(frame[["user", "product"]].to_numpy().T.copy())
+        store.edge_time = torch.as_tensor(frame["time"].to_numpy().copy())
+        store.edge_value = torch.ones(len(frame))
+        store.edge_weight = torch.ones(len(frame))
+    return snapshot
+
+
 def random_graph(num_users: int, num_items: int, draws: int, seed: int
                  ) -> tuple[GraphSnapshot, Split]:
     """A snapshot of ``draws`` random (user, product) events (duplicates dropped) and the
