@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from kgrec.fusion.alpha import ALPHA_GRID, PIVOT_GRID, AlphaFit, AlphaFunction, fit_alpha_function
 from kgrec.fusion.pools import FIT_POOL, FIT_USERS, BlendPools
+from kgrec.fusion.reengage import Reengagement, fit_reengagement
 from kgrec.fusion.score import FusedScorer
 from kgrec.fusion.text import PROFILE_HALF_LIVES, user_profiles
 from kgrec.fusion.tower import train_text_tower
@@ -174,6 +175,9 @@ class JobFit:
         by_side: each text side's :class:`kgrec.fusion.alpha.AlphaFit`.
         validation: how the metric was measured (:meth:`kgrec.fusion.pools.BlendPools.report`:
             users fitted on, sampling error, share of users the pool makes exact).
+        seen_weight: ``b`` of the re-engagement term (:mod:`kgrec.fusion.reengage`; 0: none
+            or no help), fitted after the text side and alpha; ``seen_curve`` its
+            (b, validation NDCG@K) points.
     """
 
     job: str
@@ -183,12 +187,18 @@ class JobFit:
     gnn_only: float
     by_side: dict[str, AlphaFit] = field(default_factory=dict)
     validation: dict[str, float] = field(default_factory=dict)
+    seen_weight: float = 0.0
+    seen_curve: list[tuple[float, float]] = field(default_factory=list)
 
     def summary(self) -> str:
         gain = (self.valid_metric / self.gnn_only - 1) * 100 if self.gnn_only > 0 else 0.0
+        seen = ""
+        if self.seen_curve:
+            metric = dict(self.seen_curve)[self.seen_weight]
+            seen = f"; re-engagement b {self.seen_weight:g} (valid NDCG {metric:.4f})"
         return (f"{self.job}: {self.text_side} text side, alpha {self.alpha.describe()} "
                 f"(valid NDCG {self.valid_metric:.4f}, GNN alone {self.gnn_only:.4f}, "
-                f"{gain:+.1f}%{self._measured()})")
+                f"{gain:+.1f}%{self._measured()}){seen}")
 
     def _measured(self) -> str:
         v = self.validation
@@ -201,7 +211,8 @@ class JobFit:
         return {
             "job": self.job, "text_side": self.text_side, "alpha": self.alpha.to_dict(),
             "valid_metric": self.valid_metric, "gnn_only": self.gnn_only,
-            "validation": self.validation,
+            "validation": self.validation, "seen_weight": self.seen_weight,
+            "seen_curve": self.seen_curve,
             "by_side": {side: {"best": fit.best.to_dict(), "best_metric": fit.best_metric,
                                "constant_curve": fit.constant_curve, "curve": fit.curve}
                         for side, fit in self.by_side.items()},
@@ -215,7 +226,8 @@ class JobFit:
                    for side, f in data.get("by_side", {}).items()}
         return cls(data["job"], data["text_side"], AlphaFunction.from_dict(data["alpha"]),
                    data["valid_metric"], data["gnn_only"], by_side,
-                   data.get("validation", {}))
+                   data.get("validation", {}), data.get("seen_weight", 0.0),
+                   [tuple(p) for p in data.get("seen_curve", [])])
 
 
 def fit_job(
@@ -236,8 +248,11 @@ def fit_job(
     pool: int = FIT_POOL,
     seed: int = 2020,
     progress: bool = False,
+    reengage: Reengagement | None = None,
 ) -> JobFit:
-    """Fit one job: for each text side the best alpha function, then the best side.
+    """Fit one job: for each text side the best alpha function, then the best side, then
+    the weight of the re-engagement term ``reengage`` when there is one
+    (:func:`kgrec.fusion.reengage.fit_reengagement`, on the same user sample size).
 
     Every blend is evaluated on the same :class:`kgrec.fusion.pools.BlendPools` (at most
     ``sample_users`` validation users, each ranked within a pool of every source's top
@@ -269,6 +284,13 @@ def fit_job(
             best = JobFit(job, name, fit.best, fit.best_metric, gnn_only, by_side)
     text = None if best.text_side == GNN_ONLY else best.text_side
     best.validation = pools.report(GNN, text, best.alpha.values(degree, text_confidence))
+    if reengage is not None:
+        fit = FusionFit({job: best}, dict(staged))
+        scorer = job_scorer(gnn_users, gnn_items, fit, job, degree, text_confidence,
+                            normalise_method=normalise_method, seen=reengage)
+        best.seen_weight, best.seen_curve = fit_reengagement(
+            scorer, split, k=k, candidates=job_candidates(job, split),
+            sample_users=sample_users, seed=seed)
     return best
 
 
@@ -315,6 +337,7 @@ def fused_table(
     stage: str = "test",
     k: int = 20,
     normalise_method: str = "zscore",
+    seen: Reengagement | None = None,
 ) -> dict[str, dict[str, float]]:
     """The evaluation table of a fitted fusion: the ``full`` job's blend on the overall /
     long-tail / cold-start slices and the ``tail`` job's blend on ``tail_candidates`` (the
@@ -327,7 +350,7 @@ def fused_table(
         if job not in fit.jobs:
             continue
         scorer = job_scorer(gnn_users, gnn_items, fit, job, degree, text_confidence,
-                            normalise_method=normalise_method)
+                            normalise_method=normalise_method, seen=seen)
         candidates = job_candidates(job, split)
         result = evaluate(candidate_score_fn(scorer, candidates), split, stage=stage, k=k,
                           candidates=candidates, slices=slices or ("overall",))
@@ -339,8 +362,10 @@ def fused_table(
 
 
 def job_scorer(gnn_users: Tensor, gnn_items: Tensor, fit: FusionFit, job: str, degree: Tensor,
-               text_confidence: Tensor, *, normalise_method: str = "zscore") -> FusedScorer:
-    """The :class:`FusedScorer` of one fitted job (the GNN alone when it chose no text)."""
+               text_confidence: Tensor, *, normalise_method: str = "zscore",
+               seen: Reengagement | None = None) -> FusedScorer:
+    """The :class:`FusedScorer` of one fitted job (the GNN alone when it chose no text), with
+    the re-engagement term ``seen`` at the job's fitted weight when given."""
     chosen = fit.jobs[job]
     if chosen.text_side == GNN_ONLY:
         users, items = torch.zeros(len(gnn_users), 1), torch.zeros(len(gnn_items), 1)
@@ -350,4 +375,4 @@ def job_scorer(gnn_users: Tensor, gnn_items: Tensor, fit: FusionFit, job: str, d
         users, items = side.users, side.items
         alpha = chosen.alpha.values(degree, text_confidence)
     return FusedScorer(gnn_users, gnn_items, users, items, alpha=alpha,
-                       normalise=normalise_method)
+                       normalise=normalise_method, seen=seen, seen_weight=chosen.seen_weight)

@@ -4,9 +4,14 @@ source normalised per user and the two blended (:mod:`kgrec.fusion.blend`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from kgrec.fusion.blend import UserStats, blend, check_normalise, normalise, row_stats
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from kgrec.fusion.reengage import Reengagement
 
 
 class FusedScorer:
@@ -23,6 +28,9 @@ class FusedScorer:
         alpha: GNN weight, a number or ``[N]`` per product.
         normalise: ``"zscore"``, ``"rank"`` or ``"none"``.
         device: Where the matmuls run (default: where ``gnn_users`` is).
+        seen: the re-engagement term ``s_seen`` (:class:`kgrec.fusion.reengage.Reengagement`),
+            added as ``seen_weight * s_seen`` to the normalised blend (which then stays
+            normalised even for ``alpha`` 0 or 1, so the weight has one scale).
     """
 
     def __init__(
@@ -35,6 +43,8 @@ class FusedScorer:
         alpha: float | Tensor = 0.5,
         normalise: str = "zscore",
         device: str | torch.device | None = None,
+        seen: Reengagement | None = None,
+        seen_weight: float = 0.0,
     ) -> None:
         if gnn_users.shape[0] != text_users.shape[0]:
             raise ValueError(
@@ -51,6 +61,7 @@ class FusedScorer:
         )
         self.normalise = check_normalise(normalise)
         self.alpha = alpha.float().to(self.device) if isinstance(alpha, Tensor) else float(alpha)
+        self.seen, self.seen_weight = seen, float(seen_weight)
 
     @property
     def num_users(self) -> int:
@@ -59,6 +70,10 @@ class FusedScorer:
     @property
     def num_items(self) -> int:
         return int(self.gnn_items.shape[0])
+
+    def _one_source(self, alpha: float | Tensor) -> bool:
+        """A blend that is one source alone, ranked on its raw scale (no term beside it)."""
+        return self.seen is None and isinstance(alpha, float) and alpha in (0.0, 1.0)
 
     def _alpha(self, items: Tensor | None) -> float | Tensor:
         if isinstance(self.alpha, Tensor) and items is not None:
@@ -76,10 +91,12 @@ class FusedScorer:
         """Fused, GNN and text scores ``[B, C]``; normalised per user over ``items``."""
         g, t = self.components(users, items)
         alpha = self._alpha(None if items is None else items.to(self.device))
-        if isinstance(alpha, float) and alpha in (0.0, 1.0):
+        if self._one_source(alpha):
             fused = (g if alpha == 1.0 else t).clone()  # one source: its own ranking, raw scale
         else:
             fused = blend(normalise(g, self.normalise), normalise(t, self.normalise), alpha)
+        if self.seen is not None and self.seen_weight:
+            fused += self.seen_weight * self.seen.scores(users, items).to(fused.device)
         return fused, g, t
 
     def fused_zscore(self, users: Tensor, items: Tensor | None = None) -> Tensor:
@@ -92,8 +109,8 @@ class FusedScorer:
         ``[u_g / s_u, -m_u / s_u, u_t / r_u, -n_u / r_u]`` with
         ``[a_i i_g, a_i, (1 - a_i) i_t, 1 - a_i]``: no score matrix is normalised at all.
         """
-        if self.normalise != "zscore":
-            raise ValueError("fused_zscore needs normalise='zscore'")
+        if self.normalise != "zscore" or self.seen is not None:
+            raise ValueError("fused_zscore needs normalise='zscore' and no re-engagement term")
         side = self._item_side(items)
         return self._zscore_users(users, side) @ side["items"].T
 
@@ -141,9 +158,7 @@ class FusedScorer:
         (returns fused scores only; components come from :meth:`pair_components`)."""
         from kgrec.fusion.topk import MatmulScorer  # topk builds on score, not the reverse
 
-        if self.normalise == "zscore" and not (
-            isinstance(self.alpha, float) and self.alpha in (0.0, 1.0)
-        ):
+        if self.normalise == "zscore" and self.seen is None and not self._one_source(self.alpha):
             side = self._item_side(items)
             return MatmulScorer(lambda rows: self._zscore_users(rows, side), side["items"],
                                 self.pair_components)
@@ -171,8 +186,10 @@ class FusedScorer:
         """Item-major fused, GNN and text scores ``[len(items), len(users)]``."""
         g, t = self.components(users, items)  # [U, C]
         alpha = self._alpha(items.to(self.device))
-        if isinstance(alpha, float) and alpha in (0.0, 1.0):
+        if self._one_source(alpha):
             fused = (g if alpha == 1.0 else t).clone()
         else:
             fused = blend(stats.apply(g, "gnn"), stats.apply(t, "text"), alpha)
+        if self.seen is not None and self.seen_weight:
+            fused += self.seen_weight * self.seen.scores(users, items).to(fused.device)
         return fused.T, g.T, t.T

@@ -13,12 +13,15 @@ class SeenIndex:
         rows: Row index of each seen pair (e.g. the user).
         cols: Column index of each seen pair (e.g. the product).
         num_rows: Number of rows.
+        values: Optional value of each pair (:meth:`dense` writes them; default 1).
     """
 
-    def __init__(self, rows: Tensor, cols: Tensor, num_rows: int) -> None:
+    def __init__(self, rows: Tensor, cols: Tensor, num_rows: int,
+                 values: Tensor | None = None) -> None:
         rows, cols = rows.long().cpu(), cols.long().cpu()
         order = torch.argsort(rows * (int(cols.max()) + 1 if cols.numel() else 1) + cols)
         self.cols = cols[order]
+        self.values = (torch.ones(len(cols)) if values is None else values.float().cpu())[order]
         counts = torch.bincount(rows, minlength=num_rows)
         self.indptr = torch.zeros(num_rows + 1, dtype=torch.long)
         self.indptr[1:] = torch.cumsum(counts, 0)
@@ -38,6 +41,18 @@ class SeenIndex:
 
     def pairs(self, rows: Tensor) -> tuple[Tensor, Tensor]:
         """(position in ``rows``, column) of every seen pair of the given rows."""
+        pos, at = self._entries(rows)
+        return pos, self.cols[at]
+
+    def dense(self, rows: Tensor, num_cols: int) -> Tensor:
+        """``[len(rows), num_cols]`` holding each seen pair's value (0 elsewhere)."""
+        pos, at = self._entries(rows)
+        out = torch.zeros(len(rows), num_cols)
+        out[pos, self.cols[at]] = self.values[at]
+        return out
+
+    def _entries(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """(position in ``rows``, entry index) of every seen pair of the given rows."""
         rows = rows.long().cpu()
         start, end = self.indptr[rows], self.indptr[rows + 1]
         lengths = end - start
@@ -45,4 +60,4 @@ class SeenIndex:
         offsets = torch.arange(int(lengths.sum())) - torch.repeat_interleave(
             torch.cumsum(lengths, 0) - lengths, lengths
         )
-        return pos, self.cols[torch.repeat_interleave(start, lengths) + offsets]
+        return pos, torch.repeat_interleave(start, lengths) + offsets
