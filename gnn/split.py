@@ -173,6 +173,21 @@ def pair_table(events: pd.DataFrame, event_weights: Mapping[str, float] | None =
     )
 
 
+def behaviour_weights(pairs: pd.DataFrame, event_weights: Mapping[str, float] | None = None
+                      ) -> np.ndarray:
+    """Each pair's weight from its ``rels``: its heaviest behaviour's, a rating's scaled by
+    ``value / max rating`` (as :func:`pair_table` weighs events)."""
+    weights = event_weight_table(event_weights)
+    rels, value = pairs["rels"].to_numpy("int64"), pairs["value"].to_numpy("float64")
+    rated = (rels & REL_BITS[schema.RATED]) != 0
+    top = float(value[rated].max()) if rated.any() else 0.0
+    out = np.zeros(len(pairs))
+    for rel, bit in REL_BITS.items():
+        scale = value / top if rel == schema.RATED and top > 0 else 1.0
+        out = np.maximum(out, np.where((rels & bit) != 0, weights[rel] * scale, 0.0))
+    return out
+
+
 def target_behaviour(snapshot: GraphSnapshot, target: str | None = "auto") -> str | None:
     """The event type a split predicts: ``target`` (an event word), or with ``"auto"``
     ``PURCHASED`` when the catalogue holds purchases beside other behaviours; None (every

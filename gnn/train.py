@@ -46,7 +46,7 @@ from kgrec.gnn.models import (
     Recommender,
 )
 from kgrec.gnn.sampling import NegativeSampler, negative_pool
-from kgrec.gnn.split import Split, interaction_table
+from kgrec.gnn.split import Split, behaviour_weights, interaction_table
 from kgrec.kg.errors import ModelError
 from kgrec.kg.files import atomic_write, checksums, read_artefact, verify, write_text
 from kgrec.kg.ids import NodeEmbeddings
@@ -403,9 +403,13 @@ def _read_json(path: Path) -> Any:
 
 def train_weights(snapshot: GraphSnapshot, split: Split,
                   event_weights: Mapping[str, float] | None) -> Tensor:
-    """Loss weight of each training pair: the split's, or recomputed from ``event_weights``."""
+    """Loss weight of each training pair: the split's, or recomputed from ``event_weights``
+    and the behaviours the pair holds in training (never from the snapshot, which also holds
+    the held-out events of a pair whose other behaviours train)."""
     if not event_weights:
         return torch.as_tensor(split.train["weight"].to_numpy("float32", copy=True))
+    if "rels" in split.train:
+        return torch.as_tensor(behaviour_weights(split.train, event_weights), dtype=torch.float32)
     table = interaction_table(snapshot, event_weights)[["user", "product", "weight"]]
     joined = split.train[["user", "product"]].merge(table, on=["user", "product"], how="left")
     if joined["weight"].isna().any():

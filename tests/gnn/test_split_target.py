@@ -93,3 +93,19 @@ def test_a_split_with_a_target_saves_and_loads_it(tmp_path):
     split.save(tmp_path)
     again = Split.load(tmp_path)
     assert again.target == P and again.excluded("test").equals(split.excluded("test"))
+
+
+def test_reweighted_training_pairs_never_see_their_held_out_purchase():
+    # u0's valid purchase was also viewed: in training it is a view, and a weight recomputed
+    # from the event weights must say so (the snapshot still holds the purchase).
+    from kgrec.gnn.train import train_weights
+
+    snapshot = behaviour_snapshot(UNTIMED, 3, 8)
+    split = given()
+    weights = train_weights(snapshot, split, {"view": 0.0, "cart": 0.3}).numpy()
+    train = split.train.assign(w=weights).set_index(["user", "product"])["w"]
+    for user, item in _pairs(split.valid):
+        if (user, item) in train.index:
+            assert train[(user, item)] == 0.0
+    assert train[(1, 4)] == 1.0 and train[(1, 6)] == pytest.approx(0.3)
+    assert train[(0, 3)] == 0.0
