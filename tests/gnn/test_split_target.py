@@ -100,12 +100,13 @@ def test_reweighted_training_pairs_never_see_their_held_out_purchase():
     # from the event weights must say so (the snapshot still holds the purchase).
     from kgrec.gnn.train import train_weights
 
-    snapshot = behaviour_snapshot(UNTIMED, 3, 8)
-    split = given()
+    events = {**UNTIMED, V: UNTIMED[V] + [(0, 1, -1), (0, 2, -1), (2, 5, -1)]}  # all viewed
+    snapshot = behaviour_snapshot(events, 3, 8)
+    split = make_split(snapshot, kind="given", target=P, held_out=HELD)
     weights = train_weights(snapshot, split, {"view": 0.0, "cart": 0.3}).numpy()
     train = split.train.assign(w=weights).set_index(["user", "product"])["w"]
+    assert len(split.valid) == 2
     for user, item in _pairs(split.valid):
-        if (user, item) in train.index:
-            assert train[(user, item)] == 0.0
+        assert train[(user, item)] == 0.0
     assert train[(1, 4)] == 1.0 and train[(1, 6)] == pytest.approx(0.3)
     assert train[(0, 3)] == 0.0
