@@ -13,6 +13,7 @@ settings (``config.json``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -133,6 +134,24 @@ def make_run_split(snapshot: GraphSnapshot, kind: str, config: Config) -> Split:
     held = given_test_pairs(snapshot, config.source, target) if kind == "given" else None
     return make_split(snapshot, kind=kind, seed=config.train.seed, event_weights=weights,
                       target=target, held_out=held)
+
+
+def objective_splits(snapshot: GraphSnapshot, split: Split, config: Config
+                     ) -> dict[str, Split]:
+    """The split of every other behaviour as the target, to evaluate one model on each
+    objective side by side: the same kind, seed and weights (``given``: each behaviour's own
+    held-out file; a behaviour without one is left out). Empty without a target."""
+    if split.target is None:
+        return {}
+    held = set(snapshot.interactions()["rel"].unique()) - {split.target}
+    out = {}
+    for rel in (r for r in schema.INTERACTIONS if r in held):
+        other = dataclasses.replace(config, train=dataclasses.replace(config.train, target=rel))
+        try:
+            out[rel] = make_run_split(snapshot, split.kind, other)
+        except InputError:  # a given split without this behaviour's held-out file
+            continue
+    return out
 
 
 def given_test_pairs(snapshot: GraphSnapshot, source: SourceSpec, target: str | None
@@ -545,9 +564,10 @@ class Recommender:
                  ) -> dict[str, dict[str, dict[str, float]]]:
         """Rows model -> slice -> metric on the split's ``stage``: the GNN alone and, after
         :meth:`fuse`, the fused ranking and each text side alone (slices overall, long_tail,
-        cold_start, tail_candidates)."""
+        cold_start, tail_candidates; with a target behaviour, the GNN and the fused ranking
+        also on each other behaviour as the objective, ``objective:CARTED`` ...)."""
         from kgrec.fusion.alpha import AlphaFunction
-        from kgrec.fusion.fit import FusionFit, JobFit, fused_table
+        from kgrec.fusion.fit import FusionFit, JobFit, fused_table, job_scorer
         from kgrec.gnn.metrics import evaluate_ranking, long_tail_items
 
         k = self._k(k if k is not None else self.config.train.k)
@@ -556,6 +576,10 @@ class Recommender:
         table["tail_candidates"] = evaluate_ranking(
             self.result.score, split, stage=stage, k=k, candidates=long_tail_items(split),
             slices=("overall",))["overall"]
+        objectives = objective_splits(self.snapshot, split, self.config)
+        for rel, other in objectives.items():
+            table[f"objective:{rel}"] = evaluate_ranking(
+                self.result.score, other, stage=stage, k=k, slices=("overall",))["overall"]
         rows = {name: table}
         fusion = self.fusion
         if fusion is None:
@@ -568,6 +592,12 @@ class Recommender:
                                normalise_method=fusion.normalise, seen=self._seen_in_training)
 
         rows[f"{name}+fusion"] = fused(fit)
+        for rel, other in objectives.items():
+            scorer = job_scorer(self.gnn_users, self.gnn_items, fit, "full", degree,
+                                fusion.confidence, normalise_method=fusion.normalise,
+                                seen=self._seen_in_training)
+            rows[f"{name}+fusion"][f"objective:{rel}"] = evaluate_ranking(
+                scorer, other, stage=stage, k=k, slices=("overall",))["overall"]
         for side in fit.sides:
             text_only = {job: JobFit(job, side, AlphaFunction.constant(0.0), 0.0, 0.0)
                          for job in fit.jobs}
