@@ -216,7 +216,8 @@ def build_model(
 ) -> Recommender:
     """The model named by ``settings.model`` over the training graph of ``split``."""
     model = _build_model(snapshot, split, settings, product_features, train_weight)
-    model.cosine = settings.loss == "softmax"
+    # Popularity is not trained by any loss: unit-length [N, 1] vectors would tie every product.
+    model.cosine = settings.loss == "softmax" and model.trainable
     return model
 
 

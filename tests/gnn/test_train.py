@@ -50,6 +50,12 @@ def test_popularity_scores_are_training_counts(ml100k_snapshot, ml100k_split, po
     scores = result.score(torch.tensor([0, 5]))
     assert torch.allclose(scores, weights.expand(2, -1))
     assert 0.10 < pop_valid_ndcg < 0.20
+    # A run configured for the softmax loss keeps popularity's own scale (unit-length [N, 1]
+    # vectors would tie every product).
+    softmax = train_model(ml100k_snapshot, ml100k_split, TrainSettings(model="pop",
+                                                                       loss="softmax"),
+                          progress=False)
+    assert torch.allclose(softmax.score(torch.tensor([0, 5])), scores)
 
 
 @pytest.mark.parametrize(
