@@ -121,11 +121,14 @@ def rendered_dom(html_path: str | Path) -> str:
 
 
 def metrics_frame(metrics: dict[str, dict[str, dict[str, float]]], k: int) -> pd.DataFrame:
-    """One row per model, NDCG@k and Recall@k per slice (n/a where a slice is empty)."""
+    """One row per model, NDCG@k and Recall@k per slice (n/a where a slice is empty), then
+    per other objective (``objective:CARTED`` ..., with a target behaviour)."""
+    objectives = sorted({name for by_slice in metrics.values() for name in by_slice
+                         if name.startswith("objective:")})
     rows = []
     for model, by_slice in metrics.items():
         row: dict[str, Any] = {"model": model}
-        for name in SLICES:
+        for name in (*SLICES, *objectives):
             values = by_slice.get(name, {})
             for metric in (f"ndcg@{k}", f"recall@{k}"):
                 value = values.get(metric)
@@ -137,6 +140,16 @@ def metrics_frame(metrics: dict[str, dict[str, dict[str, float]]], k: int) -> pd
 
 # ---- content, shared by both renderings ------------------------------------------------
 
+def _reengagement_cells(job: dict[str, Any], k: int) -> dict[str, str]:
+    """The re-engagement term's fitted weight and its validation NDCG, where it was fitted
+    (a catalogue with a target behaviour)."""
+    curve = dict(job.get("seen_curve") or [])
+    if not curve:
+        return {}
+    weight = job.get("seen_weight", 0.0)
+    return {"re-engagement b": f"{weight:g}", f"with it, valid NDCG@{k}": f"{curve[weight]:.4f}"}
+
+
 def _blocks(data: ReportData) -> dict[str, list[tuple[str, Any]]]:
     """section -> [("p", text) | ("table", DataFrame) | ("plot", name)]."""
     k = data.k
@@ -147,7 +160,8 @@ def _blocks(data: ReportData) -> dict[str, list[tuple[str, Any]]]:
     jobs = pd.DataFrame([{"job": job, "text side": j["text_side"],
                           "alpha": _alpha_text(j["alpha"]),
                           f"valid NDCG@{k}": f"{j['valid_metric']:.4f}",
-                          "GNN alone": f"{j['gnn_only']:.4f}"} for job, j in data.jobs.items()])
+                          "GNN alone": f"{j['gnn_only']:.4f}",
+                          **_reengagement_cells(j, k)} for job, j in data.jobs.items()])
     recs = data.recommendations
     samples: list[tuple[str, Any]] = []
     for user, (top, why, latest) in data.samples.items():
@@ -171,7 +185,9 @@ def _blocks(data: ReportData) -> dict[str, list[tuple[str, Any]]]:
                           f"products. NDCG@{k} and Recall@{k}."),
                     ("table", table)],
         "fusion": [("p", "s = a * z(s_gnn) + (1 - a) * z(s_text), fitted on validation per "
-                         "job; a may depend on the product's popularity and text."),
+                         "job; a may depend on the product's popularity and text. With a "
+                         "target behaviour, + b * s_seen: the user's own viewed or carted, "
+                         "not bought, products, b fitted on validation after a (0: no help)."),
                    ("table", jobs), ("plot", "alpha")],
         "scores": [("p", f"{len(recs):,} recommendations for {recs['user_id'].nunique():,} "
                          f"users over {recs['product_id'].nunique():,} distinct products; "
