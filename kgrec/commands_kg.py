@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ingest",
         help="build the graph from catalogue dumps",
         description=(
-            "Read catalogue dumps (one source: --amazon, --recbole, --scientific or "
+            "Read catalogue dumps (one source: --amazon, --recbole, --scientific, --lists or "
             "--products/--events), "
             "validate them, merge them into the store (idempotent: re-running the same dump "
             "adds nothing; a dump of new events appends) and write the rejects report."
@@ -46,6 +46,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Amazon Industrial & Scientific 5-core (LC-Rec JSON): a folder with "
         "Scientific.item.json and Scientific.inter.json; event timestamps are list positions",
     )
+    src.add_argument(
+        "--lists",
+        metavar="FOLDER",
+        help="one 'user<TAB>item item ...' file per behaviour (view_train.txt, "
+        "cart_train.txt, buy_train.txt ...: the behaviour from the file name, or name them "
+        "with --behaviour FILE=BEHAVIOUR); <behaviour>_test.txt files are the held-out "
+        "pairs of train.split=given, never loaded",
+    )
+    src.add_argument("--behaviour", action="append", default=[], metavar="FILE=BEHAVIOUR",
+                     help="with --lists: the behaviour of one file (repeatable)")
     src.add_argument(
         "--products",
         help="generic products file (CSV/TSV/JSONL[.gz]/Parquet); "
@@ -138,13 +148,13 @@ def _store_options(p: argparse.ArgumentParser) -> None:
 
 def source_of(args: argparse.Namespace) -> SourceSpec:
     """The [source] the options name (exactly one of --amazon, --recbole, --scientific,
-    --products/--events)."""
+    --lists, --products/--events)."""
     generic = args.products or args.events
-    chosen = [bool(args.amazon), bool(args.recbole), bool(args.scientific), bool(generic)]
+    chosen = [bool(args.amazon), bool(args.recbole), bool(args.scientific), bool(args.lists),
+              bool(generic)]
     if sum(chosen) != 1:
-        raise InputError(
-            "give exactly one source: --amazon, --recbole, --scientific or --products/--events"
-        )
+        raise InputError("give exactly one source: --amazon, --recbole, --scientific, --lists "
+                         "or --products/--events")
     if args.amazon:
         if len(args.amazon) > 2:
             raise InputError("--amazon takes META [REVIEWS]")
@@ -154,6 +164,8 @@ def source_of(args: argparse.Namespace) -> SourceSpec:
         return SourceSpec("recbole", args.recbole, dataset=args.dataset or "")
     if args.scientific:
         return SourceSpec("scientific", args.scientific)
+    if args.lists:
+        return SourceSpec("lists", args.lists, behaviours=list(args.behaviour))
     return SourceSpec("generic", "", products=args.products or "", events=args.events or "",
                       users=args.users or "", kg=args.kg or "", links=args.links or "",
                       mapping=args.mapping or "", map=list(args.map))

@@ -79,3 +79,18 @@ def test_typed_events_keep_their_counts_in_neo4j(tmp_path: Path, neo4j_store) ->
     assert (counts["VIEWED"], counts["CARTED"], counts["PURCHASED"]) == (7, 3, 4)
     events = build_snapshot(neo4j_store, progress=False).interactions()
     assert events["rel"].value_counts().to_dict() == {"VIEWED": 7, "PURCHASED": 4, "CARTED": 3}
+
+
+def test_kgrec_ingest_reads_a_lists_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                           ) -> None:
+    from kgrec.cli import main
+
+    folder = write_lists(tmp_path / "tmall")
+    store = ["--store", "local", "--store-path", str(tmp_path / "store")]
+    code = main(["ingest", "--lists", str(folder), "--behaviour", "view_train.txt=view",
+                 "--behaviour", "buy_train.txt=buy", "--reports-dir", str(tmp_path / "rep"),
+                 "--no-progress", *store])
+    assert code == 0
+    counts = LocalStore(tmp_path / "store").counts()
+    assert (counts["VIEWED"], counts.get("CARTED", 0), counts["PURCHASED"]) == (7, 0, 4)
+    assert "2 rejected" in capsys.readouterr().out
