@@ -32,7 +32,13 @@ from kgrec.fusion.artefacts import Fusion, load_fusion, save_fusion
 from kgrec.fusion.candidates import ITEM_SETS
 from kgrec.gnn.device import resolve_device
 from kgrec.gnn.models import TEXT_FEATURE_MODELS
-from kgrec.gnn.split import Split, item_cold_start_split, make_split, target_behaviour
+from kgrec.gnn.split import (
+    REL_BITS,
+    Split,
+    item_cold_start_split,
+    make_split,
+    target_behaviour,
+)
 from kgrec.gnn.train import RETRAIN, TrainResult, TrainSettings, train_model
 from kgrec.kg import schema
 from kgrec.kg.errors import InputError, ModelError
@@ -152,6 +158,15 @@ def objective_splits(snapshot: GraphSnapshot, split: Split, config: Config
         except InputError:  # a given split without this behaviour's held-out file
             continue
     return out
+
+
+def _fits_behaviours(split: Split, config: Config, settings: TrainSettings) -> bool:
+    """Behaviour weights are fitted for a trained model on a split with a target, other
+    behaviours and validation pairs, unless the config sets event weights or no scales."""
+    others = split.target is not None and "rels" in split.train and bool(
+        (split.train["rels"].to_numpy() & ~REL_BITS[split.target]).any())
+    return (others and len(split.valid) > 0 and len(config.train.behaviour_scales) > 1
+            and not config.train.event_weights and settings.model != "pop")
 
 
 def given_test_pairs(snapshot: GraphSnapshot, source: SourceSpec, target: str | None
@@ -276,10 +291,22 @@ class Recommender:
         if settings.model in TEXT_FEATURE_MODELS and settings.text_features:
             raw = encode_catalogue(snapshot, config, progress)
             features = None if raw is None else raw.tensor
+        behaviours = None
+        if _fits_behaviours(run_split, config, settings):
+            from kgrec.gnn.behaviours import fit_behaviour_weights, reweighted
+
+            behaviours = fit_behaviour_weights(
+                snapshot, run_split, settings, product_features=features,
+                scales=config.train.behaviour_scales, epochs=config.train.behaviour_fit_epochs)
+            run_split = reweighted(run_split, behaviours.weights)
+            if progress:
+                print(f"kgrec: {behaviours.summary()}")
         options = {"product_features": features, "progress": progress,
                    "checkpoint_dir": checkpoint_dir, "resume": resume}
         result = (train_distributed(snapshot, run_split, settings, nproc, **options)
                   if nproc > 1 else train_model(snapshot, run_split, settings, **options))
+        if behaviours is not None:
+            result.applied["behaviour_fit"] = behaviours.candidates
         return cls(snapshot, run_split, result, config)
 
     def fuse(self, text_sides: Sequence[str] | None = None, *,

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, Union, get_args, get_origin, get_type_hints
 
 from kgrec.fusion.pools import FIT_POOL, FIT_USERS
 from kgrec.fusion.text import PROFILE_HALF_LIVES, TEXT_FIELDS
+from kgrec.gnn.behaviours import BEHAVIOUR_FIT_EPOCHS, BEHAVIOUR_SCALES
 from kgrec.gnn.kgat import ITEM_INPUTS, USER_INPUTS
 from kgrec.gnn.models import MODEL_NAMES
 from kgrec.gnn.train import LOSSES, TrainSettings
@@ -92,6 +93,12 @@ class TrainConfig(TrainSettings):
     #: "auto": purchase when the catalogue holds purchases beside other behaviours; "":
     #: every interaction. Training always uses every behaviour.
     target: str = "auto"
+    #: With a target and other behaviours, their weights (edges and loss) are fitted on
+    #: validation: these scales of the default weights are compared, each by a short
+    #: training of behaviour_fit_epochs (kgrec.gnn.behaviours); [] or explicit
+    #: event_weights: no fit.
+    behaviour_scales: list[float] = field(default_factory=lambda: list(BEHAVIOUR_SCALES))
+    behaviour_fit_epochs: int = BEHAVIOUR_FIT_EPOCHS
     #: Processes of data-parallel training (torch DistributedDataParallel: each takes its
     #: share of every batch; gloo on CPUs, NCCL with one GPU per process); 1: one process.
     nproc: int = 1
@@ -254,6 +261,8 @@ RULES: dict[str, Rule] = {
     "train.max_minutes": above(0),
     "train.threads": POSITIVE,
     "train.split": one_of(*SPLITS),
+    "train.behaviour_scales": Rule(lambda v: all(x >= 0 for x in v), "a list of numbers >= 0"),
+    "train.behaviour_fit_epochs": POSITIVE,
     "train.target": Rule(lambda v: v in ("auto", "") or _event_word(v),
                          "auto, empty or an event word (purchase, cart, view, rating ...)"),
     "train.nproc": POSITIVE,
