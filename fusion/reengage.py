@@ -24,7 +24,7 @@ from kgrec.gnn.split import REL_BITS, Split, event_weight_table
 from torch import Tensor
 
 #: Re-engagement weights ``b`` the fit compares (in the blend's per-user standard deviations).
-SEEN_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+SEEN_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
 
 class Reengagement:

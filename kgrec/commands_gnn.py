@@ -85,8 +85,12 @@ def _data_options(p: argparse.ArgumentParser) -> None:
                    "temporal (per user latest 10%% to test, the 10%% before to valid, at least "
                    "1 each for users with >= 3 pairs), temporal_ratio (RecBole's floor(10%%): "
                    "users under 10 pairs get none), leave_one_out (last pair to test, the one "
-                   "before to valid), random (per user 8:1:1, at least 1 each) or "
+                   "before to valid), random (per user 8:1:1, at least 1 each), "
                    "item_cold_start (10%% of products held out with all their interactions) "
+                   "or given (a lists source's <behaviour>_test.txt pairs are the test, one "
+                   "target pair per user the validation); with a target behaviour "
+                   "(train.target, purchase by default beside views or carts) valid and test "
+                   "hold its pairs only and every behaviour trains "
                    + default_help("train.split"))
     g.add_argument("--no-progress", action="store_true",
                    help="hide progress bars; training logs one line per evaluation instead")
