@@ -42,7 +42,7 @@ class Reengagement:
                  event_weights: Mapping[str, float] | None = None) -> None:
         weights = event_weight_table(event_weights)
         rels = pairs["rels"].to_numpy("int64")
-        present = np.bitwise_or.reduce(rels) if len(rels) else 0
+        present = int(np.bitwise_or.reduce(rels, initial=0))
         others = {rel: weights[rel] for rel, bit in REL_BITS.items()
                   if rel != target and present & bit}
         top = max(others.values(), default=0.0) or 1.0

@@ -86,6 +86,13 @@ class Split:
             train = train[(train["rels"].to_numpy() & REL_BITS[self.target]) != 0]
         return pd.concat([train, self.valid], ignore_index=True) if stage == "test" else train
 
+    def behaviours(self) -> list[str]:
+        """The event types the training pairs hold (from their ``rels``; [] without)."""
+        if "rels" not in self.train:
+            return []
+        present = int(np.bitwise_or.reduce(self.train["rels"].to_numpy("int64"), initial=0))
+        return [rel for rel, bit in REL_BITS.items() if present & bit]
+
     def item_counts(self) -> torch.Tensor:
         """Training interactions per product (``LongTensor[num_items]``)."""
         items = torch.from_numpy(self.train["product"].to_numpy("int64", copy=True))

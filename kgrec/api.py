@@ -33,7 +33,6 @@ from kgrec.fusion.candidates import ITEM_SETS
 from kgrec.gnn.device import resolve_device
 from kgrec.gnn.models import TEXT_FEATURE_MODELS
 from kgrec.gnn.split import (
-    REL_BITS,
     Split,
     item_cold_start_split,
     make_split,
@@ -163,10 +162,10 @@ def objective_splits(snapshot: GraphSnapshot, split: Split, config: Config
 def _fits_behaviours(split: Split, config: Config, settings: TrainSettings) -> bool:
     """Behaviour weights are fitted for a trained model on a split with a target, other
     behaviours and validation pairs, unless the config sets event weights or no scales."""
-    others = split.target is not None and "rels" in split.train and bool(
-        (split.train["rels"].to_numpy() & ~REL_BITS[split.target]).any())
-    return (others and len(split.valid) > 0 and len(config.train.behaviour_scales) > 1
-            and not config.train.event_weights and settings.model != "pop")
+    others = set(split.behaviours()) - {split.target}
+    return (split.target is not None and bool(others) and len(split.valid) > 0
+            and len(config.train.behaviour_scales) > 1 and not config.train.event_weights
+            and settings.model != "pop")
 
 
 def given_test_pairs(snapshot: GraphSnapshot, source: SourceSpec, target: str | None
