@@ -221,4 +221,4 @@ def test_kgrec_ingest_scientific(tmp_path: Path, capsys: pytest.CaptureFixture[s
         main(["ingest", "--help"])
     assert "--scientific FOLDER" in capsys.readouterr().out
     assert main(["ingest", "--scientific", str(folder), "--recbole", "x", *store]) == 1
-    assert "--scientific or --products/--events" in capsys.readouterr().err
+    assert "--scientific, --lists or --products/--events" in capsys.readouterr().err
