@@ -20,7 +20,7 @@ import torch
 from kgrec.fusion.score import FusedScorer
 from kgrec.fusion.seen import SeenIndex
 from kgrec.gnn.metrics import evaluate_ranking
-from kgrec.gnn.split import REL_BITS, Split, event_weight_table
+from kgrec.gnn.split import REL_BITS, Split, behaviours_in, event_weight_table
 from torch import Tensor
 
 #: Re-engagement weights ``b`` the fit compares (in the blend's per-user standard deviations).
@@ -42,9 +42,7 @@ class Reengagement:
                  event_weights: Mapping[str, float] | None = None) -> None:
         weights = event_weight_table(event_weights)
         rels = pairs["rels"].to_numpy("int64")
-        present = int(np.bitwise_or.reduce(rels, initial=0))
-        others = {rel: weights[rel] for rel, bit in REL_BITS.items()
-                  if rel != target and present & bit}
+        others = {rel: weights[rel] for rel in behaviours_in(rels) if rel != target}
         top = max(others.values(), default=0.0) or 1.0
         value = np.zeros(len(pairs))
         for rel, weight in others.items():

@@ -88,10 +88,8 @@ class Split:
 
     def behaviours(self) -> list[str]:
         """The event types the training pairs hold (from their ``rels``; [] without)."""
-        if "rels" not in self.train:
-            return []
-        present = int(np.bitwise_or.reduce(self.train["rels"].to_numpy("int64"), initial=0))
-        return [rel for rel, bit in REL_BITS.items() if present & bit]
+        return behaviours_in(self.train["rels"].to_numpy("int64")) if "rels" in self.train \
+            else []
 
     def item_counts(self) -> torch.Tensor:
         """Training interactions per product (``LongTensor[num_items]``)."""
@@ -135,6 +133,12 @@ def event_weight_table(event_weights: Mapping[str, float] | None = None) -> dict
 
 #: Bit of each interaction type in a pair's ``rels`` mask (the behaviours the pair holds).
 REL_BITS = {rel: 1 << i for i, rel in enumerate(schema.INTERACTIONS)}
+
+
+def behaviours_in(rels: np.ndarray) -> list[str]:
+    """The event types any of the ``rels`` masks holds, in :data:`REL_BITS` order."""
+    present = int(np.bitwise_or.reduce(rels, initial=0))
+    return [rel for rel, bit in REL_BITS.items() if present & bit]
 
 
 def interaction_table(

@@ -618,10 +618,10 @@ class Recommender:
                                normalise_method=fusion.normalise, seen=self._seen_in_training)
 
         rows[f"{name}+fusion"] = fused(fit)
+        scorer = job_scorer(self.gnn_users, self.gnn_items, fit, "full", degree,
+                            fusion.confidence, normalise_method=fusion.normalise,
+                            seen=self._seen_in_training)
         for rel, other in objectives.items():
-            scorer = job_scorer(self.gnn_users, self.gnn_items, fit, "full", degree,
-                                fusion.confidence, normalise_method=fusion.normalise,
-                                seen=self._seen_in_training)
             rows[f"{name}+fusion"][f"objective:{rel}"] = evaluate_ranking(
                 scorer, other, stage=stage, k=k, slices=("overall",))["overall"]
         for side in fit.sides:
