@@ -8,9 +8,10 @@ training (and validation) purchases left out, ties at the mid-rank, HR@10 and ND
 
 Peers on the same split: most-bought products; EASE (Steck 2019, closed form) on purchases
 only and on view + 2 cart + 4 purchase (each pair's sum capped at 10); "seen" (the user's
-own viewed and carted products, view + 3 cart, most-bought first); EASE weighted + 4 x seen.
-kgrec: the GAT trained on every behaviour (behaviour-weighted edges and loss), alone and in
-the fitted blend with the re-engagement term.
+own viewed and carted products, view + 3 cart, most-bought first); EASE weighted + 4 x seen;
+kgrec's re-engagement term alone (each seen product at its conversion rates, most-bought
+first). kgrec: the GAT trained on every behaviour (behaviour-weighted edges and loss), alone
+and in the fitted blend with the re-engagement term.
 
     .venv/bin/python benchmarks/multibehavior.py --set loss=softmax   # -> multibehavior.json
     .venv/bin/python benchmarks/multibehavior.py --models kgrec_run   # + the end-to-end run
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.models == "kgrec_run":
         kgrec_run(args.out)
         return
+    from kgrec.fusion.reengage import Reengagement
     from kgrec.gnn.metrics import evaluate_ranking
     from kgrec.gnn.split import Split
     from kgrec.kg import schema
@@ -277,6 +279,10 @@ def main(argv: list[str] | None = None) -> None:
 
         record("ease_weighted_plus_4_seen", ease_seen)
         del b_w
+        # kgrec's re-engagement term alone: each seen product at its conversion rates.
+        term = Reengagement.of_split(split)
+        tiebreak = 1e-6 * pop / (pop.max() + 1)  # most-bought first among equal terms
+        record("reengagement_term", lambda u: term.scores(u) + tiebreak.unsqueeze(0))
     if "lightgcn" in args.models:
         for name, train in lightgcn_trains(split).items():
             variant = Split(train, split.valid, split.test, split.num_users, split.num_items,

@@ -3,16 +3,21 @@
 On shop data the next purchase is most often something the user looked at before (80% of
 Tmall's held-out purchases were viewed in training), and no embedding model recovers a
 user's own list as sharply as the list itself. So the final ranking adds it explicitly:
-``s = a * s_gnn + (1 - a) * s_text + b * s_seen``, where ``s_seen(u, i)`` sums the weights
-of ``u``'s non-target behaviours on ``i`` (the event weights, scaled so the heaviest present is 1;
-0 for products the user never touched) and ``b`` is fitted on validation like alpha
+``s = a * s_gnn + (1 - a) * s_text + b * s_seen``, where ``s_seen(u, i)`` is the chance that
+``u`` buys ``i`` given what ``u`` did with it: each non-target behaviour ``r`` of ``u`` on ``i``
+counts at ``i``'s conversion rate ``c_r(i)`` (the share of the users who did ``r`` on ``i`` and
+also bought it, shrunk toward ``r``'s overall rate by ``prior`` pseudo-events), combined as
+``1 - prod_r (1 - c_r(i))`` and scaled so the largest is 1 (0 for products ``u`` never touched or
+already bought). A product that most viewers buy outranks one that most viewers leave, which a
+fixed per-behaviour weight cannot say (Tmall, held-out purchases: HR@10 0.27 with fixed view
+and cart weights, 0.36 with conversion rates). ``b`` is fitted on validation like alpha
 (:func:`fit_reengagement`; 0 when it does not help). The other terms are z-scored per user,
 so ``b`` reads in their standard deviations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,11 +25,27 @@ import torch
 from kgrec.fusion.score import FusedScorer
 from kgrec.fusion.seen import SeenIndex
 from kgrec.gnn.metrics import evaluate_ranking
-from kgrec.gnn.split import REL_BITS, Split, behaviours_in, event_weight_table
+from kgrec.gnn.split import REL_BITS, Split, behaviours_in
 from torch import Tensor
 
 #: Re-engagement weights ``b`` the fit compares (in the blend's per-user standard deviations).
-SEEN_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+SEEN_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+#: Pseudo-events shrinking a product's conversion rate toward its behaviour's overall rate
+#: (a product viewed once and bought once is not a sure sale). Tmall: 1, 5 and 20 rank within
+#: 0.004 HR@10 of each other.
+SEEN_PRIOR = 10.0
+
+
+def conversion_rates(product: np.ndarray, has: np.ndarray, bought: np.ndarray,
+                     num_items: int, prior: float = SEEN_PRIOR) -> np.ndarray:
+    """``[num_items]`` share of the pairs with a behaviour (``has``) that are also bought,
+    per product, with ``prior`` pseudo-pairs at the behaviour's overall share."""
+    done = np.bincount(product[has], minlength=num_items)
+    converted = np.bincount(product[has & bought], minlength=num_items)
+    overall = converted.sum() / max(done.sum(), 1)
+    counts = done + prior
+    return np.divide(converted + prior * overall, counts, out=np.zeros(num_items),
+                     where=counts > 0)
 
 
 class Reengagement:
@@ -32,35 +53,38 @@ class Reengagement:
     carrying ``rels`` bit masks.
 
     Args:
-        pairs: ``user, product, rels`` rows (a split's ``train``, or every event's pairs).
+        pairs: ``user, product, rels`` rows (a split's ``train``, or every event's pairs):
+            both the pairs scored and the conversion rates' counts.
         target: the predicted event type: pairs holding it get no term (they are bought).
         num_users, num_items: the matrix's shape.
-        event_weights: per-behaviour weights (the schema's defaults overridden).
+        prior: pseudo-events of each conversion rate's shrinkage (:data:`SEEN_PRIOR`).
     """
 
     def __init__(self, pairs: pd.DataFrame, target: str, num_users: int, num_items: int,
-                 event_weights: Mapping[str, float] | None = None) -> None:
-        weights = event_weight_table(event_weights)
+                 prior: float = SEEN_PRIOR) -> None:
         rels = pairs["rels"].to_numpy("int64")
-        others = {rel: weights[rel] for rel in behaviours_in(rels) if rel != target}
-        top = max(others.values(), default=0.0) or 1.0
-        value = np.zeros(len(pairs))
-        for rel, weight in others.items():
-            value += weight / top * ((rels & REL_BITS[rel]) != 0)
-        keep = (value > 0) & ((rels & REL_BITS[target]) == 0)
+        product = pairs["product"].to_numpy("int64")
+        bought = (rels & REL_BITS[target]) != 0
+        missed = np.ones(len(pairs))
+        for rel in (r for r in behaviours_in(rels) if r != target):
+            has = (rels & REL_BITS[rel]) != 0
+            rate = conversion_rates(product, has, bought, num_items, prior)
+            missed[has] *= 1.0 - rate[product[has]]
+        value = 1.0 - missed
+        keep = (value > 0) & ~bought
+        value = value[keep] / (value[keep].max(initial=0.0) or 1.0)
         self.num_items = num_items
         self.index = SeenIndex(torch.as_tensor(pairs["user"].to_numpy("int64")[keep]),
-                               torch.as_tensor(pairs["product"].to_numpy("int64")[keep]),
-                               num_users, torch.as_tensor(value[keep]))
+                               torch.as_tensor(product[keep]), num_users,
+                               torch.as_tensor(value))
 
     @classmethod
-    def of_split(cls, split: Split, event_weights: Mapping[str, float] | None = None
-                 ) -> Reengagement | None:
+    def of_split(cls, split: Split, prior: float = SEEN_PRIOR) -> Reengagement | None:
         """The term of ``split``'s training pairs; None without a target or any other
-        behaviour (nothing to re-engage with)."""
+        behaviour that leads to it (nothing to re-engage with)."""
         if split.target is None or "rels" not in split.train:
             return None
-        term = cls(split.train, split.target, split.num_users, split.num_items, event_weights)
+        term = cls(split.train, split.target, split.num_users, split.num_items, prior)
         return term if term.pairs else None
 
     @property

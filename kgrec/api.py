@@ -719,7 +719,7 @@ class Recommender:
         """The re-engagement term as the split's training pairs give it (fit, evaluation)."""
         from kgrec.fusion.reengage import Reengagement
 
-        return Reengagement.of_split(self.split, self.config.train.event_weights or None)
+        return Reengagement.of_split(self.split, self.config.fusion.seen_prior)
 
     @cached_property
     def _seen_now(self) -> Reengagement | None:
@@ -730,7 +730,7 @@ class Recommender:
         if self.split.target is None:
             return None
         return Reengagement(pair_table(self._interactions), self.split.target, len(self.users),
-                            len(self.products), self.config.train.event_weights or None)
+                            len(self.products), self.config.fusion.seen_prior)
 
     @cached_property
     def _graph_index(self) -> GraphIndex:

@@ -23,6 +23,7 @@ from types import UnionType
 from typing import Any, NamedTuple, Union, get_args, get_origin, get_type_hints
 
 from kgrec.fusion.pools import FIT_POOL, FIT_USERS
+from kgrec.fusion.reengage import SEEN_PRIOR
 from kgrec.fusion.text import PROFILE_HALF_LIVES, TEXT_FIELDS
 from kgrec.gnn.behaviours import BEHAVIOUR_FIT_EPOCHS, BEHAVIOUR_SCALES
 from kgrec.gnn.kgat import ITEM_INPUTS, USER_INPUTS
@@ -134,6 +135,10 @@ class FusionConfig:
     #: Products of each source's top list a fitted user is ranked within (0: every product;
     #: the share of users this makes exact is reported).
     fit_pool: int = FIT_POOL
+    #: Pseudo-events shrinking each product's conversion rate (the share of its viewers or
+    #: carters who bought it) toward the behaviour's overall rate, in the re-engagement term
+    #: (kgrec.fusion.reengage.SEEN_PRIOR).
+    seen_prior: float = SEEN_PRIOR
     cache_dir: str = ".kgrec/text-cache"
 
 
@@ -277,6 +282,7 @@ RULES: dict[str, Rule] = {
     "fusion.normalise": one_of("zscore", "rank"),
     "fusion.fit_users": NON_NEGATIVE,
     "fusion.fit_pool": NON_NEGATIVE,
+    "fusion.seen_prior": NON_NEGATIVE,
     "score.top_k": POSITIVE,
     "score.chunk_size": POSITIVE,
     "score.spark": matching(r"|local(\[(\d+|\*)(,\d+)?\])?|yarn|(spark|k8s|mesos)://\S+",

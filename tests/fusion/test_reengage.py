@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from kgrec.fusion.reengage import SEEN_GRID, Reengagement, fit_reengagement
+from kgrec.fusion.reengage import SEEN_GRID, Reengagement, conversion_rates, fit_reengagement
 from kgrec.fusion.score import FusedScorer
-from kgrec.gnn.split import make_split
+from kgrec.gnn.split import REL_BITS, make_split
 from kgrec.kg import schema
 
 from tests.gnn.conftest import behaviour_snapshot
@@ -17,23 +17,19 @@ V, C, P = schema.VIEWED, schema.CARTED, schema.PURCHASED
 USERS, ITEMS = 80, 60
 
 
-def shop(views_predict_purchases: bool, seed: int = 0):
-    """Each user views 8 products and carts 2 of them; they buy 3 products (2 in training,
-    1 held out) among the viewed ones, or among the never-viewed ones."""
+def shop(held_out_viewed: bool, seed: int = 0):
+    """Each user views 8 products, carts 2 of them and buys 2 others of them (training), then
+    buys 2 more (held out, the last by time): among the viewed ones, or among the rest."""
     rng = np.random.default_rng(seed)
     events: dict[str, list[tuple[int, int, int]]] = {V: [], C: [], P: []}
-    held = []
     for u in range(USERS):
         items = rng.permutation(ITEMS)
-        viewed, other = items[:8], items[8:]
-        events[V] += [(u, int(i), -1) for i in viewed]
-        events[C] += [(u, int(i), -1) for i in viewed[:2]]
-        bought = viewed[2:5] if views_predict_purchases else other[:3]
-        events[P] += [(u, int(i), -1) for i in bought[:2]]
-        held.append((u, int(bought[2])))
-    snapshot = behaviour_snapshot(events, USERS, ITEMS)
-    return make_split(snapshot, kind="given", target=P,
-                      held_out=pd.DataFrame(held, columns=["user", "product"]))
+        viewed = items[:8]
+        events[V] += [(u, int(i), t) for t, i in enumerate(viewed)]
+        events[C] += [(u, int(i), 8 + t) for t, i in enumerate(viewed[:2])]
+        held = viewed[4:6] if held_out_viewed else items[8:10]
+        events[P] += [(u, int(i), 10 + t) for t, i in enumerate([*viewed[2:4], *held])]
+    return make_split(behaviour_snapshot(events, USERS, ITEMS), kind="leave_one_out", target=P)
 
 
 def noise_scorer(split, term) -> FusedScorer:
@@ -43,43 +39,51 @@ def noise_scorer(split, term) -> FusedScorer:
                        seen=term)
 
 
-def test_the_term_holds_weighted_non_target_behaviours_of_unbought_pairs():
-    split = shop(views_predict_purchases=True)
-    term = Reengagement.of_split(split)
-    dense = term.scores(torch.arange(USERS))
-    train = split.train.set_index(["user", "product"])
-    u = 0
-    carted = [i for (uu, i), r in train["rels"].items() if uu == u and r & 2 and not r & 4]
-    viewed_only = [i for (uu, i), r in train["rels"].items() if uu == u and r == 1]
-    assert carted and viewed_only
-    # Weights scaled so the heaviest non-target behaviour (cart 0.5) is 1; view 0.25 -> 0.5.
-    assert dense[u, carted].tolist() == pytest.approx([1.0 + 0.5] * len(carted))
-    assert dense[u, viewed_only].tolist() == pytest.approx([0.5] * len(viewed_only))
-    bought = split.excluded("valid")
-    rows, cols = (torch.as_tensor(bought[c].to_numpy("int64", copy=True))
-                  for c in ("user", "product"))
-    assert (dense[rows, cols] == 0).all()
-    assert term.pairs == int((dense > 0).sum())
+def test_the_term_is_each_products_conversion_rate_of_the_users_unbought_behaviours():
+    view, cart, buy = REL_BITS[V], REL_BITS[C], REL_BITS[P]
+    # Product 0: 4 viewers, 3 bought (one carted it); product 1: 2 viewers, 1 bought, user 0
+    # carted it and did not buy.
+    pairs = pd.DataFrame([(0, 0, view), (1, 0, view | buy), (2, 0, view | cart | buy),
+                          (3, 0, view | buy), (0, 1, view | cart), (1, 1, view | buy)],
+                         columns=["user", "product", "rels"])
+    term = Reengagement(pairs, P, num_users=4, num_items=2, prior=3.0)
+    # Overall: views 4 of 6 bought, carts 1 of 2. Shrunk rates with 3 pseudo-events:
+    view0, view1 = (3 + 3 * 4 / 6) / (4 + 3), (1 + 3 * 4 / 6) / (2 + 3)  # 5/7, 3/5
+    cart1 = (0 + 3 * 1 / 2) / (1 + 3)  # 0.375
+    unbought = {(0, 0): view0, (0, 1): 1 - (1 - view1) * (1 - cart1)}  # 0.714, 0.75
+    top = max(unbought.values())
+    dense = term.scores(torch.arange(4))
+    assert dense[0].tolist() == pytest.approx([unbought[0, 0] / top, 1.0])
+    assert dense[1:].abs().sum() == 0  # bought pairs get no term
+    assert term.pairs == 2
+    rates = conversion_rates(np.array([0, 0, 1]), np.array([True, True, True]),
+                             np.array([True, False, False]), 3, prior=0.0)
+    assert rates.tolist() == [0.5, 0.0, 0.0]  # product 2: never viewed, no rate
 
 
-def test_the_weight_is_fitted_where_views_predict_purchases_and_zero_where_they_do_not():
-    helps = shop(views_predict_purchases=True)
+def test_views_that_never_lead_to_a_purchase_give_no_term():
+    snapshot = behaviour_snapshot({V: [(0, 0, 0), (1, 1, 0)], P: [(0, 1, 1), (1, 0, 1)]}, 2, 2)
+    assert Reengagement.of_split(make_split(snapshot, kind="random", target=P)) is None
+
+
+def test_the_weight_is_fitted_where_viewed_products_are_bought_and_zero_where_they_are_not():
+    helps = shop(held_out_viewed=True)
     weight, curve = fit_reengagement(noise_scorer(helps, Reengagement.of_split(helps)), helps,
                                      k=5)
     points = dict(curve)
     assert list(points) == list(SEEN_GRID)
     assert weight > 0 and points[weight] > 3 * points[0.0]
-    useless = shop(views_predict_purchases=False)
-    weight, curve = fit_reengagement(noise_scorer(useless, Reengagement.of_split(useless)),
-                                     useless, k=5)
+    misleads = shop(held_out_viewed=False)
+    term = Reengagement.of_split(misleads)
+    assert term is not None and term.pairs == USERS * 6  # viewed, not bought in training
+    weight, curve = fit_reengagement(noise_scorer(misleads, term), misleads, k=5)
     assert weight == 0.0
-    # Ties (a small b reorders no top 5) keep the smaller weight; a large b only hurts.
-    assert max(ndcg for _, ndcg in curve[1:]) <= dict(curve)[0.0]
+    # A large b puts the user's viewed products first, above the unviewed validation purchase.
     assert dict(curve)[SEEN_GRID[-1]] < 0.5 * dict(curve)[0.0]
 
 
 def test_the_scorer_adds_the_term_to_the_normalised_blend():
-    split = shop(views_predict_purchases=True)
+    split = shop(held_out_viewed=True)
     term = Reengagement.of_split(split)
     scorer = noise_scorer(split, term)
     users = torch.arange(5)
