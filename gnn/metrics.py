@@ -121,14 +121,16 @@ class _SliceState:
 
 
 def mid_ranks(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor,
-              kth: torch.Tensor, block_elements: int = 1 << 22) -> torch.Tensor:
+              kth: torch.Tensor | None, block_elements: int = 1 << 22) -> torch.Tensor:
     """0-based mid-rank of each positive (row, item) in its row of ``scores``: the entries
     above it plus half the others tied with it. ``kth`` is each row's K-th best score: a
-    positive below it ranks K or worse (returned as +inf), so only the rest are counted,
-    in blocks of about ``block_elements`` scores."""
+    positive below it ranks K or worse (returned as +inf), so only the rest are counted
+    (None: every positive is), in blocks of about ``block_elements`` scores. Cost: the
+    counted positives x the products."""
     pos = scores[rows, items]
     ranks = torch.full((rows.numel(),), float("inf"), dtype=torch.float64)
-    near = torch.nonzero(pos >= kth[rows]).flatten()
+    near = (torch.nonzero(pos >= kth[rows]).flatten() if kth is not None
+            else torch.arange(rows.numel(), device=pos.device))
     step = max(1, block_elements // max(scores.shape[1], 1))
     for start in range(0, near.numel(), step):
         at = near[start : start + step]
@@ -139,37 +141,31 @@ def mid_ranks(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor,
     return ranks
 
 
-def _pair_auc(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor,
-              n_valid: torch.Tensor, pos_count: torch.Tensor) -> torch.Tensor:
-    """AUC of each positive (row, item): the share of the row's valid negatives it outscores
-    (ties count half). ``scores`` holds -inf at excluded products."""
-    sorted_scores = scores.sort(dim=1).values
-    pos_scores = scores[rows, items]
-    # Batched searchsorted needs a [B, M] matrix of values: pad each row's positives.
-    n_rows = scores.shape[0]
+def _pair_auc(pos_scores: torch.Tensor, rows: torch.Tensor, ranks: torch.Tensor,
+              n_valid: torch.Tensor) -> torch.Tensor:
+    """AUC of each positive (its score, its row): the share of the row's valid (finite)
+    negatives it outscores (ties count half), from its mid-rank among all products
+    (:func:`mid_ranks` with no ``kth``) less the row's other positives above or tied with
+    it. No sort: the cost is the positives x the products, plus each row's positives
+    squared."""
+    # The row's positives side by side, [P, M] (M: most positives of one row), to count them.
+    n_rows = n_valid.numel()
+    pos_count = torch.bincount(rows, minlength=n_rows)
     order = torch.argsort(rows, stable=True)
     r_sorted = rows[order]
     starts = torch.zeros(n_rows + 1, dtype=torch.long)
     starts[1:] = torch.bincount(r_sorted, minlength=n_rows).cumsum(0)
     slot = torch.arange(rows.numel()) - starts[r_sorted]
     width = int(slot.max()) + 1 if rows.numel() else 1
-    padded = torch.full((n_rows, width), float("nan"), dtype=scores.dtype)
+    padded = torch.full((n_rows, width), float("nan"), dtype=pos_scores.dtype)
     padded[r_sorted, slot] = pos_scores[order]
-    lo = torch.searchsorted(sorted_scores, padded.nan_to_num(float("inf")), right=False)
-    hi = torch.searchsorted(sorted_scores, padded.nan_to_num(float("inf")), right=True)
-    n = scores.shape[1]
-    above_all = (n - hi)[r_sorted, slot]
-    equal_all = (hi - lo)[r_sorted, slot]
-    # Remove the row's other positives from the counts (they are not negatives).
-    mine = padded[r_sorted]  # [P, M]
-    s = pos_scores[order].unsqueeze(1)
-    above_pos = (mine > s).sum(1)
-    equal_pos = (mine == s).sum(1)  # includes the positive itself
+    mine, s = padded[r_sorted], pos_scores[order].unsqueeze(1)
+    above_pos = (mine > s).sum(1).double()
+    tied_pos = (mine == s).sum(1).double() - 1  # the positive itself left out
     neg = (n_valid[r_sorted] - pos_count[r_sorted]).clamp(min=1).double()
-    beaten_by = (above_all - above_pos).double() + 0.5 * (equal_all - equal_pos).double()
-    auc_sorted = 1.0 - beaten_by / neg
-    auc = torch.empty_like(auc_sorted)
-    auc[order] = auc_sorted
+    beaten_by = ranks[order] - above_pos - 0.5 * tied_pos
+    auc = torch.empty(rows.numel(), dtype=torch.float64)
+    auc[order] = 1.0 - beaten_by / neg
     return auc
 
 
@@ -229,8 +225,8 @@ def evaluate_ranking(
             ranked and only pairs on them count (e.g. long-tail products only).
         batch_size: users scored per call of ``score_fn``.
         slices: which of ``overall``, ``long_tail``, ``cold_start`` to report.
-        auc: compute AUC (a full sort per user batch; training-time monitoring skips it
-            and leaves the key out).
+        auc: compute AUC (every positive's rank counted, not only the top K's; training-time
+            monitoring skips it and leaves the key out).
 
     Returns:
         ``{slice: {"recall@K", "ndcg@K", "hit@K", "mrr", "auc", "coverage@K", "users",
@@ -272,12 +268,12 @@ def evaluate_ranking(
         rows, items = rows_of(gt_users, batch, gt_items)
         no_top = torch.full((batch.numel(),), float("inf"), device=device)
         kth = top.values[:, -1] if k_eff else no_top
-        ranks = mid_ranks(scores, rows.to(device), items.to(device), kth)
+        # AUC needs every positive's rank; the top-K metrics only those at or above the
+        # K-th score (a positive below it ranks K or worse either way).
+        ranks = mid_ranks(scores, rows.to(device), items.to(device), None if auc else kth)
         if auc:
-            scores = scores.cpu()
-            n_valid = torch.isfinite(scores).sum(1)
-            pos_count = torch.bincount(rows, minlength=batch.numel())
-            pair_auc = _pair_auc(scores, rows, items, n_valid, pos_count)
+            pair_auc = _pair_auc(scores[rows, items].cpu(), rows, ranks,
+                                 torch.isfinite(scores).sum(1).cpu())
         else:
             pair_auc = torch.full((rows.numel(),), float("nan"), dtype=torch.float64)
         for name, state in states.items():

@@ -161,3 +161,27 @@ def test_without_ties_the_metrics_equal_pyg_link_prediction_metrics():
                          ("mrr", LinkPredMRR(k))):
         metric.update(topk, label)
         assert out["overall"][name] == pytest.approx(float(metric.compute()), abs=1e-6), name
+
+
+def test_auc_equals_the_pairwise_count_with_ties_several_positives_and_exclusions():
+    # 30 users x 40 products, scores on 5 levels (many ties), 1-6 test positives each and
+    # 3 training products excluded: AUC against the brute-force pairwise count.
+    gen = torch.Generator().manual_seed(3)
+    users, items = 30, 40
+    scores = torch.randint(0, 5, (users, items), generator=gen).float()
+    train, test = [], []
+    for u in range(users):
+        picks = torch.randperm(items, generator=gen)[: 3 + 1 + u % 6].tolist()
+        train += [(u, i) for i in picks[:3]]
+        test += [(u, i) for i in picks[3:]]
+    split = Split(_frame(train), _frame([]), _frame(test), users, items, "given")
+    out = evaluate_ranking(lambda u: scores[u], split, stage="test", k=5)["overall"]
+    expected = []
+    for u in range(users):
+        positives = [i for uu, i in test if uu == u]
+        negatives = [i for i in range(items)
+                     if i not in positives and (u, i) not in set(train)]
+        pairs = [float(scores[u, p] > scores[u, n]) + 0.5 * float(scores[u, p] == scores[u, n])
+                 for p in positives for n in negatives]
+        expected.append(sum(pairs) / len(pairs))
+    assert out["auc"] == pytest.approx(sum(expected) / users, abs=1e-12)
