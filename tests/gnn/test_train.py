@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import os
@@ -123,6 +125,23 @@ def test_early_stopping_and_checkpoint(tmp_path, ml100k_snapshot, ml100k_split):
     assert (result.stop_reason, result.converged) == ("early stopping", True)
     state = torch.load(tmp_path / "best.pt", weights_only=True)
     assert torch.equal(state["user.weight"], result.model.user.weight.detach())
+
+
+def test_gains_below_min_gain_keep_the_better_state_but_run_out_the_patience(ml100k_snapshot,
+                                                                           ml100k_split):
+    settings = TrainSettings(model="mf", epochs=6, eval_every=1, patience=2, max_batches=2)
+    plain = train_model(ml100k_snapshot, ml100k_split, settings, progress=False)
+    curve = [h["valid"]["ndcg@20"] for h in plain.history]
+    assert len(curve) == 6 and curve[1] > curve[0] and curve[2] > curve[1]  # still climbing
+    # A gain must beat the best by 10x to count: epochs 2 and 3 gain less, so patience 2
+    # stops at epoch 3, and the best state (epoch 3's) is the one kept.
+    strict = train_model(ml100k_snapshot, ml100k_split,
+                         dataclasses.replace(settings, min_gain=9.0), progress=False)
+    assert [h["valid"]["ndcg@20"] for h in strict.history] == pytest.approx(curve[:3])
+    assert (strict.best_epoch, strict.stop_reason) == (3, "early stopping")
+    assert torch.equal(strict.user_embeddings.tensor, train_model(
+        ml100k_snapshot, ml100k_split, dataclasses.replace(settings, epochs=3),
+        progress=False).user_embeddings.tensor)
 
 
 def test_event_weights_rescale_the_loss_weights(ml100k_snapshot, ml100k_split):
