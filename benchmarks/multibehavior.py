@@ -15,6 +15,7 @@ and in the fitted blend with the re-engagement term.
 
     .venv/bin/python benchmarks/multibehavior.py --set loss=softmax   # -> multibehavior.json
     .venv/bin/python benchmarks/multibehavior.py --models kgrec_run   # + the end-to-end run
+    .venv/bin/python benchmarks/multibehavior.py --models scientific_leave_one_out
     .venv/bin/python benchmarks/multibehavior.py --models behaviours --set loss=softmax \
         --out benchmarks/results/multibehavior_weights.json
 """
@@ -52,7 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "behaviour weights against equal and purchases-only; default: the first "
                    "three); or "
                    "kgrec_run alone: time `kgrec run data/tmall.toml` end to end and merge "
-                   "it into --out")
+                   "it into --out; or scientific_leave_one_out alone: `kgrec run "
+                   "data/scientific.toml` on the leave-one-out split at HR@10 / NDCG@10, "
+                   "EASE beside it, merged into --out")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a TrainSettings override of the GAT (repeatable)")
     p.add_argument("--out", type=Path, default=RESULTS / "multibehavior.json")
@@ -206,37 +209,90 @@ def reengaged(result, split):
     return scorer, job.seen_weight, job.seen_curve
 
 
-def kgrec_run(out: Path) -> None:
-    """``kgrec run data/tmall.toml`` end to end as a user runs it (ingest to report, in a
-    process of its own): wall seconds, peak RSS, its stages and its evaluation, merged into
-    ``out`` under ``kgrec_run``."""
+def measured_run(config: str, name: str, sets: list[str]) -> tuple[dict[str, Any], Path]:
+    """``kgrec run CONFIG`` end to end as a user runs it (ingest to report, in a process of
+    its own, under ``.kgrec/bench/NAME``): wall seconds, peak RSS, its stages and its test
+    HR@K / NDCG@K per model; and its folder."""
     from benchmarks._common import ROOT, run_measured
 
-    workdir = ROOT / ".kgrec" / "bench" / "tmall-run"
+    workdir = ROOT / ".kgrec" / "bench" / name
     if workdir.exists():
         shutil.rmtree(workdir)
-    cmd = [str(ROOT / ".venv" / "bin" / "kgrec"), "run", "data/tmall.toml", "--no-progress",
-           "--set", f"run.workdir={workdir}", "--set", f"store.path={workdir / 'store'}"]
+    sets = [*sets, f"run.workdir={workdir}", f"store.path={workdir / 'store'}"]
+    cmd = [str(ROOT / ".venv" / "bin" / "kgrec"), "run", config, "--no-progress",
+           *(arg for pair in sets for arg in ("--set", pair))]
     load = os.getloadavg()[0]
     measured = run_measured(cmd, ROOT)
     evaluation = json.loads((workdir / "evaluation.json").read_text())
-    payload = json.loads(out.read_text()) if out.exists() else {}
-    payload["kgrec_run"] = {
+    record = {
         "command": " ".join(cmd[1:]), "date": now(), "load_avg_1m_before": load,
         "wall_s": round(measured["wall_s"], 1), "peak_rss_mb": round(measured["peak_rss_mb"]),
-        "stage_seconds": {name: round(stage["seconds"], 1) for name, stage in
+        "stage_seconds": {stage: round(done["seconds"], 1) for stage, done in
                           json.loads((workdir / "state.json").read_text()).items()},
         "test": {model: {f"{key}@{K}": by_slice["overall"][f"{key}@{K}"]
                          for key in ("hit", "ndcg")} for model, by_slice in evaluation.items()}}
+    return record, workdir
+
+
+def merge_into(out: Path, key: str, record: dict[str, Any]) -> None:
+    payload = json.loads(out.read_text()) if out.exists() else {}
+    payload[key] = record
     write_json(out, payload)
-    print(json.dumps(payload["kgrec_run"], indent=1))
+    print(json.dumps(record, indent=1))
+
+
+def kgrec_run(out: Path) -> None:
+    """The Tmall run, merged into ``out`` under ``kgrec_run``."""
+    merge_into(out, "kgrec_run", measured_run("data/tmall.toml", "tmall-run", [])[0])
+
+
+#: EASE's regularisation, chosen on validation per split.
+EASE_LAMBDAS = (50.0, 100.0, 250.0, 500.0, 1000.0)
+
+
+def ease_fitted(split) -> dict[str, Any]:
+    """EASE on ``split``'s training pairs (binary), its lambda chosen by validation NDCG@K
+    from :data:`EASE_LAMBDAS`; the test HR@K / NDCG@K with the training rows as input."""
+    from kgrec.gnn.metrics import evaluate_ranking
+
+    x = torch.zeros(split.num_users, split.num_items)
+    x[split.train["user"].to_numpy(), split.train["product"].to_numpy()] = 1.0
+    best: dict[str, Any] = {}
+    for lam in EASE_LAMBDAS:
+        b = ease(x, lam)
+        valid = evaluate_ranking(lambda u, b=b: x[u] @ b, split, stage="valid", k=K,
+                                 slices=("overall",), auc=False)["overall"][f"ndcg@{K}"]
+        if valid > best.get("valid_ndcg", -1.0):
+            test = evaluate_ranking(lambda u, b=b: x[u] @ b, split, stage="test", k=K,
+                                    slices=("overall",), auc=False)["overall"]
+            best = {"lambda": lam, "valid_ndcg": valid, f"hit@{K}": test[f"hit@{K}"],
+                    f"ndcg@{K}": test[f"ndcg@{K}"]}
+    return best
+
+
+def scientific_leave_one_out(out: Path) -> None:
+    """``kgrec run data/scientific.toml`` on the leave-one-out split at K (each user's last
+    event the test, the one before it validation), EASE beside it on the same split; merged
+    into ``out`` under ``scientific_leave_one_out``."""
+    from kgrec.kg.snapshot import GraphSnapshot
+
+    from kgrec.api import make_run_split
+    from kgrec.config import load_config
+
+    sets = ["train.split=leave_one_out", f"train.k={K}"]
+    record, workdir = measured_run("data/scientific.toml", "scientific-loo", sets)
+    config = load_config("data/scientific.toml", sets=sets)
+    split = make_run_split(GraphSnapshot.load(workdir / "snapshot"), "leave_one_out", config)
+    record.update(split=split.summary(), ease=ease_fitted(split))
+    merge_into(out, "scientific_leave_one_out", record)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.models == "kgrec_run":
-        kgrec_run(args.out)
+    if args.models in ("kgrec_run", "scientific_leave_one_out"):
+        {"kgrec_run": kgrec_run, "scientific_leave_one_out": scientific_leave_one_out}[
+            args.models](args.out)
         return
     from kgrec.fusion.reengage import Reengagement
     from kgrec.gnn.metrics import evaluate_ranking

@@ -13,8 +13,9 @@ Per size (``--sizes``, events) it measures, each step in a subprocess running th
 ``kgrec`` command with its peak RSS read from /proc (``run_measured``):
 
 - ingest into the embedded store (streaming, ``data.chunk_rows``): events/s, peak RSS;
-- ingest into Neo4j over Bolt and with ``--bulk`` (neo4j-admin import) on a private server
-  (sizes up to ``--neo4j-max``);
+- ingest into Neo4j over Bolt (sizes up to ``--bolt-max``) and with ``--bulk``
+  (neo4j-admin import, the dump exported in ``data.chunk_rows`` parts; up to ``--bulk-max``)
+  on a private server;
 - training s/epoch of the GAT (no text features, no KG: the synthetic catalogue has none)
   with 1 and 2 processes (``--nproc``; sizes up to ``--train-max``, ``--train-batches``
   batches per epoch, the epoch time projected from them);
@@ -70,8 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000, 20_000_000],
                    help="events per catalogue (1000000 5000000 20000000)")
-    p.add_argument("--neo4j-max", type=int, default=1_000_000,
-                   help="largest size loaded into Neo4j, Bolt and bulk (1000000)")
+    p.add_argument("--bolt-max", type=int, default=1_000_000,
+                   help="largest size loaded into Neo4j over Bolt (1000000)")
+    p.add_argument("--bulk-max", type=int, default=5_000_000,
+                   help="largest size loaded into Neo4j with --bulk (5000000)")
     p.add_argument("--train-max", type=int, default=1_000_000,
                    help="largest size trained on (1000000)")
     p.add_argument("--train-batches", type=int, default=20,
@@ -175,21 +178,25 @@ class Neo4jServer:
                 "KGREC_NEO4J_PASSWORD_FILE": str(self.folder / "password")}
 
 
-def neo4j_ingests(products: Path, events: Path, work: Path, chunk_rows: int) -> dict[str, Any]:
-    """Bolt (into a running, empty server) and bulk (into a stopped, empty folder)."""
-    out = {}
+def bolt_ingest(products: Path, events: Path, work: Path, chunk_rows: int) -> dict[str, Any]:
+    """Into a running, empty server over Bolt."""
     server = Neo4jServer(work / "bolt")
     server("start")
     try:
-        out["bolt"] = ingest(products, events, work / "bolt-run", chunk_rows,
-                             ["--store", "neo4j"], server.kgrec_env())
+        return ingest(products, events, work / "bolt-run", chunk_rows, ["--store", "neo4j"],
+                      server.kgrec_env())
     finally:
         server("stop")
+
+
+def bulk_ingest(products: Path, events: Path, work: Path, chunk_rows: int) -> dict[str, Any]:
+    """Into a stopped, empty folder with ``--bulk`` (neo4j-admin import)."""
     bulk = Neo4jServer(work / "bulk", port=7798)
-    out["bulk"] = ingest(products, events, work / "bulk-run", chunk_rows,
-                         ["--store", "neo4j", "--bulk"], bulk.kgrec_env())
-    bulk("stop")
-    return out
+    try:
+        return ingest(products, events, work / "bulk-run", chunk_rows,
+                      ["--store", "neo4j", "--bulk"], bulk.kgrec_env())
+    finally:
+        bulk("stop")
 
 
 def train_epoch(store: Path, work: Path, nproc: int, batches: int) -> dict[str, Any]:
@@ -251,9 +258,10 @@ def one_size(n: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     work = folder / f"run-{n}"
     row["ingest_local"] = ingest(products, events, work / "local", args.chunk_rows,
                                  ["--store", "local", "--store-path", str(work / "store")])
-    if n <= args.neo4j_max:
-        row.update({f"ingest_{k}": v for k, v in
-                    neo4j_ingests(products, events, work / "neo4j", args.chunk_rows).items()})
+    if n <= args.bolt_max:
+        row["ingest_bolt"] = bolt_ingest(products, events, work / "neo4j", args.chunk_rows)
+    if n <= args.bulk_max:
+        row["ingest_bulk"] = bulk_ingest(products, events, work / "neo4j", args.chunk_rows)
     if n <= args.train_max:
         row["train"] = [train_epoch(work / "store", work, p, args.train_batches)
                         for p in (1, 2)]

@@ -219,6 +219,7 @@ def ingest_stream(
         summary.parts.append([rows, round(time.perf_counter() - clock, 4)])
         clock = time.perf_counter()
     bar.close()
+    store.finish(progress=progress)
     summary.rejected_by_reason = _by_count(summary.rejected_by_reason)
     summary.unknown_event_words = _by_count(summary.unknown_event_words)
     summary.store_counts = store.counts()

@@ -105,18 +105,20 @@ def bulk_ingest(config: Config, *, home: str | Path | None = None,
     server of ``config.neo4j.uri`` must be stopped and its data folder ``home`` (default
     $NEO4J_HOME or server.sh's ``.neo4j/data-<port>``) empty. The import is followed by a
     start of the server (left running), the uniqueness constraints and a count check (see
-    :mod:`kgrec.kg.store.bulk`); later loads use :func:`ingest`. ``env`` adds environment
-    for the scripts (e.g. ``NEO4J_RUN_DIR``). Returns the ingest summary."""
-    from kgrec.kg.extract.sources import read_source
-    from kgrec.kg.ingest import ingest as ingest_tables
+    :mod:`kgrec.kg.store.bulk`); later loads use :func:`ingest`. A generic dump's events are
+    exported ``data.chunk_rows`` at a time, so memory holds one chunk, not the dump. ``env``
+    adds environment for the scripts (e.g. ``NEO4J_RUN_DIR``). Returns the ingest summary."""
+    from kgrec.kg.extract.stream import count_rows, stream_source
+    from kgrec.kg.ingest import ingest_stream
     from kgrec.kg.store.bulk import BulkStore
 
     store = BulkStore(config.neo4j, home, env=env, batch_size=config.store.batch_size)
     try:
         store.check()  # before reading what may be a very large dump
-        tables = read_source(config.source, cache_dir=config.data.cache_dir, progress=progress)
-        summary = ingest_tables(tables, store, reports_dir or config.data.reports_dir,
-                                progress=progress)
+        parts = stream_source(config.source, cache_dir=config.data.cache_dir,
+                              chunk_rows=config.data.chunk_rows, progress=progress)
+        summary = ingest_stream(parts, store, reports_dir or config.data.reports_dir,
+                                total_rows=count_rows(config.source), progress=progress)
     finally:
         store.close()
     if echo:

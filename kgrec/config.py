@@ -256,6 +256,7 @@ RULES: dict[str, Rule] = {
     "train.max_steps_per_epoch": POSITIVE,
     "train.weight_decay": NON_NEGATIVE,
     "train.patience": POSITIVE,
+    "train.min_gain": NON_NEGATIVE,
     "train.eval_every": POSITIVE,
     "train.k": POSITIVE,
     "train.seed": at_least(0),

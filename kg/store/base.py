@@ -31,6 +31,11 @@ class GraphStore(Protocol):
         """Stream the relationships of type ``rel`` in batches, ordered by (src, dst, key)."""
         ...
 
+    def finish(self, *, progress: bool = True) -> None:
+        """Complete a load written in parts (a bulk import runs here; the other stores have
+        written each part when :meth:`write` returned)."""
+        ...
+
     def counts(self) -> dict[str, int]:
         """Number of nodes per label and relationships per type (zero counts left out)."""
         ...

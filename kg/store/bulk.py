@@ -1,8 +1,10 @@
 """Bulk first load into Neo4j: Neo4j's own importer instead of Bolt transactions.
 
-``GraphTables`` -> ``neo4j-admin database import full`` CSV files (one per label and
-relationship type, ``id:ID(<Label>)`` id spaces, typed headers from :mod:`kgrec.kg.schema`)
--> ``scripts/neo4j/bulk_import.sh`` writes the store files of a STOPPED, EMPTY database ->
+``GraphTables``, part by part as a dump is streamed -> ``neo4j-admin database import full``
+CSV files (per label and relationship type a header file and one file per part,
+``id:ID(<Label>)`` id spaces, typed headers from :mod:`kgrec.kg.schema`; memory holds one
+part and 8 bytes per key exported) -> at :meth:`BulkStore.finish`,
+``scripts/neo4j/bulk_import.sh`` writes the store files of a STOPPED, EMPTY database ->
 ``scripts/neo4j/server.sh start`` serves it -> the uniqueness constraints of
 :class:`~kgrec.kg.store.neo4j.Neo4jStore` are created and the counts checked through the
 driver. The importer skips the transaction layer, so it is the fast path for a very large
@@ -25,9 +27,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import numpy as np
 import pandas as pd
 from kgrec.kg import schema
 from kgrec.kg.errors import InputError, StoreError
+from kgrec.kg.store.local import hash_keys
 from kgrec.kg.store.neo4j import ConnectionSettings, Neo4jStore, connect
 from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
 
@@ -53,11 +57,12 @@ class ServerSettings:
 
 @dataclass
 class CsvFile:
-    """One importer input: ``kind`` is ``nodes`` or ``relationships``; ``name`` the label/type."""
+    """One importer input: ``kind`` is ``nodes`` or ``relationships``; ``name`` the label/type;
+    ``paths`` its header file, then one file per part with rows."""
 
     kind: str
     name: str
-    path: Path
+    paths: list[Path]
     rows: int
 
 
@@ -85,25 +90,6 @@ def rel_frame(rel: str, frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop_duplicates(["src", "dst", *schema.rel_spec(rel).key], keep="first")
 
 
-def prepared(tables: GraphTables) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
-    """Deduplicated node and relationship tables (empty ones left out), every relationship
-    end checked: the database starts empty, so an end must be in the node tables."""
-    nodes = {lab: node_frame(lab, f) for lab, f in tables.nodes.items() if len(f)}
-    rels = {rel: rel_frame(rel, f) for rel, f in tables.rels.items() if len(f)}
-    for rel, frame in rels.items():
-        spec = schema.rel_spec(rel)
-        for end, lab in (("src", spec.src), ("dst", spec.dst)):
-            ids = nodes[lab][schema.NODE_KEY] if lab in nodes else pd.Series([], dtype="string")
-            missing = frame.loc[~frame[end].isin(ids), end]
-            if len(missing):
-                raise StoreError(
-                    f"{rel}: {missing.nunique():,} relationship end(s) name a {lab} that is not "
-                    f"in the tables, e.g. {end}={missing.iloc[0]!r}; a bulk import starts from "
-                    "an empty database, so every node must be in the same load"
-                )
-    return nodes, rels
-
-
 def _csv_values(series: pd.Series, dtype: str) -> pd.Series:
     """CSV fields: strings quoted (quotes doubled), so ``""`` stays an empty string; NA an
     empty unquoted field, which the importer leaves out (Neo4j has no null properties)."""
@@ -124,10 +110,10 @@ def _lines(frame: pd.DataFrame, dtypes: list[str]) -> Iterator[str]:
         yield "\n".join(joined.tolist()) + "\n"
 
 
-def _write(path: Path, header: list[str], frame: pd.DataFrame, dtypes: list[str]) -> bool:
-    """Write one CSV; True when a string holds a line break (the importer must be told)."""
+def _write(path: Path, frame: pd.DataFrame, dtypes: list[str]) -> bool:
+    """Write one CSV part (no header); True when a string holds a line break (the importer
+    must be told)."""
     with path.open("w", encoding="utf-8", newline="") as out:
-        out.write(",".join(header) + "\n")
         for chunk in _lines(frame, dtypes):
             out.write(chunk)
     strings = [frame[c] for c, t in zip(frame.columns, dtypes, strict=True) if t == "string"]
@@ -149,25 +135,88 @@ def rel_header(rel: str) -> tuple[list[str], list[str]]:
     return header, ["string", "string", *(t for _, t in spec.properties)]
 
 
+class CsvExport:
+    """The importer's input, written one part of the load at a time.
+
+    Nodes and relationships an earlier part exported are left out (the first wins, as in
+    both stores), and every relationship end is checked against the nodes exported so far:
+    the database starts empty, so an end must come in the same load. Memory: one part, and
+    8 bytes per node and relationship key exported (sorted hashes, :func:`hash_keys`).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.files: dict[tuple[str, str], CsvFile] = {}
+        self.keys: dict[tuple[str, str], np.ndarray] = {}
+        self.multiline = False
+
+    def add(self, tables: GraphTables) -> dict[str, int]:
+        """Export one part; returns its new nodes and relationships per label / type."""
+        nodes = {lab: self._new("nodes", lab, node_frame(lab, f), [schema.NODE_KEY])
+                 for lab, f in tables.nodes.items() if len(f)}
+        rels = {}
+        for rel, frame in tables.rels.items():
+            if len(frame):
+                frame = rel_frame(rel, frame)
+                self._check_ends(rel, frame)
+                rels[rel] = self._new("relationships", rel, frame,
+                                      ["src", "dst", *schema.rel_spec(rel).key])
+        created = {}
+        for kind, frames, header_of in (("nodes", nodes, node_header),
+                                        ("relationships", rels, rel_header)):
+            for name, frame in frames.items():
+                if len(frame):
+                    self._append(kind, name, frame, header_of(name))
+                    created[name] = len(frame)
+        return created
+
+    def _new(self, kind: str, name: str, frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+        """The rows of ``frame`` whose key no earlier part exported; their keys recorded."""
+        hashes = hash_keys(frame, key)
+        seen = self.keys.get((kind, name), np.empty(0, dtype=np.uint64))
+        new = ~np.isin(hashes, seen, assume_unique=False)
+        self.keys[kind, name] = np.union1d(seen, hashes[new])
+        return frame[new]
+
+    def _check_ends(self, rel: str, frame: pd.DataFrame) -> None:
+        spec = schema.rel_spec(rel)
+        for end, lab in (("src", spec.src), ("dst", spec.dst)):
+            ids = frame[[end]].rename(columns={end: schema.NODE_KEY})
+            known = self.keys.get(("nodes", lab), np.empty(0, dtype=np.uint64))
+            missing = frame.loc[~np.isin(hash_keys(ids, [schema.NODE_KEY]), known), end]
+            if len(missing):
+                raise StoreError(
+                    f"{rel}: {missing.nunique():,} relationship end(s) name a {lab} that is not "
+                    f"in the tables, e.g. {end}={missing.iloc[0]!r}; a bulk import starts from "
+                    "an empty database, so every node must be in the same load"
+                )
+
+    def _append(self, kind: str, name: str, frame: pd.DataFrame,
+                header: tuple[list[str], list[str]]) -> None:
+        columns, dtypes = header
+        file = self.files.get((kind, name))
+        if file is None:
+            head = self.folder / f"{kind}-{name}-header.csv"
+            head.write_text(",".join(columns) + "\n", encoding="utf-8")
+            file = self.files[kind, name] = CsvFile(kind, name, [head], 0)
+        path = self.folder / f"{kind}-{name}-{len(file.paths):05d}.csv"
+        self.multiline |= _write(path, frame, dtypes)
+        file.paths.append(path)
+        file.rows += len(frame)
+
+
 def export_csv(tables: GraphTables, folder: Path) -> tuple[list[CsvFile], bool]:
-    """Write the importer's CSV files into ``folder``; returns them and whether any field
-    spans lines (``--multiline-fields``, slower, is then needed)."""
-    nodes, rels = prepared(tables)
-    folder.mkdir(parents=True, exist_ok=True)
-    files, multiline = [], False
-    for kind, frames, header_of in (("nodes", nodes, node_header), ("relationships", rels,
-                                                                    rel_header)):
-        for name, frame in frames.items():
-            header, dtypes = header_of(name)
-            path = folder / f"{kind}-{name}.csv"
-            multiline |= _write(path, header, frame, dtypes)
-            files.append(CsvFile(kind, name, path, len(frame)))
-    return files, multiline
+    """Write the importer's CSV files of one whole load into ``folder``; returns them and
+    whether any field spans lines (``--multiline-fields``, slower, is then needed)."""
+    export = CsvExport(folder)
+    export.add(tables)
+    return list(export.files.values()), export.multiline
 
 
 def import_args(files: list[CsvFile], multiline: bool, report: Path) -> list[str]:
     """The importer options for ``files`` (labels and types named per file)."""
-    args = [f"--{f.kind}={f.name}={f.path}" for f in files]
+    args = [f"--{f.kind}={f.name}={','.join(map(str, f.paths))}" for f in files]
     args.append(f"--report-file={report}")
     return args + ["--multiline-fields=true"] * multiline
 
@@ -257,9 +306,10 @@ def server_settings(settings: ConnectionSettings, env: dict[str, str]) -> Connec
 
 
 class BulkStore:
-    """A :class:`~kgrec.kg.store.base.GraphStore` whose one :meth:`write` bulk-imports into an
-    empty, stopped database, then starts the server on it; reads (and recommendation writes)
-    go to the started server through a :class:`Neo4jStore`.
+    """A :class:`~kgrec.kg.store.base.GraphStore` whose :meth:`write` calls export the parts of
+    one first load and whose :meth:`finish` bulk-imports them into an empty, stopped
+    database, then starts the server on it; reads (and recommendation writes) go to the
+    started server through a :class:`Neo4jStore`.
 
     Args:
         settings: connection settings (uri on this machine, user, password, database).
@@ -278,36 +328,50 @@ class BulkStore:
         #: Seconds per stage of the write: export, import, start, constraints, verify.
         self.timings: dict[str, float] = {}
         self.store: Neo4jStore | None = None
+        self.export: CsvExport | None = None
+        #: Nodes and relationships per label / type the import created (after finish).
+        self.imported: dict[str, int] = {}
 
     def check(self) -> None:
         """Fail early (before reading a large dump) unless the target is stopped and empty."""
         check_target(self.home, self.settings.database, self.settings.uri)
 
     def write(self, tables: GraphTables, *, progress: bool = True) -> dict[str, int]:
-        """Import ``tables`` (the whole first load: nodes and relationships); returns the
-        nodes/relationships created per label/type, checked against the server's counts."""
+        """Export ``tables``, one part of the first load, to the importer's CSV files (the
+        import runs at :meth:`finish`); returns the nodes and relationships per label / type
+        this part adds."""
         if self.store is not None:
             raise StoreError("a bulk import loads an empty database once; load more without "
                              "--bulk (Bolt MERGE)")
-        self.check()
+        if self.export is None:
+            self.check()
+            self.export = CsvExport(self.home / "bulk-import" / "csv")
+        return self._stage("export", False, self.export.add, tables)
+
+    def finish(self, *, progress: bool = True) -> None:
+        """Import every exported part into the stopped, empty database, start the server on
+        it, create the uniqueness constraints and check the counts (:attr:`imported`)."""
+        if self.export is None:
+            return
         env = {**os.environ, **self.env}
-        work = self.home / "bulk-import"
-        files, multiline = self._stage("export", progress, export_csv, tables, work / "csv")
-        self._stage("import", progress, run_import, files, multiline, self.home,
+        files = list(self.export.files.values())
+        self._stage("import", progress, run_import, files, self.export.multiline, self.home,
                     self.settings.database, env)
-        shutil.rmtree(work / "csv")  # as large as the dump; the store holds it now
+        shutil.rmtree(self.export.folder)  # as large as the dump; the store holds it now
+        self.export = None
         self._stage("start", progress, start_server, self.home, self.port, env)
         self.store = connect(server_settings(self.settings, env), batch_size=self.batch_size,
                              timeout_s=60.0)
         self._stage("constraints", progress, self.store.ensure_constraints)
-        expected = {f.name: f.rows for f in files if f.rows}
-        self._stage("verify", progress, self._verify, expected)
-        return expected
+        self.imported = {f.name: f.rows for f in files}
+        self._stage("verify", progress, self._verify, self.imported)
 
     def _stage(self, name: str, progress: bool, fn: Callable[..., T], *args: Any) -> T:
+        """Run one stage; its seconds add up in :attr:`timings` (the export runs per part)."""
         start = time.perf_counter()
         out = fn(*args)
-        self.timings[f"{name}_s"] = round(time.perf_counter() - start, 3)
+        seconds = self.timings.get(f"{name}_s", 0.0) + time.perf_counter() - start
+        self.timings[f"{name}_s"] = round(seconds, 3)
         if progress:
             print(f"bulk: {name} done in {self.timings[f'{name}_s']:.1f}s", file=sys.stderr)
         return out

@@ -251,6 +251,9 @@ class LocalStore:
             for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_size):
                 yield self._typed(name, batch.to_pandas())
 
+    def finish(self, *, progress: bool = True) -> None:
+        """Nothing to complete: each write is in place when it returns."""
+
     def counts(self) -> dict[str, int]:
         """Rows per label and relationship type (zero counts left out)."""
         out: dict[str, int] = {}

@@ -414,6 +414,9 @@ class Neo4jStore:
             after = records[0]["last"]
             sources = max(1, min(batch_size, sources * batch_size // max(len(rows), 1)))
 
+    def finish(self, *, progress: bool = True) -> None:
+        """Nothing to complete: each write is in place when it returns."""
+
     def counts(self) -> dict[str, int]:
         """Nodes per label and relationships per type (from Neo4j's count store; zeros left out)."""
         out: dict[str, int] = {}

@@ -15,6 +15,7 @@ from kgrec.kg.errors import InputError, StoreError
 from kgrec.kg.store.bulk import (
     SCRIPTS,
     BulkStore,
+    CsvExport,
     check_target,
     export_csv,
     server_settings,
@@ -68,13 +69,53 @@ def test_export_headers_and_quoting(tmp_path: Path) -> None:
     assert multiline  # "two\nlines"
     assert {(f.kind, f.name, f.rows) for f in files} == {
         ("nodes", "Product", 3), ("nodes", "User", 1), ("relationships", "RATED", 1)}
-    product = (tmp_path / "nodes-Product.csv").read_text().split("\n")
+    product = [(tmp_path / "nodes-Product-header.csv").read_text(),
+               *(tmp_path / "nodes-Product-00001.csv").read_text().split("\n")]
     assert product[0] == ("id:ID(Product),title:string,description:string,features:string,"
-                          "brand:string,category_path:string,price:double,attributes:string")
+                          "brand:string,category_path:string,price:double,attributes:string\n")
     assert product[1] == '"odd-1","say ""hi"", then, go","ünïcode ✓ ; semi",,,,1.25,'
-    assert (tmp_path / "relationships-RATED.csv").read_text() == (
-        ":START_ID(User),:END_ID(Product),timestamp:long,value:double,weight:double\n"
-        '"u","odd-1",5,,\n')
+    assert (tmp_path / "relationships-RATED-header.csv").read_text() == (
+        ":START_ID(User),:END_ID(Product),timestamp:long,value:double,weight:double\n")
+    assert (tmp_path / "relationships-RATED-00001.csv").read_text() == '"u","odd-1",5,,\n'
+
+
+def _parts(tables: GraphTables, n: int) -> list[GraphTables]:
+    """``tables`` cut into ``n`` parts: every node table whole in the first, each
+    relationship table in ``n`` slices, the first slice repeated in the last part (a row
+    an earlier part exported)."""
+    parts = []
+    for i in range(n):
+        rels = {rel: f.iloc[i * len(f) // n: (i + 1) * len(f) // n]
+                for rel, f in tables.rels.items()}
+        if i == n - 1:
+            rels = {rel: pd.concat([f, tables.rels[rel].iloc[: len(tables.rels[rel]) // n]])
+                    for rel, f in rels.items()}
+        parts.append(GraphTables(nodes=tables.nodes if i == 0 else {}, rels=rels))
+    return parts
+
+
+def _rows(files, kind: str, name: str) -> list[str]:
+    file = next(f for f in files if (f.kind, f.name) == (kind, name))
+    return [line for path in file.paths[1:] for line in path.read_text().splitlines()]
+
+
+def test_an_export_in_parts_writes_the_rows_of_the_whole_once(ml100k_tables: GraphTables,
+                                                            tmp_path: Path) -> None:
+    whole, _ = export_csv(ml100k_tables, tmp_path / "whole")
+    export = CsvExport(tmp_path / "parts")
+    added = [export.add(part) for part in _parts(ml100k_tables, 3)]
+    parts = list(export.files.values())
+    rated = ml100k_tables.rel(schema.RATED)
+    assert [a[schema.RATED] for a in added] == [len(rated) // 3, len(rated) // 3,
+                                                 len(rated) - 2 * (len(rated) // 3)]
+    assert {(f.name, f.rows) for f in parts} == {(f.name, f.rows) for f in whole}
+    assert len(next(f for f in parts if f.name == schema.RATED).paths) == 1 + 3
+    for f in whole:
+        assert _rows(parts, f.kind, f.name) == _rows(whole, f.kind, f.name), f.name
+    users = typed_node_table(schema.USER, pd.DataFrame({"id": ["new"]}))
+    late = typed_rel_table(schema.RATED, pd.DataFrame({"src": ["new"], "dst": ["nowhere"]}))
+    with pytest.raises(StoreError, match="name a Product that is not in the tables"):
+        export.add(GraphTables(nodes={schema.USER: users}, rels={schema.RATED: late}))
 
 
 def test_export_refuses_dangling_ends_and_empty_keys(tmp_path: Path) -> None:
@@ -124,9 +165,14 @@ def test_bulk_import_equals_bolt_load(ml100k_tables: GraphTables, neo4j_store: N
     env = {"NEO4J_RUN_DIR": str(tmp_path / "run"), "NEO4J_AUTH": "off"}
     bulk = BulkStore(Neo4jConfig(uri=f"bolt://127.0.0.1:{port}"), tmp_path / "home", env=env)
     try:
-        created = bulk.write(tables, progress=False)
+        created: dict[str, int] = {}
+        for part in _parts(tables, 3):  # as a streamed dump comes: the import runs at finish
+            for name, rows in bulk.write(part, progress=False).items():
+                created[name] = created.get(name, 0) + rows
+        assert bulk.store is None
+        bulk.finish(progress=False)
         bolt_created = neo4j_store.write(tables, progress=False)
-        assert created == bolt_created == tables.counts()
+        assert created == bulk.imported == bolt_created == tables.counts()
         assert bulk.counts() == neo4j_store.counts()
         assert bulk.store is not None
         bulk_graph, bolt_graph = (_sample(s, created) for s in (bulk.store, neo4j_store))
