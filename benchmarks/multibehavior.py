@@ -13,7 +13,8 @@ kgrec's re-engagement term alone (each seen product at its conversion rates, mos
 first). kgrec: the GAT trained on every behaviour (behaviour-weighted edges and loss), alone
 and in the fitted blend with the re-engagement term.
 
-    .venv/bin/python benchmarks/multibehavior.py --set loss=softmax   # -> multibehavior.json
+    .venv/bin/python benchmarks/multibehavior.py --set loss=softmax --set min_gain=0.01
+                                                 # -> multibehavior.json (data/tmall.toml's)
     .venv/bin/python benchmarks/multibehavior.py --models kgrec_run   # + the end-to-end run
     .venv/bin/python benchmarks/multibehavior.py --models scientific_leave_one_out
     .venv/bin/python benchmarks/multibehavior.py --models behaviours --set loss=softmax \
@@ -356,8 +357,10 @@ def main(argv: list[str] | None = None) -> None:
         fused = timed(rows, "gat+reengagement", lambda: reengaged(result, split))
         rows["gat+reengagement"].update(seen_weight=fused[1], seen_curve=fused[2])
         record("gat+reengagement", fused[0])
-    write_json(args.out, {"benchmark": "multibehavior", "command": command(), "date": now(),
-                          "machine": machine(), "split": split.summary(),
+    kept = json.loads(args.out.read_text()) if args.out.exists() else {}  # the runs' entries
+    rows = {**kept.get("rows", {}), **rows}  # rows of models not run this time stay
+    write_json(args.out, {**kept, "benchmark": "multibehavior", "command": command(),
+                          "date": now(), "machine": machine(), "split": split.summary(),
                           "objectives": {o: sp.summary() for o, sp in splits.items()},
                           "stages": stages, "rows": rows})
     print(f"wrote {args.out}")
