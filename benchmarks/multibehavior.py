@@ -359,7 +359,8 @@ def main(argv: list[str] | None = None) -> None:
         record("gat+reengagement", fused[0])
     kept = json.loads(args.out.read_text()) if args.out.exists() else {}  # the runs' entries
     rows = {**kept.get("rows", {}), **rows}  # rows of models not run this time stay
-    write_json(args.out, {**kept, "benchmark": "multibehavior", "command": command(),
+    commands = [*kept.get("commands", []), command()]  # every run whose rows are here
+    write_json(args.out, {**kept, "benchmark": "multibehavior", "commands": commands,
                           "date": now(), "machine": machine(), "split": split.summary(),
                           "objectives": {o: sp.summary() for o, sp in splits.items()},
                           "stages": stages, "rows": rows})
