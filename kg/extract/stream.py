@@ -34,7 +34,7 @@ from kgrec.kg.extract.generic import (
 )
 from kgrec.kg.extract.io import GZIP_MAGIC, file_format, iter_records, read_records
 from kgrec.kg.extract.sources import SourceSpec, read_source
-from kgrec.kg.store.local import hash_keys
+from kgrec.kg.store.local import among_sorted, hash_keys
 from kgrec.kg.tables import GraphTables
 
 #: Key of an event across chunks (what :func:`event_tables` de-duplicates on).
@@ -53,8 +53,7 @@ class KeySet:
     def find(self, hashes: np.ndarray) -> np.ndarray:
         """Position of each hash in the set; -1 where it is new."""
         pos = np.searchsorted(self.hashes, hashes).clip(max=max(len(self.hashes) - 1, 0))
-        hit = self.hashes[pos] == hashes if len(self.hashes) else np.zeros(len(hashes), bool)
-        return np.where(hit, pos, -1)
+        return np.where(among_sorted(hashes, self.hashes), pos, -1)
 
     def add(self, hashes: np.ndarray, lines: np.ndarray | None = None,
             values: np.ndarray | None = None) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from kgrec.kg import schema
 from kgrec.kg.errors import InputError, StoreError
-from kgrec.kg.store.local import hash_keys
+from kgrec.kg.store.local import among_sorted, hash_keys
 from kgrec.kg.store.neo4j import ConnectionSettings, Neo4jStore, connect
 from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
 
@@ -175,7 +175,7 @@ class CsvExport:
         """The rows of ``frame`` whose key no earlier part exported; their keys recorded."""
         hashes = hash_keys(frame, key)
         seen = self.keys.get((kind, name), np.empty(0, dtype=np.uint64))
-        new = ~_among(hashes, seen)
+        new = ~among_sorted(hashes, seen)
         # A stable sort of integers is a radix sort: linear, where np.union1d's unique
         # hashing made the export of 5M events take 354 s.
         self.keys[kind, name] = np.sort(np.concatenate([seen, hashes[new]]), kind="stable")
@@ -186,7 +186,7 @@ class CsvExport:
         for end, lab in (("src", spec.src), ("dst", spec.dst)):
             ids = frame[[end]].rename(columns={end: schema.NODE_KEY})
             known = self.keys.get(("nodes", lab), np.empty(0, dtype=np.uint64))
-            missing = frame.loc[~_among(hash_keys(ids, [schema.NODE_KEY]), known), end]
+            missing = frame.loc[~among_sorted(hash_keys(ids, [schema.NODE_KEY]), known), end]
             if len(missing):
                 raise StoreError(
                     f"{rel}: {missing.nunique():,} relationship end(s) name a {lab} that is not "
@@ -206,14 +206,6 @@ class CsvExport:
         self.multiline |= _write(path, frame, dtypes)
         file.paths.append(path)
         file.rows += len(frame)
-
-
-def _among(hashes: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
-    """Whether each hash is in ``sorted_keys`` (binary search)."""
-    if not len(sorted_keys):
-        return np.zeros(len(hashes), dtype=bool)
-    pos = np.searchsorted(sorted_keys, hashes).clip(max=len(sorted_keys) - 1)
-    return sorted_keys[pos] == hashes
 
 
 def export_csv(tables: GraphTables, folder: Path) -> tuple[list[CsvFile], bool]:

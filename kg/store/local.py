@@ -298,5 +298,13 @@ def hash_keys(frame: pd.DataFrame, key: list[str]) -> np.ndarray:
     return out
 
 
+def among_sorted(hashes: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """Whether each hash is in ``sorted_keys`` (binary search: no re-hashing of the keys)."""
+    if not len(sorted_keys):
+        return np.zeros(len(hashes), dtype=bool)
+    pos = np.searchsorted(sorted_keys, hashes).clip(max=len(sorted_keys) - 1)
+    return sorted_keys[pos] == hashes
+
+
 def _hash_ids(ids: pd.Series) -> np.ndarray:
     return hash_keys(pd.DataFrame({schema.NODE_KEY: ids}), [schema.NODE_KEY])
