@@ -11,8 +11,8 @@ also bought it, shrunk toward ``r``'s overall rate by ``prior`` pseudo-events), 
 already bought). A product that most viewers buy outranks one that most viewers leave, which a
 fixed per-behaviour weight cannot say (Tmall, held-out purchases, the term alone: HR@10 0.26
 with fixed view and cart weights, 0.35 with conversion rates). ``b`` is fitted on validation
-like alpha (:func:`fit_reengagement`; 0 when it does not help). The other terms are z-scored per user,
-so ``b`` reads in their standard deviations.
+like alpha (:func:`fit_reengagement`; 0 when it does not help). The other terms are z-scored
+per user, so ``b`` reads in their standard deviations.
 """
 
 from __future__ import annotations
