@@ -135,6 +135,14 @@ def rel_spec(name: str) -> RelSpec:
     return RECOMMENDED_SPEC if rel_type(name) == RECOMMENDED else RELATIONSHIPS[name]
 
 
+def row_key(name: str) -> list[str]:
+    """The columns that identify a row of a node label or relationship type: the id, or
+    src, dst and the type's key properties (what both stores and the bulk export merge on)."""
+    if name in NODE_PROPERTIES:
+        return [NODE_KEY]
+    return ["src", "dst", *rel_spec(name).key]
+
+
 def node_columns(name: str) -> list[str]:
     """Column order of a node table: the key, then the label's properties."""
     return [NODE_KEY, *(prop for prop, _ in NODE_PROPERTIES[label(name)])]

@@ -34,7 +34,7 @@ from kgrec.kg.extract.generic import (
 )
 from kgrec.kg.extract.io import GZIP_MAGIC, file_format, iter_records, read_records
 from kgrec.kg.extract.sources import SourceSpec, read_source
-from kgrec.kg.store.local import among_sorted, hash_keys
+from kgrec.kg.store.local import find_sorted, hash_ids, hash_keys
 from kgrec.kg.tables import GraphTables
 
 #: Key of an event across chunks (what :func:`event_tables` de-duplicates on).
@@ -52,8 +52,7 @@ class KeySet:
 
     def find(self, hashes: np.ndarray) -> np.ndarray:
         """Position of each hash in the set; -1 where it is new."""
-        pos = np.searchsorted(self.hashes, hashes).clip(max=max(len(self.hashes) - 1, 0))
-        return np.where(among_sorted(hashes, self.hashes), pos, -1)
+        return find_sorted(hashes, self.hashes)
 
     def add(self, hashes: np.ndarray, lines: np.ndarray | None = None,
             values: np.ndarray | None = None) -> None:
@@ -118,7 +117,7 @@ def stream_generic(
     yield build.assemble(parts, rejects, read)
     seen_users = KeySet()
     if schema.USER in parts:
-        seen_users.add(_id_hashes(parts[schema.USER]["id"].drop_duplicates()))
+        seen_users.add(hash_ids(parts[schema.USER]["id"].drop_duplicates()))
     yield from _event_parts(events, mapping, known, seen_users, chunk_rows)
     rejects, read, parts = v.Rejects(), {}, {}
     entities: list[pd.Series] = []
@@ -148,15 +147,11 @@ def _event_parts(events: str | Path, mapping: ColumnMapping, known: pd.Index,
         rels, _ = event_tables(frame, cols, file, rejects, known, options, seen=seen_events)
         ids = pd.concat([t["src"] for t in rels.values()] or [pd.Series([], dtype="string")])
         ids = ids.drop_duplicates()
-        hashes = _id_hashes(ids)
+        hashes = hash_ids(ids)
         new = seen_users.find(hashes) < 0
         seen_users.add(hashes[new])
         yield build.assemble({**rels, schema.USER: pd.DataFrame({"id": ids[new]})}, rejects,
                              {file: n})
-
-
-def _id_hashes(ids: pd.Series) -> np.ndarray:
-    return hash_keys(pd.DataFrame({schema.NODE_KEY: ids.astype("string")}), [schema.NODE_KEY])
 
 
 def stream_source(spec: SourceSpec, *, cache_dir: str, chunk_rows: int, progress: bool = True,

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from kgrec.kg import schema
 from kgrec.kg.errors import InputError, StoreError
-from kgrec.kg.store.local import among_sorted, hash_keys
+from kgrec.kg.store.local import find_sorted, hash_ids, hash_keys
 from kgrec.kg.store.neo4j import ConnectionSettings, Neo4jStore, connect
 from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
 
@@ -87,7 +87,7 @@ def rel_frame(rel: str, frame: pd.DataFrame) -> pd.DataFrame:
         raise StoreError("RECOMMENDED edges are written by scoring, not by a bulk import")
     frame = typed_rel_table(rel, frame)
     _require_keys(frame, ["src", "dst"], rel)
-    return frame.drop_duplicates(["src", "dst", *schema.rel_spec(rel).key], keep="first")
+    return frame.drop_duplicates(schema.row_key(rel), keep="first")
 
 
 def _csv_values(series: pd.Series, dtype: str) -> pd.Series:
@@ -153,15 +153,14 @@ class CsvExport:
 
     def add(self, tables: GraphTables) -> dict[str, int]:
         """Export one part; returns its new nodes and relationships per label / type."""
-        nodes = {lab: self._new("nodes", lab, node_frame(lab, f), [schema.NODE_KEY])
+        nodes = {lab: self._new("nodes", lab, node_frame(lab, f))
                  for lab, f in tables.nodes.items() if len(f)}
         rels = {}
         for rel, frame in tables.rels.items():
             if len(frame):
                 frame = rel_frame(rel, frame)
                 self._check_ends(rel, frame)
-                rels[rel] = self._new("relationships", rel, frame,
-                                      ["src", "dst", *schema.rel_spec(rel).key])
+                rels[rel] = self._new("relationships", rel, frame)
         created = {}
         for kind, frames, header_of in (("nodes", nodes, node_header),
                                         ("relationships", rels, rel_header)):
@@ -171,11 +170,11 @@ class CsvExport:
                     created[name] = len(frame)
         return created
 
-    def _new(self, kind: str, name: str, frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    def _new(self, kind: str, name: str, frame: pd.DataFrame) -> pd.DataFrame:
         """The rows of ``frame`` whose key no earlier part exported; their keys recorded."""
-        hashes = hash_keys(frame, key)
+        hashes = hash_keys(frame, schema.row_key(name))
         seen = self.keys.get((kind, name), np.empty(0, dtype=np.uint64))
-        new = ~among_sorted(hashes, seen)
+        new = find_sorted(hashes, seen) < 0
         # A stable sort of integers is a radix sort: linear, where np.union1d's unique
         # hashing made the export of 5M events take 354 s.
         self.keys[kind, name] = np.sort(np.concatenate([seen, hashes[new]]), kind="stable")
@@ -184,9 +183,8 @@ class CsvExport:
     def _check_ends(self, rel: str, frame: pd.DataFrame) -> None:
         spec = schema.rel_spec(rel)
         for end, lab in (("src", spec.src), ("dst", spec.dst)):
-            ids = frame[[end]].rename(columns={end: schema.NODE_KEY})
             known = self.keys.get(("nodes", lab), np.empty(0, dtype=np.uint64))
-            missing = frame.loc[~among_sorted(hash_keys(ids, [schema.NODE_KEY]), known), end]
+            missing = frame.loc[find_sorted(hash_ids(frame[end]), known) < 0, end]
             if len(missing):
                 raise StoreError(
                     f"{rel}: {missing.nunique():,} relationship end(s) name a {lab} that is not "

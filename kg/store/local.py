@@ -100,7 +100,7 @@ class LocalStore:
         if KEY_HASH in pq.ParquetFile(file).schema_arrow.names:
             keys = pq.read_table(file, columns=[KEY_HASH])[KEY_HASH].to_numpy()
         else:
-            keys = hash_keys(self._read_part(name, file), self._key(name))
+            keys = hash_keys(self._read_part(name, file), schema.row_key(name))
         keys = np.sort(keys)
         self._keys[file] = (token, keys)
         return keys
@@ -111,7 +111,7 @@ class LocalStore:
             file = self._next_part(name)
         file.parent.mkdir(parents=True, exist_ok=True)
         # Atomic, and a full disk names the part file (pyarrow's error names none).
-        keyed = frame.assign(**{KEY_HASH: hash_keys(frame, self._key(name))})
+        keyed = frame.assign(**{KEY_HASH: hash_keys(frame, schema.row_key(name))})
         atomic_write(file, lambda tmp: keyed.to_parquet(tmp, index=False))
 
     def _next_part(self, name: str) -> Path:
@@ -119,20 +119,12 @@ class LocalStore:
         number = int(parts[-1].stem.removeprefix("part-")) + 1 if parts else 0
         return self._folder(name) / f"part-{number:06d}.parquet"
 
-    @staticmethod
-    def _key(name: str) -> list[str]:
-        if name in schema.NODE_PROPERTIES:
-            return [schema.NODE_KEY]
-        return ["src", "dst", *schema.rel_spec(name).key]
-
     def _locate(self, name: str, parts: list[Path], hashes: np.ndarray) -> np.ndarray:
         """Index into ``parts`` of the part holding each key hash; -1 where none does."""
         where = np.full(len(hashes), -1)
         for i, file in enumerate(parts if len(hashes) else []):
             keys = self._part_keys(name, file)
-            if len(keys):
-                found = keys[np.minimum(np.searchsorted(keys, hashes), len(keys) - 1)]
-                where[found == hashes] = i
+            where[find_sorted(hashes, keys) >= 0] = i
         return where
 
     # -- writes --------------------------------------------------------------------------
@@ -162,7 +154,7 @@ class LocalStore:
             for end, label in (("src", spec.src), ("dst", spec.dst)):
                 outside = ~_member(frame[end], tables.node(label)[schema.NODE_KEY])
                 ids = pd.Series(frame.loc[outside, end].unique(), dtype="string")
-                stored = self._locate(label, self._parts(label), _hash_ids(ids)) >= 0
+                stored = self._locate(label, self._parts(label), hash_ids(ids)) >= 0
                 missing = frame.loc[outside & _member(frame[end], ids[~stored]), end]
                 if len(missing):
                     raise StoreError(
@@ -172,7 +164,7 @@ class LocalStore:
 
     def _merge(self, name: str, frame: pd.DataFrame) -> int:
         """Update the parts holding keys of ``frame``; its new keys become a new part."""
-        key = self._key(name)
+        key = schema.row_key(name)
         new = self._typed(name, frame).drop_duplicates(key, keep="first")
         parts = self._parts(name)
         where = self._locate(name, parts, hash_keys(new, key))
@@ -218,7 +210,7 @@ class LocalStore:
             raise StoreError("RECOMMENDED rows need a model_version")
         for end, label in (("src", schema.USER), ("dst", schema.PRODUCT)):
             ids = pd.Series(recs[end].unique(), dtype="string")
-            stored = self._locate(label, self._parts(label), _hash_ids(ids)) >= 0
+            stored = self._locate(label, self._parts(label), hash_ids(ids)) >= 0
             missing = recs.loc[_member(recs[end], ids[~stored]), end]
             if len(missing):
                 raise StoreError(f"RECOMMENDED: unknown {label} {missing.iloc[0]!r}")
@@ -298,13 +290,15 @@ def hash_keys(frame: pd.DataFrame, key: list[str]) -> np.ndarray:
     return out
 
 
-def among_sorted(hashes: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
-    """Whether each hash is in ``sorted_keys`` (binary search: no re-hashing of the keys)."""
+def find_sorted(hashes: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """Position of each hash in ``sorted_keys`` (binary search, no re-hashing of the keys);
+    -1 where it is absent."""
     if not len(sorted_keys):
-        return np.zeros(len(hashes), dtype=bool)
+        return np.full(len(hashes), -1)
     pos = np.searchsorted(sorted_keys, hashes).clip(max=len(sorted_keys) - 1)
-    return sorted_keys[pos] == hashes
+    return np.where(sorted_keys[pos] == hashes, pos, -1)
 
 
-def _hash_ids(ids: pd.Series) -> np.ndarray:
-    return hash_keys(pd.DataFrame({schema.NODE_KEY: ids}), [schema.NODE_KEY])
+def hash_ids(ids: pd.Series) -> np.ndarray:
+    """:func:`hash_keys` of node ids (as strings, the type every store keeps them in)."""
+    return hash_keys(pd.DataFrame({schema.NODE_KEY: ids.astype("string")}), [schema.NODE_KEY])
