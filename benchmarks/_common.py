@@ -192,6 +192,7 @@ def train_to_convergence(snapshot, split, settings, text,
     ``test_users(result)``, when given, is the ``[U, d]`` user embeddings the test ranks by
     (e.g. folded in from a history that has grown since training)."""
     import torch
+
     from kgrec.gnn.metrics import evaluate_ranking
     from kgrec.gnn.train import train_model
 

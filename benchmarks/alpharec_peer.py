@@ -46,9 +46,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kgrec.gnn.metrics import evaluate_ranking  # noqa: E402
-from kgrec.gnn.split import make_split  # noqa: E402
-
 from benchmarks._common import (  # noqa: E402
     DATASETS,
     RESULTS,
@@ -59,6 +56,8 @@ from benchmarks._common import (  # noqa: E402
     text_vectors,
     write_json,
 )
+from kgrec.gnn.metrics import evaluate_ranking  # noqa: E402
+from kgrec.gnn.split import make_split  # noqa: E402
 
 WORK = ROOT / ".kgrec" / "alpharec"
 VENV = ROOT / ".kgrec" / "alpharec-venv"

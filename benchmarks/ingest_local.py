@@ -28,13 +28,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._common import RESULTS, command, machine, now  # noqa: E402
 from kgrec.kg import schema  # noqa: E402
 from kgrec.kg.extract.recbole import fetch_ml100k, read_recbole  # noqa: E402
 from kgrec.kg.snapshot import build_snapshot  # noqa: E402
 from kgrec.kg.store.local import LocalStore  # noqa: E402
 from kgrec.kg.tables import GraphTables  # noqa: E402
-
-from benchmarks._common import RESULTS, command, machine, now  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

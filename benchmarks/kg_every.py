@@ -26,9 +26,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kgrec.gnn.split import make_split  # noqa: E402
-from kgrec.gnn.train import TrainSettings  # noqa: E402
-
 from benchmarks._common import (  # noqa: E402
     DATASETS,
     RESULTS,
@@ -42,6 +39,8 @@ from benchmarks._common import (  # noqa: E402
     worktree,
     write_json,
 )
+from kgrec.gnn.split import make_split  # noqa: E402
+from kgrec.gnn.train import TrainSettings  # noqa: E402
 
 
 def one_row(dataset: str, every: int, seed: int, threads: int | None) -> dict[str, Any]:

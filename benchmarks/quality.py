@@ -40,6 +40,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import (  # noqa: E402
+    DATASETS,
+    RESULTS,
+    command,
+    load_dataset,
+    machine,
+    now,
+    text_vectors,
+    write_json,
+)
 from kgrec.fusion.alpha import AlphaFunction  # noqa: E402
 from kgrec.fusion.fit import (  # noqa: E402
     FusionFit,
@@ -58,17 +68,6 @@ from kgrec.gnn.models import MODEL_NAMES  # noqa: E402
 from kgrec.gnn.split import Split, item_cold_start_split, make_split  # noqa: E402
 from kgrec.gnn.train import TrainResult, TrainSettings, train_model  # noqa: E402
 from kgrec.kg.snapshot import GraphSnapshot  # noqa: E402
-
-from benchmarks._common import (  # noqa: E402
-    DATASETS,
-    RESULTS,
-    command,
-    load_dataset,
-    machine,
-    now,
-    text_vectors,
-    write_json,
-)
 
 K = 20
 #: Ablations of the GAT: name -> settings overrides.

@@ -476,9 +476,8 @@ def load_dataset(name: str) -> Any:
 
         return snapshot_from_tables(read_recbole_ml100k())
     if name == "scientific":
-        from kgrec.kg.extract.scientific import read_scientific
-
         from benchmarks._common import SHARED_DATA
+        from kgrec.kg.extract.scientific import read_scientific
 
         tables = read_scientific(SHARED_DATA / "amazon-scientific")
         return snapshot_from_tables(tables)
@@ -503,6 +502,7 @@ def rescore(run_dir: Path, snapshot: Any, split: Any) -> dict[str, Any]:
     """kgrec's evaluator on the RecBole model's score matrix, mapped to kgrec's id order."""
     import numpy as np
     import torch
+
     from kgrec.gnn.metrics import evaluate_ranking
 
     scores = np.load(run_dir / "scores.npy")
@@ -674,10 +674,10 @@ def main(argv: list[str] | None = None) -> int:
         return worker(args.worker)
     sys.path.insert(0, str(ROOT))
     import torch
-    from kgrec.gnn.export import export_recbole_dataset
-    from kgrec.gnn.split import make_split
 
     from benchmarks._common import command, machine, now
+    from kgrec.gnn.export import export_recbole_dataset
+    from kgrec.gnn.split import make_split
 
     torch.set_num_threads(1)
     started, host, t_all = now(), machine(), time.perf_counter()

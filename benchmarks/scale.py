@@ -46,8 +46,6 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kgrec.gnn.train import TrainSettings, scaled_batch  # noqa: E402
-
 from benchmarks._common import (  # noqa: E402
     RESULTS,
     ROOT,
@@ -59,6 +57,7 @@ from benchmarks._common import (  # noqa: E402
     run_measured,
     write_json,
 )
+from kgrec.gnn.train import TrainSettings, scaled_batch  # noqa: E402
 
 SOURCE = SHARED_DATA / "amazon-scientific"
 KGREC = str(ROOT / ".venv" / "bin" / "kgrec")
@@ -224,10 +223,9 @@ def score(run: Path, work: Path, users: int, text_cache: Path) -> dict[str, Any]
     trained ``run``, fused on the brand text only (the profile side): a few thousand distinct
     brands to encode instead of every product's text, which 2 CPUs cannot encode in the
     time; scoring cost does not depend on what the text says."""
-    from kgrec.fusion.spark import score_on_spark
-
     from kgrec.api import Recommender
     from kgrec.config import Config
+    from kgrec.fusion.spark import score_on_spark
 
     config = Config()
     config.fusion.text_fields, config.data.cache_dir = ["brand"], str(text_cache)

@@ -57,10 +57,9 @@ def main() -> None:
     p.add_argument("--items", default="long-tail")
     args = p.parse_args()
 
-    from kgrec.fusion.spark import _session, score_on_spark
-
     import kgrec
     from kgrec.config import Config
+    from kgrec.fusion.spark import _session, score_on_spark
 
     config = Config()
     config.score.chunk_size, config.train.device = args.chunk_size, "cpu"

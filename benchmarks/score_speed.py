@@ -37,6 +37,7 @@ def data(users: int, items: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
 def run_kgrec(u: np.ndarray, i: np.ndarray, k: int, chunk: int, fused: bool,
               device: str = "cpu") -> np.ndarray:
     import torch
+
     from kgrec.fusion.score import FusedScorer
     from kgrec.fusion.topk import chunked_topk, dot_scorer
 

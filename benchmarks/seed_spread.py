@@ -24,11 +24,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kgrec.fusion.text import TextEncoder, has_text, product_text  # noqa: E402
-from kgrec.gnn.metrics import evaluate_ranking  # noqa: E402
-from kgrec.gnn.split import make_split  # noqa: E402
-from kgrec.gnn.train import TrainSettings, train_model  # noqa: E402
-
 from benchmarks._common import (  # noqa: E402
     DATASETS,
     RESULTS,
@@ -38,6 +33,10 @@ from benchmarks._common import (  # noqa: E402
     now,
     write_json,
 )
+from kgrec.fusion.text import TextEncoder, has_text, product_text  # noqa: E402
+from kgrec.gnn.metrics import evaluate_ranking  # noqa: E402
+from kgrec.gnn.split import make_split  # noqa: E402
+from kgrec.gnn.train import TrainSettings, train_model  # noqa: E402
 
 K = 20
 

@@ -28,11 +28,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kgrec.gnn.kgat import history_matrix  # noqa: E402
-from kgrec.gnn.metrics import evaluate_ranking  # noqa: E402
-from kgrec.gnn.split import item_cold_start_split, make_split  # noqa: E402
-from kgrec.gnn.train import TrainSettings, train_model  # noqa: E402
-
 from benchmarks._common import (  # noqa: E402
     DATASETS,
     RESULTS,
@@ -44,6 +39,10 @@ from benchmarks._common import (  # noqa: E402
     train_to_convergence,
     write_json,
 )
+from kgrec.gnn.kgat import history_matrix  # noqa: E402
+from kgrec.gnn.metrics import evaluate_ranking  # noqa: E402
+from kgrec.gnn.split import item_cold_start_split, make_split  # noqa: E402
+from kgrec.gnn.train import TrainSettings, train_model  # noqa: E402
 
 #: The ablation: today's GAT (ids, BPR), the loss alone, the text-native inputs with each
 #: loss, the id residual back on, LightGCN with the softmax loss (what the loss gives

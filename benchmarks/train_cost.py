@@ -104,6 +104,7 @@ def catalogue_text(name: str, snap):
 def measure(name: str, model: str, epochs: int, threads: int | None) -> dict[str, Any]:
     """``epochs`` training epochs of ``model`` on ``name`` without evaluation."""
     import torch
+
     from kgrec.gnn.split import make_split
     from kgrec.gnn.train import TrainSettings, scaled_batch, train_model
 

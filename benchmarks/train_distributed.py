@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read by the spawned ranks' torch
     import torch
+
     from kgrec.gnn.distributed import train_distributed
     from kgrec.gnn.split import make_split
     from kgrec.gnn.train import TrainSettings, train_model

@@ -59,10 +59,11 @@ def _sync(device) -> None:
 def kgrec_worker(data: str, batches: int | None, threads: int, device_name: str,
                  out: mp.Queue) -> None:
     import torch
+    from tqdm.auto import tqdm
+
     from kgrec.gnn.lightgcn_files import load_lightgcn_split
     from kgrec.gnn.sampling import NegativeSampler, negative_pool
     from kgrec.gnn.train import TrainSettings, _epoch, build_model, train_weights
-    from tqdm.auto import tqdm
 
     torch.set_num_threads(threads)
     snapshot, split = load_lightgcn_split(data)
@@ -93,8 +94,9 @@ def kgrec_worker(data: str, batches: int | None, threads: int, device_name: str,
 def pyg_worker(data: str, batches: int | None, threads: int, device_name: str,
                out: mp.Queue) -> None:
     import torch
-    from kgrec.gnn.lightgcn_files import load_lightgcn_split
     from torch_geometric.nn import LightGCN
+
+    from kgrec.gnn.lightgcn_files import load_lightgcn_split
 
     torch.set_num_threads(threads)
     device = torch.device(device_name)

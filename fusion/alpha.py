@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor
 
+from kgrec.errors import UsageError
+
 #: Default alpha grid (the GNN weight), 0.0 (text only) to 1.0 (GNN only).
 ALPHA_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
 #: Degrees from which a product counts as well known, searched by the fit.
@@ -55,9 +57,9 @@ class AlphaFunction:
         cold = self.a_head if self.a_cold is None else self.a_cold
         for name, value in (("a_head", self.a_head), ("a_cold", cold)):
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {value}")
+                raise UsageError(f"{name} must lie in [0, 1], got {value}")
         if self.pivot <= 0:
-            raise ValueError(f"pivot must be > 0, got {self.pivot}")
+            raise UsageError(f"pivot must be > 0, got {self.pivot}")
         object.__setattr__(self, "a_cold", float(cold))
 
     @classmethod
@@ -130,7 +132,7 @@ def fit_alpha_function(
     strictly better, so ties keep the simpler function.
     """
     if not list(grid):
-        raise ValueError("fit_alpha_function needs a non-empty grid")
+        raise UsageError("fit_alpha_function needs a non-empty grid")
     seen: dict[AlphaFunction, float] = {}
     curve: list[tuple[str, float]] = []
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kgrec.fusion.fit import FusionFit, JobFit, TextSide
-from kgrec.kg.errors import ModelError
-from kgrec.kg.files import (
+from torch import Tensor
+
+from kgrec.errors import ModelError
+from kgrec.files import (
     atomic_write,
     checksums,
     read_artefact,
@@ -24,8 +25,8 @@ from kgrec.kg.files import (
     verify,
     write_text,
 )
-from kgrec.kg.ids import IdMap, NodeEmbeddings
-from torch import Tensor
+from kgrec.fusion.fit import FusionFit, JobFit, TextSide
+from kgrec.ids import IdMap, NodeEmbeddings
 
 FUSION_FILE = "fusion.json"
 RAW_TEXT_FILE = "raw_text_products.pt"
@@ -55,7 +56,7 @@ def save_fusion(fusion: Fusion, folder: str | Path, users: IdMap, products: IdMa
     """Write ``fusion`` into ``folder``; rows of its tensors follow ``users`` / ``products``.
 
     Each file is written atomically; ``fusion.json``, written last, holds their SHA-256
-    and its own (:func:`kgrec.kg.files.seal`): a blend edited within range is refused too.
+    and its own (:func:`kgrec.files.seal`): a blend edited within range is refused too.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

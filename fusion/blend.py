@@ -13,12 +13,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from kgrec.errors import UsageError
+
 NORMALISATIONS = ("zscore", "rank", "none")
 
 
 def check_normalise(method: str) -> str:
     if method not in NORMALISATIONS:
-        raise ValueError(f"normalise must be one of {', '.join(NORMALISATIONS)}, got {method!r}")
+        raise UsageError(f"normalise must be one of {', '.join(NORMALISATIONS)}, got {method!r}")
     return method
 
 
@@ -60,9 +62,9 @@ def blend(gnn: Tensor, text: Tensor, alpha: float | Tensor) -> Tensor:
     (one weight per item column)."""
     if isinstance(alpha, Tensor):
         if ((alpha < 0) | (alpha > 1)).any():
-            raise ValueError("alpha values must lie in [0, 1]")
+            raise UsageError("alpha values must lie in [0, 1]")
     elif not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+        raise UsageError(f"alpha must lie in [0, 1], got {alpha}")
     return alpha * gnn + (1 - alpha) * text
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from kgrec.kg.errors import InputError
-from kgrec.kg.ids import IdMap
-from kgrec.kg.stats import long_tail_mask
 from torch import Tensor
+
+from kgrec.errors import InputError
+from kgrec.ids import IdMap
+from kgrec.kg.stats import long_tail_mask
 
 #: Product sets ``items`` accepts by name (besides a file or a list of product ids).
 ITEM_SETS = ("all", "long-tail", "cold-start")

@@ -25,6 +25,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from torch import Tensor
+
+from kgrec.errors import UsageError
 from kgrec.fusion.alpha import ALPHA_GRID, PIVOT_GRID, AlphaFit, AlphaFunction, fit_alpha_function
 from kgrec.fusion.pools import FIT_POOL, FIT_USERS, BlendPools
 from kgrec.fusion.reengage import Reengagement, fit_reengagement
@@ -33,7 +36,6 @@ from kgrec.fusion.text import PROFILE_HALF_LIVES, user_profiles
 from kgrec.fusion.tower import train_text_tower
 from kgrec.gnn.metrics import evaluate_ranking, long_tail_items
 from kgrec.gnn.split import Split
-from torch import Tensor
 
 ScoreFn = Callable[[Tensor], Tensor]
 #: Text sides: the raw MiniLM profile similarity, or a text tower trained on the interactions.
@@ -69,7 +71,7 @@ def job_candidates(job: str, split: Split) -> Tensor | None:
         return None
     if job == "tail":
         return long_tail_items(split)
-    raise ValueError(f"unknown job {job!r}; expected one of {', '.join(JOBS)}")
+    raise UsageError(f"unknown job {job!r}; expected one of {', '.join(JOBS)}")
 
 
 @dataclass
@@ -131,7 +133,7 @@ def build_text_side(
             epochs=tower_epochs, seed=seed, device=device, progress=progress,
         )
         return TextSide(kind, tower.user_vectors, tower.item_vectors, tower.losses)
-    raise ValueError(f"text side must be one of {', '.join(TEXT_SIDES)}, got {kind!r}")
+    raise UsageError(f"text side must be one of {', '.join(TEXT_SIDES)}, got {kind!r}")
 
 
 def _best_profile(split: Split, items: Tensor, half_lives: Sequence[float], k: int,
@@ -139,7 +141,7 @@ def _best_profile(split: Split, items: Tensor, half_lives: Sequence[float], k: i
     """The profile side whose half-life ranks validation best alone (ties: the first),
     measured on the fit's user sample and pools (:class:`kgrec.fusion.pools.BlendPools`)."""
     if not half_lives:
-        raise ValueError("half_lives must name at least one half-life (0: none)")
+        raise UsageError("half_lives must name at least one half-life (0: none)")
     recency = [h or None for h in half_lives]
     sides = [TextSide("profile", user_profiles(split.train, items, split.num_users,
                                                half_life_events=h), items, half_life_events=h)
@@ -262,7 +264,7 @@ def fit_job(
     alone.
     """
     if not len(split.valid):
-        raise ValueError("fitting the fusion needs a split with validation pairs")
+        raise UsageError("fitting the fusion needs a split with validation pairs")
     staged = {name: side.at_stage(split, "valid") for name, side in sides.items()}
     sources = {GNN: (gnn_users, gnn_items)} | {name: (side.users, side.items)
                                                for name, side in staged.items()}

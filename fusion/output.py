@@ -9,13 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from kgrec.fusion.topk import TopK
-from kgrec.kg import schema
-from kgrec.kg.files import atomic_write
-from kgrec.kg.ids import IdMap
-from kgrec.kg.store.base import GraphStore
 from torch import Tensor
 from tqdm.auto import tqdm
+
+from kgrec.errors import UsageError
+from kgrec.files import atomic_write
+from kgrec.fusion.topk import TopK
+from kgrec.ids import IdMap
+from kgrec.kg import schema
+from kgrec.kg.store.base import GraphStore
 
 #: Columns of the Parquet output.
 OUTPUT_COLUMNS = ["user_id", "product_id", "rank", "score", "score_gnn", "score_text"]
@@ -57,7 +59,7 @@ def recommendation_frame(
 ) -> pd.DataFrame:
     """Scores table -> ``RECOMMENDED`` relationship rows (``kgrec.kg.schema.rel_columns``)."""
     if not model_version:
-        raise ValueError("model_version must be a non-empty string")
+        raise UsageError("model_version must be a non-empty string")
     out = pd.DataFrame(
         {
             "src": frame["user_id"].astype("string"),
@@ -107,7 +109,7 @@ def user_batches(users: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
     """(start, end) row ranges of about ``batch_size`` rows over rows sorted by user, never
     splitting one user's rows (a user with more rows than ``batch_size`` gets one batch)."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
     n = len(users)
     change = np.flatnonzero(users[1:] != users[:-1]) + 1 if n else np.zeros(0, dtype=int)
     starts = np.r_[0, change] if n else np.zeros(0, dtype=int)

@@ -33,11 +33,13 @@ import math
 from collections.abc import Mapping
 
 import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from kgrec.errors import UsageError
 from kgrec.fusion.blend import normalise
 from kgrec.gnn.metrics import candidate_mask, rows_of, stage_pairs
 from kgrec.gnn.split import Split
-from torch import Tensor
-from tqdm.auto import tqdm
 
 #: Validation users a fit samples by default (all when there are fewer).
 FIT_USERS = 10_000
@@ -80,9 +82,9 @@ class BlendPools:
                  pool: int = FIT_POOL, seed: int = 2020, block_elements: int = BLOCK_ELEMENTS,
                  progress: bool = False) -> None:
         if not sources:
-            raise ValueError("BlendPools needs at least one score source")
+            raise UsageError("BlendPools needs at least one score source")
         if pool < 0 or sample_users < 0:
-            raise ValueError(f"pool and sample_users must be >= 0, got {pool}, {sample_users}")
+            raise UsageError(f"pool and sample_users must be >= 0, got {pool}, {sample_users}")
         mask = candidate_mask(candidates, split.num_items)
         self.columns = torch.nonzero(mask).flatten()  # candidate column -> product row
         self.k = min(k, self.columns.numel())

@@ -22,11 +22,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
+
+from kgrec.errors import UsageError
 from kgrec.fusion.score import FusedScorer
 from kgrec.fusion.seen import SeenIndex
 from kgrec.gnn.metrics import evaluate_ranking
 from kgrec.gnn.split import REL_BITS, Split, behaviours_in
-from torch import Tensor
 
 #: Re-engagement weights ``b`` the fit compares (in the blend's per-user standard deviations).
 #: Up to 1024: where the term is worth more than any GNN difference (Tmall: validation NDCG
@@ -109,7 +111,7 @@ def fit_reengagement(scorer: FusedScorer, split: Split, *, k: int = 20,
     from kgrec.fusion.fit import candidate_score_fn  # fit builds on this module
 
     if scorer.seen is None:
-        raise ValueError("the scorer has no re-engagement term to fit")
+        raise UsageError("the scorer has no re-engagement term to fit")
     valid = split.valid
     users = np.unique(valid["user"].to_numpy())
     if sample_users and len(users) > sample_users:

@@ -7,8 +7,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from kgrec.fusion.blend import UserStats, blend, check_normalise, normalise, row_stats
 from torch import Tensor
+
+from kgrec.errors import UsageError
+from kgrec.fusion.blend import UserStats, blend, check_normalise, normalise, row_stats
 
 if TYPE_CHECKING:
     from kgrec.fusion.reengage import Reengagement
@@ -47,11 +49,11 @@ class FusedScorer:
         seen_weight: float = 0.0,
     ) -> None:
         if gnn_users.shape[0] != text_users.shape[0]:
-            raise ValueError(
+            raise UsageError(
                 f"user rows differ: gnn {gnn_users.shape[0]} vs text {text_users.shape[0]}"
             )
         if gnn_items.shape[0] != text_items.shape[0]:
-            raise ValueError(
+            raise UsageError(
                 f"item rows differ: gnn {gnn_items.shape[0]} vs text {text_items.shape[0]}"
             )
         self.device = torch.device(device) if device is not None else gnn_users.device
@@ -110,7 +112,7 @@ class FusedScorer:
         ``[a_i i_g, a_i, (1 - a_i) i_t, 1 - a_i]``: no score matrix is normalised at all.
         """
         if self.normalise != "zscore" or self.seen is not None:
-            raise ValueError("fused_zscore needs normalise='zscore' and no re-engagement term")
+            raise UsageError("fused_zscore needs normalise='zscore' and no re-engagement term")
         side = self._item_side(items)
         return self._zscore_users(users, side) @ side["items"].T
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from kgrec.errors import UsageError
+
 
 class SeenIndex:
     """Row -> seen column indices in CSR form, for masking already-used pairs.
@@ -31,11 +33,11 @@ class SeenIndex:
         """From ``[2, E]`` (user, item) edges; ``transpose`` gives item -> users."""
         if edges.dim() != 2 or edges.shape[0] != 2:
             hint = " (transpose it: .T)" if edges.dim() == 2 and edges.shape[1] == 2 else ""
-            raise ValueError(f"edges must be [2, E] (row 0 users, row 1 items), got "
+            raise UsageError(f"edges must be [2, E] (row 0 users, row 1 items), got "
                              f"{list(edges.shape)}{hint}")
         src, dst = (edges[1], edges[0]) if transpose else (edges[0], edges[1])
         if src.numel() and (int(src.min()) < 0 or int(src.max()) >= num_rows):
-            raise ValueError(f"edge rows must lie in [0, {num_rows}), got {int(src.min())}.."
+            raise UsageError(f"edge rows must lie in [0, {num_rows}), got {int(src.min())}.."
                              f"{int(src.max())}: are users and items swapped?")
         return cls(src, dst, num_rows)
 

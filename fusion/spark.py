@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from kgrec.kg.errors import InputError
 
 from kgrec.config import Config
+from kgrec.errors import InputError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

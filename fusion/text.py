@@ -25,13 +25,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
+
+from kgrec.errors import ModelError, UsageError
+from kgrec.files import READ_ERRORS, atomic_write
 from kgrec.gnn.device import resolve_device
 from kgrec.gnn.split import later_events
+from kgrec.ids import IdMap, NodeEmbeddings
 from kgrec.kg import schema
-from kgrec.kg.errors import ModelError
-from kgrec.kg.files import READ_ERRORS, atomic_write
-from kgrec.kg.ids import IdMap, NodeEmbeddings
-from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ class TextEncoder:
         max_length: int | None = None,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UsageError(f"batch_size must be >= 1, got {batch_size}")
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -360,7 +361,7 @@ _FIELD_FORMAT: dict[str, tuple[str, int | None]] = {
 def _check_fields(fields: Sequence[str]) -> tuple[str, ...]:
     unknown = [f for f in fields if f not in _FIELD_FORMAT]
     if unknown or not fields:
-        raise ValueError(f"unknown text fields {unknown}; known: {', '.join(_FIELD_FORMAT)}"
+        raise UsageError(f"unknown text fields {unknown}; known: {', '.join(_FIELD_FORMAT)}"
                          if unknown else "text fields must name at least one field")
     return tuple(fields)
 

@@ -12,9 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from kgrec.fusion.seen import SeenIndex
 from torch import Tensor
 from tqdm.auto import tqdm
+
+from kgrec.errors import UsageError
+from kgrec.fusion.seen import SeenIndex
 
 #: Column group width of :func:`grouped_topk` (the selection among group maxima).
 GROUP = 32
@@ -266,12 +268,12 @@ def chunked_topk(
             column indices ``[b, k]``) to the GNN and text scores of those pairs.
     """
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise UsageError(f"k must be >= 1, got {k}")
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        raise UsageError(f"chunk_size must be >= 1, got {chunk_size}")
     if columns is None:
         if num_columns is None:
-            raise ValueError("chunked_topk needs columns or num_columns")
+            raise UsageError("chunked_topk needs columns or num_columns")
         columns = torch.arange(num_columns)
         total = num_columns
     else:
@@ -315,7 +317,7 @@ def chunked_topk(
             elif mm is not None:  # single source: the score is the GNN score
                 g_top, t_top = vals, torch.full_like(vals, torch.nan)
             else:
-                raise ValueError("a scorer returning fused scores only needs components=")
+                raise UsageError("a scorer returning fused scores only needs components=")
         else:
             g_top, t_top = g.gather(1, idx), t.gather(1, idx)
         out["score_gnn"].append(torch.where(found, g_top.float(), torch.nan).cpu())

@@ -7,9 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from kgrec.gnn.losses import bpr_loss
 from torch import Tensor
 from tqdm.auto import tqdm
+
+from kgrec.errors import UsageError
+from kgrec.gnn.losses import bpr_loss
 
 
 class TextTower(torch.nn.Module):
@@ -88,7 +90,7 @@ def train_text_tower(
         progress: Show a progress bar.
     """
     if edges.dim() != 2 or edges.shape[0] != 2:
-        raise ValueError(f"edges must be [2, E], got {tuple(edges.shape)}")
+        raise UsageError(f"edges must be [2, E], got {tuple(edges.shape)}")
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     device = torch.device(device)

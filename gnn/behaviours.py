@@ -15,10 +15,12 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from torch import Tensor
+
+from kgrec.errors import UsageError
 from kgrec.gnn.split import REL_BITS, Split, behaviour_weights, event_weight_table
 from kgrec.gnn.train import TrainSettings, train_model
 from kgrec.kg.snapshot import GraphSnapshot
-from torch import Tensor
 
 #: Scales of the default non-target weights compared: the target alone, the defaults, twice
 #: them, and (capped at the target's weight) equal weights. Measured on Tmall (4 epochs
@@ -65,7 +67,7 @@ def fit_behaviour_weights(snapshot: GraphSnapshot, split: Split, settings: Train
     weights whose validation NDCG@k after them is highest (ties: the smaller scale). Cost:
     ``len(scales) x epochs`` epochs and ``len(scales)`` evaluations."""
     if split.target is None or not len(split.valid):
-        raise ValueError("fitting behaviour weights needs a target behaviour and validation")
+        raise UsageError("fitting behaviour weights needs a target behaviour and validation")
     short = dataclasses.replace(settings, epochs=epochs, eval_every=epochs, event_weights={})
     candidates = []
     for scale in sorted(scales):

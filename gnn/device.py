@@ -9,6 +9,8 @@ import os
 import re
 
 import torch
+
+from kgrec.errors import UsageError
 from kgrec.gnn.cpus import available_cpus
 
 
@@ -18,9 +20,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+        raise UsageError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but no CUDA GPU is available")
+        raise UsageError(f"device {name!r} requested but no CUDA GPU is available")
     return torch.device(name)
 
 
@@ -34,7 +36,7 @@ def set_threads(requested: int | None = None, processes: int = 1) -> int:
     same results on a quiet and on a busy machine.
     """
     if requested is not None and requested < 1:
-        raise ValueError(f"threads must be at least 1, got {requested}")
+        raise UsageError(f"threads must be at least 1, got {requested}")
     count = requested or max(1, available_cpus() // max(processes, 1))
     if torch.get_num_threads() != count:
         torch.set_num_threads(count)

@@ -34,6 +34,8 @@ import torch.multiprocessing as mp
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from kgrec.errors import UsageError
+
 T = TypeVar("T")
 
 
@@ -143,7 +145,7 @@ def init_from_env(device: str = "auto") -> None:
     cuda = rank_device(device).startswith("cuda")
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if cuda and local >= torch.cuda.device_count():
-        raise ValueError(f"NCCL needs one GPU per process: rank {local} of this machine, "
+        raise UsageError(f"NCCL needs one GPU per process: rank {local} of this machine, "
                          f"{torch.cuda.device_count()} GPU(s); use fewer processes or "
                          "--device cpu")
     if cuda:

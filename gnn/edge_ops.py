@@ -20,6 +20,8 @@ import warnings
 import torch
 from torch import Tensor
 
+from kgrec.errors import UsageError
+
 
 def _csr(crow: Tensor, col: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
     with warnings.catch_warnings():  # "sparse CSR support is in beta": known, and it works
@@ -37,7 +39,7 @@ class EdgePattern:
 
     def __init__(self, row: Tensor, col: Tensor, num_rows: int, num_cols: int) -> None:
         if row.shape != col.shape or row.dim() != 1:
-            raise ValueError(f"row and col must be equal 1-d shapes, got {tuple(row.shape)} "
+            raise UsageError(f"row and col must be equal 1-d shapes, got {tuple(row.shape)} "
                              f"and {tuple(col.shape)}")
         order = torch.argsort(row * num_cols + col)
         #: Permutation from the given edge order to CSR order: ``attr[pattern.order]``.

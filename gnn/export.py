@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from kgrec.errors import UsageError
 from kgrec.gnn.split import STAGES, Split
 from kgrec.kg import schema
 from kgrec.kg.snapshot import GraphSnapshot, edge_type
@@ -75,7 +77,7 @@ class RecBoleExport:
 def _check_tokens(tokens: np.ndarray, what: str) -> None:
     bad = [t for t in tokens if t in NA_STRINGS or "\t" in t or "\n" in t or "\r" in t]
     if bad:
-        raise ValueError(
+        raise UsageError(
             f"{what} token {bad[0]!r} cannot be written to a RecBole atomic file "
             "(read back as a missing value, or it holds a tab or newline)"
         )
@@ -115,7 +117,7 @@ def knowledge_triples(snapshot: GraphSnapshot) -> tuple[pd.DataFrame, np.ndarray
     clash = entity_set & (set(tokens["category"]) | set(tokens["brand"])
                           | set(product_tokens[~linked]))
     if clash:
-        raise ValueError(f"knowledge-graph entity id {sorted(clash)[0]!r} collides with the "
+        raise UsageError(f"knowledge-graph entity id {sorted(clash)[0]!r} collides with the "
                          "token of a product, category or brand")
     interactions = {edge_type(rel) for rel in schema.INTERACTIONS}
     linked_to = edge_type(schema.LINKED_TO)

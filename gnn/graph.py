@@ -10,10 +10,11 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+from torch_geometric.data import HeteroData
+
 from kgrec.gnn.split import Split
 from kgrec.kg import schema
 from kgrec.kg.snapshot import GraphSnapshot, edge_type
-from torch_geometric.data import HeteroData
 
 #: Edge type of the (training) user->product interactions in :func:`training_graph`.
 INTERACTS = ("user", "interacts", "product")

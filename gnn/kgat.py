@@ -60,12 +60,14 @@ import math
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor, nn
+from torch_geometric.utils import softmax
+
+from kgrec.errors import UsageError
 from kgrec.gnn.edge_ops import EdgePattern
 from kgrec.gnn.graph import HomogeneousGraph
 from kgrec.gnn.models import INIT_STD, Recommender, SymmetricSpmm, sparse_mm
 from kgrec.gnn.split import later_events
-from torch import Tensor, nn
-from torch_geometric.utils import softmax
 
 #: Relation names of the user-product interactions in :func:`kgrec.gnn.graph.homogeneous_graph`:
 #: they feed the collaborative aggregator, never the knowledge-graph one.
@@ -119,7 +121,7 @@ class _Round(nn.Module):
         num_rel = len(graph.edge_types)
         src, dst = graph.edge_index[:, mask] - offset
         if src.numel() and int(torch.minimum(src, dst).min()) < 0:
-            raise ValueError("knowledge-graph edges must not touch users")
+            raise UsageError("knowledge-graph edges must not touch users")
         rel = graph.edge_type[mask]
         groups, group = torch.unique(dst * num_rel + rel, return_inverse=True)
         heads, group_head = torch.unique(groups // num_rel, return_inverse=True)
@@ -152,7 +154,7 @@ def _position(sorted_rows: Tensor, rows: Tensor) -> Tensor:
     """Positions of ``rows`` in ``sorted_rows``; each must be there."""
     pos = torch.searchsorted(sorted_rows, rows).clamp(max=max(sorted_rows.numel() - 1, 0))
     if rows.numel() and not bool((sorted_rows[pos] == rows).all()):
-        raise ValueError("a knowledge-graph round reads a node the round before did not write")
+        raise UsageError("a knowledge-graph round reads a node the round before did not write")
     return pos
 
 
@@ -165,13 +167,13 @@ USER_INPUTS = ("id", "history", "history+id")
 def _check_inputs(item_input: str, user_input: str, features: Tensor | None,
                   history: Tensor | None) -> None:
     if item_input not in ITEM_INPUTS:
-        raise ValueError(f"item_input must be one of {ITEM_INPUTS}, got {item_input!r}")
+        raise UsageError(f"item_input must be one of {ITEM_INPUTS}, got {item_input!r}")
     if user_input not in USER_INPUTS:
-        raise ValueError(f"user_input must be one of {USER_INPUTS}, got {user_input!r}")
+        raise UsageError(f"user_input must be one of {USER_INPUTS}, got {user_input!r}")
     if item_input != "id" and features is None:
-        raise ValueError(f"item_input {item_input!r} needs product text vectors")
+        raise UsageError(f"item_input {item_input!r} needs product text vectors")
     if user_input != "id" and history is None:
-        raise ValueError(f"user_input {user_input!r} needs the users' training histories")
+        raise UsageError(f"user_input {user_input!r} needs the users' training histories")
 
 
 def text_projector(features: int, dim: int, hidden: int, init_std: float) -> nn.Module:
@@ -281,17 +283,17 @@ class KGATModel(Recommender):
         super().__init__()
         users, items = graph.offsets["product"], int(item_counts.numel())
         if graph.offsets["user"] != 0 or adj.shape[0] != users + items:
-            raise ValueError("graph must hold users first, then products, and adj both")
+            raise UsageError("graph must hold users first, then products, and adj both")
         _check_inputs(item_input, user_input, product_features, history)
         self.item_input, self.user_input = item_input, user_input
         self.history_half_life = history_half_life
         for name, value in (("kg_dropout", kg_dropout), ("id_dropout", id_dropout)):
             if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must lie in [0, 1), got {value}")
+                raise UsageError(f"{name} must lie in [0, 1), got {value}")
         if kg_every < 1:
-            raise ValueError(f"kg_every must be at least 1, got {kg_every}")
+            raise UsageError(f"kg_every must be at least 1, got {kg_every}")
         if cl_eps and not 1 <= cl_layer <= layers:
-            raise ValueError(f"cl_layer must lie in [1, layers={layers}], got {cl_layer}")
+            raise UsageError(f"cl_layer must lie in [1, layers={layers}], got {cl_layer}")
         self.id_dropout, self.cl_eps, self.cl_layer = id_dropout, cl_eps, cl_layer
         self.num_users, self.num_items, self.num_nodes = users, items, graph.num_nodes
         self.layers, self.dim, self.attention, self.kg_dropout = layers, dim, attention, kg_dropout
@@ -315,7 +317,7 @@ class KGATModel(Recommender):
         self.gate = nn.Parameter(torch.ones(()))
         if product_features is not None:
             if product_features.shape[0] != items:
-                raise ValueError(
+                raise UsageError(
                     f"product_features has {product_features.shape[0]} rows, expected {items}"
                 )
             self.register_buffer("features", product_features.float(), persistent=False)
@@ -483,7 +485,7 @@ class KGATModel(Recommender):
     def embed_new_users(self, histories: list[Tensor]) -> Tensor:
         """:meth:`embed_users` of users given as their products' rows, oldest first."""
         if any(not h.numel() for h in histories):
-            raise ValueError("a new user needs at least one product in their history")
+            raise UsageError("a new user needs at least one product in their history")
         frame = pd.DataFrame({
             "user": np.repeat(np.arange(len(histories)), [h.numel() for h in histories]),
             "product": torch.cat([h.flatten().cpu() for h in histories]).numpy(),
@@ -497,7 +499,7 @@ class KGATModel(Recommender):
         alone (no events and no knowledge-graph edges yet: their layer-0 state, which
         propagation leaves as it is, averaged over the layers as every node's is)."""
         if self.text_proj is None:
-            raise ValueError("new products need a model trained with product text vectors")
+            raise UsageError("new products need a model trained with product text vectors")
         self.eval()
         x = self.text_proj(features.to(self.degree.device).float()) / (self.layers + 1)
         return nn.functional.normalize(x, dim=-1) if self.cosine else x

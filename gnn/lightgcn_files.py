@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch_geometric.data import HeteroData
+
+from kgrec.errors import InputError
 from kgrec.gnn.split import Split
+from kgrec.ids import IdMap
 from kgrec.kg import schema
-from kgrec.kg.errors import InputError
-from kgrec.kg.ids import IdMap
 from kgrec.kg.snapshot import GraphSnapshot, edge_type, node_type
 from kgrec.kg.tables import empty_node_table
-from torch_geometric.data import HeteroData
 
 
 def _read_lightgcn_file(path: Path) -> tuple[np.ndarray, np.ndarray]:

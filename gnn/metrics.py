@@ -19,6 +19,8 @@ import math
 from collections.abc import Callable
 
 import torch
+
+from kgrec.errors import UsageError
 from kgrec.gnn.split import Split
 from kgrec.kg.stats import long_tail_mask
 
@@ -44,7 +46,7 @@ def candidate_mask(candidates: torch.Tensor | None, num_items: int) -> torch.Ten
     candidates = torch.as_tensor(candidates)
     if candidates.dtype == torch.bool:
         if candidates.numel() != num_items:
-            raise ValueError(
+            raise UsageError(
                 f"candidate mask has {candidates.numel()} entries, expected {num_items}"
             )
         return candidates
@@ -234,7 +236,7 @@ def evaluate_ranking(
         (candidate) products that appear in some user's top K.
     """
     if stage not in ("valid", "test"):
-        raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
+        raise UsageError(f"stage must be 'valid' or 'test', got {stage!r}")
     cand = candidate_mask(candidates, split.num_items)
     slice_masks = {
         "overall": torch.ones(split.num_items, dtype=torch.bool),
@@ -243,7 +245,7 @@ def evaluate_ranking(
     }
     unknown = set(slices) - set(slice_masks)
     if unknown:
-        raise ValueError(f"unknown slices {sorted(unknown)}; known: {list(slice_masks)}")
+        raise UsageError(f"unknown slices {sorted(unknown)}; known: {list(slice_masks)}")
     states = {name: _SliceState(k, slice_masks[name] & cand, auc) for name in slices}
     gt_users, gt_items, ex_users, ex_items = stage_pairs(split, stage, cand)
     users = torch.unique(gt_users)
@@ -254,7 +256,7 @@ def evaluate_ranking(
         # [B, k] indices come back, unless AUC needs the whole matrix.
         scores = score_fn(batch).float()
         if scores.shape != (batch.numel(), split.num_items):
-            raise ValueError(
+            raise UsageError(
                 f"score_fn returned shape {tuple(scores.shape)}, expected "
                 f"({batch.numel()}, {split.num_items})"
             )

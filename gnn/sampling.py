@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import torch
+
+from kgrec.errors import UsageError
 from kgrec.gnn.split import Split
 
 
@@ -39,7 +41,7 @@ class NegativeSampler:
         self.generator = generator
         self.pool = pool
         if pool is not None and pool.numel() == 0:
-            raise ValueError("empty negative pool")
+            raise UsageError("empty negative pool")
 
     def draw(self, n: int) -> torch.Tensor:
         """``n`` uniform products of the pool (positives of nobody in particular)."""
@@ -63,7 +65,7 @@ class NegativeSampler:
             items[bad] = self.draw(int(bad.sum()))
             bad = self.is_positive(users, items)
         if bad.any():
-            raise ValueError(
+            raise UsageError(
                 f"{int(bad.sum())} users have (almost) every product as a positive; "
                 "no negative could be drawn"
             )

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+
+from kgrec.errors import ModelError, UsageError
 from kgrec.kg import schema
-from kgrec.kg.errors import ModelError
 from kgrec.kg.snapshot import GraphSnapshot, edge_type
 
 SPLIT_COLUMNS = ["user", "product", "weight", "value", "time"]
@@ -56,7 +57,7 @@ class Split:
     def frame(self, stage: str) -> pd.DataFrame:
         """The frame of ``stage`` (``"train"``, ``"valid"`` or ``"test"``)."""
         if stage not in STAGES:
-            raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+            raise UsageError(f"unknown stage {stage!r}; expected one of {STAGES}")
         return getattr(self, stage)
 
     def pairs(self, stage: str) -> torch.Tensor:
@@ -265,7 +266,7 @@ def _cut(
 
 def _check_ratios(valid_ratio: float, test_ratio: float) -> None:
     if not (0 <= valid_ratio < 1 and 0 <= test_ratio < 1 and valid_ratio + test_ratio < 1):
-        raise ValueError(
+        raise UsageError(
             f"valid_ratio={valid_ratio} and test_ratio={test_ratio} must be in [0, 1) "
             "and sum to less than 1"
         )
@@ -319,11 +320,11 @@ def make_split(
     """
     _check_ratios(valid_ratio, test_ratio)
     if kind != "auto" and kind not in _SPLIT_RULES:
-        raise ValueError(
+        raise UsageError(
             f"unknown split kind {kind!r}; expected auto, {', '.join(_SPLIT_RULES)}"
         )
     if (kind == "given") != (held_out is not None):
-        raise ValueError("the given split, and only it, takes held_out test pairs")
+        raise UsageError("the given split, and only it, takes held_out test pairs")
     events = snapshot.interactions()
     targets = events if target is None else events[events["rel"] == target]
     pairs = pair_table(targets, event_weights)
@@ -401,7 +402,7 @@ def item_cold_start_split(
     stages rank products the model never saw a training interaction of.
     """
     if not 0 < frac < 1:
-        raise ValueError(f"frac={frac} must be in (0, 1)")
+        raise UsageError(f"frac={frac} must be in (0, 1)")
     pairs = interaction_table(snapshot, event_weights)
     items = np.unique(pairs["product"].to_numpy())
     held = np.random.default_rng(seed).permutation(items)[: max(2, int(round(frac * len(items))))]

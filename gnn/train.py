@@ -25,6 +25,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from kgrec.errors import ModelError, UsageError
+from kgrec.files import atomic_write, checksums, read_artefact, verify, write_text
 from kgrec.gnn.device import resolve_device, reuse_freed_memory, set_threads
 from kgrec.gnn.distributed import Replica, current_replica
 from kgrec.gnn.graph import (
@@ -47,12 +52,8 @@ from kgrec.gnn.models import (
 )
 from kgrec.gnn.sampling import NegativeSampler, negative_pool
 from kgrec.gnn.split import Split, behaviour_weights, interaction_table
-from kgrec.kg.errors import ModelError
-from kgrec.kg.files import atomic_write, checksums, read_artefact, verify, write_text
-from kgrec.kg.ids import NodeEmbeddings
+from kgrec.ids import NodeEmbeddings
 from kgrec.kg.snapshot import GraphSnapshot
-from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 #: The training losses (:class:`TrainSettings` ``loss``).
@@ -184,12 +185,12 @@ class TrainSettings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"unknown training settings {sorted(unknown)}")
+            raise UsageError(f"unknown training settings {sorted(unknown)}")
         settings = cls(**values)
         if settings.model not in MODEL_NAMES:
-            raise ValueError(f"unknown model {settings.model!r}; expected one of {MODEL_NAMES}")
+            raise UsageError(f"unknown model {settings.model!r}; expected one of {MODEL_NAMES}")
         if settings.loss not in LOSSES:
-            raise ValueError(f"unknown loss {settings.loss!r}; expected one of {LOSSES}")
+            raise UsageError(f"unknown loss {settings.loss!r}; expected one of {LOSSES}")
         return settings
 
 
@@ -230,10 +231,10 @@ def _build_model(snapshot: GraphSnapshot, split: Split, settings: TrainSettings,
                  product_features: Tensor | None, train_weight: Tensor | None) -> Recommender:
     name = settings.model
     if settings.cl_weight > 0 and name not in TEXT_FEATURE_MODELS:
-        raise ValueError(f"cl_weight > 0 needs model gcn or gat, not {name!r}")
+        raise UsageError(f"cl_weight > 0 needs model gcn or gat, not {name!r}")
     if (settings.item_input, settings.user_input) != ("id", "id") and (
             name not in TEXT_FEATURE_MODELS):
-        raise ValueError(f"item_input and user_input other than 'id' need model gcn or gat, "
+        raise UsageError(f"item_input and user_input other than 'id' need model gcn or gat, "
                          f"not {name!r}")
     if name == "pop":
         weight = train_weight if train_weight is not None else torch.as_tensor(
@@ -264,7 +265,7 @@ def _build_model(snapshot: GraphSnapshot, split: Split, settings: TrainSettings,
                          item_input=settings.item_input, user_input=settings.user_input,
                          text_hidden=settings.text_hidden, history=history,
                          history_half_life=settings.history_half_life)
-    raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
+    raise UsageError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
 
 
 def how_training_ended(stop_reason: str, max_minutes: float | None,
@@ -419,7 +420,7 @@ def train_weights(snapshot: GraphSnapshot, split: Split,
     table = interaction_table(snapshot, event_weights)[["user", "product", "weight"]]
     joined = split.train[["user", "product"]].merge(table, on=["user", "product"], how="left")
     if joined["weight"].isna().any():
-        raise ValueError("split holds pairs the snapshot does not; was it made from another graph?")
+        raise UsageError("split holds pairs the snapshot does not; was it made from another graph?")
     return torch.as_tensor(joined["weight"].to_numpy("float32"))
 
 
@@ -658,7 +659,7 @@ def train_model(
     """
     settings = cfg if isinstance(cfg, TrainSettings) else TrainSettings.from_any(cfg)
     if resume and checkpoint_dir is None:
-        raise ValueError("resume=True needs the checkpoint_dir of the interrupted run")
+        raise UsageError("resume=True needs the checkpoint_dir of the interrupted run")
     device = resolve_device(settings.device)
     replica = current_replica(device)
     threads = set_threads(settings.threads, int(os.environ.get("LOCAL_WORLD_SIZE",

@@ -14,6 +14,7 @@ whole batch. A null value is skipped on create and keeps the stored value on mer
 
 from __future__ import annotations
 
+from kgrec.errors import UsageError
 from kgrec.kg import schema
 
 
@@ -161,7 +162,7 @@ def merge_rels_null_key(rel: str, null_keys: tuple[str, ...]) -> str:
     spec = schema.rel_spec(rel)
     unknown = set(null_keys) - set(spec.key)
     if unknown or not null_keys:
-        raise ValueError(f"{rel}: null_keys {sorted(null_keys)} must be a subset of {spec.key}")
+        raise UsageError(f"{rel}: null_keys {sorted(null_keys)} must be a subset of {spec.key}")
     cond = [
         f"old.{quote(k)} IS NULL" if k in null_keys else f"old.{quote(k)} = row.{quote(k)}"
         for k in spec.key
@@ -341,7 +342,7 @@ def explore_paths(max_hops: int) -> str:
     ``$types``, any direction) from user ``$user`` to product ``$product``, at most ``$cap``
     distinct ones."""
     if not isinstance(max_hops, int) or max_hops < 1:
-        raise ValueError(f"max_hops must be a positive integer, got {max_hops!r}")
+        raise UsageError(f"max_hops must be a positive integer, got {max_hops!r}")
     key = quote(schema.NODE_KEY)
     return (
         f"MATCH (u:{quote(schema.USER)} {{{key}: $user}}), "

@@ -26,11 +26,12 @@ from typing import Any, Protocol
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.csgraph import dijkstra
+
+from kgrec.errors import MissingIdError, UsageError
 from kgrec.kg import cypher, schema
-from kgrec.kg.errors import MissingIdError
 from kgrec.kg.snapshot import GraphSnapshot, build_snapshot, edge_type, node_type
 from kgrec.kg.store.base import GraphStore
-from scipy.sparse.csgraph import dijkstra
 
 PRODUCT_FIELDS = ("title", "category_path", "brand", "price")
 #: The ingested graph's relationship types (RECOMMENDED, written by scoring, is left out).
@@ -424,7 +425,7 @@ def neighbourhood(
     per cut made) and ``truncated``.
     """
     if hops < 0 or limit < 1:
-        raise ValueError(f"hops must be >= 0 and limit >= 1, got {hops} and {limit}")
+        raise UsageError(f"hops must be >= 0 and limit >= 1, got {hops} and {limit}")
     src, types = graph_source(source), _types(rel_types)
     start = NodeRef(schema.label(label), str(id_))
     _check(src, start)
@@ -490,7 +491,7 @@ def explain(
 
     The work is bounded: ``max_hops`` is at most :data:`MAX_EXPLAIN_HOPS`; the embedded
     store stops after :data:`EXPLAIN_STEPS` path extensions (the text then says so), Neo4j
-    after :data:`EXPLAIN_SECONDS` (a :class:`~kgrec.kg.errors.StoreError`).
+    after :data:`EXPLAIN_SECONDS` (a :class:`~kgrec.errors.StoreError`).
 
     Raises:
         ValueError: ``max_hops``, ``limit`` or ``max_paths`` is not a whole number of at
@@ -502,7 +503,7 @@ def explain(
                 or (top is not None and value > top)):
             most = f" and at most {top} (MAX_EXPLAIN_HOPS: longer paths explain nothing " \
                 "and their number explodes)" if top else ""
-            raise ValueError(f"{name} must be a whole number of at least 1{most}, "
+            raise UsageError(f"{name} must be a whole number of at least 1{most}, "
                              f"got {value!r}")
     max_hops, limit, max_paths = int(max_hops), int(limit), int(max_paths)
     src, types = graph_source(source), _types(rel_types)

@@ -17,12 +17,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
+from kgrec.files import atomic_write, naming, write_text
 from kgrec.kg import schema
 from kgrec.kg.extract.validate import REJECTED, REPAIRED, UNKNOWN_EVENT
-from kgrec.kg.files import atomic_write, naming, write_text
 from kgrec.kg.store.base import GraphStore
 from kgrec.kg.tables import GraphTables
-from tqdm.auto import tqdm
 
 
 @dataclass
@@ -116,8 +117,9 @@ def linked_share(tables: GraphTables) -> tuple[int, float | None]:
     import numpy as np
     import pandas as pd
     import scipy.sparse as sp
-    from kgrec.kg import schema
     from scipy.sparse.csgraph import connected_components
+
+    from kgrec.kg import schema
 
     entities = tables.nodes.get(schema.ENTITY)
     if entities is None or not len(entities):

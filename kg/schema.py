@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kgrec.kg.errors import SchemaError
+from kgrec.errors import SchemaError
 
 USER = "User"
 PRODUCT = "Product"

@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from kgrec.kg import schema
-from kgrec.kg.errors import InputError
-from kgrec.kg.files import (
+from torch_geometric.data import HeteroData
+from tqdm.auto import tqdm
+
+from kgrec.errors import InputError
+from kgrec.files import (
     atomic_write,
     checksums,
     read_artefact,
@@ -27,7 +29,8 @@ from kgrec.kg.files import (
     verify,
     write_text,
 )
-from kgrec.kg.ids import IdMap
+from kgrec.ids import IdMap
+from kgrec.kg import schema
 from kgrec.kg.store.base import GraphStore
 from kgrec.kg.tables import (
     GraphTables,
@@ -36,8 +39,6 @@ from kgrec.kg.tables import (
     typed_node_table,
     typed_rel_table,
 )
-from torch_geometric.data import HeteroData
-from tqdm.auto import tqdm
 
 
 def node_type(label: str) -> str:

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from kgrec.errors import UsageError
 from kgrec.kg import schema
 from kgrec.kg.snapshot import GraphSnapshot, build_snapshot, edge_type, node_type
 from kgrec.kg.store.base import GraphStore
@@ -82,7 +84,7 @@ def degree_summary(degrees: np.ndarray) -> dict[str, float]:
 def head_size(product_degrees: np.ndarray, head_share: float = 0.8) -> int:
     """Number of most-interacted products needed to cover ``head_share`` of interactions."""
     if not 0 < head_share <= 1:
-        raise ValueError(f"head_share must be in (0, 1], got {head_share}")
+        raise UsageError(f"head_share must be in (0, 1], got {head_share}")
     total = product_degrees.sum()
     if total == 0:
         return 0

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pandas as pd
+
 from kgrec.kg import schema
 
 REJECT_COLUMNS = ["file", "line", "field", "reason", "action", "value"]

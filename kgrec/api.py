@@ -28,6 +28,8 @@ import torch
 from torch import Tensor
 
 from kgrec.config import Config
+from kgrec.errors import InputError, ModelError
+from kgrec.files import checksums, read_artefact, verify, write_text
 from kgrec.fusion.artefacts import Fusion, load_fusion, save_fusion
 from kgrec.fusion.candidates import ITEM_SETS
 from kgrec.gnn.device import resolve_device
@@ -39,12 +41,10 @@ from kgrec.gnn.split import (
     target_behaviour,
 )
 from kgrec.gnn.train import RETRAIN, TrainResult, TrainSettings, train_model
+from kgrec.ids import IdMap
 from kgrec.kg import schema
-from kgrec.kg.errors import InputError, ModelError
 from kgrec.kg.explore import Explanation, GraphIndex, explain
 from kgrec.kg.extract.sources import SourceSpec
-from kgrec.kg.files import checksums, read_artefact, verify, write_text
-from kgrec.kg.ids import IdMap
 from kgrec.kg.snapshot import GraphSnapshot
 
 if TYPE_CHECKING:

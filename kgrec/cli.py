@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from kgrec.kg.errors import KgrecError
+from kgrec.errors import KgrecError
 
 log = logging.getLogger("kgrec")
 

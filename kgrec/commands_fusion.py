@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from kgrec.config import BACKENDS, Config, cli_config, default_help
-from kgrec.kg.errors import InputError, ModelError
+from kgrec.errors import InputError, ModelError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from kgrec.config import SPLITS, Config, cli_config, default_help
+from kgrec.errors import InputError
 from kgrec.gnn.models import MODEL_NAMES
-from kgrec.kg.errors import InputError
 from kgrec.stores import BACKENDS, load_snapshot
 
 MODELS = tuple(sorted(MODEL_NAMES))

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from kgrec.config import cli_config, default_help
-from kgrec.kg.errors import InputError
+from kgrec.errors import InputError
 from kgrec.kg.extract.sources import SourceSpec
 from kgrec.stores import BACKENDS, open_store
 

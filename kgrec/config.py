@@ -22,6 +22,7 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, NamedTuple, Union, get_args, get_origin, get_type_hints
 
+from kgrec.errors import ConfigError, KgrecError
 from kgrec.fusion.pools import FIT_POOL, FIT_USERS
 from kgrec.fusion.reengage import SEEN_PRIOR
 from kgrec.fusion.text import PROFILE_HALF_LIVES, TEXT_FIELDS
@@ -30,7 +31,6 @@ from kgrec.gnn.kgat import ITEM_INPUTS, USER_INPUTS
 from kgrec.gnn.models import MODEL_NAMES
 from kgrec.gnn.train import LOSSES, TrainSettings
 from kgrec.kg import schema
-from kgrec.kg.errors import ConfigError, KgrecError
 from kgrec.kg.extract.sources import SOURCE_KINDS, SourceSpec
 
 DEFAULT_CONFIG_FILE = "kgrec.toml"

@@ -90,7 +90,7 @@ def chromium() -> str:
     """The headless browser that renders reports (Debian's ``chromium``: ``make browser``)."""
     import shutil
 
-    from kgrec.kg.errors import KgrecError
+    from kgrec.errors import KgrecError
 
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if not found:

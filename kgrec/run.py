@@ -24,8 +24,8 @@ from typing import Any
 import pandas as pd
 
 from kgrec.config import Config
-from kgrec.kg.errors import ConfigError
-from kgrec.kg.files import write_text
+from kgrec.errors import ConfigError
+from kgrec.files import write_text
 
 STAGES = ("ingest", "snapshot", "train", "fuse", "evaluate", "score", "report")
 STATE_FILE = "state.json"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kgrec.config import BACKENDS, Config
-from kgrec.kg.errors import ConfigError
+from kgrec.errors import ConfigError
 from kgrec.kg.snapshot import GraphSnapshot, build_snapshot
 from kgrec.kg.store.base import GraphStore
 from kgrec.kg.store.local import LocalStore

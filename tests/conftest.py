@@ -210,6 +210,7 @@ def themed_tables():
     rated), 30 users who each rate 10 products of the themes ``t % 3 == u % 3``, in time order."""
     import numpy as np
     import pandas as pd
+
     from kgrec.kg import schema
     from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
 

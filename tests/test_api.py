@@ -5,12 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from kgrec.gnn.split import make_split
-from kgrec.kg.errors import InputError, ModelError
-from kgrec.kg.snapshot import snapshot_from_tables
 
 import kgrec
 from kgrec.config import Config
+from kgrec.errors import InputError, ModelError
+from kgrec.gnn.split import make_split
+from kgrec.kg.snapshot import snapshot_from_tables
 
 TRAIN = {"epochs": 8, "dim": 16, "eval_every": 2, "device": "cpu"}
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from kgrec.kg.errors import ConfigError
 
 from kgrec.cli import build_parser, main
 from kgrec.config import RULES, Config, cli_config, load_config
+from kgrec.errors import ConfigError
 
 
 def test_defaults_without_file_or_environment(tmp_path):

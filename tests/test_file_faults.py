@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from kgrec.gnn.train import TrainResult
-from kgrec.kg.errors import ModelError
-from kgrec.kg.files import atomic_write
-from kgrec.kg.snapshot import snapshot_from_tables
 
 import kgrec
 from kgrec.cli import main
 from kgrec.config import Config
+from kgrec.errors import ModelError
+from kgrec.files import atomic_write
+from kgrec.gnn.train import TrainResult
+from kgrec.kg.snapshot import snapshot_from_tables
 from kgrec.run import Pipeline, read_state
 
 TEXTS = ["red wool scarf for winter", "stainless steel electric kettle"]
@@ -249,7 +249,7 @@ def test_snapshot_with_flipped_bytes_is_refused_in_one_line(saved, tmp_path, cap
 def _swapped(saved: Path, tmp_path: Path, *, resave: bool) -> Path:
     """The saved snapshot with two user ids swapped (same size, same edges): edited in
     place (``resave=False``), or saved whole, as a re-export of another graph would be."""
-    from kgrec.kg.ids import IdMap
+    from kgrec.ids import IdMap
     from kgrec.kg.snapshot import GraphSnapshot
 
     snapshot = Path(shutil.copytree(saved / "snapshot", tmp_path / "swapped"))

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kgrec.kg.extract.sources import read_source
-from kgrec.kg.snapshot import snapshot_from_tables
 
 import kgrec
 from kgrec.config import Config
+from kgrec.kg.extract.sources import read_source
+from kgrec.kg.snapshot import snapshot_from_tables
 
 USERS, ITEMS = 120, 50
 

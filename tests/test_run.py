@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from kgrec.kg import schema
 
 from kgrec.cli import main
 from kgrec.config import Config
+from kgrec.kg import schema
 from kgrec.report import render_png, rendered_dom
 from kgrec.run import Pipeline
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from kgrec.config import Config
 from kgrec.gnn import train as train_module
 from kgrec.gnn.train import LAST_CHECKPOINT
 from kgrec.kg import schema
-
-from kgrec.config import Config
 from kgrec.run import Pipeline
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+
 from kgrec.kg import schema
 from kgrec.kg.extract import build
 from kgrec.kg.extract import validate as v

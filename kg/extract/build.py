@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
+
 from kgrec.kg import schema
 from kgrec.kg.extract.validate import LINE, Rejects, category_chain
 from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table

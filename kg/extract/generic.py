@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+from kgrec.errors import ConfigError, InputError, SchemaError
 from kgrec.kg import schema
-from kgrec.kg.errors import ConfigError, InputError, SchemaError
 from kgrec.kg.extract import build
 from kgrec.kg.extract import validate as v
 from kgrec.kg.tables import GraphTables

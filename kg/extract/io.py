@@ -26,7 +26,8 @@ from typing import IO
 
 import pandas as pd
 import pyarrow.parquet as pq
-from kgrec.kg.errors import InputError
+
+from kgrec.errors import InputError
 from kgrec.kg.extract.validate import LINE, REJECTED, Rejects
 
 #: The longest CSV field read (characters); a longer one rejects its record.

@@ -16,8 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
+
+from kgrec.errors import InputError, SchemaError
 from kgrec.kg import schema
-from kgrec.kg.errors import InputError, SchemaError
 from kgrec.kg.extract import build
 from kgrec.kg.extract import validate as v
 from kgrec.kg.extract.generic import event_tables

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import IO
 
 import pandas as pd
+
+from kgrec.errors import InputError, KgrecError
 from kgrec.kg import schema
-from kgrec.kg.errors import InputError, KgrecError
 from kgrec.kg.extract import build
 from kgrec.kg.extract import validate as v
 from kgrec.kg.extract.io import read_delimited, text_stream

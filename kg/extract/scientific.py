@@ -30,7 +30,7 @@ Rejects: both files are single JSON documents (the interactions file is one text
 the report's ``line`` is the 1-based number of the entry in the file's top-level object,
 and ``value`` names the id. Unknown or malformed item ids in a list are rejected with
 ``field`` ``items[<position>]``. A syntax error makes a whole document unreadable: that,
-like a missing file, is an :class:`~kgrec.kg.errors.InputError` naming the file (and line).
+like a missing file, is an :class:`~kgrec.errors.InputError` naming the file (and line).
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from kgrec.errors import InputError
 from kgrec.kg import schema
-from kgrec.kg.errors import InputError
 from kgrec.kg.extract import build
 from kgrec.kg.extract import validate as v
 from kgrec.kg.extract.generic import DEFAULT_OPTIONS, merge_users, product_tables

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kgrec.kg.errors import InputError
+from kgrec.errors import InputError
 from kgrec.kg.tables import GraphTables
 
 SOURCE_KINDS = ("recbole", "scientific", "amazon", "generic", "lists")

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+
+from kgrec.errors import InputError
 from kgrec.kg import schema
-from kgrec.kg.errors import InputError
 from kgrec.kg.extract import build
 from kgrec.kg.extract import validate as v
 from kgrec.kg.extract.generic import (

@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from kgrec.errors import SchemaError
 from kgrec.kg import schema
-from kgrec.kg.errors import SchemaError
 from kgrec.kg.tables import REJECT_COLUMNS
 
 LINE = "_line"

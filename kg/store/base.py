@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 import pandas as pd
+
 from kgrec.kg.tables import GraphTables
 
 

@@ -29,8 +29,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
+
+from kgrec.errors import InputError, StoreError
 from kgrec.kg import schema
-from kgrec.kg.errors import InputError, StoreError
 from kgrec.kg.store.local import find_sorted, hash_ids, hash_keys
 from kgrec.kg.store.neo4j import ConnectionSettings, Neo4jStore, connect
 from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table

@@ -26,9 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from kgrec.errors import StoreError, UsageError
+from kgrec.files import atomic_write
 from kgrec.kg import schema
-from kgrec.kg.errors import StoreError
-from kgrec.kg.files import atomic_write
 from kgrec.kg.tables import (
     GraphTables,
     empty_node_table,
@@ -36,7 +38,6 @@ from kgrec.kg.tables import (
     typed_node_table,
     typed_rel_table,
 )
-from tqdm.auto import tqdm
 
 #: Stand-in for a missing key value while merging (pandas cannot align on NA keys).
 _NA_KEY = -(2**62)
@@ -238,7 +239,7 @@ class LocalStore:
 
     def _iter(self, name: str, batch_size: int) -> Iterator[pd.DataFrame]:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise UsageError(f"batch_size must be positive, got {batch_size}")
         for file in self._parts(name):
             for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_size):
                 yield self._typed(name, batch.to_pandas())

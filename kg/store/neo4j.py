@@ -21,9 +21,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
-from kgrec.kg import cypher, schema
-from kgrec.kg.errors import InputError, StoreError
-from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
 from neo4j import (
     READ_ACCESS,
     Driver,
@@ -44,6 +41,10 @@ from neo4j.exceptions import (
     TransientError,
 )
 from tqdm.auto import tqdm
+
+from kgrec.errors import InputError, StoreError, UsageError
+from kgrec.kg import cypher, schema
+from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
 
 Row = dict[str, Any]
 
@@ -144,7 +145,7 @@ class Neo4jStore:
         owns_driver: bool = False,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UsageError(f"batch_size must be >= 1, got {batch_size}")
         self.driver = driver
         self.database = database
         self.batch_size = batch_size
@@ -384,7 +385,7 @@ class Neo4jStore:
     def iter_nodes(self, label: str, *, batch_size: int = 50_000) -> Iterator[pd.DataFrame]:
         """Nodes of ``label`` ordered by id, ``batch_size`` per frame (keyset pagination)."""
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UsageError(f"batch_size must be >= 1, got {batch_size}")
         query, cols = cypher.read_nodes(label), schema.node_columns(label)
         after = ""
         while True:
@@ -401,7 +402,7 @@ class Neo4jStore:
         frame: pages of source nodes (keyset on their id), the number of sources per page
         adapted to the degrees seen so far."""
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UsageError(f"batch_size must be >= 1, got {batch_size}")
         query, cols = cypher.read_rels(rel), schema.rel_columns(rel)
         after, sources = "", max(1, batch_size // 64)
         while True:

@@ -7,14 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
+from kgrec.errors import InputError
 from kgrec.fusion.candidates import long_tail, select_items
 from kgrec.fusion.output import topk_frame, user_batches, write_back, write_parquet
 from kgrec.fusion.score import FusedScorer
 from kgrec.fusion.seen import SeenIndex
 from kgrec.fusion.topk import MEMBERS, MatmulScorer, chunked_topk, dot_scorer, grouped_topk
+from kgrec.ids import IdMap
 from kgrec.kg import schema
-from kgrec.kg.errors import InputError
-from kgrec.kg.ids import IdMap
 from kgrec.kg.store.local import LocalStore
 from kgrec.kg.tables import GraphTables, typed_node_table
 

@@ -6,14 +6,14 @@ import json
 
 import pandas as pd
 import pytest
+
+from kgrec.cli import main
 from kgrec.gnn.split import Split, make_split
 from kgrec.gnn.train import TrainSettings, train_model
 from kgrec.kg import schema
 from kgrec.kg.snapshot import GraphSnapshot, build_snapshot
 from kgrec.kg.store.local import LocalStore
 from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
-
-from kgrec.cli import main
 
 
 @pytest.fixture(scope="module")

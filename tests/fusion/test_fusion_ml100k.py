@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from kgrec.fusion.fit import (
     FusionFit,
     build_text_side,

@@ -13,6 +13,7 @@ import textwrap
 import pandas as pd
 import pytest
 import torch
+
 from kgrec.fusion.alpha import AlphaFunction
 from kgrec.fusion.fit import build_text_side, candidate_score_fn, fit_job, job_candidates
 from kgrec.fusion.pools import BlendPools, draw_users

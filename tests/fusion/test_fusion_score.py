@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+
 from kgrec.fusion.alpha import AlphaFunction, fit_alpha_function
 from kgrec.fusion.blend import blend, normalise, rank_percentile, zscore
 from kgrec.fusion.candidates import item_degree
@@ -194,6 +195,7 @@ def test_fusion_fit_never_reads_test_pairs(kind: str) -> None:
     changes nothing, while changing the validation pairs changes the curve (also when the
     profile is rebuilt per stage, as in a time-ordered split)."""
     import pandas as pd
+
     from kgrec.fusion.fit import TextSide, fit_job
     from kgrec.gnn.split import Split
 
@@ -228,6 +230,7 @@ def test_profile_side_is_rebuilt_from_the_history_of_each_stage() -> None:
     """Validation ranks with the train profile; the test of a time-ordered split with the
     train + validation profile (the validation pair is the latest known event)."""
     import pandas as pd
+
     from kgrec.fusion.fit import build_text_side
     from kgrec.gnn.split import Split
 
@@ -252,6 +255,7 @@ def test_profile_half_life_is_chosen_on_validation() -> None:
     """Users whose validation product is like their latest training product get the short
     half-life; users whose validation product is like their whole history get none."""
     import pandas as pd
+
     from kgrec.fusion.fit import build_text_side
     from kgrec.gnn.split import Split
 

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
+from kgrec.errors import ModelError
 from kgrec.fusion.text import (
     TextEncoder,
     clean_text,
@@ -15,7 +17,6 @@ from kgrec.fusion.text import (
     text_confidence,
     user_profiles,
 )
-from kgrec.kg.errors import ModelError
 
 TEXTS = [
     "waterproof hiking boots for mountain trails",

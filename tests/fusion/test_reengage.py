@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
 from kgrec.fusion.reengage import SEEN_GRID, Reengagement, conversion_rates, fit_reengagement
 from kgrec.fusion.score import FusedScorer
 from kgrec.gnn.split import REL_BITS, make_split
 from kgrec.kg import schema
-
 from tests.gnn.conftest import behaviour_snapshot
 
 V, C, P = schema.VIEWED, schema.CARTED, schema.PURCHASED

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from kgrec.fusion.spark import _session, score_on_spark
-from kgrec.kg.errors import InputError
-from kgrec.kg.snapshot import snapshot_from_tables
 
 import kgrec
 from kgrec.cli import main
 from kgrec.config import Config
+from kgrec.errors import InputError
+from kgrec.fusion.spark import _session, score_on_spark
+from kgrec.kg.snapshot import snapshot_from_tables
 
 pytest.importorskip("pyspark")
 

@@ -7,12 +7,13 @@ from collections.abc import Iterator
 import pandas as pd
 import pytest
 import torch
+from torch_geometric.data import HeteroData
+
 from kgrec.gnn.split import Split, make_split
+from kgrec.ids import IdMap
 from kgrec.kg import schema
-from kgrec.kg.ids import IdMap
 from kgrec.kg.snapshot import GraphSnapshot, edge_type, node_type
 from kgrec.kg.tables import empty_node_table
-from torch_geometric.data import HeteroData
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+
 from kgrec.gnn.behaviours import candidate_weights, fit_behaviour_weights, reweighted
 from kgrec.gnn.split import make_split
 from kgrec.gnn.train import TrainSettings
 from kgrec.kg import schema
-
 from tests.gnn.conftest import behaviour_snapshot
 
 V, C, P = schema.VIEWED, schema.CARTED, schema.PURCHASED

@@ -6,9 +6,9 @@ import json
 
 import pandas as pd
 import pytest
-from kgrec.gnn.split import Split
 
 from kgrec.cli import build_parser, main
+from kgrec.gnn.split import Split
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
+from kgrec.errors import InputError
 from kgrec.gnn.export import export_recbole
 from kgrec.gnn.graph import INTERACTS, homogeneous_graph, training_graph
 from kgrec.gnn.lightgcn_files import load_lightgcn_split
@@ -13,8 +15,6 @@ from kgrec.gnn.metrics import cold_start_items
 from kgrec.gnn.sampling import NegativeSampler, negative_pool
 from kgrec.gnn.split import Split, interaction_table, item_cold_start_split, make_split
 from kgrec.kg import schema
-from kgrec.kg.errors import InputError
-
 from tests.gnn.conftest import tiny_snapshot
 
 

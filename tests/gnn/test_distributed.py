@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from kgrec.gnn.distributed import DistributedReplica
 from kgrec.gnn.split import Split
 from kgrec.gnn.train import TrainSettings, train_model
-
 from tests.gnn.conftest import random_graph
 
 TOLERANCE = 1e-4
@@ -67,9 +67,8 @@ def test_ranks_split_a_batch_like_tensor_split():
 
 
 def test_cli_trains_over_two_processes(tmp_path, capsys):
-    from kgrec.gnn.train import TrainResult
-
     from kgrec.cli import main
+    from kgrec.gnn.train import TrainResult
 
     snapshot, _ = small_split()
     snapshot.save(tmp_path / "snap")

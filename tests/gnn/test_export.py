@@ -9,13 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from torch_geometric.data import HeteroData
+
 from kgrec.gnn.export import export_recbole_dataset
 from kgrec.gnn.split import Split, make_split
+from kgrec.ids import IdMap
 from kgrec.kg import schema
-from kgrec.kg.ids import IdMap
 from kgrec.kg.snapshot import GraphSnapshot, edge_type, node_type
 from kgrec.kg.tables import empty_node_table
-from torch_geometric.data import HeteroData
 
 IDS = {
     "user": ["u0", "u1", "u2"],

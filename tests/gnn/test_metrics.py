@@ -7,6 +7,7 @@ import math
 import pandas as pd
 import pytest
 import torch
+
 from kgrec.gnn.metrics import cold_start_items, evaluate_ranking, format_table, long_tail_items
 from kgrec.gnn.split import Split
 

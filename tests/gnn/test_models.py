@@ -7,6 +7,9 @@ import math
 import pandas as pd
 import pytest
 import torch
+from torch_geometric.nn import GCNConv, LightGCN
+from torch_geometric.utils import softmax as pyg_softmax
+
 from kgrec.gnn.edge_ops import EdgePattern
 from kgrec.gnn.graph import (
     bipartite_edge_index,
@@ -17,9 +20,6 @@ from kgrec.gnn.graph import (
 from kgrec.gnn.kgat import KGATModel, knowledge_rounds
 from kgrec.gnn.models import INIT_STD, LightGCNModel, MFModel, SymmetricSpmm
 from kgrec.gnn.split import Split
-from torch_geometric.nn import GCNConv, LightGCN
-from torch_geometric.utils import softmax as pyg_softmax
-
 from tests.gnn.conftest import random_graph, tiny_snapshot
 
 

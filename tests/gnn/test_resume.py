@@ -7,11 +7,11 @@ import logging
 
 import pytest
 import torch
+
+from kgrec.errors import ModelError
 from kgrec.gnn import train as train_module
 from kgrec.gnn.split import Split
 from kgrec.gnn.train import LAST_CHECKPOINT, TrainResult, TrainSettings, train_model
-from kgrec.kg.errors import ModelError
-
 from tests.gnn.conftest import random_graph
 
 # gat with attention dropout and the contrastive noise: resuming must restore the RNGs too.

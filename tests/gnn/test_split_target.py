@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+
+from kgrec.errors import ModelError
 from kgrec.gnn.split import REL_BITS, Split, make_split, target_behaviour
 from kgrec.kg import schema
-from kgrec.kg.errors import ModelError
-
 from tests.gnn.conftest import behaviour_snapshot, tiny_snapshot
 
 V, C, P = schema.VIEWED, schema.CARTED, schema.PURCHASED

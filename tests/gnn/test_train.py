@@ -12,6 +12,7 @@ import time
 
 import pytest
 import torch
+
 from kgrec.gnn.metrics import evaluate_ranking
 from kgrec.gnn.train import (
     TrainResult,
@@ -21,7 +22,6 @@ from kgrec.gnn.train import (
     train_model,
     train_weights,
 )
-
 from kgrec.report import training_line
 from tests.gnn.conftest import random_graph
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from kgrec.kg.extract.recbole import fetch_ml100k, read_recbole
 from kgrec.kg.tables import GraphTables
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from kgrec.kg import schema
 from kgrec.kg.extract.amazon import read_amazon
 from kgrec.kg.tables import GraphTables

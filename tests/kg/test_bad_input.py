@@ -17,8 +17,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
+
+from kgrec.errors import InputError
 from kgrec.kg import schema
-from kgrec.kg.errors import InputError
 from kgrec.kg.extract.generic import load_mapping, read_generic
 from kgrec.kg.tables import GraphTables
 

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from kgrec.kg.snapshot import GraphSnapshot
 
 from kgrec.cli import main
+from kgrec.kg.snapshot import GraphSnapshot
 
 
 def test_ingest_stats_snapshot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

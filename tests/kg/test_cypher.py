@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
+from kgrec.errors import SchemaError
 from kgrec.kg import cypher, schema
-from kgrec.kg.errors import SchemaError
 
 
 def test_constraint_per_label_is_unique_on_the_key() -> None:

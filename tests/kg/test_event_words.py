@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kgrec.kg.store.local import LocalStore
 
 from kgrec.cli import main
+from kgrec.kg.store.local import LocalStore
 
 
 @pytest.fixture()

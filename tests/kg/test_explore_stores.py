@@ -6,8 +6,9 @@ from __future__ import annotations
 import networkx as nx
 import pandas as pd
 import pytest
+
+from kgrec.errors import MissingIdError
 from kgrec.kg import schema
-from kgrec.kg.errors import MissingIdError
 from kgrec.kg.explore import (
     NodeRef,
     browser_cypher,
@@ -189,8 +190,8 @@ def test_explain_refuses_unbounded_arguments_on_both_stores(stores, bad, why) ->
 def test_explain_work_is_bounded_on_both_stores(stores, neo4j_explored, monkeypatch) -> None:
     import time
 
+    from kgrec.errors import StoreError
     from kgrec.kg import explore
-    from kgrec.kg.errors import StoreError
 
     # The most hops allowed answer quickly, the same on both stores below the path cap.
     timed = {}

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from kgrec.cli import main
 from kgrec.kg import schema
 from kgrec.kg.extract.generic import load_mapping, read_generic
 from kgrec.kg.ingest import ingest
 from kgrec.kg.store.local import LocalStore
-
-from kgrec.cli import main
 
 PRODUCTS = 'id,title\n lead,Lead\ntrail ,Trail\nlead,Plain\n" both ",Both\n5,Five\n'
 EVENTS = [

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from kgrec.kg import schema
 from kgrec.kg.extract.amazon import read_amazon
 from kgrec.kg.extract.generic import read_generic

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from kgrec.kg import cypher, schema
 from kgrec.kg.explore import browser_cypher, explain, graph_source, neighbourhood
 from kgrec.kg.snapshot import build_snapshot

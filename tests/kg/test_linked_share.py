@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from kgrec.kg.extract import read_generic
 from kgrec.kg.ingest import ingest, linked_share
 from kgrec.kg.store.local import LocalStore

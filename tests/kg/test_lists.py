@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from kgrec.errors import InputError
 from kgrec.kg import schema
-from kgrec.kg.errors import InputError
 from kgrec.kg.extract.lists import behaviour_files, held_out_pairs, read_lists
 from kgrec.kg.extract.sources import SourceSpec, read_source
 from kgrec.kg.ingest import ingest

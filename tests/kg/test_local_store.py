@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+
+from kgrec.errors import StoreError
 from kgrec.kg import schema
-from kgrec.kg.errors import StoreError
 from kgrec.kg.snapshot import build_snapshot
 from kgrec.kg.store.base import GraphStore
 from kgrec.kg.store.local import LocalStore

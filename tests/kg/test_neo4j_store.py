@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+
+from kgrec.errors import InputError, SchemaError, StoreError
 from kgrec.kg import schema
-from kgrec.kg.errors import InputError, SchemaError, StoreError
 from kgrec.kg.extract.amazon import read_amazon
 from kgrec.kg.snapshot import build_snapshot
 from kgrec.kg.store.base import GraphStore

@@ -33,6 +33,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from kgrec.kg import schema
 from kgrec.kg.extract.generic import read_generic
 from kgrec.kg.extract.validate import MAX_PRICE, MAX_TIMESTAMP, REJECTED, REPAIRED

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from kgrec.errors import ConfigError, InputError
 from kgrec.kg import schema
-from kgrec.kg.errors import ConfigError, InputError
 from kgrec.kg.extract.generic import load_mapping, read_generic
 from kgrec.kg.extract.validate import clean_html
 

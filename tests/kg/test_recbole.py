@@ -7,8 +7,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from kgrec.errors import InputError
 from kgrec.kg import schema
-from kgrec.kg.errors import InputError
 from kgrec.kg.extract.recbole import RECBOLE_WHEEL_SHA256, _sha256, read_recbole
 from kgrec.kg.tables import GraphTables
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from kgrec.cli import main
+from kgrec.errors import InputError
 from kgrec.kg import schema
-from kgrec.kg.errors import InputError
 from kgrec.kg.extract.scientific import read_scientific
 from kgrec.kg.snapshot import GraphSnapshot, snapshot_from_tables
 from kgrec.kg.tables import GraphTables
-
-from kgrec.cli import main
 
 Raw = tuple[dict[str, dict[str, str]], dict[str, list[int]]]
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from kgrec.errors import MissingIdError
 from kgrec.kg import schema
-from kgrec.kg.errors import MissingIdError
 from kgrec.kg.explore import GraphIndex, draw, explain, neighbourhood
 from kgrec.kg.snapshot import GraphSnapshot, build_snapshot
 from kgrec.kg.stats import degree_summary, graph_stats, head_size, plot_degrees

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from kgrec.kg.errors import MissingIdError, ModelError
+
+from kgrec.errors import MissingIdError, ModelError, UsageError
 
 
 class IdMap:
@@ -22,7 +23,7 @@ class IdMap:
         self._index = pd.Index(self.ids)
         if not self._index.is_unique:
             dup = self._index[self._index.duplicated()][0]
-            raise ValueError(f"IdMap({node_type}): duplicate id {dup!r}")
+            raise UsageError(f"IdMap({node_type}): duplicate id {dup!r}")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -73,7 +74,7 @@ class NodeEmbeddings:
 
     def __post_init__(self) -> None:
         if self.tensor.dim() != 2 or self.tensor.shape[0] != len(self.ids):
-            raise ValueError(
+            raise UsageError(
                 f"NodeEmbeddings({self.node_type}): tensor shape {tuple(self.tensor.shape)} "
                 f"does not match {len(self.ids)} ids"
             )

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from kgrec.kg.errors import KgrecError, ModelError
+from kgrec.errors import KgrecError, ModelError
 
 T = TypeVar("T")
 

@@ -7,6 +7,11 @@ class KgrecError(Exception):
     """Root of every error kgrec raises on purpose."""
 
 
+class UsageError(KgrecError, ValueError):
+    """An argument out of its range or not fitting the data it is used on (a ValueError too,
+    so callers that catch that keep working)."""
+
+
 class ConfigError(KgrecError):
     """A setting is missing, unknown or of the wrong type."""
 
