@@ -25,11 +25,11 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import RESULTS, command, machine, now, write_json  # noqa: E402
-from kgrec.config import Neo4jConfig  # noqa: E402
 from kgrec.kg import schema  # noqa: E402
 from kgrec.kg.extract.recbole import read_recbole_ml100k  # noqa: E402
 from kgrec.kg.store.bulk import SCRIPTS, BulkStore  # noqa: E402
 from kgrec.kg.tables import GraphTables  # noqa: E402
+from kgrec.settings import Neo4jConfig  # noqa: E402
 
 
 def importer_seconds(log: Path) -> float | None:

@@ -53,7 +53,8 @@ from benchmarks._common import load_dataset, text_vectors
 from kgrec.fusion.fit import build_text_side, fit_fusion
 from kgrec.fusion.text import text_confidence
 from kgrec.gnn.split import make_split
-from kgrec.gnn.train import TrainSettings, train_model
+from kgrec.gnn.train import train_model
+from kgrec.settings import TrainSettings
 from kgrec.kg.snapshot import GraphSnapshot
 
 dataset, fit, epochs, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])

@@ -30,7 +30,8 @@ from benchmarks._common import RESULTS, command, machine, now, write_json  # noq
 SNIPPET = """
 import json, sys, torch
 from kgrec.gnn.split import make_split
-from kgrec.gnn.train import TrainSettings, train_model
+from kgrec.gnn.train import train_model
+from kgrec.settings import TrainSettings
 from kgrec.kg.extract.recbole import read_recbole_ml100k
 from kgrec.kg.snapshot import snapshot_from_tables
 torch.set_num_threads({threads})

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import RESULTS, SHARED_DATA, command, machine, now, write_json  # noqa: E402
 from kgrec.gnn.device import resolve_device  # noqa: E402
 from kgrec.gnn.lightgcn_files import load_lightgcn_split  # noqa: E402
-from kgrec.gnn.train import TrainSettings, train_model  # noqa: E402
+from kgrec.gnn.train import train_model  # noqa: E402
+from kgrec.settings import TrainSettings
 
 PAPER = {"recall@20": 0.1830, "ndcg@20": 0.1554}
 TARGET = {"recall@20": 0.178, "ndcg@20": 0.151}

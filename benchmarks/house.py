@@ -24,11 +24,23 @@ import sys
 import time
 from pathlib import Path
 
-from _common import RESULTS, ROOT, command, machine, now, worktree, write_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import (  # noqa: E402
+    RESULTS,
+    ROOT,
+    command,
+    machine,
+    now,
+    worktree,
+    write_json,
+)
 
 PACKAGES = {"kgrec.kg": "kg", "kgrec.gnn": "gnn", "kgrec.fusion": "fusion", "kgrec": "kgrec"}
 LAYERS = {"kgrec.kg": 1, "kgrec.gnn": 2, "kgrec.fusion": 3, "kgrec": 4}
 SHARED = {"kgrec.errors", "kgrec.files", "kgrec.ids", "kgrec.settings"}
+#: Modules `kgrec --help` must not load (they take seconds).
+HEAVY = ("torch", "torch_geometric", "transformers", "pandas", "numpy", "neo4j", "pyspark")
 LONG_FILE, LONG_FUNCTION = 400, 60
 
 

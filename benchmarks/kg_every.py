@@ -40,7 +40,7 @@ from benchmarks._common import (  # noqa: E402
     write_json,
 )
 from kgrec.gnn.split import make_split  # noqa: E402
-from kgrec.gnn.train import TrainSettings  # noqa: E402
+from kgrec.settings import TrainSettings  # noqa: E402
 
 
 def one_row(dataset: str, every: int, seed: int, threads: int | None) -> dict[str, Any]:
@@ -57,7 +57,8 @@ BASELINE = """
 import json, os, sys, time, torch
 from kgrec.gnn.metrics import evaluate_ranking
 from kgrec.gnn.split import make_split
-from kgrec.gnn.train import TrainSettings, train_model
+from kgrec.gnn.train import train_model
+from kgrec.settings import TrainSettings
 from kgrec.kg.snapshot import GraphSnapshot
 snapshot = GraphSnapshot.load(sys.argv[1])
 split = make_split(snapshot)

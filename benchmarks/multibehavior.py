@@ -148,7 +148,8 @@ def lightgcn_trains(split) -> dict[str, Any]:
 
 
 def train_peer(snapshot, split):
-    from kgrec.gnn.train import TrainSettings, train_model
+    from kgrec.gnn.train import train_model
+    from kgrec.settings import TrainSettings
 
     result = train_model(snapshot, split, TrainSettings(model="lightgcn", k=K, device="cpu"),
                          progress=False)
@@ -159,7 +160,8 @@ def train_peer(snapshot, split):
 def train_gat(snapshot, split, args: argparse.Namespace):
     """The GAT on every behaviour (no product text in this catalogue: id inputs), early
     stopping on validation NDCG@10."""
-    from kgrec.gnn.train import TrainSettings, train_model
+    from kgrec.gnn.train import train_model
+    from kgrec.settings import TrainSettings
 
     settings = TrainSettings(model="gat", text_features=False, k=K, device="cpu",
                              **overrides(args.set))
@@ -174,7 +176,8 @@ def behaviour_rows(snapshot, split, args: argparse.Namespace, rows: dict[str, An
     NDCG@10), then the GAT trained to convergence with the fitted weights, with equal weights
     and on purchases alone (the target's pairs only carry loss and edge weight)."""
     from kgrec.gnn.behaviours import candidate_weights, fit_behaviour_weights, reweighted
-    from kgrec.gnn.train import TrainSettings, train_model
+    from kgrec.gnn.train import train_model
+    from kgrec.settings import TrainSettings
 
     settings = TrainSettings(model="gat", text_features=False, k=K, device="cpu",
                              **overrides(args.set))

@@ -64,10 +64,10 @@ from kgrec.fusion.text import has_text, text_confidence  # noqa: E402
 from kgrec.fusion.topk import chunked_topk, dot_scorer  # noqa: E402
 from kgrec.gnn.export import export_recbole_dataset  # noqa: E402
 from kgrec.gnn.metrics import evaluate_ranking, format_table, long_tail_items  # noqa: E402
-from kgrec.gnn.models import MODEL_NAMES  # noqa: E402
 from kgrec.gnn.split import Split, item_cold_start_split, make_split  # noqa: E402
-from kgrec.gnn.train import TrainResult, TrainSettings, train_model  # noqa: E402
+from kgrec.gnn.train import TrainResult, train_model  # noqa: E402
 from kgrec.kg.snapshot import GraphSnapshot  # noqa: E402
+from kgrec.settings import MODEL_NAMES, TrainSettings  # noqa: E402
 
 K = 20
 #: Ablations of the GAT: name -> settings overrides.

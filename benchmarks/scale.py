@@ -57,7 +57,8 @@ from benchmarks._common import (  # noqa: E402
     run_measured,
     write_json,
 )
-from kgrec.gnn.train import TrainSettings, scaled_batch  # noqa: E402
+from kgrec.gnn.train import scaled_batch  # noqa: E402
+from kgrec.settings import TrainSettings
 
 SOURCE = SHARED_DATA / "amazon-scientific"
 KGREC = str(ROOT / ".venv" / "bin" / "kgrec")

@@ -36,7 +36,8 @@ from benchmarks._common import (  # noqa: E402
 from kgrec.fusion.text import TextEncoder, has_text, product_text  # noqa: E402
 from kgrec.gnn.metrics import evaluate_ranking  # noqa: E402
 from kgrec.gnn.split import make_split  # noqa: E402
-from kgrec.gnn.train import TrainSettings, train_model  # noqa: E402
+from kgrec.gnn.train import train_model  # noqa: E402
+from kgrec.settings import TrainSettings  # noqa: E402
 
 K = 20
 

@@ -42,7 +42,8 @@ from benchmarks._common import (  # noqa: E402
 from kgrec.gnn.kgat import history_matrix  # noqa: E402
 from kgrec.gnn.metrics import evaluate_ranking  # noqa: E402
 from kgrec.gnn.split import item_cold_start_split, make_split  # noqa: E402
-from kgrec.gnn.train import TrainSettings, train_model  # noqa: E402
+from kgrec.gnn.train import train_model  # noqa: E402
+from kgrec.settings import TrainSettings  # noqa: E402
 
 #: The ablation: today's GAT (ids, BPR), the loss alone, the text-native inputs with each
 #: loss, the id residual back on, LightGCN with the softmax loss (what the loss gives

@@ -106,7 +106,8 @@ def measure(name: str, model: str, epochs: int, threads: int | None) -> dict[str
     import torch
 
     from kgrec.gnn.split import make_split
-    from kgrec.gnn.train import TrainSettings, scaled_batch, train_model
+    from kgrec.gnn.train import scaled_batch, train_model
+    from kgrec.settings import TrainSettings
 
     snap = snapshot(name)
     split = make_split(snap)
@@ -146,7 +147,8 @@ BASELINE = """
 import dataclasses, json, os, sys, time, torch
 torch.set_num_threads({threads})
 from kgrec.gnn.split import make_split
-from kgrec.gnn.train import TrainSettings, train_model
+from kgrec.gnn.train import train_model
+from kgrec.settings import TrainSettings
 from kgrec.kg.snapshot import GraphSnapshot
 snap = GraphSnapshot.load({snapshot!r})
 split = make_split(snap)

@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from kgrec.gnn.distributed import train_distributed
     from kgrec.gnn.split import make_split
-    from kgrec.gnn.train import TrainSettings, train_model
+    from kgrec.gnn.train import train_model
+    from kgrec.settings import TrainSettings
 
     torch.set_num_threads(args.threads)
     started, host = now(), machine()

@@ -63,7 +63,8 @@ def kgrec_worker(data: str, batches: int | None, threads: int, device_name: str,
 
     from kgrec.gnn.lightgcn_files import load_lightgcn_split
     from kgrec.gnn.sampling import NegativeSampler, negative_pool
-    from kgrec.gnn.train import TrainSettings, _epoch, build_model, train_weights
+    from kgrec.gnn.train import _epoch, build_model, train_weights
+    from kgrec.settings import TrainSettings
 
     torch.set_num_threads(threads)
     snapshot, split = load_lightgcn_split(data)

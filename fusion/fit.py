@@ -29,13 +29,14 @@ from torch import Tensor
 
 from kgrec.errors import UsageError
 from kgrec.fusion.alpha import ALPHA_GRID, PIVOT_GRID, AlphaFit, AlphaFunction, fit_alpha_function
-from kgrec.fusion.pools import FIT_POOL, FIT_USERS, BlendPools
+from kgrec.fusion.pools import BlendPools
 from kgrec.fusion.reengage import Reengagement, fit_reengagement
 from kgrec.fusion.score import FusedScorer
-from kgrec.fusion.text import PROFILE_HALF_LIVES, user_profiles
+from kgrec.fusion.text import user_profiles
 from kgrec.fusion.tower import train_text_tower
 from kgrec.gnn.metrics import evaluate_ranking, long_tail_items
 from kgrec.gnn.split import Split
+from kgrec.settings import FIT_POOL, FIT_USERS, PROFILE_HALF_LIVES
 
 ScoreFn = Callable[[Tensor], Tensor]
 #: Text sides: the raw MiniLM profile similarity, or a text tower trained on the interactions.

@@ -40,11 +40,8 @@ from kgrec.errors import UsageError
 from kgrec.fusion.blend import normalise
 from kgrec.gnn.metrics import candidate_mask, rows_of, stage_pairs
 from kgrec.gnn.split import Split
+from kgrec.settings import FIT_POOL, FIT_USERS
 
-#: Validation users a fit samples by default (all when there are fewer).
-FIT_USERS = 10_000
-#: Products each source contributes to a user's pool by default (0: every candidate).
-FIT_POOL = 200
 #: Scores held per source while one user block is scored (16 MB of float32; a block's
 #: temporaries take a few times that per source).
 BLOCK_ELEMENTS = 1 << 22

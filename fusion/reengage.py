@@ -29,15 +29,12 @@ from kgrec.fusion.score import FusedScorer
 from kgrec.fusion.seen import SeenIndex
 from kgrec.gnn.metrics import evaluate_ranking
 from kgrec.gnn.split import REL_BITS, Split, behaviours_in
+from kgrec.settings import SEEN_PRIOR
 
 #: Re-engagement weights ``b`` the fit compares (in the blend's per-user standard deviations).
 #: Up to 1024: where the term is worth more than any GNN difference (Tmall: validation NDCG
 #: still climbs at 64), the fit must be able to let it order the user's seen products alone.
 SEEN_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
-#: Pseudo-events shrinking a product's conversion rate toward its behaviour's overall rate
-#: (a product viewed once and bought once is not a sure sale). Tmall: 1, 5 and 20 rank within
-#: 0.004 HR@10 of each other.
-SEEN_PRIOR = 10.0
 
 
 def conversion_rates(product: np.ndarray, has: np.ndarray, bought: np.ndarray,

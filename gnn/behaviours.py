@@ -19,15 +19,9 @@ from torch import Tensor
 
 from kgrec.errors import UsageError
 from kgrec.gnn.split import REL_BITS, Split, behaviour_weights, event_weight_table
-from kgrec.gnn.train import TrainSettings, train_model
+from kgrec.gnn.train import train_model
 from kgrec.kg.snapshot import GraphSnapshot
-
-#: Scales of the default non-target weights compared: the target alone, the defaults, twice
-#: them, and (capped at the target's weight) equal weights. Measured on Tmall (4 epochs
-#: each, validation NDCG@10): x0 0.0168, x0.5 0.0439, x1 0.0491, x2 0.0524, x4 0.0520.
-BEHAVIOUR_SCALES = (0.0, 1.0, 2.0, 4.0)
-#: Epochs of each candidate's short training (judged once, at its end).
-BEHAVIOUR_FIT_EPOCHS = 3
+from kgrec.settings import BEHAVIOUR_FIT_EPOCHS, BEHAVIOUR_SCALES, TrainSettings
 
 
 @dataclass

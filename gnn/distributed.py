@@ -193,7 +193,8 @@ def train_distributed(snapshot, split, cfg: Any = None, nproc: int = 2, *,
     :class:`~kgrec.gnn.train.TrainResult` (the trained model rebuilt in this process).
     ``kwargs``: the other options of ``train_model`` (``progress``, ``checkpoint_dir``,
     ``resume``, ``eval_stage``)."""
-    from kgrec.gnn.train import TrainResult, TrainSettings, _embeddings, build_model, train_weights
+    from kgrec.gnn.train import TrainResult, _embeddings, build_model, train_weights
+    from kgrec.settings import TrainSettings
 
     settings = cfg if isinstance(cfg, TrainSettings) else TrainSettings.from_any(cfg)
     kwargs["product_features"] = product_features

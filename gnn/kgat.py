@@ -68,6 +68,7 @@ from kgrec.gnn.edge_ops import EdgePattern
 from kgrec.gnn.graph import HomogeneousGraph
 from kgrec.gnn.models import INIT_STD, Recommender, SymmetricSpmm, sparse_mm
 from kgrec.gnn.split import later_events
+from kgrec.settings import ITEM_INPUTS, USER_INPUTS
 
 #: Relation names of the user-product interactions in :func:`kgrec.gnn.graph.homogeneous_graph`:
 #: they feed the collaborative aggregator, never the knowledge-graph one.
@@ -158,10 +159,6 @@ def _position(sorted_rows: Tensor, rows: Tensor) -> Tensor:
     return pos
 
 
-#: What a product's layer-0 state starts from (:meth:`KGATModel.item_states`).
-ITEM_INPUTS = ("id", "text", "text+id")
-#: What a user's layer-0 state starts from (:meth:`KGATModel.user_states`).
-USER_INPUTS = ("id", "history", "history+id")
 
 
 def _check_inputs(item_input: str, user_input: str, features: Tensor | None,

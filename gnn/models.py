@@ -13,11 +13,6 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import LightGCN
 
-MODEL_NAMES = ("pop", "mf", "lightgcn", "gcn", "gat")
-#: The models built on :class:`kgrec.gnn.kgat.KGATModel` (gcn: without attention): the
-#: ones that take product text vectors (``text_features``) and the contrastive loss
-#: (``cl_weight``).
-TEXT_FEATURE_MODELS = ("gcn", "gat")
 #: Standard deviation of the normal initialisation of every id embedding (LightGCN's paper
 #: and official code). PyG's LightGCN default, xavier-uniform, has std 0.005 on Gowalla's 70k
 #: nodes (0.027 on ml-100k): training stalls early (ml-100k test NDCG@20 0.097, not 0.135).

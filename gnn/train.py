@@ -1,7 +1,7 @@
 """Training: weighted BPR with sampled negatives, Adam, early stopping on validation NDCG@K.
 
-``train_model`` accepts :class:`TrainSettings` or any object with the same attribute names
-(``kgrec.config.TrainConfig`` qualifies; gnn never imports kgrec). One full-graph
+``train_model`` accepts :class:`kgrec.settings.TrainSettings` or any object with the same
+attribute names (the [train] section, ``kgrec.settings.TrainConfig``, qualifies). One full-graph
 propagation per batch on a sparse adjacency; the negative sampler knows training pairs only.
 
 Cost: a step costs O(events + nodes) (the propagation) plus O(batch); an epoch has at most
@@ -41,157 +41,16 @@ from kgrec.gnn.graph import (
 from kgrec.gnn.kgat import KGATModel, history_matrix
 from kgrec.gnn.losses import bpr_loss, softmax_loss
 from kgrec.gnn.metrics import evaluate_ranking
-from kgrec.gnn.models import (
-    INIT_STD,
-    MODEL_NAMES,
-    TEXT_FEATURE_MODELS,
-    LightGCNModel,
-    MFModel,
-    PopModel,
-    Recommender,
-)
+from kgrec.gnn.models import INIT_STD, LightGCNModel, MFModel, PopModel, Recommender
 from kgrec.gnn.sampling import NegativeSampler, negative_pool
 from kgrec.gnn.split import Split, behaviour_weights, interaction_table
 from kgrec.ids import NodeEmbeddings
 from kgrec.kg.snapshot import GraphSnapshot
+from kgrec.settings import MODEL_NAMES, TEXT_FEATURE_MODELS, TrainSettings
 
 log = logging.getLogger(__name__)
-#: The training losses (:class:`TrainSettings` ``loss``).
-LOSSES = ("bpr", "softmax")
 #: The resumable checkpoint of :func:`train_model`, in its ``checkpoint_dir``.
 LAST_CHECKPOINT = "last.pt"
-
-
-@dataclass
-class TrainSettings:
-    """Training settings; ``kgrec.config.TrainConfig`` (the [train] section) extends this class.
-
-    Args:
-        model: one of ``pop``, ``mf``, ``lightgcn``, ``gcn``, ``gat`` (default ``gat``: the
-            knowledge-graph attention model of :mod:`kgrec.gnn.kgat`; ``gcn`` is its variant
-            without attention).
-        dim: embedding size (64). layers: collaborative propagation layers (3).
-        kg_hops: knowledge-graph attention rounds of gat/gcn (2; 0 leaves the KG out).
-        kg_dropout: dropout on gat/gcn attention coefficients (0.3).
-        kg_every: gat/gcn: steps between recomputations of the knowledge-graph summaries
-            in training (1: every step; k > 1 recomputes them on each epoch's first step and
-            every k steps, reusing them as constants in between, see
-            :class:`kgrec.gnn.kgat.KGATModel`: cheaper steps where the knowledge graph is
-            large, at a measured cost in quality, see README).
-        text_features: gat/gcn take the products' text vectors as inputs (True; the
-            callers encode them, see ``kgrec train``).
-        id_dropout: gat/gcn with text: share of products whose id embedding is replaced by
-            their projected text in each step (0.2), so products without events are
-            embedded by their text.
-        init_std: std of the normal initialisation of id embeddings; None (default) is
-            each model's own: 0.1 for LightGCN, gcn and gat (LightGCN's paper; PyG's xavier
-            default stalls LightGCN), xavier-normal for MF (RecBole's BPR; see
-            :class:`kgrec.gnn.models.MFModel`).
-        cl_weight: gat/gcn: weight of the XSimGCL contrastive loss (0.0: off; 0.01 helps
-            on ml-100k, 0.1 ruins it, see :mod:`kgrec.gnn.kgat`): training noise of length
-            ``cl_eps`` (0.1) on each collaborative layer, InfoNCE at temperature
-            ``cl_temperature`` (0.2) between the first layer's and the final embeddings of
-            the batch's users and products.
-        item_input, user_input: gat/gcn: what products and users start from (``id``,
-            ``id``: today's; ``text`` / ``text+id`` and ``history`` / ``history+id``: the
-            text-native, inductive model; see :class:`kgrec.gnn.kgat.KGATModel`).
-        text_hidden: gat/gcn: hidden units of the text projector (0: one linear map).
-        history_half_life: gat/gcn with history inputs: a user's events weigh half as much
-            per later event of theirs (0, the default: every event alike; the text
-            profile's recency, :func:`kgrec.fusion.text.user_profiles`).
-        loss: ``bpr`` (dot-product scores, one sampled negative per pair) or ``softmax``
-            (cosine scores over ``temperature``, each pair's positive against
-            ``negatives`` products drawn for the batch and, with ``in_batch_negatives``,
-            the batch's other positives: sampled softmax / InfoNCE as AlphaRec's).
-        temperature: softmax temperature (0.15). negatives: products drawn uniformly per
-            batch for the softmax, shared by its pairs (256). in_batch_negatives: also the
-            batch's other positives (False: they are drawn by popularity and push popular
-            products down; measured with the text-native GAT on Scientific, valid / test
-            NDCG@20 0.0782 / 0.0426 with them, 0.0823 / 0.0462 without; on ml-100k five
-            epochs ranked below popularity with them).
-        epochs: maximum epochs (300). batch_size: positive pairs per step (4096).
-        lr: Adam learning rate (5e-3).
-        max_steps_per_epoch: steps per epoch at most (24: above ml-100k's 20, so data of
-            that size keep ``batch_size`` and ``lr``). Every step propagates the whole
-            graph, whose cost grows with the events, so a fixed batch would make an epoch
-            grow with their square; on data with more than ``batch_size *
-            max_steps_per_epoch`` training pairs the batch grows to fill this many steps and
-            the learning rate with the square root of the batch's growth
-            (:func:`scaled_batch`). None keeps ``batch_size`` whatever the data.
-        weight_decay: L2 coefficient on the batch's layer-0 embeddings only (1e-4).
-        patience: evaluations without a better validation NDCG@k before stopping (4).
-        min_gain: the relative gain over the best validation NDCG@k that resets the
-            patience (0: any gain). A smaller gain still keeps its better state; it only
-            stops a long creep of tiny gains from holding training open (on Tmall 0.01 ends
-            at epoch 20 instead of 54, validation 0.0670 instead of 0.0686).
-        eval_every: epochs between validation evaluations (2). k: metric cut-off (20).
-        seed: seed of initialisation, shuffling and negatives (2020).
-        device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; CUDA trains in bf16
-            autocast where supported.
-        event_weights: per-event-type loss weights; empty keeps the split's weights.
-        max_batches: stop each epoch after this many batches (None = all; for smoke runs).
-        max_minutes: a safety net, not a way to end training (None = no limit, the
-            default): a wall-time limit checked after every batch; the best validated state
-            is kept and the run is reported as stopped by the time limit and not converged.
-            Where it acts, results depend on the machine's speed and load; epochs, patience
-            and early stopping decide when training ends.
-        threads: torch CPU threads (None: the CPUs this process may use, shared among the
-            local training processes; see :func:`kgrec.gnn.device.set_threads`).
-    """
-
-    model: str = "gat"
-    dim: int = 64
-    layers: int = 3
-    kg_hops: int = 2
-    kg_dropout: float = 0.3
-    kg_every: int = 1
-    text_features: bool = True
-    id_dropout: float = 0.2
-    init_std: float | None = None
-    cl_weight: float = 0.0
-    cl_eps: float = 0.1
-    cl_temperature: float = 0.2
-    item_input: str = "id"
-    user_input: str = "id"
-    text_hidden: int = 0
-    history_half_life: float = 0.0
-    loss: str = "bpr"
-    temperature: float = 0.15
-    negatives: int = 256
-    in_batch_negatives: bool = False
-    epochs: int = 300
-    batch_size: int = 4096
-    lr: float = 5e-3
-    max_steps_per_epoch: int | None = 24
-    weight_decay: float = 1e-4
-    patience: int = 4
-    min_gain: float = 0.0
-    eval_every: int = 2
-    k: int = 20
-    seed: int = 2020
-    device: str = "auto"
-    event_weights: dict[str, float] = field(default_factory=dict)
-    max_batches: int | None = None
-    max_minutes: float | None = None
-    threads: int | None = None
-
-    @classmethod
-    def from_any(cls, cfg: Any = None, **overrides: Any) -> TrainSettings:
-        """Copy the attributes ``cfg`` shares with this class (duck typing), then ``overrides``."""
-        values = {}
-        for f in dataclasses.fields(cls):
-            if cfg is not None and hasattr(cfg, f.name):
-                values[f.name] = getattr(cfg, f.name)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise UsageError(f"unknown training settings {sorted(unknown)}")
-        settings = cls(**values)
-        if settings.model not in MODEL_NAMES:
-            raise UsageError(f"unknown model {settings.model!r}; expected one of {MODEL_NAMES}")
-        if settings.loss not in LOSSES:
-            raise UsageError(f"unknown loss {settings.loss!r}; expected one of {LOSSES}")
-        return settings
 
 
 class FrozenEmbeddings(Recommender):
@@ -642,7 +501,7 @@ def train_model(
         snapshot: the graph (id maps, knowledge-graph edges).
         split: the evaluation split; only ``split.train`` is seen by propagation and negatives.
         cfg: :class:`TrainSettings` or any object with its attribute names (e.g.
-            ``kgrec.config.TrainConfig``); None uses the defaults.
+            ``kgrec.settings.TrainConfig``); None uses the defaults.
         product_features: optional ``[num_items, F]`` product inputs for ``gcn``/``gat``.
         progress: show a tqdm bar over epochs; without it, one INFO log line per evaluation.
         eval_stage: stage monitored during training; default ``"valid"`` when the split has

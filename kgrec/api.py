@@ -33,19 +33,18 @@ from kgrec.files import checksums, read_artefact, verify, write_text
 from kgrec.fusion.artefacts import Fusion, load_fusion, save_fusion
 from kgrec.fusion.candidates import ITEM_SETS
 from kgrec.gnn.device import resolve_device
-from kgrec.gnn.models import TEXT_FEATURE_MODELS
 from kgrec.gnn.split import (
     Split,
     item_cold_start_split,
     make_split,
     target_behaviour,
 )
-from kgrec.gnn.train import RETRAIN, TrainResult, TrainSettings, train_model
+from kgrec.gnn.train import RETRAIN, TrainResult, train_model
 from kgrec.ids import IdMap
 from kgrec.kg import schema
 from kgrec.kg.explore import Explanation, GraphIndex, explain
-from kgrec.kg.extract.sources import SourceSpec
 from kgrec.kg.snapshot import GraphSnapshot
+from kgrec.settings import TEXT_FEATURE_MODELS, SourceSpec, TrainSettings
 
 if TYPE_CHECKING:
     from kgrec.fusion.reengage import Reengagement

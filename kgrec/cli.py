@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kgrec.errors import KgrecError
+from kgrec.settings import Neo4jConfig
 
 log = logging.getLogger("kgrec")
 
@@ -139,8 +140,8 @@ def error_message(exc: BaseException, args: argparse.Namespace) -> str:
         return str(exc)
     neo4j = sys.modules.get("neo4j.exceptions")  # loaded whenever a driver error can happen
     if neo4j is not None and isinstance(exc, neo4j.AuthError):
-        return (f"Neo4j at {_neo4j_uri(args)} refused the credentials: set "
-                "KGREC_NEO4J_PASSWORD or neo4j.password (and neo4j.user)")
+        return (f"Neo4j at {_neo4j_uri(args)} refused the credentials: "
+                f"{Neo4jConfig.PASSWORD_HINT}")
     if neo4j is not None and isinstance(exc, neo4j.ServiceUnavailable | neo4j.SessionExpired):
         return (f"cannot reach Neo4j at {_neo4j_uri(args)}: start it with "
                 "`bash scripts/neo4j/server.sh start` or set neo4j.uri")

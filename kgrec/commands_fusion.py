@@ -12,8 +12,9 @@ import argparse
 import time
 from pathlib import Path
 
-from kgrec.config import BACKENDS, Config, cli_config, default_help
+from kgrec.config import Config, cli_config, default_help
 from kgrec.errors import InputError, ModelError
+from kgrec.settings import BACKENDS
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,10 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kgrec.config import SPLITS, Config, cli_config, default_help
+from kgrec.config import Config, cli_config, default_help
 from kgrec.errors import InputError
-from kgrec.gnn.models import MODEL_NAMES
-from kgrec.stores import BACKENDS, load_snapshot
+from kgrec.settings import BACKENDS, MODEL_NAMES, SPLITS
 
 MODELS = tuple(sorted(MODEL_NAMES))
 #: Options of train / evaluate that override [train] settings (argparse dest -> key); left
@@ -171,6 +170,8 @@ def _evaluation_lines(args: argparse.Namespace) -> Iterator[None]:
 
 
 def _snapshot(args: argparse.Namespace, config: Config):
+    from kgrec.stores import load_snapshot
+
     return load_snapshot(config, args.snapshot, progress=_progress(args))
 
 

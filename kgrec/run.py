@@ -26,8 +26,8 @@ import pandas as pd
 from kgrec.config import Config
 from kgrec.errors import ConfigError
 from kgrec.files import write_text
+from kgrec.settings import RUN_STAGES
 
-STAGES = ("ingest", "snapshot", "train", "fuse", "evaluate", "score", "report")
 STATE_FILE = "state.json"
 log = logging.getLogger(__name__)
 
@@ -110,10 +110,10 @@ class Pipeline:
 
     def __init__(self, config: Config, *, force: Iterable[str] = (), progress: bool = True,
                  echo: bool = True) -> None:
-        unknown = set(force) - set(STAGES)
+        unknown = set(force) - set(RUN_STAGES)
         if unknown:
             raise ConfigError(f"unknown stage(s) {', '.join(sorted(unknown))} for --force; "
-                              f"stages: {', '.join(STAGES)}")
+                              f"stages: {', '.join(RUN_STAGES)}")
         self.config, self.force, self.progress, self.echo = config, set(force), progress, echo
         self.workdir = Path(config.run.workdir).expanduser()
         self.state_path = self.workdir / STATE_FILE

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from kgrec.config import BACKENDS, Config
+from kgrec.config import Config
 from kgrec.errors import ConfigError
 from kgrec.kg.snapshot import GraphSnapshot, build_snapshot
 from kgrec.kg.store.base import GraphStore
 from kgrec.kg.store.local import LocalStore
+from kgrec.settings import BACKENDS
 
 __all__ = ["BACKENDS", "load_snapshot", "open_store"]
 

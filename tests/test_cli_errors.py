@@ -89,7 +89,8 @@ ARGS = argparse.Namespace(config=None, set=["neo4j.uri=bolt://db.example:7999"])
          "`bash scripts/neo4j/server.sh start` or set neo4j.uri"),
         (AuthError("nope"),
          "Neo4j at bolt://db.example:7999 refused the credentials: set KGREC_NEO4J_PASSWORD "
-         "or neo4j.password (and neo4j.user)"),
+         "or neo4j.password (or neo4j.password_file; the dev server keeps it in "
+         ".neo4j/password)"),
     ],
 )
 def test_error_messages_name_problem_and_fix(exc, message):

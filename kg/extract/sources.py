@@ -7,51 +7,11 @@ resumable run.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from kgrec.errors import InputError
 from kgrec.kg.tables import GraphTables
-
-SOURCE_KINDS = ("recbole", "scientific", "amazon", "generic", "lists")
-
-
-@dataclass
-class SourceSpec:
-    """The [source] section: which reader, on which files (empty string: not given)."""
-
-    #: recbole (RecBole atomic files), scientific (Amazon Industrial & Scientific JSON),
-    #: amazon (Amazon 2018 meta + reviews), generic (products / events files + mapping) or
-    #: lists (one ``user<TAB>item item ...`` file per behaviour, kgrec.kg.extract.lists).
-    kind: str = "recbole"
-    #: recbole: a folder, zip/wheel or "ml-100k" (the recbole==1.2.1 wheel, fetched once);
-    #: scientific: the folder of its two JSON files; amazon: meta_<Category>.json.gz;
-    #: lists: the folder of the behaviour files.
-    path: str = "ml-100k"
-    #: recbole: the dataset (file stem) when the source holds several.
-    dataset: str = ""
-    #: amazon: the reviews file (<Category>_5.json.gz).
-    reviews: str = ""
-    #: generic: products, events, users, KG triples and product -> entity links files.
-    products: str = ""
-    events: str = ""
-    users: str = ""
-    kg: str = ""
-    links: str = ""
-    #: generic: TOML column mapping and ``section.field=column`` overrides.
-    mapping: str = ""
-    map: list[str] = field(default_factory=list)
-    #: lists: "file=behaviour" per training file (empty: every <behaviour>_train.txt) and
-    #: per held-out file of the "given" split (empty: every <behaviour>_test.txt).
-    behaviours: list[str] = field(default_factory=list)
-    held_out: list[str] = field(default_factory=list)
-    #: amazon: reviews of products without metadata create bare Product nodes.
-    bare_products: bool = True
-
-    def describe(self) -> str:
-        """A short name of the catalogue for titles: the kind and its main file names."""
-        names = [self.products, self.events] if self.kind == "generic" else [self.path]
-        return f"{self.kind} " + " + ".join(Path(n).name for n in names if n)
+from kgrec.settings import SOURCE_KINDS, SourceSpec
 
 
 def read_source(spec: SourceSpec, *, cache_dir: str, progress: bool = True,

@@ -34,9 +34,10 @@ from kgrec.kg.extract.generic import (
     user_table,
 )
 from kgrec.kg.extract.io import GZIP_MAGIC, file_format, iter_records, read_records
-from kgrec.kg.extract.sources import SourceSpec, read_source
+from kgrec.kg.extract.sources import read_source
 from kgrec.kg.store.local import find_sorted, hash_ids, hash_keys
 from kgrec.kg.tables import GraphTables
+from kgrec.settings import SourceSpec
 
 #: Key of an event across chunks (what :func:`event_tables` de-duplicates on).
 EVENT_KEY = ["src", "dst", "timestamp", "rel"]

@@ -15,6 +15,7 @@ same graph.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -33,8 +34,9 @@ import pandas as pd
 from kgrec.errors import InputError, StoreError
 from kgrec.kg import schema
 from kgrec.kg.store.local import find_sorted, hash_ids, hash_keys
-from kgrec.kg.store.neo4j import ConnectionSettings, Neo4jStore, connect
+from kgrec.kg.store.neo4j import Neo4jStore, connect
 from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
+from kgrec.settings import Neo4jConfig
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts" / "neo4j"
 #: pandas dtype of a schema property -> neo4j-admin import header type.
@@ -43,17 +45,6 @@ CSV_TYPES = {"string": "string", "Int64": "long", "Float64": "double"}
 CHUNK_ROWS = 500_000
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 T = TypeVar("T")
-
-
-@dataclass
-class ServerSettings:
-    """Connection settings with a password file (see :func:`server_settings`)."""
-
-    uri: str
-    user: str
-    password: str
-    database: str
-    password_file: str = ""
 
 
 @dataclass
@@ -290,20 +281,20 @@ def start_server(home: Path, port: int, env: dict[str, str]) -> None:
         raise StoreError(f"the imported database did not start:\n{done.stdout}{done.stderr}")
 
 
-def server_settings(settings: ConnectionSettings, env: dict[str, str]) -> ConnectionSettings:
+def server_settings(settings: Neo4jConfig, env: dict[str, str]) -> Neo4jConfig:
     """How to log in to the server ``server.sh`` just started: ``settings``, unless they name
     no password while server.sh set one (its auth default), from NEO4J_PASSWORD or from the
     password file it writes."""
-    configured = settings.password or getattr(settings, "password_file", "")
+    configured = settings.password or settings.password_file
     if configured or env.get("NEO4J_AUTH") == "off":
         return settings
     if env.get("NEO4J_PASSWORD"):
-        return ServerSettings(settings.uri, settings.user, env["NEO4J_PASSWORD"], settings.database)
+        return dataclasses.replace(settings, password=env["NEO4J_PASSWORD"])
     run_dir = env.get("NEO4J_RUN_DIR") or str(SCRIPTS.parents[1] / ".neo4j")
     file = env.get("NEO4J_PASSWORD_FILE") or f"{run_dir}/password"
     if not Path(file).is_file():  # a server without authentication
         return settings
-    return ServerSettings(settings.uri, settings.user, "", settings.database, file)
+    return dataclasses.replace(settings, password_file=file)
 
 
 class BulkStore:
@@ -319,7 +310,7 @@ class BulkStore:
         batch_size: rows per write of the Neo4jStore used after the import.
     """
 
-    def __init__(self, settings: ConnectionSettings, home: str | Path | None = None, *,
+    def __init__(self, settings: Neo4jConfig, home: str | Path | None = None, *,
                  env: dict[str, str] | None = None, batch_size: int = 5_000) -> None:
         self.settings = settings
         self.port = bolt_address(settings.uri)[1]

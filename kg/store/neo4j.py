@@ -17,8 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 from neo4j import (
@@ -45,6 +44,7 @@ from tqdm.auto import tqdm
 from kgrec.errors import InputError, StoreError, UsageError
 from kgrec.kg import cypher, schema
 from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
+from kgrec.settings import Neo4jConfig
 
 Row = dict[str, Any]
 
@@ -52,15 +52,6 @@ Row = dict[str, Any]
 #: loads, a leader switch). The driver's 30 s default only delays the error when the server
 #: is gone; a deadlock retry needs far less.
 RETRY_S = 10.0
-
-
-class ConnectionSettings(Protocol):
-    """What :func:`connect` needs (``kgrec.config.Neo4jConfig`` fits; kg does not import kgrec)."""
-
-    uri: str
-    user: str
-    password: str
-    database: str
 
 
 def _clean(value: Any) -> Any:
@@ -507,30 +498,16 @@ def _retry(call: Callable[..., Any], *args: Any, tries: int = 5) -> Any:
     return call(*args)
 
 
-def password_of(settings: ConnectionSettings) -> str:
-    """``settings.password``, else the content of ``settings.password_file`` (if any)."""
-    file = getattr(settings, "password_file", "")
-    if settings.password or not file:
-        return settings.password
-    try:
-        return Path(file).expanduser().read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise StoreError(
-            f"cannot read neo4j.password_file {file}: {exc.strerror or exc}"
-        ) from None
-
-
-def _auth_error(settings: ConnectionSettings, password: str) -> StoreError:
+def _auth_error(settings: Neo4jConfig, password: str) -> StoreError:
     where = f"Neo4j at {settings.uri}"
-    fix = "set KGREC_NEO4J_PASSWORD or neo4j.password (or neo4j.password_file; the dev server "
-    fix += "keeps it in .neo4j/password)"
+    fix = Neo4jConfig.PASSWORD_HINT
     if not password:
         return StoreError(f"{where} needs a password: {fix}")
     return StoreError(f"{where} refused the credentials of user {settings.user!r}: {fix}")
 
 
 def connect(
-    settings: ConnectionSettings, *, batch_size: int = 5_000, timeout_s: float = 10.0
+    settings: Neo4jConfig, *, batch_size: int = 5_000, timeout_s: float = 10.0
 ) -> Neo4jStore:
     """Open a driver from ``settings`` (uri, user, password or a ``password_file``, database;
     no password means no authentication), check that the server answers (retrying for
@@ -541,7 +518,7 @@ def connect(
         StoreError: the server cannot be reached or refuses the credentials (the message names
             the uri and user, never the password).
     """
-    password = password_of(settings)
+    password = settings.read_password()
     auth = (settings.user, password) if password else None
     driver = GraphDatabase.driver(settings.uri, auth=auth, max_transaction_retry_time=RETRY_S)
     deadline = time.monotonic() + timeout_s

@@ -9,11 +9,12 @@ import pytest
 
 from kgrec.cli import main
 from kgrec.gnn.split import Split, make_split
-from kgrec.gnn.train import TrainSettings, train_model
+from kgrec.gnn.train import train_model
 from kgrec.kg import schema
 from kgrec.kg.snapshot import GraphSnapshot, build_snapshot
 from kgrec.kg.store.local import LocalStore
 from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
+from kgrec.settings import TrainSettings
 
 
 @pytest.fixture(scope="module")

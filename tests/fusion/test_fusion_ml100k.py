@@ -17,8 +17,9 @@ from kgrec.fusion.fit import (
 from kgrec.fusion.score import FusedScorer
 from kgrec.fusion.text import product_text, text_confidence
 from kgrec.gnn.split import item_cold_start_split, make_split
-from kgrec.gnn.train import TrainSettings, train_model
+from kgrec.gnn.train import train_model
 from kgrec.kg.snapshot import GraphSnapshot
+from kgrec.settings import TrainSettings
 
 pytestmark = pytest.mark.slow
 GRID = (0.0, 0.5, 0.7, 0.9, 1.0)

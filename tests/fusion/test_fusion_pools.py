@@ -21,7 +21,8 @@ from kgrec.fusion.score import FusedScorer
 from kgrec.fusion.text import product_text, text_confidence
 from kgrec.gnn.metrics import evaluate_ranking, stage_pairs
 from kgrec.gnn.split import Split, make_split
-from kgrec.gnn.train import TrainSettings, train_model
+from kgrec.gnn.train import train_model
+from kgrec.settings import TrainSettings
 
 
 def _split(train: list[tuple[int, int]], valid: list[tuple[int, int]], users: int,

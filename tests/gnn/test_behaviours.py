@@ -8,8 +8,8 @@ import pytest
 
 from kgrec.gnn.behaviours import candidate_weights, fit_behaviour_weights, reweighted
 from kgrec.gnn.split import make_split
-from kgrec.gnn.train import TrainSettings
 from kgrec.kg import schema
+from kgrec.settings import TrainSettings
 from tests.gnn.conftest import behaviour_snapshot
 
 V, C, P = schema.VIEWED, schema.CARTED, schema.PURCHASED

@@ -11,7 +11,8 @@ import torch
 
 from kgrec.gnn.distributed import DistributedReplica
 from kgrec.gnn.split import Split
-from kgrec.gnn.train import TrainSettings, train_model
+from kgrec.gnn.train import train_model
+from kgrec.settings import TrainSettings
 from tests.gnn.conftest import random_graph
 
 TOLERANCE = 1e-4

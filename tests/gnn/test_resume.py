@@ -11,7 +11,8 @@ import torch
 from kgrec.errors import ModelError
 from kgrec.gnn import train as train_module
 from kgrec.gnn.split import Split
-from kgrec.gnn.train import LAST_CHECKPOINT, TrainResult, TrainSettings, train_model
+from kgrec.gnn.train import LAST_CHECKPOINT, TrainResult, train_model
+from kgrec.settings import TrainSettings
 from tests.gnn.conftest import random_graph
 
 # gat with attention dropout and the contrastive noise: resuming must restore the RNGs too.

@@ -12,8 +12,9 @@ from kgrec.fusion.text import product_text
 from kgrec.gnn.kgat import KGATModel, history_matrix
 from kgrec.gnn.losses import softmax_loss
 from kgrec.gnn.split import make_split
-from kgrec.gnn.train import TrainResult, TrainSettings, train_model
+from kgrec.gnn.train import TrainResult, train_model
 from kgrec.kg.snapshot import snapshot_from_tables
+from kgrec.settings import TrainSettings
 from tests.conftest import THEMES
 
 TEXT_NATIVE = {"model": "gat", "item_input": "text", "user_input": "history", "loss": "softmax",

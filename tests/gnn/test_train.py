@@ -16,13 +16,13 @@ import torch
 from kgrec.gnn.metrics import evaluate_ranking
 from kgrec.gnn.train import (
     TrainResult,
-    TrainSettings,
     how_training_ended,
     scaled_batch,
     train_model,
     train_weights,
 )
 from kgrec.report import training_line
+from kgrec.settings import TrainSettings
 from tests.gnn.conftest import random_graph
 
 FAST = {"epochs": 5, "eval_every": 5, "batch_size": 8192, "lr": 0.01, "layers": 2}
@@ -154,7 +154,7 @@ def test_event_weights_rescale_the_loss_weights(ml100k_snapshot, ml100k_split):
 
 
 def test_settings_accept_the_kgrec_train_config():
-    from kgrec.config import TrainConfig
+    from kgrec.settings import TrainConfig
 
     cfg = TrainConfig(model="gat", dim=32, epochs=3)
     settings = TrainSettings.from_any(cfg, lr=0.05)

@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kgrec.config import Neo4jConfig
 from kgrec.errors import InputError, StoreError
 from kgrec.kg import cypher, schema
 from kgrec.kg.store.bulk import (
@@ -24,6 +23,7 @@ from kgrec.kg.store.bulk import (
 )
 from kgrec.kg.store.neo4j import Neo4jStore
 from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
+from kgrec.settings import Neo4jConfig
 
 #: Products whose values stress the CSV export: quotes, commas, a line break, an empty
 #: string, NA, unicode, an infinite price.

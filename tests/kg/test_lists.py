@@ -9,10 +9,11 @@ import pytest
 from kgrec.errors import InputError
 from kgrec.kg import schema
 from kgrec.kg.extract.lists import behaviour_files, held_out_pairs, read_lists
-from kgrec.kg.extract.sources import SourceSpec, read_source
+from kgrec.kg.extract.sources import read_source
 from kgrec.kg.ingest import ingest
 from kgrec.kg.snapshot import build_snapshot
 from kgrec.kg.store.local import LocalStore
+from kgrec.settings import SourceSpec
 
 
 def write_lists(folder: Path) -> Path:

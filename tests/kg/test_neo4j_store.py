@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +17,7 @@ from kgrec.kg.store.base import GraphStore
 from kgrec.kg.store.local import LocalStore
 from kgrec.kg.store.neo4j import Neo4jStore, connect, group_by_src, rel_rows
 from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
+from kgrec.settings import Neo4jConfig
 
 pytestmark = pytest.mark.neo4j
 
@@ -276,20 +276,12 @@ def test_grouped_rows_keep_every_relationship() -> None:
     assert rows[0] == {"src": "a", "dst": "y", "timestamp": 2, "value": None, "weight": None}
 
 
-@dataclass
-class _Settings:
-    uri: str
-    user: str = "neo4j"
-    password: str = ""
-    database: str = "neo4j"
-
-
 def test_connect_from_settings_and_errors_hide_the_password(neo4j_uri: str,
                                                            neo4j_password: str) -> None:
-    with connect(_Settings(neo4j_uri, password=neo4j_password), batch_size=123) as store:
+    with connect(Neo4jConfig(neo4j_uri, password=neo4j_password), batch_size=123) as store:
         assert store.batch_size == 123 and store.owns_driver
         assert isinstance(store, GraphStore)
-    bad = _Settings("bolt://127.0.0.1:1", password="hunter2-secret")
+    bad = Neo4jConfig("bolt://127.0.0.1:1", password="hunter2-secret")
     with pytest.raises(StoreError, match="bolt://127.0.0.1:1 does not answer") as err:
         connect(bad, timeout_s=0.5)
     assert "hunter2" not in str(err.value)

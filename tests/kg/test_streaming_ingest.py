@@ -14,11 +14,11 @@ from kgrec.api import ingest as api_ingest
 from kgrec.config import Config
 from kgrec.kg import schema
 from kgrec.kg.extract.generic import read_generic
-from kgrec.kg.extract.sources import SourceSpec
 from kgrec.kg.extract.stream import count_rows, stream_generic
 from kgrec.kg.ingest import IngestSummary, ingest, ingest_stream
 from kgrec.kg.store.local import LocalStore
 from kgrec.kg.tables import GraphTables
+from kgrec.settings import SourceSpec
 
 ROWS, CHUNK = 5_500, 1_000
 
