@@ -64,8 +64,9 @@ from kgrec.fusion.text import has_text, text_confidence  # noqa: E402
 from kgrec.fusion.topk import chunked_topk, dot_scorer  # noqa: E402
 from kgrec.gnn.export import export_recbole_dataset  # noqa: E402
 from kgrec.gnn.metrics import evaluate_ranking, format_table, long_tail_items  # noqa: E402
+from kgrec.gnn.result import TrainResult  # noqa: E402
 from kgrec.gnn.split import Split, item_cold_start_split, make_split  # noqa: E402
-from kgrec.gnn.train import TrainResult, train_model  # noqa: E402
+from kgrec.gnn.train import train_model  # noqa: E402
 from kgrec.kg.snapshot import GraphSnapshot  # noqa: E402
 from kgrec.settings import MODEL_NAMES, TrainSettings  # noqa: E402
 

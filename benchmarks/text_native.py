@@ -39,8 +39,8 @@ from benchmarks._common import (  # noqa: E402
     train_to_convergence,
     write_json,
 )
-from kgrec.gnn.kgat import history_matrix  # noqa: E402
 from kgrec.gnn.metrics import evaluate_ranking  # noqa: E402
+from kgrec.gnn.models.kgat import history_matrix  # noqa: E402
 from kgrec.gnn.split import item_cold_start_split, make_split  # noqa: E402
 from kgrec.gnn.train import train_model  # noqa: E402
 from kgrec.settings import TrainSettings  # noqa: E402

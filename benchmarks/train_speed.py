@@ -62,8 +62,9 @@ def kgrec_worker(data: str, batches: int | None, threads: int, device_name: str,
     from tqdm.auto import tqdm
 
     from kgrec.gnn.lightgcn_files import load_lightgcn_split
+    from kgrec.gnn.models import build_model
     from kgrec.gnn.sampling import NegativeSampler, negative_pool
-    from kgrec.gnn.train import _epoch, build_model, train_weights
+    from kgrec.gnn.train import _epoch, train_weights
     from kgrec.settings import TrainSettings
 
     torch.set_num_threads(threads)

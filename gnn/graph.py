@@ -137,3 +137,13 @@ def bipartite_edge_index(split: Split) -> torch.Tensor:
     pairs = split.pairs("train")
     fwd = torch.stack([pairs[0], pairs[1] + split.num_users])
     return torch.cat([fwd, fwd.flip(0)], 1)
+
+
+def behaviour_edge_weights(split: Split) -> torch.Tensor | None:
+    """Edge weights of propagation: with a target behaviour, each pair's loss weight (its
+    heaviest behaviour's), both directions, so a view passes less than a purchase; None (all
+    edges equal, LightGCN's) otherwise."""
+    if split.target is None:
+        return None
+    weight = torch.as_tensor(split.train["weight"].to_numpy("float32", copy=True))
+    return torch.cat([weight, weight])

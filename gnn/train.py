@@ -12,14 +12,12 @@ the clock or the load: no decision reads a timer except the ``max_minutes`` safe
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import math
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,243 +26,21 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from kgrec.errors import ModelError, UsageError
-from kgrec.files import atomic_write, checksums, read_artefact, verify, write_text
+from kgrec.errors import UsageError
+from kgrec.files import atomic_write
+from kgrec.gnn.checkpoint import LAST_CHECKPOINT, Progress, resume_from, save_last
 from kgrec.gnn.device import resolve_device, reuse_freed_memory, set_threads
-from kgrec.gnn.distributed import Replica, current_replica
-from kgrec.gnn.graph import (
-    bipartite_edge_index,
-    homogeneous_graph,
-    normalized_adjacency,
-    training_graph,
-)
-from kgrec.gnn.kgat import KGATModel, history_matrix
 from kgrec.gnn.losses import bpr_loss, softmax_loss
 from kgrec.gnn.metrics import evaluate_ranking
-from kgrec.gnn.models import INIT_STD, LightGCNModel, MFModel, PopModel, Recommender
+from kgrec.gnn.models import EmbeddingModel, build_model
+from kgrec.gnn.replica import Replica, current_replica
+from kgrec.gnn.result import TrainResult, export_embeddings
 from kgrec.gnn.sampling import NegativeSampler, negative_pool
 from kgrec.gnn.split import Split, behaviour_weights, interaction_table
-from kgrec.ids import NodeEmbeddings
 from kgrec.kg.snapshot import GraphSnapshot
-from kgrec.settings import MODEL_NAMES, TEXT_FEATURE_MODELS, TrainSettings
+from kgrec.settings import TrainSettings
 
 log = logging.getLogger(__name__)
-#: The resumable checkpoint of :func:`train_model`, in its ``checkpoint_dir``.
-LAST_CHECKPOINT = "last.pt"
-
-
-class FrozenEmbeddings(Recommender):
-    """Scores from exported embeddings (what :meth:`TrainResult.load` restores)."""
-
-    trainable = False
-
-    users: Tensor
-    items: Tensor
-
-    def __init__(self, users: Tensor, items: Tensor) -> None:
-        super().__init__()
-        self.num_users, self.num_items = users.shape[0], items.shape[0]
-        self.register_buffer("users", users)
-        self.register_buffer("items", items)
-
-    def propagate(self) -> tuple[Tensor, Tensor]:
-        return self.users, self.items
-
-
-def build_model(
-    snapshot: GraphSnapshot,
-    split: Split,
-    settings: TrainSettings,
-    *,
-    product_features: Tensor | None = None,
-    train_weight: Tensor | None = None,
-) -> Recommender:
-    """The model named by ``settings.model`` over the training graph of ``split``."""
-    model = _build_model(snapshot, split, settings, product_features, train_weight)
-    # Popularity is not trained by any loss: unit-length [N, 1] vectors would tie every product.
-    model.cosine = settings.loss == "softmax" and model.trainable
-    return model
-
-
-def _build_model(snapshot: GraphSnapshot, split: Split, settings: TrainSettings,
-                 product_features: Tensor | None, train_weight: Tensor | None) -> Recommender:
-    name = settings.model
-    if settings.cl_weight > 0 and name not in TEXT_FEATURE_MODELS:
-        raise UsageError(f"cl_weight > 0 needs model gcn or gat, not {name!r}")
-    if (settings.item_input, settings.user_input) != ("id", "id") and (
-            name not in TEXT_FEATURE_MODELS):
-        raise UsageError(f"item_input and user_input other than 'id' need model gcn or gat, "
-                         f"not {name!r}")
-    if name == "pop":
-        weight = train_weight if train_weight is not None else torch.as_tensor(
-            split.train["weight"].to_numpy("float32", copy=True)
-        )
-        items = torch.as_tensor(split.train["product"].to_numpy("int64", copy=True))
-        pop = torch.zeros(split.num_items).index_add_(0, items, weight.float())
-        return PopModel(pop, split.num_users)
-    if name == "mf":
-        return MFModel(split.num_users, split.num_items, settings.dim, settings.init_std)
-    adj = normalized_adjacency(bipartite_edge_index(split), split.num_users + split.num_items,
-                               behaviour_edge_weights(split))
-    if name == "lightgcn":
-        return LightGCNModel(split.num_users, split.num_items, adj, settings.dim, settings.layers,
-                             settings.init_std or INIT_STD)
-    if name in TEXT_FEATURE_MODELS:
-        graph = homogeneous_graph(training_graph(snapshot, split), snapshot.relations)
-        features = product_features if settings.text_features else None
-        history = None if settings.user_input == "id" else history_matrix(
-            split.train, split.num_users, split.num_items, settings.history_half_life)
-        return KGATModel(graph, adj, split.item_counts(), dim=settings.dim,
-                         layers=settings.layers, kg_hops=settings.kg_hops,
-                         attention=name == "gat", kg_dropout=settings.kg_dropout,
-                         kg_every=settings.kg_every,
-                         product_features=features, id_dropout=settings.id_dropout,
-                         init_std=settings.init_std or INIT_STD,
-                         cl_eps=settings.cl_eps if settings.cl_weight > 0 else 0.0,
-                         item_input=settings.item_input, user_input=settings.user_input,
-                         text_hidden=settings.text_hidden, history=history,
-                         history_half_life=settings.history_half_life)
-    raise UsageError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
-
-
-def how_training_ended(stop_reason: str, max_minutes: float | None,
-                       best_epoch: int | None = None) -> str:
-    """How a run ended, in the words of the training summary and the report: converged by
-    early stopping, or NOT converged (epoch cap, or the ``max_minutes`` safety net, whose
-    result depends on the machine's speed and load)."""
-    best = "" if best_epoch is None else f" (best epoch {best_epoch})"
-    if stop_reason == "early stopping":
-        return f"converged by early stopping{best}"
-    if stop_reason == "time limit":
-        return (f"NOT converged: stopped by the max_minutes safety net ({max_minutes:g} min) "
-                f"before early stopping{best}; the result depends on the machine's speed and "
-                f"load")
-    return f"NOT converged: stopped by the {stop_reason} before early stopping{best}"
-
-
-@dataclass
-class TrainResult:
-    """A trained model, its exported embeddings and its training history.
-
-    Args:
-        model: the trained :class:`Recommender` (best validation state).
-        user_embeddings, product_embeddings: final embeddings joined to the id maps.
-        history: one dict per epoch: ``epoch``, ``loss``, ``batches``, ``seconds`` and, on
-            evaluation epochs, ``valid`` metrics of the overall slice.
-        settings: the settings used.
-        best_epoch: epoch of the restored state (0 for untrained models).
-        seconds: training wall time.
-        stop_reason: ``"early stopping"`` (validation stopped improving for ``patience``
-            evaluations: converged), ``"epoch cap"``, ``"time limit"`` (the ``max_minutes``
-            safety net) or ``"not trainable"`` (popularity, frozen embeddings).
-        applied: what the run derived from the settings and the machine: ``batch_size``
-            and ``lr`` (:func:`scaled_batch`) and torch ``threads``.
-    """
-
-    model: Recommender
-    user_embeddings: NodeEmbeddings
-    product_embeddings: NodeEmbeddings
-    history: list[dict[str, Any]]
-    settings: TrainSettings
-    best_epoch: int = 0
-    seconds: float = 0.0
-    stop_reason: str = "not trainable"
-    applied: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def converged(self) -> bool | None:
-        """True when early stopping ended training, False when a cap (epochs or minutes)
-        did first; None for models that are not trained."""
-        return None if self.stop_reason == "not trainable" else self.stop_reason == "early stopping"
-
-    @torch.no_grad()
-    def score(self, user_idx: Tensor) -> Tensor:
-        """Scores ``[B, num_items]`` for user rows ``user_idx`` (dot products of the embeddings)."""
-        users = self.user_embeddings.tensor[user_idx.cpu()]
-        return users @ self.product_embeddings.tensor.t()
-
-    def summary(self) -> str:
-        """One paragraph: model, epochs, time, final loss and best validation NDCG."""
-        losses = [h["loss"] for h in self.history if "loss" in h]
-        stage = "valid" if any("valid" in h for h in self.history) else "test"
-        k = self.settings.k
-        scores = [h[stage][f"ndcg@{k}"] for h in self.history if stage in h]
-        best = max(scores, default=float("nan"))
-        return (
-            f"Trained {self.settings.model} (dim {self.settings.dim}) for {len(losses)} epochs in "
-            f"{self.seconds:.1f}s; loss {losses[0] if losses else float('nan'):.4f} -> "
-            f"{losses[-1] if losses else float('nan'):.4f}; best {stage} NDCG@{k} "
-            f"{best:.4f} (restored state: epoch {self.best_epoch}); {self._stopped()}; "
-            f"{self._applied()}embeddings for "
-            f"{len(self.user_embeddings.ids):,} users and "
-            f"{len(self.product_embeddings.ids):,} products."
-        )
-
-    def _applied(self) -> str:
-        a = self.applied
-        if not a or self.converged is None:
-            return ""
-        return f"batch {a['batch_size']:,}, lr {a['lr']:.3g}, {a['threads']} threads; "
-
-    def _stopped(self) -> str:
-        if self.converged is None:
-            return "no training"
-        return how_training_ended(self.stop_reason, self.settings.max_minutes)
-
-    def save(self, folder: str | Path) -> Path:
-        """Write checkpoint, embeddings, id maps, settings and history into ``folder``.
-
-        Each file is written atomically; ``settings.json``, written last, holds their
-        SHA-256 so that :meth:`load` refuses a file damaged since.
-        """
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        writers = {
-            "checkpoint.pt": lambda p: torch.save(self.model.state_dict(), p),
-            "user_embeddings.pt": self.user_embeddings.save,
-            "product_embeddings.pt": self.product_embeddings.save,
-            "ids_user.json": self.user_embeddings.ids.save,
-            "ids_product.json": self.product_embeddings.ids.save,
-            "history.json": lambda p: p.write_text(json.dumps(self.history, indent=1)),
-        }
-        for name, write in writers.items():
-            atomic_write(folder / name, write)
-        meta = {"settings": dataclasses.asdict(self.settings), "best_epoch": self.best_epoch,
-                "seconds": self.seconds, "stop_reason": self.stop_reason,
-                "applied": self.applied,
-                "converged": self.converged, "checksums": checksums(folder, writers)}
-        write_text(folder / "settings.json", json.dumps(meta, indent=2))
-        return folder
-
-    @classmethod
-    def load(cls, folder: str | Path) -> TrainResult:
-        """Restore a saved run; ``.model`` scores from the saved embeddings.
-
-        Raises:
-            ModelError: a file is missing, damaged or changed since :meth:`save`.
-        """
-        folder = Path(folder)
-        for name in ("settings.json", "user_embeddings.pt", "product_embeddings.pt"):
-            if not (folder / name).exists():
-                raise ModelError(f"{folder} is not a training run: {name} is missing")
-        meta = read_artefact(folder / "settings.json", _read_json, RETRAIN)
-        verify(folder, meta.get("checksums", {}), RETRAIN)  # runs saved before: no sums
-        users = read_artefact(folder / "user_embeddings.pt", NodeEmbeddings.load, RETRAIN)
-        items = read_artefact(folder / "product_embeddings.pt", NodeEmbeddings.load, RETRAIN)
-        history = read_artefact(folder / "history.json", _read_json, RETRAIN)
-        return cls(
-            FrozenEmbeddings(users.tensor, items.tensor), users, items, history,
-            TrainSettings.from_any(None, **meta["settings"]), meta["best_epoch"], meta["seconds"],
-            meta.get("stop_reason", "epoch cap"), meta.get("applied", {}),
-        )
-
-
-#: What rebuilds a damaged training run.
-RETRAIN = "re-run `kgrec train`"
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
 
 
 def train_weights(snapshot: GraphSnapshot, split: Split,
@@ -281,16 +57,6 @@ def train_weights(snapshot: GraphSnapshot, split: Split,
     if joined["weight"].isna().any():
         raise UsageError("split holds pairs the snapshot does not; was it made from another graph?")
     return torch.as_tensor(joined["weight"].to_numpy("float32"))
-
-
-def behaviour_edge_weights(split: Split) -> Tensor | None:
-    """Edge weights of propagation: with a target behaviour, each pair's loss weight (its
-    heaviest behaviour's), both directions, so a view passes less than a purchase; None (all
-    edges equal, LightGCN's) otherwise."""
-    if split.target is None:
-        return None
-    weight = torch.as_tensor(split.train["weight"].to_numpy("float32", copy=True))
-    return torch.cat([weight, weight])
 
 
 def scaled_batch(settings: TrainSettings, pairs: int) -> tuple[int, float]:
@@ -314,19 +80,7 @@ def _autocast(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def _embeddings(
-    model: Recommender, snapshot: GraphSnapshot
-) -> tuple[NodeEmbeddings, NodeEmbeddings]:
-    model.eval()
-    with torch.no_grad():
-        users, items = model.embed()
-    return (
-        NodeEmbeddings("user", snapshot.id_maps["user"], users.detach().float().cpu()),
-        NodeEmbeddings("product", snapshot.id_maps["product"], items.detach().float().cpu()),
-    )
-
-
-def _evaluate(model: Recommender, split: Split, stage: str, k: int) -> dict[str, float]:
+def _evaluate(model: EmbeddingModel, split: Split, stage: str, k: int) -> dict[str, float]:
     model.eval()
     with torch.no_grad():
         cache = model.embed()
@@ -351,7 +105,7 @@ class _BatchLoss(nn.Module):
     and is the same on every rank, so it is not scaled. One process: factors of exactly 1.
     """
 
-    def __init__(self, model: Recommender, settings: TrainSettings, replica: Replica) -> None:
+    def __init__(self, model: EmbeddingModel, settings: TrainSettings, replica: Replica) -> None:
         super().__init__()
         self.model, self.settings, self.replica = model, settings, replica
 
@@ -422,68 +176,6 @@ def _epoch(step, optimizer, pairs, weights, sampler, settings, batch_size: int, 
     return replica.mean(total) / max(steps, 1), steps, False
 
 
-@dataclass
-class _Progress:
-    """How far training got: written to ``last.pt`` after every epoch, read by ``resume``."""
-
-    epoch: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best: float = -math.inf
-    best_epoch: int = 0
-    best_state: dict[str, Tensor] | None = None
-    bad: int = 0
-
-
-#: Settings a resumed run may change (caps and placement); any other must match.
-RESUMABLE = ("epochs", "max_minutes", "patience", "min_gain", "device", "threads")
-
-
-def _rng_state(gen: torch.Generator) -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
-    # As a tensor: torch.load(weights_only=True) refuses numpy arrays.
-    return {"gen": gen.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-            "numpy": (kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss,
-                      gauss)}
-
-
-def _set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
-    gen.set_state(state["gen"])
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-
-
-def _save_last(folder: Path, model, optimizer, gen, settings, progress: _Progress) -> None:
-    """``last.pt``: everything :func:`_resume` needs, written atomically (a crash while
-    writing leaves the previous one)."""
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "rng": _rng_state(gen), "settings": _settings_dict(settings), **vars(progress)}
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / LAST_CHECKPOINT, lambda tmp: torch.save(state, tmp))
-
-
-def _settings_dict(settings: TrainSettings) -> dict[str, Any]:
-    return {f.name: getattr(settings, f.name) for f in dataclasses.fields(TrainSettings)}
-
-
-def _resume(path: Path, model, optimizer, gen, settings) -> _Progress:
-    """Restore model, optimizer, RNGs and progress from ``last.pt``."""
-    state = read_artefact(path, lambda p: torch.load(p, map_location="cpu", weights_only=True),
-                          "delete it to train from scratch")
-    ours = _settings_dict(settings)
-    changed = [f"{k} {v!r} (now {ours[k]!r})" for k, v in state["settings"].items()
-               if k not in RESUMABLE and ours.get(k) != v]
-    if changed:
-        raise ModelError(f"cannot resume {path}: it was trained with " + ", ".join(changed))
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    _set_rng_state(state["rng"], gen)
-    return _Progress(**{f.name: state[f.name] for f in dataclasses.fields(_Progress)})
-
-
 def train_model(
     snapshot: GraphSnapshot,
     split: Split,
@@ -532,7 +224,7 @@ def train_model(
                         train_weight=weights).to(device)
     stage = eval_stage or ("valid" if len(split.valid) else None)
     folder = None if checkpoint_dir is None else Path(checkpoint_dir)
-    state = _Progress()
+    state = Progress()
     stop_reason = "not trainable"
     start = time.perf_counter()
     deadline = None if settings.max_minutes is None else start + 60 * settings.max_minutes
@@ -542,7 +234,7 @@ def train_model(
         optimizer = torch.optim.Adam(model.parameters(), lr=lr,
                                      fused=device.type in ("cpu", "cuda"))
         if resume and folder is not None and (folder / LAST_CHECKPOINT).exists():
-            state = _resume(folder / LAST_CHECKPOINT, model, optimizer, gen, settings)
+            state = resume_from(folder / LAST_CHECKPOINT, model, optimizer, gen, settings)
             if replica.is_main:
                 log.info("resuming %s after epoch %d", settings.model, state.epoch)
         elif resume and replica.is_main:
@@ -557,7 +249,7 @@ def train_model(
     elif stage == "valid":
         state.history.append({"epoch": 0, "valid": _evaluate(model, split, stage, settings.k)})
     seconds = time.perf_counter() - start
-    users, items = _embeddings(model, snapshot)
+    users, items = export_embeddings(model, snapshot)
     result = TrainResult(model, users, items, state.history, settings, state.best_epoch,
                          seconds, stop_reason, {"batch_size": batch_size, "lr": lr,
                                                 "threads": threads})
@@ -570,7 +262,7 @@ def train_model(
 class _Loop:
     """The epochs of one training run (what :func:`train_model` sets up)."""
 
-    model: Recommender
+    model: EmbeddingModel
     optimizer: torch.optim.Optimizer
     gen: torch.Generator
     split: Split
@@ -583,7 +275,7 @@ class _Loop:
     folder: Path | None  # checkpoints; None on ranks other than 0
     progress: bool
 
-    def run(self, state: _Progress, deadline: float | None) -> str:
+    def run(self, state: Progress, deadline: float | None) -> str:
         """Train from ``state.epoch + 1`` (updating ``state``); returns the stop reason."""
         settings, stops = self.settings, self.stage == "valid"
         if stops and state.bad >= settings.patience:  # resumed from a finished run
@@ -610,14 +302,14 @@ class _Loop:
             state.epoch = epoch
             # Complete epochs only: a run cut by the time limit redoes its last epoch.
             if self.folder is not None and not out_of_time:
-                _save_last(self.folder, self.model, self.optimizer, self.gen, settings, state)
+                save_last(self.folder, self.model, self.optimizer, self.gen, settings, state)
             if stops and state.bad >= settings.patience:
                 return "early stopping"
             if out_of_time:
                 return "time limit"
         return "epoch cap"
 
-    def _evaluate(self, state: _Progress, record: dict[str, Any], bar) -> None:
+    def _evaluate(self, state: Progress, record: dict[str, Any], bar) -> None:
         settings, stage = self.settings, self.stage
         assert stage is not None
         metrics = self.replica.from_main(

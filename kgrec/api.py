@@ -33,18 +33,20 @@ from kgrec.files import checksums, read_artefact, verify, write_text
 from kgrec.fusion.artefacts import Fusion, load_fusion, save_fusion
 from kgrec.fusion.candidates import ITEM_SETS
 from kgrec.gnn.device import resolve_device
+from kgrec.gnn.models import MODELS
+from kgrec.gnn.result import RETRAIN, TrainResult
 from kgrec.gnn.split import (
     Split,
     item_cold_start_split,
     make_split,
     target_behaviour,
 )
-from kgrec.gnn.train import RETRAIN, TrainResult, train_model
+from kgrec.gnn.train import train_model
 from kgrec.ids import IdMap
 from kgrec.kg import schema
 from kgrec.kg.explore import Explanation, GraphIndex, explain
 from kgrec.kg.snapshot import GraphSnapshot
-from kgrec.settings import TEXT_FEATURE_MODELS, SourceSpec, TrainSettings
+from kgrec.settings import SourceSpec, TrainSettings
 
 if TYPE_CHECKING:
     from kgrec.fusion.reengage import Reengagement
@@ -288,7 +290,7 @@ class Recommender:
         run_split = split if isinstance(split, Split) else make_run_split(
             snapshot, split or config.train.split, config)
         features = None
-        if settings.model in TEXT_FEATURE_MODELS and settings.text_features:
+        if MODELS[settings.model].takes_text and settings.text_features:
             raw = encode_catalogue(snapshot, config, progress)
             features = None if raw is None else raw.tensor
         behaviours = None

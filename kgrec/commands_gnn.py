@@ -178,12 +178,12 @@ def _snapshot(args: argparse.Namespace, config: Config):
 def _train(snapshot, split, config: Config, model: str, run_dir: Path, progress: bool,
            resume: bool = False) -> Path:
     from kgrec.api import Recommender
-    from kgrec.gnn import distributed
+    from kgrec.gnn import replica
     from kgrec.gnn.export import export_recbole
 
     rec = Recommender.fit(snapshot, config, model=model, split=split, progress=progress,
                           checkpoint_dir=run_dir / "checkpoints", resume=resume)
-    if not distributed.is_main_rank():
+    if not replica.is_main_rank():
         return run_dir  # a torchrun rank other than 0: rank 0 writes the run
     rec.save(run_dir)
     export_recbole(split, snapshot, run_dir / "recbole", "kgrec")
@@ -195,14 +195,14 @@ def _train(snapshot, split, config: Config, model: str, run_dir: Path, progress:
 
 def run_train(args: argparse.Namespace) -> int:
     from kgrec.api import make_run_split
-    from kgrec.gnn import distributed
+    from kgrec.gnn import replica
 
     config = _config(args)
-    if distributed.launched():  # one rank of torchrun: every rank runs this command
+    if replica.launched():  # one rank of torchrun: every rank runs this command
         if config.train.nproc > 1:
             raise InputError("--nproc starts processes itself: not under torchrun")
-        distributed.init_from_env(config.train.device)
-        config.train.device = distributed.rank_device(config.train.device)
+        replica.init_from_env(config.train.device)
+        config.train.device = replica.rank_device(config.train.device)
     snapshot = _snapshot(args, config)
     split = make_run_split(snapshot, config.train.split, config)
     model = config.train.model

@@ -54,8 +54,8 @@ class ReportData:
 
 def training_line(settings_json: str | Path) -> str:
     """How a saved training run ended, from its ``settings.json``
-    (:func:`kgrec.gnn.train.how_training_ended`)."""
-    from kgrec.gnn.train import how_training_ended
+    (:func:`kgrec.gnn.result.how_training_ended`)."""
+    from kgrec.gnn.result import how_training_ended
 
     meta = json.loads(Path(settings_json).read_text())
     reason = meta.get("stop_reason", "epoch cap")

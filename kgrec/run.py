@@ -213,7 +213,7 @@ class Pipeline:
 
         def work() -> dict[str, str]:
             from kgrec.api import Recommender
-            from kgrec.gnn.train import LAST_CHECKPOINT
+            from kgrec.gnn.checkpoint import LAST_CHECKPOINT
 
             # Checkpoints inside the workdir, one folder per stage key: a run killed while
             # training resumes from its last finished epoch; a finished training removes

@@ -13,17 +13,13 @@ from typing import Any
 
 from kgrec.errors import StoreError, UsageError
 
-#: The models ``train.model`` names (their builders: :mod:`kgrec.gnn.registry`).
+#: The models ``train.model`` names (their builders: :data:`kgrec.gnn.models.MODELS`).
 MODEL_NAMES = ("pop", "mf", "lightgcn", "gcn", "gat")
-#: The models built on :class:`kgrec.gnn.kgat.KGATModel` (gcn: without attention): the
-#: ones that take product text vectors (``text_features``) and the contrastive loss
-#: (``cl_weight``).
-TEXT_FEATURE_MODELS = ("gcn", "gat")
 #: The training losses (:class:`TrainSettings` ``loss``).
 LOSSES = ("bpr", "softmax")
-#: What a product's layer-0 state starts from (:meth:`kgrec.gnn.kgat.KGATModel.item_states`).
+#: What a product's layer-0 state starts from (``KGATModel.item_states``).
 ITEM_INPUTS = ("id", "text", "text+id")
-#: What a user's layer-0 state starts from (:meth:`kgrec.gnn.kgat.KGATModel.user_states`).
+#: What a user's layer-0 state starts from (``KGATModel.user_states``).
 USER_INPUTS = ("id", "history", "history+id")
 #: Scales of the default non-target weights compared (:mod:`kgrec.gnn.behaviours`): the
 #: target alone, the defaults, twice them, and (capped at the target's weight) equal weights.
@@ -104,7 +100,7 @@ class TrainSettings:
 
     Args:
         model: one of ``pop``, ``mf``, ``lightgcn``, ``gcn``, ``gat`` (default ``gat``: the
-            knowledge-graph attention model of :mod:`kgrec.gnn.kgat`; ``gcn`` is its variant
+            knowledge-graph attention model of :mod:`kgrec.gnn.models.kgat`; ``gcn`` is its variant
             without attention).
         dim: embedding size (64). layers: collaborative propagation layers (3).
         kg_hops: knowledge-graph attention rounds of gat/gcn (2; 0 leaves the KG out).
@@ -112,7 +108,7 @@ class TrainSettings:
         kg_every: gat/gcn: steps between recomputations of the knowledge-graph summaries
             in training (1: every step; k > 1 recomputes them on each epoch's first step and
             every k steps, reusing them as constants in between, see
-            :class:`kgrec.gnn.kgat.KGATModel`: cheaper steps where the knowledge graph is
+            :class:`kgrec.gnn.models.kgat.KGATModel`: cheaper steps where the knowledge graph is
             large, at a measured cost in quality, see README).
         text_features: gat/gcn take the products' text vectors as inputs (True; the
             callers encode them, see ``kgrec train``).
@@ -122,15 +118,15 @@ class TrainSettings:
         init_std: std of the normal initialisation of id embeddings; None (default) is
             each model's own: 0.1 for LightGCN, gcn and gat (LightGCN's paper; PyG's xavier
             default stalls LightGCN), xavier-normal for MF (RecBole's BPR; see
-            :class:`kgrec.gnn.models.MFModel`).
+            :class:`kgrec.gnn.models.mf.MFModel`).
         cl_weight: gat/gcn: weight of the XSimGCL contrastive loss (0.0: off; 0.01 helps
-            on ml-100k, 0.1 ruins it, see :mod:`kgrec.gnn.kgat`): training noise of length
+            on ml-100k, 0.1 ruins it, see :mod:`kgrec.gnn.models.kgat`): training noise of length
             ``cl_eps`` (0.1) on each collaborative layer, InfoNCE at temperature
             ``cl_temperature`` (0.2) between the first layer's and the final embeddings of
             the batch's users and products.
         item_input, user_input: gat/gcn: what products and users start from (``id``,
             ``id``: today's; ``text`` / ``text+id`` and ``history`` / ``history+id``: the
-            text-native, inductive model; see :class:`kgrec.gnn.kgat.KGATModel`).
+            text-native, inductive model; see :class:`kgrec.gnn.models.kgat.KGATModel`).
         text_hidden: gat/gcn: hidden units of the text projector (0: one linear map).
         history_half_life: gat/gcn with history inputs: a user's events weigh half as much
             per later event of theirs (0, the default: every event alike; the text

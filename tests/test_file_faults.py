@@ -22,7 +22,7 @@ from kgrec.cli import main
 from kgrec.config import Config
 from kgrec.errors import ModelError
 from kgrec.files import atomic_write
-from kgrec.gnn.train import TrainResult
+from kgrec.gnn.result import TrainResult
 from kgrec.kg.snapshot import snapshot_from_tables
 from kgrec.run import Pipeline, read_state
 

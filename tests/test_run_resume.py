@@ -11,7 +11,7 @@ import torch
 
 from kgrec.config import Config
 from kgrec.gnn import train as train_module
-from kgrec.gnn.train import LAST_CHECKPOINT
+from kgrec.gnn.checkpoint import LAST_CHECKPOINT
 from kgrec.kg import schema
 from kgrec.run import Pipeline
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kgrec.gnn.distributed import DistributedReplica
+from kgrec.gnn.replica import DistributedReplica
 from kgrec.gnn.split import Split
 from kgrec.gnn.train import train_model
 from kgrec.settings import TrainSettings
@@ -69,7 +69,7 @@ def test_ranks_split_a_batch_like_tensor_split():
 
 def test_cli_trains_over_two_processes(tmp_path, capsys):
     from kgrec.cli import main
-    from kgrec.gnn.train import TrainResult
+    from kgrec.gnn.result import TrainResult
 
     snapshot, _ = small_split()
     snapshot.save(tmp_path / "snap")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -10,6 +11,7 @@ import torch
 from torch_geometric.nn import GCNConv, LightGCN
 from torch_geometric.utils import softmax as pyg_softmax
 
+from kgrec.errors import UsageError
 from kgrec.gnn.edge_ops import EdgePattern
 from kgrec.gnn.graph import (
     bipartite_edge_index,
@@ -17,9 +19,13 @@ from kgrec.gnn.graph import (
     normalized_adjacency,
     training_graph,
 )
-from kgrec.gnn.kgat import KGATModel, knowledge_rounds
-from kgrec.gnn.models import INIT_STD, LightGCNModel, MFModel, SymmetricSpmm
+from kgrec.gnn.models import MODELS, build_model
+from kgrec.gnn.models.base import INIT_STD, SymmetricSpmm
+from kgrec.gnn.models.kgat import KGATModel, knowledge_rounds
+from kgrec.gnn.models.lightgcn import LightGCNModel
+from kgrec.gnn.models.mf import MFModel
 from kgrec.gnn.split import Split
+from kgrec.settings import MODEL_NAMES, TrainSettings
 from tests.gnn.conftest import random_graph, tiny_snapshot
 
 
@@ -328,3 +334,28 @@ def test_xsimgcl_contrastive_loss_is_positive_finite_and_trains():
         _tiny_kgat().train().contrastive_loss(users, items, 0.2)
     with pytest.raises(ValueError, match="cl_layer"):
         _tiny_kgat(cl_eps=0.1, layers=2, cl_layer=3)
+
+
+def test_the_registry_names_every_model_and_the_settings_each_reads(ml100k_snapshot,
+                                                                    ml100k_split):
+    assert tuple(MODELS) == MODEL_NAMES  # the torch-free names the CLI and config rules use
+    fields = {f.name for f in dataclasses.fields(TrainSettings)}
+    assert all(set(spec.reads) <= fields for spec in MODELS.values())
+    assert [name for name, spec in MODELS.items() if spec.takes_text] == ["gcn", "gat"]
+    kinds = {name: type(build_model(ml100k_snapshot, ml100k_split,
+                                    TrainSettings(model=name, kg_hops=0, text_features=False)))
+             for name in MODELS}
+    assert [k.__name__ for k in kinds.values()] == [
+        "PopModel", "MFModel", "LightGCNModel", "KGATModel", "KGATModel"]
+    gcn = build_model(ml100k_snapshot, ml100k_split, TrainSettings(model="gcn", kg_hops=1,
+                                                                   text_features=False))
+    assert isinstance(gcn, KGATModel) and not gcn.attention
+
+
+@pytest.mark.parametrize("setting", [{"cl_weight": 0.01}, {"item_input": "text"},
+                                     {"user_input": "history"}])
+def test_a_setting_the_model_does_not_read_is_refused(ml100k_snapshot, ml100k_split, setting):
+    key, value = next(iter(setting.items()))
+    with pytest.raises(UsageError, match=f"{key} = {value!r} needs a model that reads it "
+                                         r"\(gcn, gat\), not 'mf'"):
+        build_model(ml100k_snapshot, ml100k_split, TrainSettings(model="mf", **setting))

@@ -10,8 +10,10 @@ import torch
 
 from kgrec.errors import ModelError
 from kgrec.gnn import train as train_module
+from kgrec.gnn.checkpoint import LAST_CHECKPOINT
+from kgrec.gnn.result import TrainResult
 from kgrec.gnn.split import Split
-from kgrec.gnn.train import LAST_CHECKPOINT, TrainResult, train_model
+from kgrec.gnn.train import train_model
 from kgrec.settings import TrainSettings
 from tests.gnn.conftest import random_graph
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from kgrec.fusion.text import product_text
-from kgrec.gnn.kgat import KGATModel, history_matrix
 from kgrec.gnn.losses import softmax_loss
+from kgrec.gnn.models.kgat import KGATModel, history_matrix
+from kgrec.gnn.result import TrainResult
 from kgrec.gnn.split import make_split
-from kgrec.gnn.train import TrainResult, train_model
+from kgrec.gnn.train import train_model
 from kgrec.kg.snapshot import snapshot_from_tables
 from kgrec.settings import TrainSettings
 from tests.conftest import THEMES

@@ -13,14 +13,10 @@ import time
 import pytest
 import torch
 
+from kgrec.errors import UsageError
 from kgrec.gnn.metrics import evaluate_ranking
-from kgrec.gnn.train import (
-    TrainResult,
-    how_training_ended,
-    scaled_batch,
-    train_model,
-    train_weights,
-)
+from kgrec.gnn.result import TrainResult, how_training_ended
+from kgrec.gnn.train import scaled_batch, train_model, train_weights
 from kgrec.report import training_line
 from kgrec.settings import TrainSettings
 from tests.gnn.conftest import random_graph
@@ -200,7 +196,7 @@ def test_xsimgcl_contrastive_training_lowers_the_loss():
     assert all(math.isfinite(x) for x in losses) and losses[-1] < 0.8 * losses[0]
     # The contrastive term adds to BPR: the first epoch's loss is higher than without it.
     assert losses[0] > plain.history[0]["loss"] + 0.05
-    with pytest.raises(ValueError, match="gcn or gat"):
+    with pytest.raises(UsageError, match=r"needs a model that reads it \(gcn, gat\)"):
         train_model(snapshot, split, TrainSettings(model="mf", cl_weight=0.1), progress=False)
 
 

@@ -65,8 +65,8 @@ from torch_geometric.utils import softmax
 
 from kgrec.errors import UsageError
 from kgrec.gnn.edge_ops import EdgePattern
-from kgrec.gnn.graph import HomogeneousGraph
-from kgrec.gnn.models import INIT_STD, Recommender, SymmetricSpmm, sparse_mm
+from kgrec.gnn.graph import HomogeneousGraph, homogeneous_graph, training_graph
+from kgrec.gnn.models.base import INIT_STD, EmbeddingModel, ModelInputs, SymmetricSpmm, sparse_mm
 from kgrec.gnn.split import later_events
 from kgrec.settings import ITEM_INPUTS, USER_INPUTS
 
@@ -207,7 +207,7 @@ def _rounds(graph: HomogeneousGraph, hops: int, offset: int) -> list[_Round]:
     return rounds
 
 
-class KGATModel(Recommender):
+class KGATModel(EmbeddingModel):
     """See the module docstring.
 
     Args:
@@ -521,3 +521,24 @@ class KGATModel(Recommender):
         too, so the gate and projection cannot grow without bound)."""
         x0 = self._layer0 if self._layer0 is not None else self.inputs()
         return x0.index_select(0, users), x0.index_select(0, items + self.num_users)
+
+
+def build(inputs: ModelInputs, attention: bool = True) -> KGATModel:
+    """The GAT (``attention``) or the GCN over the training graph and the knowledge graph."""
+    s, split, snapshot = inputs.settings, inputs.split, inputs.snapshot
+    graph = homogeneous_graph(training_graph(snapshot, split), snapshot.relations)
+    history = None if s.user_input == "id" else history_matrix(
+        split.train, split.num_users, split.num_items, s.history_half_life)
+    return KGATModel(graph, inputs.adjacency(), split.item_counts(), dim=s.dim,
+                     layers=s.layers, kg_hops=s.kg_hops, attention=attention,
+                     kg_dropout=s.kg_dropout, kg_every=s.kg_every,
+                     product_features=inputs.product_features if s.text_features else None,
+                     id_dropout=s.id_dropout, init_std=s.init_std or INIT_STD,
+                     cl_eps=s.cl_eps if s.cl_weight > 0 else 0.0,
+                     item_input=s.item_input, user_input=s.user_input,
+                     text_hidden=s.text_hidden, history=history,
+                     history_half_life=s.history_half_life)
+
+
+def build_gcn(inputs: ModelInputs) -> KGATModel:
+    return build(inputs, attention=False)
