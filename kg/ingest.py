@@ -199,7 +199,7 @@ def ingest_stream(
     """Write each part into ``store`` as it comes (see :func:`ingest`).
 
     Args:
-        parts: validated tables, e.g. :func:`kgrec.kg.extract.stream.stream_source`.
+        parts: validated tables, e.g. :func:`kgrec.kg.extract.sources.stream_source`.
         total_rows: source rows expected (the progress bar's total; None: unknown).
         started: ``time.perf_counter()`` at the start of the run (default: now), so the
             summary's time includes what the caller did first.

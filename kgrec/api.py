@@ -73,7 +73,7 @@ def ingest(config: Config, *, reports_dir: str | Path | None = None,
     was valid) when a file lost more than ``data.max_reject_share`` of its rows."""
     import time
 
-    from kgrec.kg.extract.stream import count_rows, stream_source
+    from kgrec.kg.extract.sources import count_rows, stream_source
     from kgrec.kg.ingest import ingest_stream
     from kgrec.stores import open_store
 
@@ -109,7 +109,7 @@ def bulk_ingest(config: Config, *, home: str | Path | None = None,
     :mod:`kgrec.kg.store.bulk`); later loads use :func:`ingest`. A generic dump's events are
     exported ``data.chunk_rows`` at a time, so memory holds one chunk, not the dump. ``env``
     adds environment for the scripts (e.g. ``NEO4J_RUN_DIR``). Returns the ingest summary."""
-    from kgrec.kg.extract.stream import count_rows, stream_source
+    from kgrec.kg.extract.sources import count_rows, stream_source
     from kgrec.kg.ingest import ingest_stream
     from kgrec.kg.store.bulk import BulkStore
 

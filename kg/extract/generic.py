@@ -28,18 +28,16 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from kgrec.errors import ConfigError, InputError, SchemaError
 from kgrec.kg import schema
 from kgrec.kg.extract import build
 from kgrec.kg.extract import validate as v
-from kgrec.kg.tables import GraphTables
-
-if TYPE_CHECKING:
-    from kgrec.kg.extract.stream import KeySet
+from kgrec.kg.store.local import find_sorted, hash_keys
 
 #: Section -> field -> candidate column names tried in order when not mapped.
 DEFAULT_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -171,41 +169,6 @@ def load_mapping(path: str | Path | None = None, overrides: Iterable[str] = ()) 
     for item in overrides:
         mapping.set(item)
     return mapping
-
-
-def read_generic(
-    products: str | Path | None,
-    events: str | Path,
-    *,
-    users: str | Path | None = None,
-    kg: str | Path | None = None,
-    links: str | Path | None = None,
-    mapping: ColumnMapping | None = None,
-    known_products: Iterable[str] = (),
-) -> GraphTables:
-    """Read a generic dump into GraphTables.
-
-    Args:
-        products: products file (one row per product); None for an events-only dump whose
-            products are already stored (pass their ids as ``known_products``).
-        events: events file (user, product, type, timestamp, value).
-        users: optional users file (id + attribute columns).
-        kg: optional knowledge-graph triples (head, relation, tail).
-        links: optional product -> entity link table (needed to attach ``kg`` to products).
-        mapping: column mapping and options (defaults: :data:`DEFAULT_COLUMNS`).
-        known_products: ids of products already in the store; events and links on them
-            are accepted (incremental loads).
-    """
-    from kgrec.kg.extract.stream import stream_generic
-
-    # One implementation: the streamed read, with every event in one chunk.
-    return GraphTables.concat(stream_generic(
-        products, events, users=users, kg=kg, links=links, mapping=mapping,
-        known_products=known_products, chunk_rows=WHOLE_FILE))
-
-
-#: ``chunk_rows`` of a whole-file read.
-WHOLE_FILE = 1 << 62
 
 
 def _text(frame: pd.DataFrame, col: str | None) -> pd.Series:
@@ -471,3 +434,50 @@ def link_table(
     work = v.dedupe(work, names, file, rejects)
     return pd.DataFrame({"src": work[names[0]], "dst": work[names[1]]})
 
+
+#: Key of an event across chunks (what :func:`event_tables` de-duplicates on).
+EVENT_KEY = ["src", "dst", "timestamp", "rel"]
+
+
+class KeySet:
+    """Keys seen earlier in a run as sorted 64-bit hashes, each with the line and value of
+    its first row: 24 bytes per key instead of the rows themselves."""
+
+    def __init__(self) -> None:
+        self.hashes = np.empty(0, dtype=np.uint64)
+        self.lines = np.empty(0, dtype=np.int64)
+        self.values = np.empty(0, dtype=np.float64)
+
+    def find(self, hashes: np.ndarray) -> np.ndarray:
+        """Position of each hash in the set; -1 where it is new."""
+        return find_sorted(hashes, self.hashes)
+
+    def add(self, hashes: np.ndarray, lines: np.ndarray | None = None,
+            values: np.ndarray | None = None) -> None:
+        """Insert new, distinct hashes (with their first lines and values where given)."""
+        order = np.argsort(hashes, kind="stable")
+        at = np.searchsorted(self.hashes, hashes[order])
+        zeros = np.zeros(len(hashes))
+        for name, extra in (("lines", lines), ("values", values)):
+            old = getattr(self, name)
+            given = zeros if extra is None else np.asarray(extra)
+            setattr(self, name, np.insert(old, at, given[order].astype(old.dtype)))
+        self.hashes = np.insert(self.hashes, at, hashes[order])
+
+    def dedupe(self, table: pd.DataFrame, file: str, rejects: v.Rejects,
+               names: dict[str, str]) -> pd.DataFrame:
+        """Reject the events of ``table`` (already de-duplicated within itself) whose key an
+        earlier chunk had, with the report rows a whole-file read gives (through
+        :func:`validate.dedupe` on each first row rebuilt from its key, line and value)."""
+        hashes = hash_keys(table, EVENT_KEY)
+        pos = self.find(hashes)
+        seen = pos >= 0
+        if seen.any():
+            firsts = table[seen].assign(
+                value=pd.array(self.values[pos[seen]], dtype="Float64"),
+                **{v.LINE: self.lines[pos[seen]]})
+            both = pd.concat([firsts, table], ignore_index=True)
+            table = v.dedupe(both, EVENT_KEY, file, rejects, ["value"], names).iloc[len(firsts):]
+        self.add(hashes[~seen], table[v.LINE].to_numpy("int64"),
+                 table["value"].to_numpy("float64", na_value=np.nan))
+        return table

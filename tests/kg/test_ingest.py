@@ -10,7 +10,7 @@ import pytest
 
 from kgrec.kg import schema
 from kgrec.kg.extract.amazon import read_amazon
-from kgrec.kg.extract.generic import read_generic
+from kgrec.kg.extract.stream import read_generic
 from kgrec.kg.ingest import ingest
 from kgrec.kg.store.local import LocalStore
 from kgrec.kg.tables import GraphTables

@@ -11,7 +11,8 @@ import pytest
 
 from kgrec.errors import ConfigError, InputError
 from kgrec.kg import schema
-from kgrec.kg.extract.generic import load_mapping, read_generic
+from kgrec.kg.extract.generic import load_mapping
+from kgrec.kg.extract.stream import read_generic
 from kgrec.kg.extract.validate import clean_html
 
 

@@ -13,8 +13,8 @@ import pytest
 from kgrec.api import ingest as api_ingest
 from kgrec.config import Config
 from kgrec.kg import schema
-from kgrec.kg.extract.generic import read_generic
-from kgrec.kg.extract.stream import count_rows, stream_generic
+from kgrec.kg.extract.sources import count_rows
+from kgrec.kg.extract.stream import read_generic, stream_generic
 from kgrec.kg.ingest import IngestSummary, ingest, ingest_stream
 from kgrec.kg.store.local import LocalStore
 from kgrec.kg.tables import GraphTables
