@@ -54,7 +54,10 @@ from kgrec.fusion.fit import build_text_side, fit_fusion
 from kgrec.fusion.text import text_confidence
 from kgrec.gnn.split import make_split
 from kgrec.gnn.train import train_model
-from kgrec.settings import TrainSettings
+try:
+    from kgrec.settings import TrainSettings
+except ImportError:  # a revision before kgrec.settings
+    from kgrec.gnn.train import TrainSettings
 from kgrec.kg.snapshot import GraphSnapshot
 
 dataset, fit, epochs, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
@@ -91,7 +94,11 @@ start = time.perf_counter()
 sides = {kind: build_text_side(kind, split, text, **sampling) for kind in ("profile", "tower")}
 sides_s = time.perf_counter() - start
 start = time.perf_counter()
-fitted = fit_fusion(gu, gi, sides, split, split.item_counts(), conf, **sampling)
+try:
+    from kgrec.fusion.fit import Sources
+    fitted = fit_fusion(Sources(gu, gi, sides, split.item_counts(), conf), split, **sampling)
+except ImportError:  # a revision before fusion.fit.Sources
+    fitted = fit_fusion(gu, gi, sides, split, split.item_counts(), conf, **sampling)
 fit_s = time.perf_counter() - start
 valid_users = int(torch.unique(split.pairs("valid")[0]).numel())
 out.write_text(json.dumps({

@@ -58,7 +58,10 @@ import json, os, sys, time, torch
 from kgrec.gnn.metrics import evaluate_ranking
 from kgrec.gnn.split import make_split
 from kgrec.gnn.train import train_model
-from kgrec.settings import TrainSettings
+try:
+    from kgrec.settings import TrainSettings
+except ImportError:  # a revision before kgrec.settings
+    from kgrec.gnn.train import TrainSettings
 from kgrec.kg.snapshot import GraphSnapshot
 snapshot = GraphSnapshot.load(sys.argv[1])
 split = make_split(snapshot)

@@ -198,17 +198,16 @@ def behaviour_rows(snapshot, split, args: argparse.Namespace, rows: dict[str, An
 def reengaged(result, split):
     """The GAT's ranking plus the re-engagement term, its weight fitted on validation
     (kgrec's fusion fit: this catalogue has no text, so the blend is GNN + b * s_seen)."""
-    from kgrec.fusion.fit import fit_fusion, job_scorer
+    from kgrec.fusion.fit import Sources, fit_fusion, job_scorer
     from kgrec.fusion.reengage import Reengagement
 
-    users, items = result.user_embeddings.tensor, result.product_embeddings.tensor
-    degree, confidence = split.item_counts(), torch.zeros(split.num_items)
+    sources = Sources(result.user_embeddings.tensor, result.product_embeddings.tensor, {},
+                      split.item_counts(), torch.zeros(split.num_items))
     term = Reengagement.of_split(split)
-    fit = fit_fusion(users, items, {}, split, degree, confidence, jobs=("full",), k=K,
-                     reengage=term)
+    fit = fit_fusion(sources, split, jobs=("full",), k=K, reengage=term)
     job = fit.jobs["full"]
     print(job.summary(), flush=True)
-    scorer = job_scorer(users, items, fit, "full", degree, confidence, seen=term)
+    scorer = job_scorer(sources, fit, "full", seen=term)
     return scorer, job.seen_weight, job.seen_curve
 
 

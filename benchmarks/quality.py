@@ -54,6 +54,7 @@ from kgrec.fusion.alpha import AlphaFunction  # noqa: E402
 from kgrec.fusion.fit import (  # noqa: E402
     FusionFit,
     JobFit,
+    Sources,
     build_text_side,
     fit_fusion,
     fused_table,
@@ -134,12 +135,16 @@ class Run:
 
     def fit(self, result: TrainResult, item_dependent: bool = True) -> FusionFit:
         jobs = ("full",) if self.split.kind == "item_cold_start" else ("full", "tail")
-        return fit_fusion(*_vectors(result), self.sides, self.split, self.degree,
-                          self.confidence, jobs=jobs, k=K, item_dependent=item_dependent)
+        return fit_fusion(self.sources(*_vectors(result)), self.split, jobs=jobs, k=K,
+                          item_dependent=item_dependent)
+
+    def sources(self, users: torch.Tensor, items: torch.Tensor) -> Sources:
+        return Sources(users, items, self.sides, self.degree, self.confidence)
 
     def fused(self, users: torch.Tensor, items: torch.Tensor, fit: FusionFit
               ) -> dict[str, dict[str, float]]:
-        table = fused_table(users, items, fit, self.split, self.degree, self.confidence, k=K)
+        table = fused_table(Sources(users, items, fit.sides, self.degree, self.confidence), fit,
+                            self.split, k=K)
         if self.split.kind == "item_cold_start":
             return {"item_cold_start": table["overall"]}
         return table

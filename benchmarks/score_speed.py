@@ -38,6 +38,7 @@ def run_kgrec(u: np.ndarray, i: np.ndarray, k: int, chunk: int, fused: bool,
               device: str = "cpu") -> np.ndarray:
     import torch
 
+    from kgrec.fusion.blend import Blend
     from kgrec.fusion.score import FusedScorer
     from kgrec.fusion.topk import chunked_topk, dot_scorer
 
@@ -45,7 +46,7 @@ def run_kgrec(u: np.ndarray, i: np.ndarray, k: int, chunk: int, fused: bool,
     users, items = torch.from_numpy(u).to(device), torch.from_numpy(i).to(device)
     components = None
     if fused:  # two sources (GNN + a second d=64 "text" pair), per-user z-scores, alpha blend
-        fs = FusedScorer(users, items, users.roll(1, 0), items.roll(1, 0), alpha=0.7)
+        fs = FusedScorer(users, items, users.roll(1, 0), items.roll(1, 0), blend=Blend(0.7))
         scorer, components = fs.chunk_scorer(), fs.pair_components
     else:
         scorer = dot_scorer(users, items)

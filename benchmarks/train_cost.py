@@ -149,7 +149,10 @@ import dataclasses, json, os, sys, time, torch
 torch.set_num_threads({threads})
 from kgrec.gnn.split import make_split
 from kgrec.gnn.train import train_model
-from kgrec.settings import TrainSettings
+try:
+    from kgrec.settings import TrainSettings
+except ImportError:  # a revision before kgrec.settings
+    from kgrec.gnn.train import TrainSettings
 from kgrec.kg.snapshot import GraphSnapshot
 snap = GraphSnapshot.load({snapshot!r})
 split = make_split(snap)

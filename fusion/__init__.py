@@ -12,7 +12,7 @@ pairs) and ``kgrec.fusion.output`` writes Parquet / RECOMMENDED edges.
 from __future__ import annotations
 
 from kgrec.fusion.alpha import AlphaFit, AlphaFunction, fit_alpha_function
-from kgrec.fusion.blend import blend, normalise, rank_percentile, zscore
+from kgrec.fusion.blend import Blend, normalise, rank_percentile, zscore
 from kgrec.fusion.candidates import select_items
 from kgrec.fusion.fit import FusionFit, JobFit, build_text_side, fit_fusion, fit_job
 from kgrec.fusion.output import topk_frame, write_back, write_parquet
@@ -42,7 +42,7 @@ __all__ = [
     "TextEncoder",
     "TextTower",
     "TopK",
-    "blend",
+    "Blend",
     "build_text_side",
     "chunked_topk",
     "dot_scorer",

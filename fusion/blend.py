@@ -1,4 +1,4 @@
-"""Per-user normalisation and the alpha blend of GNN and text scores.
+"""Per-user normalisation and the alpha blend of GNN and text scores (:class:`Blend`).
 
 ``s = a * norm(s_gnn) + (1 - a) * norm(s_text)`` where ``norm`` works per user over the
 candidate items, because raw dot products of the two sources live on unrelated scales (and
@@ -57,15 +57,73 @@ def normalise(scores: Tensor, method: str) -> Tensor:
     return scores
 
 
-def blend(gnn: Tensor, text: Tensor, alpha: float | Tensor) -> Tensor:
-    """``alpha * gnn + (1 - alpha) * text``; a tensor ``alpha`` broadcasts over the last axis
-    (one weight per item column)."""
-    if isinstance(alpha, Tensor):
-        if ((alpha < 0) | (alpha > 1)).any():
-            raise UsageError("alpha values must lie in [0, 1]")
-    elif not 0.0 <= alpha <= 1.0:
-        raise UsageError(f"alpha must lie in [0, 1], got {alpha}")
-    return alpha * gnn + (1 - alpha) * text
+@dataclass(frozen=True)
+class Blend:
+    """One ranking's blend ``s = a * norm(s_gnn) + (1 - a) * norm(s_text)``: the value the
+    fusion fit produces and the scorer, the fit's evaluator, ``search`` and ``similar`` use.
+
+    Args:
+        alpha: the GNN weight ``a``, a number or one per product (``[N]``); checked to lie in
+            [0, 1] here, where a blend is made, and nowhere else.
+        normalise: the per-user normaliser of both sources (:data:`NORMALISATIONS`).
+        text: the text side it reads (``"profile"``, ``"tower"``, ``"query"`` ...; ``"none"``:
+            the GNN alone).
+    """
+
+    alpha: float | Tensor = 1.0
+    normalise: str = "zscore"
+    text: str = "none"
+
+    def __post_init__(self) -> None:
+        check_normalise(self.normalise)
+        alpha = self.alpha
+        if isinstance(alpha, Tensor):
+            if ((alpha < 0) | (alpha > 1)).any():
+                raise UsageError("alpha values must lie in [0, 1]")
+            object.__setattr__(self, "alpha", alpha.float())
+        elif not 0.0 <= float(alpha) <= 1.0:
+            raise UsageError(f"alpha must lie in [0, 1], got {alpha}")
+        else:
+            object.__setattr__(self, "alpha", float(alpha))
+
+    @property
+    def one_source(self) -> bool:
+        """A constant alpha of 0 or 1: one source alone, ranked on its raw scale."""
+        return isinstance(self.alpha, float) and self.alpha in (0.0, 1.0)
+
+    def to(self, device: torch.device) -> Blend:
+        """The blend with a per-product alpha on ``device``."""
+        if not isinstance(self.alpha, Tensor):
+            return self
+        return Blend(self.alpha.to(device), self.normalise, self.text)
+
+    def alpha_at(self, items: Tensor | None) -> float | Tensor:
+        """``alpha`` of the product columns ``items`` (None: every product)."""
+        if isinstance(self.alpha, Tensor) and items is not None:
+            return self.alpha[items.to(self.alpha.device)]
+        return self.alpha
+
+    def mix(self, gnn: Tensor, text: Tensor, alpha: float | Tensor | None = None) -> Tensor:
+        """``a * gnn + (1 - a) * text`` of already normalised scores (``alpha``: this blend's
+        weights as the caller lays them over its columns; default :attr:`alpha`, whose
+        per-product tensor broadcasts over the last axis)."""
+        a = self.alpha if alpha is None else alpha
+        return a * gnn + (1 - a) * text
+
+    def combine(self, gnn: Tensor, text: Tensor, items: Tensor | None = None, *,
+                stats: UserStats | None = None, raw_single: bool = True) -> Tensor:
+        """Fused ``[B, C]`` scores from raw GNN and text scores over the product columns
+        ``items`` (None: every product): each source normalised per row (or by ``stats``, the
+        rows' statistics over the whole candidate set, when ``C`` is a slice of it), then
+        mixed. With ``raw_single`` a one-source blend is that source's raw scores."""
+        alpha = self.alpha_at(items)
+        if raw_single and self.one_source:
+            return (gnn if self.alpha == 1.0 else text).clone()
+        if stats is None:
+            g, t = normalise(gnn, self.normalise), normalise(text, self.normalise)
+        else:
+            g, t = stats.apply(gnn, "gnn"), stats.apply(text, "text")
+        return self.mix(g, t, alpha)
 
 
 @dataclass

@@ -21,7 +21,7 @@ model) wherever the pool is exact, and every fit reports how many users that is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -29,16 +29,16 @@ from torch import Tensor
 
 from kgrec.errors import UsageError
 from kgrec.fusion.alpha import ALPHA_GRID, PIVOT_GRID, AlphaFit, AlphaFunction, fit_alpha_function
+from kgrec.fusion.blend import Blend
 from kgrec.fusion.pools import BlendPools
 from kgrec.fusion.reengage import Reengagement, fit_reengagement
-from kgrec.fusion.score import FusedScorer
+from kgrec.fusion.score import FusedScorer, ScoreFn, candidate_score_fn
 from kgrec.fusion.text import user_profiles
 from kgrec.fusion.tower import train_text_tower
 from kgrec.gnn.metrics import evaluate_ranking, long_tail_items
 from kgrec.gnn.split import Split
 from kgrec.settings import FIT_POOL, FIT_USERS, PROFILE_HALF_LIVES
 
-ScoreFn = Callable[[Tensor], Tensor]
 #: Text sides: the raw MiniLM profile similarity, or a text tower trained on the interactions.
 TEXT_SIDES = ("profile", "tower")
 #: What the ranking is for: every product, or the long-tail products only.
@@ -47,23 +47,6 @@ JOBS = ("full", "tail")
 GNN_ONLY = "none"
 #: The GNN's name among the fit's score sources.
 GNN = "gnn"
-
-
-def candidate_score_fn(scorer: FusedScorer, candidates: Tensor | None = None) -> ScoreFn:
-    """``users -> [B, num_items]`` fused scores, normalised per user over ``candidates``
-    (default: all products); non-candidates get ``-inf``."""
-    if candidates is None:
-        return scorer
-    cand = torch.as_tensor(candidates)
-    if cand.dtype == torch.bool:
-        cand = torch.nonzero(cand).flatten()
-
-    def score(users: Tensor) -> Tensor:
-        out = torch.full((len(users), scorer.num_items), -torch.inf)
-        out[:, cand] = scorer.score(users, cand)[0].cpu()
-        return out
-
-    return score
 
 
 def job_candidates(job: str, split: Split) -> Tensor | None:
@@ -94,6 +77,40 @@ class TextSide:
         users = user_profiles(split.history(stage), self.items, split.num_users,
                               half_life_events=self.half_life_events)
         return TextSide(self.kind, users, self.items, self.losses, self.half_life_events)
+
+
+@dataclass
+class Sources:
+    """What every blend of one model reads: the GNN embeddings ``[U, d]`` / ``[N, d]``, the
+    text sides, and the two product features the GNN weight depends on (``degree``: training
+    events; ``confidence``: text confidence, :func:`kgrec.fusion.text.text_confidence`)."""
+
+    gnn_users: Tensor
+    gnn_items: Tensor
+    sides: dict[str, TextSide]
+    degree: Tensor
+    confidence: Tensor
+
+    def at_stage(self, split: Split, stage: str) -> Sources:
+        """The sources as known when ranking ``stage`` (:meth:`TextSide.at_stage`)."""
+        sides = {name: side.at_stage(split, stage) for name, side in self.sides.items()}
+        return Sources(self.gnn_users, self.gnn_items, sides, self.degree, self.confidence)
+
+    def vectors(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """Each source's (users, items) vectors by name: the GNN's, then each text side's."""
+        return {GNN: (self.gnn_users, self.gnn_items)} | {
+            name: (side.users, side.items) for name, side in self.sides.items()}
+
+    def scorer(self, blend: Blend, *, seen: Reengagement | None = None, seen_weight: float = 0.0,
+               device: str | torch.device | None = None) -> FusedScorer:
+        """The :class:`FusedScorer` of ``blend`` over these sources (its text side by name;
+        ``"none"``: the GNN alone), with the re-engagement term ``seen`` at ``seen_weight``."""
+        if blend.text == GNN_ONLY:
+            users, items = torch.zeros(len(self.gnn_users), 1), torch.zeros(len(self.gnn_items), 1)
+        else:
+            users, items = self.sides[blend.text].users, self.sides[blend.text].items
+        return FusedScorer(self.gnn_users, self.gnn_items, users, items, blend=blend,
+                           device=device, seen=seen, seen_weight=seen_weight)
 
 
 def build_text_side(
@@ -193,6 +210,13 @@ class JobFit:
     seen_weight: float = 0.0
     seen_curve: list[tuple[float, float]] = field(default_factory=list)
 
+    def blend(self, sources: Sources, normalise: str = "zscore") -> Blend:
+        """The fitted blend: the chosen text side, its alpha over ``sources``' products."""
+        if self.text_side == GNN_ONLY:
+            return Blend(1.0, normalise)
+        return Blend(self.alpha.values(sources.degree, sources.confidence), normalise,
+                     self.text_side)
+
     def summary(self) -> str:
         gain = (self.valid_metric / self.gnn_only - 1) * 100 if self.gnn_only > 0 else 0.0
         seen = ""
@@ -235,12 +259,8 @@ class JobFit:
 
 def fit_job(
     job: str,
-    gnn_users: Tensor,
-    gnn_items: Tensor,
-    sides: Mapping[str, TextSide],
+    sources: Sources,
     split: Split,
-    degree: Tensor,
-    text_confidence: Tensor,
     *,
     k: int = 20,
     normalise_method: str = "zscore",
@@ -253,29 +273,28 @@ def fit_job(
     progress: bool = False,
     reengage: Reengagement | None = None,
 ) -> JobFit:
-    """Fit one job: for each text side the best alpha function, then the best side, then
-    the weight of the re-engagement term ``reengage`` when there is one
+    """Fit one job: for each text side of ``sources`` the best alpha function, then the best
+    side, then the weight of the re-engagement term ``reengage`` when there is one
     (:func:`kgrec.fusion.reengage.fit_reengagement`, on the same user sample size).
 
     Every blend is evaluated on the same :class:`kgrec.fusion.pools.BlendPools` (at most
     ``sample_users`` validation users, each ranked within a pool of every source's top
     ``pool`` products; 0 for either: all), scored once per source. The GNN alone (``a = 1``)
     wins unless a blend is strictly better on validation, so a text side that does not help is
-    never kept. ``sides`` may be empty (a catalogue without text): the job is then the GNN
-    alone.
+    never kept. ``sources`` may hold no text side (a catalogue without text): the job is then
+    the GNN alone.
     """
     if not len(split.valid):
         raise UsageError("fitting the fusion needs a split with validation pairs")
-    staged = {name: side.at_stage(split, "valid") for name, side in sides.items()}
-    sources = {GNN: (gnn_users, gnn_items)} | {name: (side.users, side.items)
-                                               for name, side in staged.items()}
-    pools = BlendPools(sources, split, k=k, candidates=job_candidates(job, split),
+    staged = sources.at_stage(split, "valid")
+    pools = BlendPools(staged.vectors(), split, k=k, candidates=job_candidates(job, split),
                        normalise_method=normalise_method, sample_users=sample_users, pool=pool,
                        seed=seed, progress=progress)
     by_side: dict[str, AlphaFit] = {}
-    for name in sides:
+    for name in sources.sides:
         def metric(fn: AlphaFunction, side: str = name) -> float:
-            return pools.ndcg(GNN, side, fn.values(degree, text_confidence))
+            blend = Blend(fn.values(sources.degree, sources.confidence), normalise_method, side)
+            return pools.ndcg(GNN, blend)
 
         by_side[name] = fit_alpha_function(metric, grid=grid, pivots=pivots,
                                            item_dependent=item_dependent)
@@ -285,12 +304,10 @@ def fit_job(
         if fit.best_metric > best.valid_metric and not (fit.best.is_constant
                                                          and fit.best.a_head == 1.0):
             best = JobFit(job, name, fit.best, fit.best_metric, gnn_only, by_side)
-    text = None if best.text_side == GNN_ONLY else best.text_side
-    best.validation = pools.report(GNN, text, best.alpha.values(degree, text_confidence))
+    blend = best.blend(sources, normalise_method)
+    best.validation = pools.report(GNN, blend)
     if reengage is not None:
-        fit = FusionFit({job: best}, dict(staged))
-        scorer = job_scorer(gnn_users, gnn_items, fit, job, degree, text_confidence,
-                            normalise_method=normalise_method, seen=reengage)
+        scorer = staged.scorer(blend, seen=reengage)
         best.seen_weight, best.seen_curve = fit_reengagement(
             scorer, split, k=k, candidates=job_candidates(job, split),
             sample_users=sample_users, seed=seed)
@@ -309,12 +326,8 @@ class FusionFit:
 
 
 def fit_fusion(
-    gnn_users: Tensor,
-    gnn_items: Tensor,
-    sides: Mapping[str, TextSide],
+    sources: Sources,
     split: Split,
-    degree: Tensor,
-    text_confidence: Tensor,
     *,
     jobs: Sequence[str] = JOBS,
     progress: bool = False,
@@ -323,19 +336,16 @@ def fit_fusion(
     """:func:`fit_job` for each of ``jobs`` (options as there)."""
     from tqdm.auto import tqdm
 
-    fits = {job: fit_job(job, gnn_users, gnn_items, sides, split, degree, text_confidence,
-                         progress=progress, **kwargs)  # type: ignore[arg-type]
+    fits = {job: fit_job(job, sources, split, progress=progress,
+                         **kwargs)  # type: ignore[arg-type]
             for job in tqdm(list(jobs), desc="fit fusion", disable=not progress, leave=False)}
-    return FusionFit(fits, dict(sides))
+    return FusionFit(fits, dict(sources.sides))
 
 
 def fused_table(
-    gnn_users: Tensor,
-    gnn_items: Tensor,
+    sources: Sources,
     fit: FusionFit,
     split: Split,
-    degree: Tensor,
-    text_confidence: Tensor,
     *,
     stage: str = "test",
     k: int = 20,
@@ -345,15 +355,14 @@ def fused_table(
     """The evaluation table of a fitted fusion: the ``full`` job's blend on the overall /
     long-tail / cold-start slices and the ``tail`` job's blend on ``tail_candidates`` (the
     ranking restricted to long-tail products), each with its own text side and alpha; a
-    profile side from the history known at ``stage`` (:meth:`TextSide.at_stage`)."""
+    profile side from the history known at ``stage`` (:meth:`TextSide.at_stage`). ``sources``
+    carries the text sides of ``fit``."""
     table: dict[str, dict[str, float]] = {}
-    fit = FusionFit(fit.jobs, {kind: side.at_stage(split, stage)
-                               for kind, side in fit.sides.items()})
+    staged = sources.at_stage(split, stage)
     for job, slices in (("full", ("overall", "long_tail", "cold_start")), ("tail", None)):
         if job not in fit.jobs:
             continue
-        scorer = job_scorer(gnn_users, gnn_items, fit, job, degree, text_confidence,
-                            normalise_method=normalise_method, seen=seen)
+        scorer = job_scorer(staged, fit, job, normalise_method=normalise_method, seen=seen)
         candidates = job_candidates(job, split)
         result = evaluate(candidate_score_fn(scorer, candidates), split, stage=stage, k=k,
                           candidates=candidates, slices=slices or ("overall",))
@@ -364,18 +373,12 @@ def fused_table(
     return table
 
 
-def job_scorer(gnn_users: Tensor, gnn_items: Tensor, fit: FusionFit, job: str, degree: Tensor,
-               text_confidence: Tensor, *, normalise_method: str = "zscore",
-               seen: Reengagement | None = None) -> FusedScorer:
+def job_scorer(sources: Sources, fit: FusionFit, job: str, *, normalise_method: str = "zscore",
+               seen: Reengagement | None = None,
+               device: str | torch.device | None = None) -> FusedScorer:
     """The :class:`FusedScorer` of one fitted job (the GNN alone when it chose no text), with
     the re-engagement term ``seen`` at the job's fitted weight when given."""
     chosen = fit.jobs[job]
-    if chosen.text_side == GNN_ONLY:
-        users, items = torch.zeros(len(gnn_users), 1), torch.zeros(len(gnn_items), 1)
-        alpha: float | Tensor = 1.0
-    else:
-        side = fit.sides[chosen.text_side]
-        users, items = side.users, side.items
-        alpha = chosen.alpha.values(degree, text_confidence)
-    return FusedScorer(gnn_users, gnn_items, users, items, alpha=alpha,
-                       normalise=normalise_method, seen=seen, seen_weight=chosen.seen_weight)
+    return sources.scorer(chosen.blend(sources, normalise_method), seen=seen,
+                          seen_weight=chosen.seen_weight if seen is not None else 0.0,
+                          device=device)

@@ -37,7 +37,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from kgrec.errors import UsageError
-from kgrec.fusion.blend import normalise
+from kgrec.fusion.blend import Blend, normalise
 from kgrec.gnn.metrics import candidate_mask, rows_of, stage_pairs
 from kgrec.gnn.split import Split
 from kgrec.settings import FIT_POOL, FIT_USERS
@@ -99,6 +99,7 @@ class BlendPools:
         self.valid = torch.zeros((n, width), dtype=torch.bool)  # rankable (not padding)
         self.label = torch.zeros((n, width), dtype=torch.bool)  # validation positive
         self.n_pos = torch.zeros(n, dtype=torch.long)
+        self.normalise = normalise_method
         self.scores = {name: torch.zeros((n, width)) for name in self.names}
         self.thresholds = {name: torch.zeros(n) for name in self.names}
         used = self._score_blocks(sources, split.num_items, pairs, normalise_method,
@@ -166,46 +167,48 @@ class BlendPools:
 
     # ---- evaluating ----------------------------------------------------------------------
 
-    def _fused(self, gnn: str, text: str | None, alpha: float | Tensor) -> tuple[Tensor, Tensor]:
+    def _fused(self, gnn: str, blend: Blend | None) -> tuple[Tensor, Tensor]:
         """Pooled fused scores (excluded and padding at -inf) and the per-user outside bound."""
         g, thr = self.scores[gnn], self.thresholds[gnn]
-        if text is None or (not isinstance(alpha, Tensor) and alpha == 1.0):
+        if blend is not None and blend.normalise != self.normalise:
+            raise UsageError(f"the pools hold {self.normalise} scores, the blend normalises by "
+                             f"{blend.normalise}")
+        if blend is None or blend.text == "none" or (blend.one_source and blend.alpha == 1.0):
             fused, bound = g.clone(), thr
-        elif not isinstance(alpha, Tensor) and alpha == 0.0:
-            fused, bound = self.scores[text].clone(), self.thresholds[text]
+        elif blend.one_source:  # alpha 0: the text side alone
+            fused, bound = self.scores[blend.text].clone(), self.thresholds[blend.text]
         else:
-            t, thr_t = self.scores[text], self.thresholds[text]
+            alpha = blend.alpha
+            t, thr_t = self.scores[blend.text], self.thresholds[blend.text]
             a: float | Tensor
             if isinstance(alpha, Tensor):
-                on_candidates = alpha.float()[self.columns]
+                on_candidates = alpha[self.columns]
                 a = on_candidates[self.cols.clamp(min=0)]
                 lo, hi = float(on_candidates.min()), float(on_candidates.max())
             else:
-                a = lo = hi = float(alpha)
-            fused = a * g + (1 - a) * t
-            bound = torch.maximum(lo * thr + (1 - lo) * thr_t, hi * thr + (1 - hi) * thr_t)
+                a = lo = hi = alpha
+            fused = blend.mix(g, t, a)
+            bound = torch.maximum(blend.mix(thr, thr_t, lo), blend.mix(thr, thr_t, hi))
         return fused.masked_fill_(~self.valid, -math.inf), bound
 
-    def per_user(self, gnn: str, text: str | None = None,
-                 alpha: float | Tensor = 1.0) -> tuple[Tensor, Tensor]:
-        """(NDCG@K of each sampled user, whether the pool makes it exact) for the blend
-        ``alpha * gnn + (1 - alpha) * text`` (``alpha``: a number or one per product)."""
-        fused, bound = self._fused(gnn, text, alpha)
+    def per_user(self, gnn: str, blend: Blend | None = None) -> tuple[Tensor, Tensor]:
+        """(NDCG@K of each sampled user, whether the pool makes it exact) for ``blend`` of
+        the source ``gnn`` and the source ``blend.text`` (None: ``gnn`` alone)."""
+        fused, bound = self._fused(gnn, blend)
         top = fused.topk(self.k, dim=1)
         hits = self.label.gather(1, top.indices) & torch.isfinite(top.values)
         ndcg = (hits.double() * self.discount).sum(1) / self.ideal_dcg
         return ndcg, top.values[:, -1] >= bound
 
-    def ndcg(self, gnn: str, text: str | None = None, alpha: float | Tensor = 1.0) -> float:
+    def ndcg(self, gnn: str, blend: Blend | None = None) -> float:
         """Mean NDCG@K over the sampled users (the validation metric the fit maximises)."""
-        return float(self.per_user(gnn, text, alpha)[0].mean()) if self.users.numel() else 0.0
+        return float(self.per_user(gnn, blend)[0].mean()) if self.users.numel() else 0.0
 
-    def report(self, gnn: str, text: str | None = None,
-               alpha: float | Tensor = 1.0) -> dict[str, float]:
+    def report(self, gnn: str, blend: Blend | None = None) -> dict[str, float]:
         """How far a blend's fitted metric can be trusted: the users it was fitted on, its
         sampling error (standard error of the mean over the sample, with the finite-population
         correction: 0 when every user is in it) and the share of users the pool makes exact."""
-        ndcg, exact = self.per_user(gnn, text, alpha)
+        ndcg, exact = self.per_user(gnn, blend)
         n, total = self.users.numel(), self.total_users
         spread = float(ndcg.std()) if n > 1 else 0.0
         error = spread / math.sqrt(n) * math.sqrt(max(0.0, (total - n) / max(total - 1, 1)))

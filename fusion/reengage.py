@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from kgrec.errors import UsageError
-from kgrec.fusion.score import FusedScorer
+from kgrec.fusion.score import FusedScorer, candidate_score_fn
 from kgrec.fusion.seen import SeenIndex
 from kgrec.gnn.metrics import evaluate_ranking
 from kgrec.gnn.split import REL_BITS, Split, behaviours_in
@@ -105,8 +105,6 @@ def fit_reengagement(scorer: FusedScorer, split: Split, *, k: int = 20,
     best by NDCG@``k`` (ties: the smaller, so 0 unless the term helps), and the curve; the
     scorer is left at that ``b``. Each point is a full ranking of at most ``sample_users``
     seeded validation users (0: all): the cost is ``len(grid) x users x products``."""
-    from kgrec.fusion.fit import candidate_score_fn  # fit builds on this module
-
     if scorer.seen is None:
         raise UsageError("the scorer has no re-engagement term to fit")
     valid = split.valid

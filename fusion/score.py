@@ -4,16 +4,23 @@ source normalised per user and the two blended (:mod:`kgrec.fusion.blend`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from kgrec.errors import UsageError
-from kgrec.fusion.blend import UserStats, blend, check_normalise, normalise, row_stats
+from kgrec.fusion.blend import Blend, UserStats, row_stats
+from kgrec.fusion.topk import MatmulScorer
 
-if TYPE_CHECKING:
-    from kgrec.fusion.reengage import Reengagement
+ScoreFn = Callable[[Tensor], Tensor]
+
+
+class SeenTerm(Protocol):
+    """A score term added to the blend (:class:`kgrec.fusion.reengage.Reengagement`)."""
+
+    def scores(self, users: Tensor, items: Tensor | None = None) -> Tensor: ...
 
 
 class FusedScorer:
@@ -27,8 +34,8 @@ class FusedScorer:
         gnn_items: ``[N, d]`` GNN product embeddings.
         text_users: ``[U, d']`` text-side user vectors.
         text_items: ``[N, d']`` text-side product vectors.
-        alpha: GNN weight, a number or ``[N]`` per product.
-        normalise: ``"zscore"``, ``"rank"`` or ``"none"``.
+        blend: the GNN weight and the per-user normaliser (:class:`kgrec.fusion.blend.Blend`;
+            default: the GNN alone).
         device: Where the matmuls run (default: where ``gnn_users`` is).
         seen: the re-engagement term ``s_seen`` (:class:`kgrec.fusion.reengage.Reengagement`),
             added as ``seen_weight * s_seen`` to the normalised blend (which then stays
@@ -42,10 +49,9 @@ class FusedScorer:
         text_users: Tensor,
         text_items: Tensor,
         *,
-        alpha: float | Tensor = 0.5,
-        normalise: str = "zscore",
+        blend: Blend | None = None,
         device: str | torch.device | None = None,
-        seen: Reengagement | None = None,
+        seen: SeenTerm | None = None,
         seen_weight: float = 0.0,
     ) -> None:
         if gnn_users.shape[0] != text_users.shape[0]:
@@ -61,8 +67,7 @@ class FusedScorer:
         self.text_users, self.text_items = (
             x.float().to(self.device) for x in (text_users, text_items)
         )
-        self.normalise = check_normalise(normalise)
-        self.alpha = alpha.float().to(self.device) if isinstance(alpha, Tensor) else float(alpha)
+        self.blend = (blend or Blend()).to(self.device)
         self.seen, self.seen_weight = seen, float(seen_weight)
 
     @property
@@ -73,14 +78,14 @@ class FusedScorer:
     def num_items(self) -> int:
         return int(self.gnn_items.shape[0])
 
-    def _one_source(self, alpha: float | Tensor) -> bool:
-        """A blend that is one source alone, ranked on its raw scale (no term beside it)."""
-        return self.seen is None and isinstance(alpha, float) and alpha in (0.0, 1.0)
+    @property
+    def normalise(self) -> str:
+        return self.blend.normalise
 
-    def _alpha(self, items: Tensor | None) -> float | Tensor:
-        if isinstance(self.alpha, Tensor) and items is not None:
-            return self.alpha[items]
-        return self.alpha
+    @property
+    def _one_source(self) -> bool:
+        """One source alone, ranked on its raw scale (no term beside it)."""
+        return self.seen is None and self.blend.one_source
 
     def components(self, users: Tensor, items: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Raw ``[B, C]`` GNN and text scores of ``users`` against ``items`` (default all)."""
@@ -92,11 +97,7 @@ class FusedScorer:
     def score(self, users: Tensor, items: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Fused, GNN and text scores ``[B, C]``; normalised per user over ``items``."""
         g, t = self.components(users, items)
-        alpha = self._alpha(None if items is None else items.to(self.device))
-        if self._one_source(alpha):
-            fused = (g if alpha == 1.0 else t).clone()  # one source: its own ranking, raw scale
-        else:
-            fused = blend(normalise(g, self.normalise), normalise(t, self.normalise), alpha)
+        fused = self.blend.combine(g, t, items, raw_single=self.seen is None)
         if self.seen is not None and self.seen_weight:
             fused += self.seen_weight * self.seen.scores(users, items).to(fused.device)
         return fused, g, t
@@ -135,7 +136,7 @@ class FusedScorer:
         idx = None if items is None else items.to(self.device)
         gi = self.gnn_items if idx is None else self.gnn_items[idx]
         ti = self.text_items if idx is None else self.text_items[idx]
-        alpha = self._alpha(idx)
+        alpha = self.blend.alpha_at(idx)
         a = (alpha if isinstance(alpha, Tensor) else torch.full((gi.shape[0],), alpha,
                                                                   device=self.device))[:, None]
         side = {"items": torch.cat([a * gi, a, (1 - a) * ti, 1 - a], 1)}
@@ -158,9 +159,7 @@ class FusedScorer:
         """The fastest exact scorer of user chunks against ``items`` for
         :func:`kgrec.fusion.topk.chunked_topk`: the one-matmul z-score blend when it applies
         (returns fused scores only; components come from :meth:`pair_components`)."""
-        from kgrec.fusion.topk import MatmulScorer  # topk builds on score, not the reverse
-
-        if self.normalise == "zscore" and self.seen is None and not self._one_source(self.alpha):
+        if self.normalise == "zscore" and not self._one_source and self.seen is None:
             side = self._item_side(items)
             return MatmulScorer(lambda rows: self._zscore_users(rows, side), side["items"],
                                 self.pair_components)
@@ -187,11 +186,24 @@ class FusedScorer:
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Item-major fused, GNN and text scores ``[len(items), len(users)]``."""
         g, t = self.components(users, items)  # [U, C]
-        alpha = self._alpha(items.to(self.device))
-        if self._one_source(alpha):
-            fused = (g if alpha == 1.0 else t).clone()
-        else:
-            fused = blend(stats.apply(g, "gnn"), stats.apply(t, "text"), alpha)
+        fused = self.blend.combine(g, t, items, stats=stats, raw_single=self.seen is None)
         if self.seen is not None and self.seen_weight:
             fused += self.seen_weight * self.seen.scores(users, items).to(fused.device)
         return fused.T, g.T, t.T
+
+
+def candidate_score_fn(scorer: FusedScorer, candidates: Tensor | None = None) -> ScoreFn:
+    """``users -> [B, num_items]`` fused scores, normalised per user over ``candidates``
+    (default: all products); non-candidates get ``-inf``."""
+    if candidates is None:
+        return scorer
+    cand = torch.as_tensor(candidates)
+    if cand.dtype == torch.bool:
+        cand = torch.nonzero(cand).flatten()
+
+    def score(users: Tensor) -> Tensor:
+        out = torch.full((len(users), scorer.num_items), -torch.inf)
+        out[:, cand] = scorer.score(users, cand)[0].cpu()
+        return out
+
+    return score

@@ -318,7 +318,7 @@ class Recommender:
         "tower"; default ``fusion.text_side``) and constant / item-dependent ``a`` (default
         ``fusion.alpha_function``); keeps the GNN alone where no blend beats it. Returns
         self."""
-        from kgrec.fusion.fit import build_text_side, fit_fusion
+        from kgrec.fusion.fit import Sources, build_text_side, fit_fusion
         from kgrec.fusion.text import text_confidence
 
         config, split = self.config, self.split
@@ -336,8 +336,9 @@ class Recommender:
                                   half_lives=config.fusion.profile_half_lives, **sampling)
             for kind in text_sides}
         confidence = text_confidence(self.snapshot.products, config.fusion.text_fields)
-        fit = fit_fusion(self.gnn_users, self.gnn_items, sides, split, split.item_counts(),
-                         confidence, k=config.train.k, normalise_method=config.fusion.normalise,
+        sources = Sources(self.gnn_users, self.gnn_items, sides, split.item_counts(), confidence)
+        fit = fit_fusion(sources, split, k=config.train.k,
+                         normalise_method=config.fusion.normalise,
                          item_dependent=item_dependent, reengage=self._seen_in_training,
                          **sampling)
         # Serve with profiles as of the latest history the split knows.
@@ -413,24 +414,29 @@ class Recommender:
         """The :class:`FusedScorer` of a fitted job (``"full"`` or ``"tail"``); the GNN
         alone before :meth:`fuse`; ``alpha``: a constant GNN weight instead of the fitted
         one (0: text only, 1: GNN only)."""
-        if alpha is not None and not 0 <= alpha <= 1:
-            raise InputError(f"alpha must lie in [0, 1], got {alpha}", field="alpha")
-        from kgrec.fusion.fit import job_scorer
-        from kgrec.fusion.score import FusedScorer
+        from kgrec.fusion.blend import Blend
 
         device = resolve_device(self.config.train.device)
+        sources = self._sources(degree)
         if self.fusion is None:
-            zeros = torch.zeros(len(self.users), 1), torch.zeros(len(self.products), 1)
-            return FusedScorer(self.gnn_users, self.gnn_items, *zeros, alpha=1.0,
-                               normalise=self.config.fusion.normalise, device=device)
+            return sources.scorer(Blend(1.0, self.config.fusion.normalise), device=device)
+        chosen = self.fusion.fit.jobs[job]
+        blend = chosen.blend(sources, self.fusion.normalise)
+        if alpha is not None:
+            blend = Blend(alpha, blend.normalise, blend.text)
+        seen = self._seen_now if chosen.seen_weight else None
+        return sources.scorer(blend, seen=seen, seen_weight=chosen.seen_weight, device=device)
+
+    def _sources(self, degree: Tensor | None = None):
+        """The fusion's :class:`~kgrec.fusion.fit.Sources` (no text side before :meth:`fuse`);
+        ``degree``: the products' popularity the GNN weight reads (default: training)."""
+        from kgrec.fusion.fit import Sources
+
         degree = self.split.item_counts() if degree is None else degree
-        s = job_scorer(self.gnn_users, self.gnn_items, self.fusion.fit, job, degree,
-                       self.fusion.confidence, normalise_method=self.fusion.normalise,
-                       seen=self._seen_now if self.fusion.fit.jobs[job].seen_weight else None)
-        return FusedScorer(s.gnn_users, s.gnn_items, s.text_users, s.text_items,
-                           alpha=s.alpha if alpha is None else float(alpha),
-                           normalise=self.fusion.normalise, device=device, seen=s.seen,
-                           seen_weight=s.seen_weight)
+        if self.fusion is None:
+            return Sources(self.gnn_users, self.gnn_items, {}, degree, torch.ones(len(degree)))
+        return Sources(self.gnn_users, self.gnn_items, self.fusion.fit.sides, degree,
+                       self.fusion.confidence)
 
     def _scoring(self, items: str | Path | Sequence[str], exclude_seen: bool | str,
                  alpha: float | None) -> tuple[Tensor, Tensor, Any]:
@@ -499,6 +505,7 @@ class Recommender:
         ``alpha * z(GNN score) + (1 - alpha) * z(similarity to the query text)`` (default
         ``fusion.search_alpha``: the query leads, taste re-orders). Columns as
         :meth:`recommend`, score_text being the query similarity."""
+        from kgrec.fusion.blend import Blend
         from kgrec.fusion.output import topk_frame
         from kgrec.fusion.score import FusedScorer
         from kgrec.fusion.seen import SeenIndex
@@ -506,14 +513,12 @@ class Recommender:
 
         config = self.config
         k = config.fusion.search_top_k if k is None else k
-        alpha = config.fusion.search_alpha if alpha is None else alpha
-        if not 0 <= alpha <= 1:
-            raise InputError(f"alpha must lie in [0, 1], got {alpha}", field="alpha")
+        blend = Blend(config.fusion.search_alpha if alpha is None else alpha,
+                      config.fusion.normalise, "query")
         row = int(self._user_rows([user])[0])
         encoder = text_encoder(config)
         scorer = FusedScorer(self.gnn_users[[row]], self.gnn_items, encoder.encode([query]),
-                             self._raw_text, alpha=float(alpha),
-                             normalise=config.fusion.normalise)
+                             self._raw_text, blend=blend)
         seen = self.seen_pairs(exclude_seen)
         mine = seen[1][seen[0] == row]
         one = torch.zeros(1, dtype=torch.long)
@@ -540,6 +545,8 @@ class Recommender:
         empty beyond ``max_hops``)."""
         import torch.nn.functional as F
 
+        from kgrec.fusion.blend import Blend
+
         if space not in SIMILAR_SPACES:
             raise InputError(f"space must be one of {', '.join(SIMILAR_SPACES)}, got {space!r}")
         row = int(self._rows(self.products, [product], "product")[0])
@@ -554,12 +561,12 @@ class Recommender:
         if space in ("text", "fused"):
             sims["text"] = cosine(self._raw_text)
         score = sims["graph" if space == "graph" else "text"]
-        if space == "fused":
-            alpha = self._alpha_of(row)
+        if space == "fused":  # z-scored over every other product, as a user's scores are
             others = torch.arange(len(self.products)) != row
-            z = {n: (v - v[others].mean()) / v[others].std().clamp_min(1e-9)
-                 for n, v in sims.items()}
-            score = alpha * z["graph"] + (1 - alpha) * z["text"]
+            blend = Blend(self._alpha_of(row), "zscore", "text")
+            score = torch.full((len(self.products),), -torch.inf)
+            score[others] = blend.combine(sims["graph"][None, others], sims["text"][None, others],
+                                          raw_single=False)[0]
         score = score.clone()
         score[row] = -torch.inf
         top = torch.topk(score, min(k, len(self.products) - 1))
@@ -581,13 +588,8 @@ class Recommender:
         """The full ranking's fitted GNN weight for one product (0.5 before :meth:`fuse`)."""
         if self.fusion is None:
             return 0.5
-        from kgrec.fusion.fit import GNN_ONLY
-
-        job = self.fusion.fit.jobs["full"]
-        if job.text_side == GNN_ONLY:
-            return 1.0
-        values = job.alpha.values(self.split.item_counts(), self.fusion.confidence)
-        return values if isinstance(values, float) else float(values[row])
+        alpha = self.fusion.fit.jobs["full"].blend(self._sources()).alpha
+        return alpha if isinstance(alpha, float) else float(alpha[row])
 
     def evaluate(self, stage: str = "test", k: int | None = None
                  ) -> dict[str, dict[str, dict[str, float]]]:
@@ -613,16 +615,14 @@ class Recommender:
         fusion = self.fusion
         if fusion is None:
             return rows
-        fit, degree = fusion.fit, split.item_counts()
+        fit, sources = fusion.fit, self._sources()
 
         def fused(f: FusionFit) -> dict[str, dict[str, float]]:
-            return fused_table(self.gnn_users, self.gnn_items, f, split, degree,
-                               fusion.confidence, stage=stage, k=k,
+            return fused_table(sources, f, split, stage=stage, k=k,
                                normalise_method=fusion.normalise, seen=self._seen_in_training)
 
         rows[f"{name}+fusion"] = fused(fit)
-        scorer = job_scorer(self.gnn_users, self.gnn_items, fit, "full", degree,
-                            fusion.confidence, normalise_method=fusion.normalise,
+        scorer = job_scorer(sources, fit, "full", normalise_method=fusion.normalise,
                             seen=self._seen_in_training)
         for rel, other in objectives.items():
             rows[f"{name}+fusion"][f"objective:{rel}"] = evaluate_ranking(

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from kgrec.errors import InputError
+from kgrec.fusion.blend import Blend
 from kgrec.fusion.candidates import long_tail, select_items
 from kgrec.fusion.output import topk_frame, user_batches, write_back, write_parquet
 from kgrec.fusion.score import FusedScorer
@@ -28,7 +29,7 @@ def scorer() -> FusedScorer:
     return FusedScorer(
         torch.randn(U, 8, generator=gen), torch.randn(N, 8, generator=gen),
         torch.randn(U, 5, generator=gen), torch.randn(N, 5, generator=gen),
-        alpha=0.6, normalise="zscore",
+        blend=Blend(0.6, "zscore"),
     )
 
 

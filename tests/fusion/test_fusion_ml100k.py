@@ -6,15 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kgrec.fusion.fit import (
-    FusionFit,
-    build_text_side,
-    candidate_score_fn,
-    evaluate,
-    fit_job,
-    job_scorer,
-)
-from kgrec.fusion.score import FusedScorer
+from kgrec.fusion.blend import Blend
+from kgrec.fusion.fit import FusionFit, Sources, build_text_side, evaluate, fit_job, job_scorer
+from kgrec.fusion.score import FusedScorer, candidate_score_fn
 from kgrec.fusion.text import product_text, text_confidence
 from kgrec.gnn.split import item_cold_start_split, make_split
 from kgrec.gnn.train import train_model
@@ -49,17 +43,16 @@ def test_fused_full_job_beats_text_and_matches_gnn(ml100k, item_text) -> None:
     sides = {"profile": build_text_side("profile", split, item_text),
              "tower": build_text_side("tower", split, item_text, tower_epochs=10)}
     conf = text_confidence(ml100k.products)
-    fit = fit_job("full", gu, gi, sides, split, split.item_counts(), conf, grid=GRID,
-                  pivots=(20.0,))
+    sources = Sources(gu, gi, sides, split.item_counts(), conf)
+    fit = fit_job("full", sources, split, grid=GRID, pivots=(20.0,))
 
     def ndcg(scorer) -> float:
         return evaluate(scorer, split, slices=("overall",))["overall"]["ndcg@20"]
 
     text_only = ndcg(FusedScorer(gu, gi, sides["profile"].users, sides["profile"].items,
-                                 alpha=0.0))
-    gnn_only = ndcg(FusedScorer(gu, gi, sides["tower"].users, sides["tower"].items, alpha=1.0))
-    fused = ndcg(job_scorer(gu, gi, FusionFit({"full": fit}, sides), "full",
-                            split.item_counts(), conf))
+                                 blend=Blend(0.0)))
+    gnn_only = ndcg(sources.scorer(Blend(1.0, text="tower")))
+    fused = ndcg(job_scorer(sources, FusionFit({"full": fit}, sides), "full"))
     assert set(fit.by_side) == {"profile", "tower"}
     assert fit.valid_metric >= fit.gnn_only  # never below the GNN alone on validation
     assert fused > 2 * text_only
@@ -73,14 +66,15 @@ def test_item_cold_start_is_clearly_above_zero(ml100k, item_text) -> None:
     sides = {"tower": build_text_side("tower", split, item_text, tower_epochs=10)}
     degree, conf = split.item_counts(), text_confidence(ml100k.products)
     cold = torch.nonzero(degree == 0).flatten()
-    fit = fit_job("full", gu, gi, sides, split, degree, conf, grid=GRID, pivots=(20.0,))
+    sources = Sources(gu, gi, sides, degree, conf)
+    fit = fit_job("full", sources, split, grid=GRID, pivots=(20.0,))
 
     def ndcg(scorer) -> float:
         return evaluate(candidate_score_fn(scorer), split, slices=("overall",))[
             "overall"]["ndcg@20"]
 
-    gnn_only = ndcg(FusedScorer(gu, gi, sides["tower"].users, sides["tower"].items, alpha=1.0))
-    fused = ndcg(job_scorer(gu, gi, FusionFit({"full": fit}, sides), "full", degree, conf))
+    gnn_only = ndcg(sources.scorer(Blend(1.0, text="tower")))
+    fused = ndcg(job_scorer(sources, FusionFit({"full": fit}, sides), "full"))
     assert len(cold) >= 0.1 * split.num_items * 0.9
     assert gnn_only < 0.01  # a collaborative model cannot rank products it never saw
     assert fit.text_side == "tower" and fused > 0.03 and fused > 5 * max(gnn_only, 1e-3)

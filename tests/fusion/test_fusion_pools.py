@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from kgrec.fusion.alpha import AlphaFunction
-from kgrec.fusion.fit import build_text_side, candidate_score_fn, fit_job, job_candidates
+from kgrec.fusion.blend import Blend
+from kgrec.fusion.fit import Sources, build_text_side, fit_job, job_candidates
 from kgrec.fusion.pools import BlendPools, draw_users
-from kgrec.fusion.score import FusedScorer
+from kgrec.fusion.score import FusedScorer, candidate_score_fn
 from kgrec.fusion.text import product_text, text_confidence
 from kgrec.gnn.metrics import evaluate_ranking, stage_pairs
 from kgrec.gnn.split import Split, make_split
@@ -47,11 +48,11 @@ def test_hand_made_pool_ndcg_and_certificate() -> None:
     assert pools.ndcg("t") == 1.0 and pools.ndcg("g") == 0.0
     # alpha 0.5: 1 scores 2.0, 3 scores 3.5; outside, 2 scores 2.0 and 4 1.5, <= the bound
     # 0.5 * 3 + 0.5 * 2 = 2.5 (thresholds: the best left out, gnn 3 and text 2): exact.
-    ndcg, exact = pools.per_user("g", "t", 0.5)
+    ndcg, exact = pools.per_user("g", Blend(0.5, "none", "t"))
     assert ndcg.tolist() == [1.0] and exact.tolist() == [True]
     # With k=2 the 2nd pooled score (2.0) is below that bound: not certified exact.
     assert BlendPools(sources, split, k=2, pool=1, normalise_method="none").per_user(
-        "g", "t", 0.5)[1].tolist() == [False]
+        "g", Blend(0.5, "none", "t"))[1].tolist() == [False]
 
 
 def test_user_sample_is_seeded_and_counts_the_stage() -> None:
@@ -94,14 +95,15 @@ def test_pooled_ndcg_equals_the_full_evaluation_on_ml100k(ml100k_sources, job) -
     assert pooled.cols.shape[0] == exhaustive.cols.shape[0] > 500
     assert pooled.cols.shape[1] <= 400 < exhaustive.cols.shape[1]
     for alpha in (1.0, 0.5, 0.8, item_alpha):
-        scorer = FusedScorer(gu, gi, valid_side.users, valid_side.items, alpha=alpha)
+        scorer = FusedScorer(gu, gi, valid_side.users, valid_side.items, blend=Blend(alpha))
         full = evaluate_ranking(candidate_score_fn(scorer, candidates), split, stage="valid",
                                 candidates=candidates, slices=("overall",),
                                 auc=False)["overall"]["ndcg@20"]
-        assert exhaustive.ndcg("gnn", "text", alpha) == pytest.approx(full, abs=1e-6)
-        report = pooled.report("gnn", "text", alpha)
+        blend = Blend(alpha, text="text")
+        assert exhaustive.ndcg("gnn", blend) == pytest.approx(full, abs=1e-6)
+        report = pooled.report("gnn", blend)
         assert report["exact_share"] > 0.95
-        assert pooled.ndcg("gnn", "text", alpha) == pytest.approx(full, abs=1e-3)
+        assert pooled.ndcg("gnn", blend) == pytest.approx(full, abs=1e-3)
 
 
 @pytest.mark.slow
@@ -111,8 +113,8 @@ def test_sampled_pooled_fit_picks_the_exhaustive_alpha_on_ml100k(ml100k_sources)
     grid = tuple(round(0.1 * i, 1) for i in range(11))
 
     def fit(**sampling):
-        return fit_job("full", gu, gi, {"profile": side}, split, degree, conf, grid=grid,
-                       pivots=(10.0, 100.0), **sampling)
+        return fit_job("full", Sources(gu, gi, {"profile": side}, degree, conf), split,
+                       grid=grid, pivots=(10.0, 100.0), **sampling)
 
     exhaustive, pooled, sampled = (fit(sample_users=0, pool=0), fit(pool=200),
                                    fit(sample_users=600, pool=200))
@@ -134,13 +136,14 @@ def test_sampled_pooled_fit_picks_the_exhaustive_alpha_on_ml100k(ml100k_sources)
     assert abs(constant["sampled"] - constant["exhaustive"]) <= 0.1 + 1e-9
     everyone = BlendPools({"gnn": (gu, gi), "profile": (side.at_stage(split, "valid").users,
                                                         side.items)}, split, pool=0)
-    chosen = everyone.ndcg("gnn", "profile", sampled.alpha.values(degree, conf))
+    chosen = everyone.ndcg("gnn", Blend(sampled.alpha.values(degree, conf), text="profile"))
     assert exhaustive.valid_metric - 2 * error <= chosen <= exhaustive.valid_metric + 1e-6
 
 
 MEMORY_SCRIPT = textwrap.dedent("""
     import json, resource, sys
     import numpy as np, pandas as pd, torch
+    from kgrec.fusion.blend import Blend
     from kgrec.fusion.pools import BlendPools
     from kgrec.gnn.split import Split
 
@@ -157,7 +160,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
                for name in ("gnn", "text")}
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     pools = BlendPools(sources, split, sample_users=3_000, pool=200, block_elements=1 << 22)
-    ndcg = pools.ndcg("gnn", "text", 0.5)
+    ndcg = pools.ndcg("gnn", Blend(0.5, text="text"))
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     json.dump({"growth_mb": (after - before) / 1024, "users": pools.users.numel(),
                "stage_users": pools.total_users, "width": pools.cols.shape[1],

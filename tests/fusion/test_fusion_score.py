@@ -8,9 +8,11 @@ import math
 import pytest
 import torch
 
+from kgrec.errors import UsageError
 from kgrec.fusion.alpha import AlphaFunction, fit_alpha_function
-from kgrec.fusion.blend import blend, normalise, rank_percentile, zscore
+from kgrec.fusion.blend import Blend, normalise, rank_percentile, zscore
 from kgrec.fusion.candidates import item_degree
+from kgrec.fusion.fit import Sources
 from kgrec.fusion.score import FusedScorer
 from kgrec.fusion.tower import TextTower, train_text_tower
 
@@ -36,17 +38,30 @@ def test_rank_percentile_hand_computed() -> None:
 def test_blend_scalar_and_per_item() -> None:
     g = torch.tensor([[1.0, 0.0, -1.0]])
     t = torch.tensor([[0.0, 2.0, 4.0]])
-    torch.testing.assert_close(blend(g, t, 0.25), torch.tensor([[0.25, 1.5, 2.75]]))
+    torch.testing.assert_close(Blend(0.25).mix(g, t), torch.tensor([[0.25, 1.5, 2.75]]))
     per_item = torch.tensor([1.0, 0.5, 0.0])
-    torch.testing.assert_close(blend(g, t, per_item), torch.tensor([[1.0, 1.0, 4.0]]))
-    with pytest.raises(ValueError):
-        blend(g, t, 1.5)
+    torch.testing.assert_close(Blend(per_item).mix(g, t), torch.tensor([[1.0, 1.0, 4.0]]))
+    with pytest.raises(UsageError, match="alpha must lie in"):
+        Blend(1.5)
+    with pytest.raises(UsageError, match="alpha values must lie in"):
+        Blend(torch.tensor([0.5, -0.1]))
+    with pytest.raises(UsageError, match="normalise must be one of"):
+        Blend(0.5, "minmax")
+    # combine: normalised per row, then mixed; a constant 0 or 1 is that source, raw.
+    torch.testing.assert_close(Blend(0.25).combine(g, t),
+                               0.25 * zscore(g) + 0.75 * zscore(t))
+    torch.testing.assert_close(Blend(0.0).combine(g, t), t)
+    torch.testing.assert_close(Blend(0.0).combine(g, t, raw_single=False), zscore(t))
+    # A per-product alpha read at the columns scored.
+    cols = torch.tensor([2, 0])
+    torch.testing.assert_close(Blend(per_item).combine(g[:, cols], t[:, cols], cols),
+                               Blend(torch.tensor([0.0, 1.0])).combine(g[:, cols], t[:, cols]))
 
 
 def test_fused_scorer_matches_hand_blend() -> None:
     gu, gi = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]])
     tu, ti = torch.tensor([[0.0, 1.0]]), torch.tensor([[0.0, 3.0], [0.0, 0.0], [0.0, 0.0]])
-    scorer = FusedScorer(gu, gi, tu, ti, alpha=0.5, normalise="zscore")
+    scorer = FusedScorer(gu, gi, tu, ti, blend=Blend(0.5, "zscore"))
     fused, g, t = scorer.score(torch.tensor([0]))
     torch.testing.assert_close(g, torch.tensor([[1.0, 0.0, 2.0]]))
     torch.testing.assert_close(t, torch.tensor([[3.0, 0.0, 0.0]]))
@@ -55,7 +70,7 @@ def test_fused_scorer_matches_hand_blend() -> None:
     # Item 0 is good on both sides: the fused order is 0 > 2 > 1.
     assert fused.argsort(descending=True).tolist() == [[0, 2, 1]]
     # alpha = 1 is the GNN's own ranking.
-    only_gnn = FusedScorer(gu, gi, tu, ti, alpha=1.0)(torch.tensor([0]))
+    only_gnn = FusedScorer(gu, gi, tu, ti, blend=Blend(1.0))(torch.tensor([0]))
     torch.testing.assert_close(only_gnn, g)
 
 
@@ -67,7 +82,7 @@ def test_one_matmul_zscore_blend_equals_explicit(per_item: bool) -> None:
         if per_item else 0.35
     scorer = FusedScorer(torch.randn(20, 8, generator=gen), torch.randn(n, 8, generator=gen) + 1,
                          torch.randn(20, 6, generator=gen), torch.randn(n, 6, generator=gen),
-                         alpha=alpha)
+                         blend=Blend(alpha))
     users, items = torch.arange(20), torch.arange(0, n, 3)
     explicit = scorer.score(users, items)[0]
     torch.testing.assert_close(scorer.fused_zscore(users, items), explicit, atol=1e-5,
@@ -97,7 +112,7 @@ def test_fit_alpha_on_ranking_problem() -> None:
     truth = (zscore(g) + zscore(t)).topk(5, dim=1).indices
 
     def hit_rate(alpha: float) -> float:
-        top = blend(zscore(g), zscore(t), alpha).topk(5, dim=1).indices
+        top = Blend(alpha).mix(zscore(g), zscore(t)).topk(5, dim=1).indices
         return float((top.unsqueeze(2) == truth.unsqueeze(1)).any(2).float().mean())
 
     fit = fit_alpha_function(lambda fn: hit_rate(fn.a_head), grid=[0.0, 0.25, 0.5, 0.75, 1.0],
@@ -212,7 +227,7 @@ def test_fusion_fit_never_reads_test_pairs(kind: str) -> None:
     conf = torch.ones(n_items)
 
     def fit(split: Split):
-        job = fit_job("tail", gu, gi, {"profile": side}, split, degree, conf,
+        job = fit_job("tail", Sources(gu, gi, {"profile": side}, degree, conf), split,
                       grid=(0.0, 0.5, 1.0), pivots=(5.0,))
         return job.to_dict()
 

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from kgrec.fusion.blend import Blend
 from kgrec.fusion.reengage import SEEN_GRID, Reengagement, conversion_rates, fit_reengagement
 from kgrec.fusion.score import FusedScorer
 from kgrec.gnn.split import REL_BITS, make_split
@@ -35,7 +36,7 @@ def shop(held_out_viewed: bool, seed: int = 0):
 def noise_scorer(split, term) -> FusedScorer:
     gen = torch.Generator().manual_seed(1)
     users, items = torch.randn(USERS, 8, generator=gen), torch.randn(ITEMS, 8, generator=gen)
-    return FusedScorer(users, items, torch.zeros(USERS, 1), torch.zeros(ITEMS, 1), alpha=1.0,
+    return FusedScorer(users, items, torch.zeros(USERS, 1), torch.zeros(ITEMS, 1), blend=Blend(1.0),
                        seen=term)
 
 

@@ -123,13 +123,13 @@ def test_text_inputs_need_text_and_ids_stay_the_default() -> None:
 
 def test_fusion_on_the_text_native_gat_is_never_below_it_on_validation(themed,
                                                                         trained) -> None:
-    from kgrec.fusion.fit import build_text_side, fit_job
+    from kgrec.fusion.fit import Sources, build_text_side, fit_job
     from kgrec.fusion.text import text_confidence
 
     snapshot, split, text, _ = themed
     sides = {"profile": build_text_side("profile", split, text)}
-    fit = fit_job("full", trained.user_embeddings.tensor, trained.product_embeddings.tensor,
-                  sides, split, split.item_counts(), text_confidence(snapshot.products),
-                  grid=(0.0, 0.5, 1.0), pivots=(20.0,))
+    sources = Sources(trained.user_embeddings.tensor, trained.product_embeddings.tensor,
+                      sides, split.item_counts(), text_confidence(snapshot.products))
+    fit = fit_job("full", sources, split, grid=(0.0, 0.5, 1.0), pivots=(20.0,))
     assert fit.gnn_only > 0.3  # the text-native GAT alone, cosine scores
     assert fit.valid_metric >= fit.gnn_only
