@@ -73,12 +73,12 @@ def timed(rows: dict[str, Any], name: str, fn):
 
 def build(stages: dict[str, Any]):
     """Snapshot through the lists reader and the embedded store; the given split."""
-    from kgrec.api import make_run_split
     from kgrec.config import Config
     from kgrec.kg.extract.lists import read_lists
     from kgrec.kg.ingest import ingest
     from kgrec.kg.snapshot import build_snapshot
     from kgrec.kg.store.local import LocalStore
+    from kgrec.training import make_run_split
 
     work = Path(".kgrec/bench/tmall")
     store = LocalStore(work / "store")
@@ -276,9 +276,9 @@ def scientific_leave_one_out(out: Path) -> None:
     """``kgrec run data/scientific.toml`` on the leave-one-out split at K (each user's last
     event the test, the one before it validation), EASE beside it on the same split; merged
     into ``out`` under ``scientific_leave_one_out``."""
-    from kgrec.api import make_run_split
     from kgrec.config import load_config
     from kgrec.kg.snapshot import GraphSnapshot
+    from kgrec.training import make_run_split
 
     sets = ["train.split=leave_one_out", f"train.k={K}"]
     record, workdir = measured_run("data/scientific.toml", "scientific-loo", sets)

@@ -226,7 +226,7 @@ def score(run: Path, work: Path, users: int, text_cache: Path) -> dict[str, Any]
     time; scoring cost does not depend on what the text says."""
     from kgrec.api import Recommender
     from kgrec.config import Config
-    from kgrec.fusion.spark import score_on_spark
+    from kgrec.spark import score_on_spark
 
     config = Config()
     config.fusion.text_fields, config.data.cache_dir = ["brand"], str(text_cache)

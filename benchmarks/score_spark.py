@@ -1,4 +1,4 @@
-"""Batch scoring speed: the local scorer vs Spark ``local[N]`` (kgrec.fusion.spark).
+"""Batch scoring speed: the local scorer vs Spark ``local[N]`` (kgrec.spark).
 
 Every ml-100k user gets the top-20 long-tail products of a saved fused run (the pipeline
 benchmark's GAT run when present, else an MF run trained briefly here). Rows: the local
@@ -59,7 +59,7 @@ def main() -> None:
 
     import kgrec
     from kgrec.config import Config
-    from kgrec.fusion.spark import _session, score_on_spark
+    from kgrec.spark import _session, score_on_spark
 
     config = Config()
     config.score.chunk_size, config.train.device = args.chunk_size, "cpu"

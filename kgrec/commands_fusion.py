@@ -131,7 +131,8 @@ def _config(args: argparse.Namespace, options: dict[str, str]) -> Config:
 def _recommender(args: argparse.Namespace, config: Config, fusion: str | None = None):
     """The run of ``--run`` on the graph of ``--snapshot`` (else the run's own snapshot, else
     a fresh export of the store)."""
-    from kgrec.api import SNAPSHOT_DIR, Recommender
+    from kgrec.api import Recommender
+    from kgrec.runfolder import SNAPSHOT_DIR
     from kgrec.stores import load_snapshot
 
     snapshot = None
@@ -159,7 +160,7 @@ def run_fuse(args: argparse.Namespace) -> int:
 
 
 #: --exclude -> Recommender's exclude_seen.
-EXCLUDE = {"all": True, "train": "train", "train+valid": "train+valid"}
+EXCLUDE: dict[str, bool | str] = {"all": True, "train": "train", "train+valid": "train+valid"}
 
 
 def run_score(args: argparse.Namespace) -> int:
@@ -203,8 +204,8 @@ def run_score(args: argparse.Namespace) -> int:
 def _score_on_spark(args: argparse.Namespace, config: Config, items: str | Path) -> int:
     """``score --spark``: executors load the run from its folders, so there is no store
     export, and the output stays on the cluster's storage (no write-back)."""
-    from kgrec.api import SNAPSHOT_DIR
-    from kgrec.fusion.spark import score_on_spark
+    from kgrec.runfolder import SNAPSHOT_DIR
+    from kgrec.spark import score_on_spark
 
     if args.per != "user" or args.write_back:
         raise InputError("--spark scores top products per user (--per user) without "

@@ -194,8 +194,8 @@ def _train(snapshot, split, config: Config, model: str, run_dir: Path, progress:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from kgrec.api import make_run_split
     from kgrec.gnn import replica
+    from kgrec.training import make_run_split
 
     config = _config(args)
     if replica.launched():  # one rank of torchrun: every rank runs this command
@@ -237,8 +237,9 @@ def _plot(results: dict[str, dict[str, dict[str, float]]], k: int, path: Path) -
 def run_evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from kgrec.api import Recommender, make_run_split
+    from kgrec.api import Recommender
     from kgrec.gnn.metrics import format_table
+    from kgrec.training import make_run_split
 
     config = _config(args)
     runs = [Path(r) for r in args.runs]

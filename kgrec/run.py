@@ -321,7 +321,7 @@ class Pipeline:
     def split(self):
         """One split for every model (so their rows compare on the same test pairs)."""
         if not hasattr(self, "_split"):
-            from kgrec.api import make_run_split
+            from kgrec.training import make_run_split
 
             self._split = make_run_split(self.snapshot, self.config.train.split, self.config)
         return self._split

@@ -35,3 +35,11 @@ def test_the_command_line_loads_no_heavy_library() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=REPO)
     assert json.loads(out.stdout) == []
+
+
+def test_no_import_circle_and_no_back_arrow_in_the_package() -> None:
+    shape = house.measure(REPO)
+    assert shape["import_circles"] == []
+    assert shape["circles_with_deferred"] == []
+    assert shape["back_arrows"] == []
+    assert shape["internal_imports_at_load"] > 150  # the graph was read at all

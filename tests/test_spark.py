@@ -1,4 +1,4 @@
-"""Batch scoring on Spark local[2] (kgrec.fusion.spark, kgrec score --spark): the Parquet
+"""Batch scoring on Spark local[2] (kgrec.spark, kgrec score --spark): the Parquet
 parts hold exactly the local scorer's rows."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import kgrec
 from kgrec.cli import main
 from kgrec.config import Config
 from kgrec.errors import InputError
-from kgrec.fusion.spark import _session, score_on_spark
 from kgrec.kg.snapshot import snapshot_from_tables
+from kgrec.spark import _session, score_on_spark
 
 pytest.importorskip("pyspark")
 

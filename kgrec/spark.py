@@ -1,14 +1,14 @@
 """Batch scoring on Apache Spark: the users of a saved run spread over executors.
 
-    from kgrec.fusion.spark import score_on_spark
+    from kgrec.spark import score_on_spark
     done = score_on_spark("runs/gat", master="local[4]", out="scores.parquet",
                           items="long-tail")
     print(done.line())
 
 The driver checks the run and the user ids and range-partitions the ids by the local
 scorer's chunks (``score.chunk_size`` users); each executor's Python worker loads the
-saved :class:`~kgrec.api.Recommender` once (cached per worker, reused by every task it
-runs) and scores its users with :meth:`Recommender.recommend`, the same exact chunked
+saved :class:`~kgrec.runfolder.Run` once (cached per worker, reused by every task it
+runs) and scores its users with :func:`kgrec.serving.recommend`, the same exact chunked
 top-K, through ``mapInPandas``. Spark writes the rows as a folder of Parquet parts, row
 for row the local scorer's output: same columns and ranks, and the same scores to the bit
 when the local scorer runs as many torch threads as a Spark task (``spark.task.cpus``,
@@ -37,13 +37,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from kgrec import serving
 from kgrec.config import Config
 from kgrec.errors import InputError
+from kgrec.runfolder import Run
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
-
-    from kgrec.api import Recommender
 
 #: Spark schema of the output: the local scorer's Parquet columns, in its order.
 SCHEMA = ("user_id string, product_id string, rank long, score double, score_gnn double, "
@@ -63,8 +63,8 @@ logger.utils.level = error
 logger.native.name = org.apache.hadoop.util.NativeCodeLoader
 logger.native.level = error
 """
-#: Per Python worker: (run, snapshot, fusion, settings) -> the loaded Recommender.
-_LOADED: dict[tuple[str, ...], Recommender] = {}
+#: Per Python worker: (run, snapshot, fusion, settings) -> the loaded run.
+_LOADED: dict[tuple[str, ...], Run] = {}
 
 
 @dataclass(frozen=True)
@@ -76,11 +76,8 @@ class RunFiles:
     snapshot: str | None = None
     fusion: str | None = None
 
-    def load(self, config: Config) -> Recommender:
-        from kgrec.api import Recommender
-
-        return Recommender.load(self.run, snapshot=self.snapshot, config=config,
-                                fusion=self.fusion)
+    def load(self, config: Config) -> Run:
+        return Run.load(self.run, snapshot=self.snapshot, config=config, fusion=self.fusion)
 
 
 @dataclass(frozen=True)
@@ -111,7 +108,7 @@ def score_on_spark(run: str | Path, *, master: str, out: str | Path,
                    config: Config | None = None, partitions: int | None = None) -> SparkScore:
     """Top-``k`` products per user of the saved run ``run``, scored on Spark ``master``
     (``local[N]``, ``spark://host:7077``, ``yarn``, ``k8s://...``) and written to ``out``
-    as Parquet parts; the arguments after ``out`` are :meth:`Recommender.recommend`'s.
+    as Parquet parts; the arguments after ``out`` are :func:`kgrec.serving.recommend`'s.
     ``users``: ids (default all); ``partitions``: user partitions (default Spark's
     parallelism). Paths must be readable by every executor (shared storage on a cluster).
     Raises :class:`InputError` for unknown users before Spark starts."""
@@ -127,7 +124,7 @@ def score_on_spark(run: str | Path, *, master: str, out: str | Path,
     options: dict[str, Any] = {"items": items, "k": k, "exclude_seen": exclude_seen,
                                "alpha": alpha}
     # One user on the driver checks items, k and alpha and counts the candidates.
-    candidates = rec.recommend(ids[:1], **options).attrs["candidates"]
+    candidates = serving.recommend(rec, ids[:1], **options).attrs["candidates"]
     job = functools.partial(_score_batches, files=files, config=config, options=options)
     spark, owned = _session(master)
     try:
@@ -170,7 +167,7 @@ def _quiet_pandas() -> Iterator[None]:
         yield
 
 
-def _known(rec: Recommender, users: Sequence[str]) -> list[str]:
+def _known(rec: Run, users: Sequence[str]) -> list[str]:
     wanted = [users] if isinstance(users, str) else [str(u) for u in users]
     unknown = [u for u in wanted if u not in rec.users]
     if unknown:
@@ -181,7 +178,7 @@ def _known(rec: Recommender, users: Sequence[str]) -> list[str]:
 
 def _score_batches(batches: Iterator[pd.DataFrame], *, files: RunFiles, config: Config,
                    options: dict[str, Any]) -> Iterator[pd.DataFrame]:
-    """Runs on the executors: the worker's cached Recommender ranks the partition's users
+    """Runs on the executors: the worker's cached run ranks the partition's users
     in one call (Arrow batches may cut a chunk)."""
     key = (files.run, str(files.snapshot), str(files.fusion),
            json.dumps(config.redacted(), sort_keys=True, default=str))
@@ -190,7 +187,7 @@ def _score_batches(batches: Iterator[pd.DataFrame], *, files: RunFiles, config: 
     rec = _LOADED[key]
     users = [u for batch in batches for u in batch["user_id"].tolist()]
     if users:
-        yield rec.recommend(users, **options).assign(per="user")
+        yield serving.recommend(rec, users, **options).assign(per="user")
 
 
 def _session(master: str) -> tuple[SparkSession, bool]:
