@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup neo4j browser demo test lint bench clean
+.PHONY: setup neo4j browser demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ demo: setup ## `kgrec run data/ml100k.toml`: report in .kgrec/demo/report/report
 
 test: setup neo4j browser
 	$(PY) -m pytest -q
+
+# The fast tier: no server, no notebooks, no Spark, no long end-to-end runs (about a minute).
+FAST := not neo4j and not notebook and not spark and not slow
+test-fast: setup
+	$(PY) -m pytest -q -m "$(FAST)"
 
 lint: setup
 	$(VENV)/bin/ruff check kg gnn fusion kgrec tests benchmarks

@@ -26,6 +26,14 @@ SERVER_SH = REPO / "scripts" / "neo4j" / "server.sh"
 TEST_NEO4J_PORT = int(os.environ.get("KGREC_TEST_NEO4J_PORT", "7697"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``neo4j`` every test that uses a Neo4j fixture, so ``-m "not neo4j"`` (the fast
+    tier, ``make test-fast``) never starts a server."""
+    for item in items:
+        if any(name.startswith("neo4j") for name in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.neo4j)
+
+
 def _free_port(start: int, tries: int = 100) -> int:
     for port in range(start, start + tries):
         with socket.socket() as sock:

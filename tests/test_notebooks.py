@@ -14,6 +14,7 @@ from nbclient import NotebookClient
 from nbconvert import HTMLExporter
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.notebook
 BUILD = ROOT / "build" / "notebooks"
 
 

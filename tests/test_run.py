@@ -16,6 +16,7 @@ from kgrec.kg import schema
 from kgrec.report import render_png, rendered_dom
 from kgrec.run import Pipeline
 
+pytestmark = pytest.mark.slow  # the whole pipeline, end to end: the full suite only
 TRAIN_STAGES = ["train:gat", "train:pop", "train:mf"]
 ALL = ["ingest", "snapshot", *TRAIN_STAGES, "fuse", "evaluate", "score", "report"]
 

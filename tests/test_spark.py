@@ -16,6 +16,7 @@ from kgrec.spark import _session, score_on_spark
 
 pytest.importorskip("pyspark")
 
+pytestmark = pytest.mark.spark
 KEY = ["user_id", "rank"]
 
 

@@ -18,6 +18,7 @@ def snapshot_dir(tmp_path_factory, ml100k_snapshot):
     return folder
 
 
+@pytest.mark.slow
 def test_train_then_evaluate(tmp_path, snapshot_dir, capsys):
     runs = tmp_path / "runs"
     code = main(["train", "--model", "mf", "--snapshot", str(snapshot_dir), "--split", "random",

@@ -15,6 +15,8 @@ from kgrec.gnn.train import train_model
 from kgrec.settings import TrainSettings
 from tests.gnn.conftest import random_graph
 
+pytestmark = pytest.mark.slow  # several processes per test: the full suite only
+
 TOLERANCE = 1e-4
 
 

@@ -57,9 +57,10 @@ def test_popularity_scores_are_training_counts(ml100k_snapshot, ml100k_split, po
 
 @pytest.mark.parametrize(
     "model,overrides",
-    [("mf", {}), ("gcn", {}), ("gat", {"layers": 1, "epochs": 4, "eval_every": 4}),
-     ("lightgcn", {"loss": "softmax"}), ("gat", {"loss": "softmax", "epochs": 4,
-                                                 "eval_every": 4})],
+    [("mf", {}), pytest.param("gcn", {}, marks=pytest.mark.slow),
+     ("gat", {"layers": 1, "epochs": 4, "eval_every": 4}), ("lightgcn", {"loss": "softmax"}),
+     pytest.param("gat", {"loss": "softmax", "epochs": 4, "eval_every": 4},
+                  marks=pytest.mark.slow)],
 )
 # The softmax's floor is high on ml-100k: of 4,352 candidates, a user has rated 6% (each a
 # negative all the same), so its loss falls by a smaller share than BPR's.
@@ -227,6 +228,7 @@ def _cpu_burners(count: int) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_on_a_busy_machine(ml100k_snapshot, ml100k_split):
     """No clock decides anything: two trainings with one seed give identical losses and
     validation metrics, the second while other processes keep every CPU busy."""

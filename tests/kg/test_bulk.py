@@ -99,6 +99,7 @@ def _rows(files, kind: str, name: str) -> list[str]:
     return [line for path in file.paths[1:] for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_an_export_in_parts_writes_the_rows_of_the_whole_once(ml100k_tables: GraphTables,
                                                             tmp_path: Path) -> None:
     whole, _ = export_csv(ml100k_tables, tmp_path / "whole")

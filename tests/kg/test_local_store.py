@@ -158,6 +158,7 @@ def test_recommendations_replace_per_model_version(tmp_path: Path) -> None:
         store.write_recommendations(recs("v1", [("u1", "p9", 0.1)]))
 
 
+@pytest.mark.slow
 def test_ml100k_snapshot_from_local_store(tmp_path: Path, ml100k_tables: GraphTables) -> None:
     store = LocalStore(tmp_path)
     created = store.write(ml100k_tables, progress=False)

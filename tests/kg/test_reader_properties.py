@@ -41,6 +41,8 @@ from kgrec.kg.ingest import ingest
 from kgrec.kg.store.local import LocalStore
 from kgrec.kg.tables import GraphTables
 
+pytestmark = pytest.mark.slow  # property searches over many inputs: the full suite only
+
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

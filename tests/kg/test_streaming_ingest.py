@@ -89,7 +89,8 @@ def figures(summary: IngestSummary) -> dict:
     return out
 
 
-@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+@pytest.mark.parametrize("fmt", ["csv", *(pytest.param(f, marks=pytest.mark.slow)
+                                          for f in ("jsonl", "parquet"))])
 def test_chunked_load_equals_whole_load(tmp_path: Path, fmt: str) -> None:
     products, events = dump(tmp_path / "in", fmt)
     whole = load(products, events, tmp_path / "one", tmp_path / "r1", 10**6)
@@ -145,7 +146,8 @@ def test_interrupted_load_resumes(tmp_path: Path) -> None:
     same_tables(tables_of(tmp_path / "crash"), tables_of(tmp_path / "clean"))
 
 
-@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+@pytest.mark.parametrize("fmt", ["csv", *(pytest.param(f, marks=pytest.mark.slow)
+                                          for f in ("jsonl", "parquet"))])
 def test_progress_total_and_run_time(tmp_path: Path, fmt: str,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     products, events = dump(tmp_path / "in", fmt)
