@@ -18,6 +18,13 @@ from kgrec.settings import BACKENDS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``fuse``, ``score`` and ``search`` sub-commands."""
+    _register_fuse(sub)
+    _register_score(sub)
+    _register_search(sub)
+
+
+def _register_fuse(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser(
         "fuse",
         help="fit the GNN + text fusion of a training run",
@@ -42,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--out", help="artefact folder (default: RUN/fusion)")
     f.set_defaults(func=run_fuse)
 
+
+def _register_score(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "score",
         help="batch-score long-tail / cold-start products",
@@ -81,6 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "reads (default: from config score.spark; empty: score here)")
     s.set_defaults(func=run_score)
 
+
+def _register_search(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser(
         "search",
         help="personalised semantic search: a free-text query blended with the GNN",

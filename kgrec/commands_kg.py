@@ -15,6 +15,11 @@ from kgrec.settings import BACKENDS, SourceSpec
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``ingest`` and ``graph`` sub-commands."""
+    _register_ingest(sub)
+    _register_graph(sub)
+
+
+def _register_ingest(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "ingest",
         help="build the graph from catalogue dumps",
@@ -25,7 +30,23 @@ def register(sub: argparse._SubParsersAction) -> None:
             "adds nothing; a dump of new events appends) and write the rejects report."
         ),
     )
-    src = p.add_argument_group("sources (give exactly one)")
+    _source_options(p.add_argument_group("sources (give exactly one)"))
+    _store_options(p)
+    p.add_argument(
+        "--bulk",
+        action="store_true",
+        help="first load of a large dump into Neo4j with its own bulk importer (neo4j-admin "
+        "import): the server of neo4j.uri must be stopped and its data folder ($NEO4J_HOME, "
+        "default .neo4j/data-PORT) empty; the server is started on the result",
+    )
+    p.add_argument("--reports-dir",
+                   help=f"rejects report folder {default_help('data.reports_dir')}")
+    p.add_argument("--cache-dir", help=f"download cache {default_help('data.cache_dir')}")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=run_ingest)
+
+
+def _source_options(src: argparse._ArgumentGroup) -> None:
     src.add_argument(
         "--amazon",
         nargs="+",
@@ -79,20 +100,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="reject events on products without metadata instead of creating "
         "bare Product nodes (Amazon)",
     )
-    _store_options(p)
-    p.add_argument(
-        "--bulk",
-        action="store_true",
-        help="first load of a large dump into Neo4j with its own bulk importer (neo4j-admin "
-        "import): the server of neo4j.uri must be stopped and its data folder ($NEO4J_HOME, "
-        "default .neo4j/data-PORT) empty; the server is started on the result",
-    )
-    p.add_argument("--reports-dir",
-                   help=f"rejects report folder {default_help('data.reports_dir')}")
-    p.add_argument("--cache-dir", help=f"download cache {default_help('data.cache_dir')}")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.set_defaults(func=run_ingest)
 
+
+def _register_graph(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser(
         "graph",
         help="inspect the graph (stats, snapshot export)",

@@ -218,12 +218,14 @@ class TrainSettings:
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise UsageError(f"unknown training settings {sorted(unknown)}")
-        settings = cls(**values)
-        if settings.model not in MODEL_NAMES:
-            raise UsageError(f"unknown model {settings.model!r}; expected one of {MODEL_NAMES}")
-        if settings.loss not in LOSSES:
-            raise UsageError(f"unknown loss {settings.loss!r}; expected one of {LOSSES}")
-        return settings
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise UsageError(f"unknown model {self.model!r}; expected one of "
+                             f"{', '.join(MODEL_NAMES)}")
+        if self.loss not in LOSSES:
+            raise UsageError(f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
 
 
 @dataclass

@@ -158,6 +158,8 @@ def test_settings_accept_the_kgrec_train_config():
     assert (settings.model, settings.dim, settings.epochs, settings.lr) == ("gat", 32, 3, 0.05)
     with pytest.raises(ValueError, match="unknown model 'sage'"):
         TrainSettings.from_any(cfg, model="sage")
+    with pytest.raises(UsageError, match="unknown model 'sage'; expected one of pop, mf, "):
+        TrainSettings(model="sage")  # the API's one check, where settings are made
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             train_model(None, None, TrainSettings(device="cuda"), progress=False)  # type: ignore[arg-type]
