@@ -2,7 +2,10 @@
 deferred imports and the wall time of ``kgrec --help``, for this tree and (``--before
 REV``) a revision beside it; saves benchmarks/results/house.json.
 
-    .venv/bin/python benchmarks/house.py --before 33e5782
+    .venv/bin/python benchmarks/house.py --before 33e5782 [--demo]
+
+``--demo`` also runs ``kgrec run data/ml100k.toml`` (the demo) at both revisions, one after
+the other, and compares their recommendations and evaluation tables.
 
 Layers, lowest first: ``kgrec.kg`` (graph data), ``kgrec.gnn`` (models),
 ``kgrec.fusion`` (blend and serving), then the ``kgrec`` root (settings, API,
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -189,6 +194,45 @@ def help_seconds(trees: dict[str, Path], runs: int) -> dict[str, float]:
     return {name: round(statistics.median(t), 3) for name, t in times.items()}
 
 
+def demo_run(tree: Path, out: Path) -> float:
+    """``kgrec run data/ml100k.toml`` at ``tree`` into ``out``; returns its wall seconds."""
+    env = {**os.environ, "PYTHONPATH": str(tree)} if tree != ROOT else dict(os.environ)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "kgrec.cli", "run", "data/ml100k.toml",
+                    "--workdir", str(out), "--set", f"store.path={out / 'store'}",
+                    "--no-progress"], cwd=tree, env=env, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def same_demo(before: Path, after: Path) -> dict:
+    """How far the two runs' recommendations and evaluation figures differ."""
+    import pandas as pd
+
+    key = ["user_id", "rank"]
+    a, b = (pd.read_parquet(d / "recommendations.parquet").sort_values(key).reset_index(drop=True)
+            for d in (before, after))
+    evals = [json.loads((d / "evaluation.json").read_text()) for d in (before, after)]
+    figures = [dict(_numbers(e)) for e in evals]
+    diffs = [abs(figures[0][k] - figures[1][k]) for k in figures[0].keys() & figures[1].keys()]
+    return {
+        "rows": [len(a), len(b)],
+        "same_products_and_ranks": bool(len(a) == len(b) and (
+            a[[*key, "product_id"]] == b[[*key, "product_id"]]).all().all()),
+        "max_score_difference": float(max(
+            (a[c] - b[c]).abs().max() for c in ("score", "score_gnn", "score_text"))),
+        "evaluation_figures": [len(f) for f in figures],
+        "max_evaluation_difference": max(diffs, default=float("nan")),
+    }
+
+
+def _numbers(value, prefix: str = ""):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _numbers(v, f"{prefix}/{k}")
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield prefix, float(value)
+
+
 def show(name: str, result: dict) -> None:
     print(f"== {name}")
     for key, value in result.items():
@@ -207,6 +251,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", metavar="REV", help="a revision measured beside this tree")
     parser.add_argument("--runs", type=int, default=5, help="timed `kgrec --help` runs (5)")
+    parser.add_argument("--demo", action="store_true",
+                        help="also run the demo config at both revisions and compare")
     args = parser.parse_args()
     trees = {"after": ROOT}
     if args.before:
@@ -216,9 +262,17 @@ def main() -> None:
         results[name]["kgrec_help_seconds"] = seconds
     for name, result in results.items():
         show(name, result)
+    extra = {}
+    if args.demo and args.before:
+        work = ROOT / ".kgrec" / "bench" / "house-demo"
+        shutil.rmtree(work, ignore_errors=True)
+        seconds = {name: round(demo_run(tree, work / name), 1) for name, tree in trees.items()}
+        extra["demo"] = {"config": "data/ml100k.toml", "seconds": seconds,
+                         **same_demo(work / "before", work / "after")}
+        print("demo:", json.dumps(extra["demo"]))
     path = write_json(RESULTS / "house.json", {
         "command": command(), "date": now(), "machine": machine(), "before_rev": args.before,
-        **results})
+        **results, **extra})
     print(f"saved {path.relative_to(ROOT)}")
 
 
