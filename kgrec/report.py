@@ -17,6 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kgrec.errors import KgrecError
+from kgrec.fusion.alpha import AlphaFunction
+from kgrec.gnn.result import how_training_ended
 from kgrec.kg.stats import GraphStats, plot_popularity
 
 SECTIONS = {"summary": "Summary", "dataset": "Dataset", "metrics": "Ranking quality",
@@ -55,8 +58,6 @@ class ReportData:
 def training_line(settings_json: str | Path) -> str:
     """How a saved training run ended, from its ``settings.json``
     (:func:`kgrec.gnn.result.how_training_ended`)."""
-    from kgrec.gnn.result import how_training_ended
-
     meta = json.loads(Path(settings_json).read_text())
     reason = meta.get("stop_reason", "epoch cap")
     if reason == "not trainable":
@@ -89,8 +90,6 @@ def write_report(data: ReportData, folder: str | Path) -> tuple[Path, Path]:
 def chromium() -> str:
     """The headless browser that renders reports (Debian's ``chromium``: ``make browser``)."""
     import shutil
-
-    from kgrec.errors import KgrecError
 
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if not found:
@@ -215,8 +214,6 @@ def _fusion_gain(metrics: dict[str, dict[str, dict[str, float]]], k: int) -> str
 
 
 def _alpha_text(alpha: dict[str, Any]) -> str:
-    from kgrec.fusion.alpha import AlphaFunction
-
     return AlphaFunction.from_dict(alpha).describe()
 
 

@@ -23,10 +23,20 @@ from typing import Any
 
 import pandas as pd
 
+from kgrec.api import Recommender, ingest
 from kgrec.config import Config
 from kgrec.errors import ConfigError
 from kgrec.files import write_text
+from kgrec.fusion.output import write_back, write_parquet
+from kgrec.gnn.checkpoint import LAST_CHECKPOINT
+from kgrec.gnn.metrics import format_table
+from kgrec.kg.extract.sources import source_files
+from kgrec.kg.snapshot import GraphSnapshot
+from kgrec.kg.stats import graph_stats
+from kgrec.report import ReportData, training_line, write_report
 from kgrec.settings import RUN_STAGES
+from kgrec.stores import load_snapshot, open_store
+from kgrec.training import make_run_split
 
 STATE_FILE = "state.json"
 log = logging.getLogger(__name__)
@@ -175,8 +185,6 @@ class Pipeline:
     # ---- stages: each returns (key parts, work) ---------------------------------------------
 
     def _ingest(self):
-        from kgrec.kg.extract.sources import source_files
-
         cfg = self.config
         files = source_files(cfg.source, cfg.data.cache_dir)
         store = (cfg.store.backend, cfg.store.path if cfg.store.backend == "local"
@@ -184,8 +192,6 @@ class Pipeline:
         key = [dataclasses.asdict(cfg.source), files_digest(files), store]
 
         def work() -> dict[str, str]:
-            from kgrec.api import ingest
-
             summary = ingest(cfg, reports_dir=self.path("reports"), progress=self.progress,
                              echo=self.echo)
             # A deleted local store must be loaded again, whatever the key says.
@@ -196,8 +202,6 @@ class Pipeline:
 
     def _snapshot(self):
         def work() -> dict[str, str]:
-            from kgrec.stores import load_snapshot
-
             snap = load_snapshot(self.config, progress=self.progress)
             snap.save(self.path("snapshot"))
             return {"snapshot": str(self.path("snapshot", "hetero.pt"))}
@@ -212,9 +216,6 @@ class Pipeline:
         key_hash = digest(key)  # a checkpoint of other settings or data is never resumed
 
         def work() -> dict[str, str]:
-            from kgrec.api import Recommender
-            from kgrec.gnn.checkpoint import LAST_CHECKPOINT
-
             # Checkpoints inside the workdir, one folder per stage key: a run killed while
             # training resumes from its last finished epoch; a finished training removes
             # them (so --force trains again from scratch).
@@ -252,8 +253,6 @@ class Pipeline:
                self.config.train.k]
 
         def work() -> dict[str, str]:
-            from kgrec.gnn.metrics import format_table
-
             table: dict[str, dict[str, dict[str, float]]] = {}
             for model in self.models[1:]:
                 table.update(self.recommender(model).evaluate("test"))
@@ -273,8 +272,6 @@ class Pipeline:
         key = [self._token("fuse"), cfg.run.items, cfg.run.write_back, cfg.score.top_k]
 
         def work() -> dict[str, str]:
-            from kgrec.fusion.output import write_back, write_parquet
-
             rec = self.recommender(self.models[0])
             frame = rec.recommend(items=cfg.run.items, k=cfg.score.top_k,
                                   progress=self.progress)
@@ -282,8 +279,6 @@ class Pipeline:
             self._say(f"  {len(frame):,} recommendations for {frame['user_id'].nunique():,} "
                       f"users ({cfg.run.items}) in {out}")
             if cfg.run.write_back:
-                from kgrec.stores import open_store
-
                 store = open_store(cfg)
                 try:
                     n = write_back(store, frame, model_version=rec.fusion.model_version,
@@ -300,8 +295,6 @@ class Pipeline:
         key = [self._token("evaluate"), self._token("score"), self.config.run.sample_users]
 
         def work() -> dict[str, str]:
-            from kgrec.report import write_report
-
             html, md = write_report(self.report_data(), self.path("report"))
             return {"html": str(html), "markdown": str(md)}
 
@@ -312,8 +305,6 @@ class Pipeline:
     @property
     def snapshot(self):
         if not hasattr(self, "_snap"):
-            from kgrec.kg.snapshot import GraphSnapshot
-
             self._snap = GraphSnapshot.load(self.path("snapshot"))
         return self._snap
 
@@ -321,14 +312,10 @@ class Pipeline:
     def split(self):
         """One split for every model (so their rows compare on the same test pairs)."""
         if not hasattr(self, "_split"):
-            from kgrec.training import make_run_split
-
             self._split = make_run_split(self.snapshot, self.config.train.split, self.config)
         return self._split
 
     def recommender(self, model: str, fused: bool = True):
-        from kgrec.api import Recommender
-
         rec = Recommender.load(self.path("runs", model), snapshot=self.snapshot,
                                config=self.config)
         if not fused:
@@ -336,9 +323,6 @@ class Pipeline:
         return rec
 
     def report_data(self):
-        from kgrec.kg.stats import graph_stats
-        from kgrec.report import ReportData, training_line
-
         stats = graph_stats(self.snapshot)
         rec = self.recommender(self.models[0])
         frame = pd.read_parquet(self.path("recommendations.parquet"))

@@ -28,6 +28,7 @@ from kgrec.fusion.fit import (
     job_scorer,
 )
 from kgrec.fusion.text import text_confidence
+from kgrec.gnn.behaviours import fit_behaviour_weights, reweighted
 from kgrec.gnn.distributed import train_distributed
 from kgrec.gnn.metrics import evaluate_ranking, long_tail_items
 from kgrec.gnn.models import MODELS
@@ -126,8 +127,6 @@ def train_run(snapshot: GraphSnapshot | str | Path, config: Config | None = None
         features = None if raw is None else raw.tensor
     behaviours = None
     if _fits_behaviours(run_split, config, settings):
-        from kgrec.gnn.behaviours import fit_behaviour_weights, reweighted
-
         behaviours = fit_behaviour_weights(
             snapshot, run_split, settings, product_features=features,
             scales=config.train.behaviour_scales, epochs=config.train.behaviour_fit_epochs)
