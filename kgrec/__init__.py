@@ -18,10 +18,14 @@ __all__ = ["Recommender", "Config", "load_config", "ingest", "open_store"]
 
 def __getattr__(name: str) -> Any:
     # Lazy, so `kgrec --help` does not pay for importing torch.
-    if name in ("Recommender", "ingest"):
-        from kgrec import api
+    if name == "Recommender":
+        from kgrec.api import Recommender
 
-        return getattr(api, name)
+        return Recommender
+    if name == "ingest":
+        from kgrec.loading import ingest
+
+        return ingest
     if name == "open_store":
         from kgrec.stores import open_store
 

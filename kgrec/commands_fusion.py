@@ -143,8 +143,7 @@ def _recommender(args: argparse.Namespace, config: Config, fusion: str | None = 
     """The run of ``--run`` on the graph of ``--snapshot`` (else the run's own snapshot, else
     a fresh export of the store)."""
     from kgrec.api import Recommender
-    from kgrec.runfolder import SNAPSHOT_DIR
-    from kgrec.stores import load_snapshot
+    from kgrec.runfolder import SNAPSHOT_DIR, load_snapshot
 
     snapshot = None
     if args.snapshot or not (Path(args.run) / SNAPSHOT_DIR).exists():

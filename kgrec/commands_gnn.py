@@ -170,7 +170,7 @@ def _evaluation_lines(args: argparse.Namespace) -> Iterator[None]:
 
 
 def _snapshot(args: argparse.Namespace, config: Config):
-    from kgrec.stores import load_snapshot
+    from kgrec.runfolder import load_snapshot
 
     return load_snapshot(config, args.snapshot, progress=_progress(args))
 

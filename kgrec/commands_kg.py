@@ -181,7 +181,7 @@ def source_of(args: argparse.Namespace) -> SourceSpec:
 
 
 def run_ingest(args: argparse.Namespace) -> int:
-    from kgrec.api import bulk_ingest, ingest
+    from kgrec.loading import bulk_ingest, ingest
 
     config = cli_config(args, INGEST_OPTIONS)
     spec = source_of(args)

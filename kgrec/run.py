@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from kgrec.api import Recommender, ingest
+from kgrec.api import Recommender
 from kgrec.config import Config
 from kgrec.errors import ConfigError
 from kgrec.files import write_text
@@ -33,9 +33,11 @@ from kgrec.gnn.metrics import format_table
 from kgrec.kg.extract.sources import source_files
 from kgrec.kg.snapshot import GraphSnapshot
 from kgrec.kg.stats import graph_stats
+from kgrec.loading import ingest
 from kgrec.report import ReportData, training_line, write_report
+from kgrec.runfolder import load_snapshot
 from kgrec.settings import RUN_STAGES
-from kgrec.stores import load_snapshot, open_store
+from kgrec.stores import open_store
 from kgrec.training import make_run_split
 
 STATE_FILE = "state.json"

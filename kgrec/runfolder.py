@@ -31,7 +31,8 @@ from kgrec.gnn.result import RETRAIN, TrainResult
 from kgrec.gnn.split import Split, pair_table
 from kgrec.ids import IdMap
 from kgrec.kg.explore import GraphIndex
-from kgrec.kg.snapshot import GraphSnapshot
+from kgrec.kg.snapshot import GraphSnapshot, build_snapshot
+from kgrec.stores import open_store
 
 SNAPSHOT_DIR, FUSION_DIR, CONFIG_FILE = "snapshot", "fusion", "config.json"
 #: SHA-256 of the split and snapshot files of a saved run (:meth:`Run.save`).
@@ -85,6 +86,19 @@ def _check_trained_on(folder: Path, snap: GraphSnapshot) -> None:
         raise ModelError(f"{folder} was trained on another snapshot: its node ids differ "
                          f"(id hash {saved[:12]} at training, {snap.id_hash()[:12]} now); give "
                          "the snapshot it was trained on (--snapshot) or train again")
+
+
+def load_snapshot(
+    config: Config, snapshot: str | None = None, backend: str | None = None, progress: bool = True
+) -> GraphSnapshot:
+    """The saved snapshot folder ``snapshot`` if given, else a fresh export of the store."""
+    if snapshot:
+        return GraphSnapshot.load(snapshot)
+    store = open_store(config, backend)
+    try:
+        return build_snapshot(store, progress=progress)
+    finally:
+        store.close()
 
 
 @dataclass

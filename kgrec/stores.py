@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from kgrec.config import Config
 from kgrec.errors import ConfigError
-from kgrec.kg.snapshot import GraphSnapshot, build_snapshot
 from kgrec.kg.store.base import GraphStore
 from kgrec.kg.store.local import LocalStore
 from kgrec.settings import BACKENDS
 
-__all__ = ["BACKENDS", "load_snapshot", "open_store"]
+__all__ = ["BACKENDS", "open_store"]
 
 
 def open_store(config: Config, backend: str | None = None) -> GraphStore:
@@ -28,16 +27,3 @@ def open_store(config: Config, backend: str | None = None) -> GraphStore:
 
         return connect(config.neo4j, batch_size=config.store.batch_size)
     raise ConfigError(f"unknown store backend {name!r}; known: {', '.join(BACKENDS)}")
-
-
-def load_snapshot(
-    config: Config, snapshot: str | None = None, backend: str | None = None, progress: bool = True
-) -> GraphSnapshot:
-    """The saved snapshot folder ``snapshot`` if given, else a fresh export of the store."""
-    if snapshot:
-        return GraphSnapshot.load(snapshot)
-    store = open_store(config, backend)
-    try:
-        return build_snapshot(store, progress=progress)
-    finally:
-        store.close()

@@ -43,3 +43,11 @@ def test_no_import_circle_and_no_back_arrow_in_the_package() -> None:
     assert shape["circles_with_deferred"] == []
     assert shape["back_arrows"] == []
     assert shape["internal_imports_at_load"] > 150  # the graph was read at all
+
+
+def test_loading_a_catalogue_loads_no_model_library() -> None:
+    code = ("import sys, json; import kgrec.loading; print(json.dumps([m for m in "
+            "('torch', 'torch_geometric', 'transformers') if m in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO)
+    assert json.loads(out.stdout) == []

@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kgrec.api import ingest as api_ingest
 from kgrec.config import Config
 from kgrec.kg import schema
 from kgrec.kg.extract.sources import count_rows
@@ -18,6 +17,7 @@ from kgrec.kg.extract.stream import read_generic, stream_generic
 from kgrec.kg.ingest import IngestSummary, ingest, ingest_stream
 from kgrec.kg.store.local import LocalStore
 from kgrec.kg.tables import GraphTables
+from kgrec.loading import ingest as api_ingest
 from kgrec.settings import SourceSpec
 
 ROWS, CHUNK = 5_500, 1_000
