@@ -6,7 +6,7 @@ product text). Two splits: the per-user temporal split (slices ``overall``, ``lo
 ``cold_start``, and ``tail_candidates``: the ranking restricted to long-tail products, the
 batch-scoring job) and the item cold-start split (``item_cold_start``: 10% of the products
 held out with all their interactions). Every model trains with the same settings
-(``kgrec.gnn.train.TrainSettings`` defaults) and early stopping on validation NDCG@20; the
+(``kgrec.settings.TrainSettings`` defaults) and early stopping on validation NDCG@20; the
 fusion is fitted per job on validation only; the test split is read once at the end.
 
 Rows (``models``): pop, mf, lightgcn, gcn, gat; ``text:profile`` and ``text:tower`` (a
