@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.sort(key=lambda r: (_key(r), r["seed"]))
     summary = summarise(rows)
     write_json(out, {"dataset": args.dataset, "split": split.summary(), "k": K,
-                     "settings": "kgrec.settings.TrainSettings defaults, seed (and patience) varied",
+                     "settings": "TrainSettings defaults, seed (and patience) varied",
                      "rows": rows, "summary": summary, "machine": machine()})
     print(f"{'model':<22} {'seeds':>5} {'test mean':>10} {'test std':>9} {'valid mean':>11}")
     for model, s in summary.items():
