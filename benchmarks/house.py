@@ -5,7 +5,9 @@ REV``) a revision beside it; saves benchmarks/results/house.json.
     .venv/bin/python benchmarks/house.py --before 33e5782 [--demo]
 
 ``--demo`` also runs ``kgrec run data/ml100k.toml`` (the demo) at both revisions, one after
-the other, and compares their recommendations and evaluation tables.
+the other, and compares their recommendations and evaluation tables. ``--tiers fast,full``
+times this tree's test tiers (``make test-fast``'s selection, and every test), one after the
+other; the results file keeps the other keys of an earlier run.
 
 Layers, lowest first: ``kgrec.kg`` (graph data), ``kgrec.gnn`` (models),
 ``kgrec.fusion`` (blend and serving), then the ``kgrec`` root (settings, API,
@@ -233,6 +235,22 @@ def _numbers(value, prefix: str = ""):
         yield prefix, float(value)
 
 
+#: pytest's -m selection of each tier (the Makefile's FAST; "" runs every test).
+TIERS = {"fast": "not neo4j and not notebook and not spark and not slow", "full": ""}
+
+
+def tier_seconds(tier: str) -> dict:
+    """Wall time of one test tier in this tree, and pytest's own summary line."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    cmd += ["-m", TIERS[tier]] if TIERS[tier] else []
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    return {"wall_s": round(seconds, 1), "exit_code": done.returncode, "summary": summary,
+            "load_average_1m_after": round(os.getloadavg()[0], 2)}
+
+
 def show(name: str, result: dict) -> None:
     print(f"== {name}")
     for key, value in result.items():
@@ -253,6 +271,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="timed `kgrec --help` runs (5)")
     parser.add_argument("--demo", action="store_true",
                         help="also run the demo config at both revisions and compare")
+    parser.add_argument("--tiers", default="",
+                        help="comma-separated test tiers to time in this tree (fast, full)")
     args = parser.parse_args()
     trees = {"after": ROOT}
     if args.before:
@@ -262,7 +282,15 @@ def main() -> None:
         results[name]["kgrec_help_seconds"] = seconds
     for name, result in results.items():
         show(name, result)
-    extra = {}
+    path = RESULTS / "house.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    # Keep what this call does not measure again (an earlier --before, --demo or tier).
+    extra = {k: v for k, v in previous.items()
+             if k in ("demo", "tests") or (k in ("before", "before_rev") and not args.before)}
+    commands = [c for c in previous.get("commands", []) if c != command()] + [command()]
+    for tier in filter(None, args.tiers.split(",")):
+        extra.setdefault("tests", {})[tier] = tier_seconds(tier)
+        print(f"tests {tier}:", json.dumps(extra["tests"][tier]))
     if args.demo and args.before:
         work = ROOT / ".kgrec" / "bench" / "house-demo"
         shutil.rmtree(work, ignore_errors=True)
@@ -270,9 +298,9 @@ def main() -> None:
         extra["demo"] = {"config": "data/ml100k.toml", "seconds": seconds,
                          **same_demo(work / "before", work / "after")}
         print("demo:", json.dumps(extra["demo"]))
-    path = write_json(RESULTS / "house.json", {
-        "command": command(), "date": now(), "machine": machine(), "before_rev": args.before,
-        **results, **extra})
+    path = write_json(path, {
+        "commands": commands, "date": now(), "machine": machine(),
+        **({"before_rev": args.before} if args.before else {}), **extra, **results})
     print(f"saved {path.relative_to(ROOT)}")
 
 
