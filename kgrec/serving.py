@@ -1,8 +1,9 @@
 """Serving a loaded run: ``recommend`` (products per user), ``audience`` (users per product),
 ``search`` (a query re-ordered by taste) and ``similar`` (products near a product), each a
-function of a :class:`~kgrec.runfolder.Run` and a :class:`~kgrec.fusion.blend.Blend` (the
-run's fitted one for the job, or a constant GNN weight ``alpha``). Built from the fusion
-layer's parts: candidates, the seen index, the exact chunked top-k and the output frames.
+function of a :class:`~kgrec.runfolder.Run` that makes its :class:`~kgrec.fusion.blend.Blend`
+once (:func:`fused_scorer`: the run's fitted one for the job, or a constant GNN weight
+``alpha``). Built from the fusion layer's parts: candidates, the seen index, the exact
+chunked top-k and the output frames.
 ``kgrec.Recommender`` and the Spark scorer (:mod:`kgrec.spark`) call these.
 
 Cost: a ranking is ``O(users x candidates x d)`` multiply-adds, chunk by chunk; memory holds
@@ -85,7 +86,7 @@ def candidate_rows(run: Run, items: str | Path | Sequence[str], degree: Tensor) 
 
 
 def fused_scorer(run: Run, job: str = "full", degree: Tensor | None = None,
-           alpha: float | None = None):
+                 alpha: float | None = None) -> FusedScorer:
     """The :class:`FusedScorer` of a fitted job (``"full"`` or ``"tail"``); the GNN
     alone before the run is fused; ``alpha``: a constant GNN weight instead of the fitted
     one (0: text only, 1: GNN only)."""
@@ -134,7 +135,7 @@ def recommend(run: Run, users: Sequence[str] | None = None,
                        chunk_size=run.config.score.chunk_size, progress=progress,
                        desc="score users", components=scorer.pair_components)
     return run.titled(topk_frame(top, rows, run.users, run.products, per="user"),
-                        candidates=len(cand))
+                      candidates=len(cand))
 
 
 def audience(run: Run, items: str | Path | Sequence[str], k: int | None = None, *,
@@ -152,7 +153,7 @@ def audience(run: Run, items: str | Path | Sequence[str], k: int | None = None, 
                        chunk_size=run.config.score.chunk_size, progress=progress,
                        desc="score products")
     return run.titled(topk_frame(top, cand, run.products, run.users, per="item"),
-                        candidates=len(users))
+                      candidates=len(users))
 
 
 def search(run: Run, user: str, query: str, k: int | None = None, *,
