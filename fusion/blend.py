@@ -16,6 +16,8 @@ from torch import Tensor
 from kgrec.errors import UsageError
 
 NORMALISATIONS = ("zscore", "rank", "none")
+#: The text side of a blend that reads the GNN alone (alpha 1: no separate text score).
+GNN_ONLY = "none"
 
 
 def check_normalise(method: str) -> str:
@@ -72,7 +74,7 @@ class Blend:
 
     alpha: float | Tensor = 1.0
     normalise: str = "zscore"
-    text: str = "none"
+    text: str = GNN_ONLY
 
     def __post_init__(self) -> None:
         check_normalise(self.normalise)

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from kgrec.errors import UsageError
 from kgrec.fusion.alpha import ALPHA_GRID, PIVOT_GRID, AlphaFit, AlphaFunction, fit_alpha_function
-from kgrec.fusion.blend import Blend
+from kgrec.fusion.blend import GNN_ONLY, Blend
 from kgrec.fusion.pools import BlendPools
 from kgrec.fusion.reengage import Reengagement, fit_reengagement
 from kgrec.fusion.score import FusedScorer, ScoreFn, candidate_score_fn
@@ -43,8 +43,6 @@ from kgrec.settings import FIT_POOL, FIT_USERS, PROFILE_HALF_LIVES
 TEXT_SIDES = ("profile", "tower")
 #: What the ranking is for: every product, or the long-tail products only.
 JOBS = ("full", "tail")
-#: The text side of the GNN-only choice (alpha 1: no separate text score).
-GNN_ONLY = "none"
 #: The GNN's name among the fit's score sources.
 GNN = "gnn"
 
@@ -374,11 +372,15 @@ def fused_table(
 
 
 def job_scorer(sources: Sources, fit: FusionFit, job: str, *, normalise_method: str = "zscore",
-               seen: Reengagement | None = None,
+               seen: Reengagement | None = None, alpha: float | None = None,
                device: str | torch.device | None = None) -> FusedScorer:
     """The :class:`FusedScorer` of one fitted job (the GNN alone when it chose no text), with
-    the re-engagement term ``seen`` at the job's fitted weight when given."""
+    the re-engagement term ``seen`` at the job's fitted weight when given; ``alpha``: a
+    constant GNN weight in place of the fitted one (the fitted text side kept)."""
     chosen = fit.jobs[job]
-    return sources.scorer(chosen.blend(sources, normalise_method), seen=seen,
+    blend = chosen.blend(sources, normalise_method)
+    if alpha is not None:
+        blend = Blend(alpha, blend.normalise, blend.text)
+    return sources.scorer(blend, seen=seen,
                           seen_weight=chosen.seen_weight if seen is not None else 0.0,
                           device=device)

@@ -37,7 +37,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from kgrec.errors import UsageError
-from kgrec.fusion.blend import Blend, normalise
+from kgrec.fusion.blend import GNN_ONLY, Blend, normalise
 from kgrec.gnn.metrics import candidate_mask, rows_of, stage_pairs
 from kgrec.gnn.split import Split
 from kgrec.settings import FIT_POOL, FIT_USERS
@@ -173,7 +173,7 @@ class BlendPools:
         if blend is not None and blend.normalise != self.normalise:
             raise UsageError(f"the pools hold {self.normalise} scores, the blend normalises by "
                              f"{blend.normalise}")
-        if blend is None or blend.text == "none" or (blend.one_source and blend.alpha == 1.0):
+        if blend is None or blend.text == GNN_ONLY or (blend.one_source and blend.alpha == 1.0):
             fused, bound = g.clone(), thr
         elif blend.one_source:  # alpha 0: the text side alone
             fused, bound = self.scores[blend.text].clone(), self.thresholds[blend.text]

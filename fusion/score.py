@@ -82,11 +82,6 @@ class FusedScorer:
     def normalise(self) -> str:
         return self.blend.normalise
 
-    @property
-    def _one_source(self) -> bool:
-        """One source alone, ranked on its raw scale (no term beside it)."""
-        return self.seen is None and self.blend.one_source
-
     def components(self, users: Tensor, items: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Raw ``[B, C]`` GNN and text scores of ``users`` against ``items`` (default all)."""
         users = users.to(self.device)
@@ -159,7 +154,7 @@ class FusedScorer:
         """The fastest exact scorer of user chunks against ``items`` for
         :func:`kgrec.fusion.topk.chunked_topk`: the one-matmul z-score blend when it applies
         (returns fused scores only; components come from :meth:`pair_components`)."""
-        if self.normalise == "zscore" and not self._one_source and self.seen is None:
+        if self.normalise == "zscore" and self.seen is None and not self.blend.one_source:
             side = self._item_side(items)
             return MatmulScorer(lambda rows: self._zscore_users(rows, side), side["items"],
                                 self.pair_components)

@@ -23,6 +23,7 @@ from torch import Tensor
 from kgrec.errors import InputError
 from kgrec.fusion.blend import Blend
 from kgrec.fusion.candidates import ITEM_SETS, item_degree, select_items
+from kgrec.fusion.fit import job_scorer
 from kgrec.fusion.output import topk_frame
 from kgrec.fusion.score import FusedScorer
 from kgrec.fusion.seen import SeenIndex
@@ -94,12 +95,10 @@ def fused_scorer(run: Run, job: str = "full", degree: Tensor | None = None,
     sources = run.sources(degree)
     if run.fusion is None:
         return sources.scorer(Blend(1.0, run.config.fusion.normalise), device=device)
-    chosen = run.fusion.fit.jobs[job]
-    blend = chosen.blend(sources, run.fusion.normalise)
-    if alpha is not None:
-        blend = Blend(alpha, blend.normalise, blend.text)
-    seen = run.seen_now if chosen.seen_weight else None
-    return sources.scorer(blend, seen=seen, seen_weight=chosen.seen_weight, device=device)
+    fit = run.fusion.fit
+    seen = run.seen_now if fit.jobs[job].seen_weight else None
+    return job_scorer(sources, fit, job, normalise_method=run.fusion.normalise, seen=seen,
+                      alpha=alpha, device=device)
 
 
 def _scoring(run: Run, items: str | Path | Sequence[str], exclude_seen: bool | str,
