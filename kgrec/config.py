@@ -105,6 +105,8 @@ RULES: dict[str, Rule] = {
     "data.max_reject_share": between(0, 1),
     "data.chunk_rows": POSITIVE,
     "neo4j.uri": matching(r"(bolt|neo4j)(\+s|\+ssc)?://\S+", "a bolt:// or neo4j:// URI"),
+    "neo4j.wait_seconds": NON_NEGATIVE,
+    "neo4j.retry_seconds": NON_NEGATIVE,
     "train.model": one_of(*MODEL_NAMES),
     "train.dim": POSITIVE,
     "train.layers": POSITIVE,

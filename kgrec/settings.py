@@ -251,6 +251,13 @@ class Neo4jConfig:
     #: .neo4j/password on first start, mode 600).
     password_file: str = ""
     database: str = "neo4j"
+    #: Seconds to wait for a server that does not answer yet (one still starting) before
+    #: saying it does not answer.
+    wait_seconds: float = 10.0
+    #: Seconds the driver retries a transaction on transient errors (a deadlock between
+    #: concurrent loads, a server gone mid-load) before the load fails. The driver's 30 s
+    #: default only delays the error when the server is gone.
+    retry_seconds: float = 10.0
 
     #: How a user gives the password, for error messages.
     PASSWORD_HINT = ("set KGREC_NEO4J_PASSWORD or neo4j.password (or neo4j.password_file; "

@@ -51,7 +51,7 @@ def test_the_password_appears_in_no_output_file_or_command_line(
         "config": ["config", "show"],
         "config json": ["config", "show", "--json"],
         "no server": ["--debug", "ingest", *source, "--store", "neo4j", "--set",
-                      "neo4j.uri=bolt://127.0.0.1:1"],
+                      "neo4j.uri=bolt://127.0.0.1:1", "--set", "neo4j.wait_seconds=0"],
     }
     output = {}
     for name, argv in runs.items():

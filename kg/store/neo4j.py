@@ -48,12 +48,6 @@ from kgrec.settings import Neo4jConfig
 
 Row = dict[str, Any]
 
-#: Seconds the driver retries a transaction on transient errors (deadlocks between concurrent
-#: loads, a leader switch). The driver's 30 s default only delays the error when the server
-#: is gone; a deadlock retry needs far less.
-RETRY_S = 10.0
-
-
 def _clean(value: Any) -> Any:
     """NA/NaN -> None; numpy scalars -> Python scalars (what Bolt can carry)."""
     if value is None or value is pd.NA or value is pd.NaT:
@@ -507,12 +501,12 @@ def _auth_error(settings: Neo4jConfig, password: str) -> StoreError:
 
 
 def connect(
-    settings: Neo4jConfig, *, batch_size: int = 5_000, timeout_s: float = 10.0
+    settings: Neo4jConfig, *, batch_size: int = 5_000, timeout_s: float | None = None
 ) -> Neo4jStore:
     """Open a driver from ``settings`` (uri, user, password or a ``password_file``, database;
     no password means no authentication), check that the server answers (retrying for
-    ``timeout_s`` seconds, so a server that is still starting is waited for), and return a
-    store that owns the driver.
+    ``timeout_s`` seconds, ``settings.wait_seconds`` by default, so a server that is still
+    starting is waited for), and return a store that owns the driver.
 
     Raises:
         StoreError: the server cannot be reached or refuses the credentials (the message names
@@ -520,8 +514,9 @@ def connect(
     """
     password = settings.read_password()
     auth = (settings.user, password) if password else None
-    driver = GraphDatabase.driver(settings.uri, auth=auth, max_transaction_retry_time=RETRY_S)
-    deadline = time.monotonic() + timeout_s
+    driver = GraphDatabase.driver(settings.uri, auth=auth,
+                                  max_transaction_retry_time=settings.retry_seconds)
+    deadline = time.monotonic() + (settings.wait_seconds if timeout_s is None else timeout_s)
     while True:
         try:
             driver.verify_connectivity()

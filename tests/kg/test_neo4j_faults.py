@@ -17,7 +17,8 @@ from neo4j import Driver, GraphDatabase
 
 pytestmark = pytest.mark.neo4j
 
-USERS, PRODUCTS, EVENTS = 5_000, 20_000, 200_000
+#: Enough events that the load is still running when the server is killed at a fifth of it.
+USERS, PRODUCTS, EVENTS = 5_000, 20_000, 50_000
 CLEAN = {"User": USERS, "Product": PRODUCTS, "PURCHASED": EVENTS}
 
 
@@ -91,7 +92,9 @@ def test_server_killed_mid_load_then_rerun_completes(neo4j_private, tmp_path: Pa
     server = neo4j_private()
     source = _dump(tmp_path / "dump")
     pw_file = str(server.run_dir / "password")
-    run = _ingest(tmp_path, server.uri, pw_file, *source)
+    # The driver retries a transaction cut off by the kill for retry_seconds, then fails.
+    retry = ("--set", "neo4j.retry_seconds=2")
+    run = _ingest(tmp_path, server.uri, pw_file, *source, *retry)
     deadline = time.monotonic() + 400
     while _rel_count(server.uri, server.password) < EVENTS // 5:
         assert run.poll() is None, run.communicate()
@@ -105,7 +108,7 @@ def test_server_killed_mid_load_then_rerun_completes(neo4j_private, tmp_path: Pa
     # Mid-batch: the store's message; between batches (a count read): the CLI's.
     assert "lost the connection to Neo4j while writing" in line or (
         f"cannot reach Neo4j at {server.uri}" in line), line
-    assert time.monotonic() - killed < 40  # the driver's retry time, not 30 s per batch
+    assert time.monotonic() - killed < 20  # the retry time, not the driver's 30 s per batch
     server.start()  # recovery replays the committed batches
     cut = _graph(server.uri, server.password)
     assert cut["bad_ends"] == cut["dup_rels"] == cut["dup_nodes"] == 0
@@ -127,7 +130,7 @@ def test_two_loads_at_once_end_as_one_load(neo4j_uri: str, neo4j_password: str,
     with _driver(neo4j_uri, neo4j_password) as driver:
         for record in driver.execute_query("SHOW CONSTRAINTS YIELD name").records:
             driver.execute_query(f"DROP CONSTRAINT `{record['name']}`")
-    events = EVENTS // 4 if timestamps else 20_000
+    events = EVENTS // 2 if timestamps else 20_000
     source = _dump(tmp_path / "dump", events=events, timestamps=timestamps)
     runs = [_ingest(tmp_path, neo4j_uri, "", *source, password=neo4j_password)
             for _ in range(2)]
@@ -146,9 +149,11 @@ def test_no_server_at_start_is_one_line(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: nothing listens there
+    started = time.monotonic()
     run = _ingest(tmp_path, f"bolt://127.0.0.1:{port}", "", *_dump(tmp_path / "d", 10),
-                  password="whatever-secret")
+                  "--set", "neo4j.wait_seconds=1", password="whatever-secret")
     out, err = run.communicate(timeout=120)
+    assert time.monotonic() - started < 10  # waited 1 s for the server, not the default 10
     assert run.returncode == 1
     line = _one_error_line(err)
     assert f"Neo4j at bolt://127.0.0.1:{port} does not answer" in line
