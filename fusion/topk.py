@@ -271,6 +271,45 @@ def chunked_topk(
         raise UsageError(f"k must be >= 1, got {k}")
     if chunk_size < 1:
         raise UsageError(f"chunk_size must be >= 1, got {chunk_size}")
+    columns, col_of = _candidate_columns(columns, num_columns)
+    kk = min(k, len(columns))
+    out: dict[str, list[Tensor]] = {n: [] for n in ("index", "score", "score_gnn", "score_text")}
+    mm = scorer if isinstance(scorer, MatmulScorer) else None
+    if mm is not None and components is None:
+        components = mm.components
+    bar = tqdm(total=len(rows), desc=desc, unit="row", disable=not progress, leave=False)
+    for start in range(0, len(rows), chunk_size):
+        chunk = rows[start : start + chunk_size]
+        seen_pairs = None
+        if seen is not None:
+            pos, cols = seen.pairs(chunk)
+            local = col_of[cols]
+            keep = local >= 0
+            seen_pairs = (pos[keep], local[keep])
+        vals, idx, g_top, t_top = _chunk_topk(scorer, mm, chunk, kk, seen_pairs)
+        found = torch.isfinite(vals)
+        glob = columns.to(idx.device)[idx]
+        if g_top is None or t_top is None:
+            g_top, t_top = _components_at(components, mm, chunk, glob, vals)
+        out["index"].append(torch.where(found, glob, -1).cpu())
+        out["score"].append(vals.cpu())
+        out["score_gnn"].append(torch.where(found, g_top.float(), torch.nan).cpu())
+        out["score_text"].append(torch.where(found, t_top.float(), torch.nan).cpu())
+        bar.update(len(chunk))
+    bar.close()
+    cat = {
+        name: torch.cat(parts) if parts else torch.zeros(0, kk) for name, parts in out.items()
+    }
+    if kk < k:  # fewer candidates than k: pad so every row has k slots
+        cat = {name: _pad(x, k - kk, -1 if name == "index" else -torch.inf)
+               for name, x in cat.items()}
+    return TopK(cat["index"].long(), cat["score"], cat["score_gnn"], cat["score_text"])
+
+
+def _candidate_columns(columns: Tensor | None, num_columns: int | None
+                       ) -> tuple[Tensor, Tensor]:
+    """The candidates' global column indices and the map global -> candidate position
+    (-1 for a column that is not a candidate)."""
     if columns is None:
         if num_columns is None:
             raise UsageError("chunked_topk needs columns or num_columns")
@@ -280,63 +319,45 @@ def chunked_topk(
         total = int(num_columns if num_columns is not None else int(columns.max()) + 1)
     col_of = torch.full((max(total, 1),), -1, dtype=torch.long)
     col_of[columns] = torch.arange(len(columns))
-    kk = min(k, len(columns))
-    out: dict[str, list[Tensor]] = {n: [] for n in ("index", "score", "score_gnn", "score_text")}
-    mm = scorer if isinstance(scorer, MatmulScorer) else None
-    if mm is not None and components is None:
-        components = mm.components
-    bar = tqdm(total=len(rows), desc=desc, unit="row", disable=not progress, leave=False)
-    for start in range(0, len(rows), chunk_size):
-        chunk = rows[start : start + chunk_size]
-        g = t = None
-        seen_pairs = None
-        if seen is not None:
-            pos, cols = seen.pairs(chunk)
-            local = col_of[cols]
-            keep = local >= 0
-            seen_pairs = (pos[keep], local[keep])
-        if mm is not None:
-            vals, idx = mm.topk(chunk, kk, seen_pairs)
-        else:
-            out_chunk = scorer(chunk)
-            if isinstance(out_chunk, Tensor):  # fused only: components at the top-k pairs
-                fused = out_chunk.float()
-            else:
-                fused, g, t = out_chunk
-                fused = fused.float()
-            if seen_pairs is not None:
-                fused[seen_pairs[0].to(fused.device), seen_pairs[1].to(fused.device)] = -torch.inf
-            vals, idx = torch.topk(fused, kk, dim=1)
-        found = torch.isfinite(vals)
-        glob = columns.to(idx.device)[idx]
-        out["index"].append(torch.where(found, glob, -1).cpu())
-        out["score"].append(vals.cpu())
-        if g is None or t is None:
-            if components is not None:
-                g_top, t_top = components(chunk, glob.clamp(min=0))
-            elif mm is not None:  # single source: the score is the GNN score
-                g_top, t_top = vals, torch.full_like(vals, torch.nan)
-            else:
-                raise UsageError("a scorer returning fused scores only needs components=")
-        else:
-            g_top, t_top = g.gather(1, idx), t.gather(1, idx)
-        out["score_gnn"].append(torch.where(found, g_top.float(), torch.nan).cpu())
-        out["score_text"].append(torch.where(found, t_top.float(), torch.nan).cpu())
-        bar.update(len(chunk))
-    bar.close()
-    cat = {
-        name: torch.cat(parts) if parts else torch.zeros(0, kk) for name, parts in out.items()
-    }
-    if kk < k:  # fewer candidates than k: pad so every row has k slots
-        pad = k - kk
-        cat = {
-            name: torch.cat(
-                [x, torch.full((x.shape[0], pad), -1 if name == "index" else -torch.inf)
-                 .to(x.dtype)], dim=1,
-            )
-            for name, x in cat.items()
-        }
-    return TopK(cat["index"].long(), cat["score"], cat["score_gnn"], cat["score_text"])
+    return columns, col_of
+
+
+def _chunk_topk(scorer: ChunkScorer, mm: MatmulScorer | None, chunk: Tensor, kk: int,
+                seen_pairs: tuple[Tensor, Tensor] | None
+                ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """One chunk's top-``kk`` values and candidate positions, seen pairs excluded, with
+    the GNN and text scores there when the scorer returned them (else None)."""
+    if mm is not None:
+        vals, idx = mm.topk(chunk, kk, seen_pairs)
+        return vals, idx, None, None
+    out_chunk = scorer(chunk)
+    if isinstance(out_chunk, Tensor):  # fused only: components at the top-k pairs later
+        fused, g, t = out_chunk.float(), None, None
+    else:
+        fused, g, t = out_chunk
+        fused = fused.float()
+    if seen_pairs is not None:
+        fused[seen_pairs[0].to(fused.device), seen_pairs[1].to(fused.device)] = -torch.inf
+    vals, idx = torch.topk(fused, kk, dim=1)
+    if g is None or t is None:
+        return vals, idx, None, None
+    return vals, idx, g.gather(1, idx), t.gather(1, idx)
+
+
+def _components_at(components: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None,
+                   mm: MatmulScorer | None, chunk: Tensor, glob: Tensor, vals: Tensor
+                   ) -> tuple[Tensor, Tensor]:
+    """The GNN and text scores of the top pairs, for scorers that gave the fused ones only."""
+    if components is not None:
+        return components(chunk, glob.clamp(min=0))
+    if mm is not None:  # single source: the score is the GNN score
+        return vals, torch.full_like(vals, torch.nan)
+    raise UsageError("a scorer returning fused scores only needs components=")
+
+
+def _pad(x: Tensor, pad: int, value: float) -> Tensor:
+    """``x`` with ``pad`` more columns of ``value``."""
+    return torch.cat([x, torch.full((x.shape[0], pad), value).to(x.dtype)], dim=1)
 
 
 def score_users(
