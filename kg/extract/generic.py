@@ -320,49 +320,14 @@ def event_tables(
     frame = v.id_columns(frame, [cols["user"], cols["product"]], file, rejects)
     frame = v.require(frame, [cols["user"], cols["product"]], file, rejects)
     frame = frame.assign(user=frame[cols["user"]], product=frame[cols["product"]])
-    unknown = ~v.member(frame["product"], products)
-    if bare_products:
-        rejects.add_many(
-            file,
-            frame.loc[unknown, v.LINE],
-            cols["product"],
-            "product has no metadata: bare Product node created",
-            v.REPAIRED,
-            frame.loc[unknown, "product"],
-        )
-    else:
-        frame = v.known(frame, cols["product"], products, file, rejects, "product")
+    frame = _event_products(frame, cols["product"], file, rejects, products, bare_products)
     if "type" in cols:
         frame, types = v.event_types(frame, cols["type"], file, rejects,
                                      words=options.get("event_words"))
     else:
         types = pd.Series(schema.event_type(str(options["event_type"])), index=frame.index)
-    rated = types.eq(schema.RATED)
-    if "value" in cols:
-        frame, value = v.parse_number(frame, cols["value"], file, rejects, required=False)
-        types = types.loc[frame.index]
-        rated = rated.loc[frame.index]
-        missing = value.isna() & rated
-        rejects.add_many(
-            file,
-            frame.loc[missing, v.LINE],
-            cols["value"],
-            "rating without a value",
-            v.REJECTED,
-            frame.loc[missing, cols["value"]],
-        )
-        frame, value, types = frame[~missing], value[~missing], types[~missing]
-        ok = v.event_value_range(frame, value, types.eq(schema.RATED),
-                                 float(options.get("rating_scale", 5.0)), cols["value"], file,
-                                 rejects)
-        frame, value, types = frame[ok], value[ok], types[ok]
-    elif rated.any():  # ratings without any value column: each one is a rejected row
-        rejects.add_many(file, frame.loc[rated, v.LINE], "value", "rating without a value",
-                         v.REJECTED, pd.Series(pd.NA, index=frame.index[rated]))
-        frame, types = frame[~rated], types[~rated]
-        value = pd.Series(1.0, index=frame.index)
-    else:
-        value = pd.Series(1.0, index=frame.index)
+    frame, value, types = _event_values(frame, types, cols.get("value"), file, rejects,
+                                        float(options.get("rating_scale", 5.0)))
     if "timestamp" in cols:
         frame, ts = v.parse_timestamp(frame, cols["timestamp"], file, rejects)
     else:
@@ -387,6 +352,41 @@ def event_tables(
     # Bare products only for events that made it through every check.
     bare = pd.Index(table.loc[~v.member(table["dst"], products), "dst"].unique())
     return out, bare
+
+
+def _event_products(frame: pd.DataFrame, column: str, file: str, rejects: v.Rejects,
+                    products: pd.Index, bare_products: bool) -> pd.DataFrame:
+    """Events on unknown products: rejected, or kept as bare products (reported repairs)."""
+    if not bare_products:
+        return v.known(frame, column, products, file, rejects, "product")
+    unknown = ~v.member(frame["product"], products)
+    rejects.add_many(file, frame.loc[unknown, v.LINE], column,
+                     "product has no metadata: bare Product node created", v.REPAIRED,
+                     frame.loc[unknown, "product"])
+    return frame
+
+
+def _event_values(frame: pd.DataFrame, types: pd.Series, column: str | None, file: str,
+                  rejects: v.Rejects, rating_scale: float
+                  ) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """The events' values (1.0 where there is none): a rating without a value or out of the
+    scale is rejected; returns the kept rows, their values and their types."""
+    rated = types.eq(schema.RATED)
+    if column is None:
+        if rated.any():  # ratings without any value column: each one is a rejected row
+            rejects.add_many(file, frame.loc[rated, v.LINE], "value", "rating without a value",
+                             v.REJECTED, pd.Series(pd.NA, index=frame.index[rated]))
+            frame, types = frame[~rated], types[~rated]
+        return frame, pd.Series(1.0, index=frame.index), types
+    frame, value = v.parse_number(frame, column, file, rejects, required=False)
+    types = types.loc[frame.index]
+    missing = value.isna() & rated.loc[frame.index]
+    rejects.add_many(file, frame.loc[missing, v.LINE], column, "rating without a value",
+                     v.REJECTED, frame.loc[missing, column])
+    frame, value, types = frame[~missing], value[~missing], types[~missing]
+    ok = v.event_value_range(frame, value, types.eq(schema.RATED), rating_scale, column, file,
+                             rejects)
+    return frame[ok], value[ok], types[ok]
 
 
 def merge_users(declared: pd.DataFrame | None, rels: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
