@@ -111,25 +111,8 @@ def train_text_tower(
             idx = order[start : start + batch_size]
             u, pos = users_all[idx].to(device), items_all[idx].to(device)
             neg = torch.randint(0, text.shape[0], (idx.numel(),), generator=generator).to(device)
-            # The MLP runs on the batch's products only, not the whole catalogue: a step costs
-            # O(batch), whatever the number of products.
-            batch_items, slot = torch.unique(torch.cat([pos, neg]), return_inverse=True)
-            item_vecs = model.items(text.index_select(0, batch_items))
-            # index_select and the sparse embedding's coalesced gradient sum in a fixed order
-            # on any number of CPU threads (advanced indexing's does not): one seed, one result.
-            ue = model.user_emb(u)
-            pos_slot, neg_slot = slot[: idx.numel()], slot[idx.numel():]
-            loss = bpr_loss((ue * item_vecs.index_select(0, pos_slot)).sum(-1),
-                            (ue * item_vecs.index_select(0, neg_slot)).sum(-1),
-                            torch.ones(idx.numel(), device=device))  # unweighted: the mean
-            # The L2 gradient dense Adam's weight decay gave each of the batch's users, once.
-            penalty = 0.5 * weight_decay * model.user_emb(torch.unique(u)).pow(2).sum()
-            user_opt.zero_grad()
-            item_opt.zero_grad()
-            (loss + penalty).backward()
-            user_opt.step()
-            item_opt.step()
-            total += float(loss.detach()) * idx.numel()
+            loss = _bpr_step(model, text, u, pos, neg, weight_decay, (user_opt, item_opt))
+            total += loss * idx.numel()
         losses.append(total / max(order.numel(), 1))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     model.eval()
@@ -137,3 +120,27 @@ def train_text_tower(
         item_vectors = model.items(text).cpu()
         user_vectors = model.user_emb.weight.detach().cpu().clone()
     return TowerResult(user_vectors, item_vectors, losses, model.cpu())
+
+
+def _bpr_step(model: TextTower, text: Tensor, u: Tensor, pos: Tensor, neg: Tensor,
+              weight_decay: float, optimisers: tuple[torch.optim.Optimizer, ...]) -> float:
+    """One BPR step on a batch of (user, positive, negative) rows; returns its mean loss."""
+    # The MLP runs on the batch's products only, not the whole catalogue: a step costs
+    # O(batch), whatever the number of products.
+    batch_items, slot = torch.unique(torch.cat([pos, neg]), return_inverse=True)
+    item_vecs = model.items(text.index_select(0, batch_items))
+    # index_select and the sparse embedding's coalesced gradient sum in a fixed order
+    # on any number of CPU threads (advanced indexing's does not): one seed, one result.
+    ue = model.user_emb(u)
+    pos_slot, neg_slot = slot[: u.numel()], slot[u.numel():]
+    loss = bpr_loss((ue * item_vecs.index_select(0, pos_slot)).sum(-1),
+                    (ue * item_vecs.index_select(0, neg_slot)).sum(-1),
+                    torch.ones(u.numel(), device=u.device))  # unweighted: the mean
+    # The L2 gradient dense Adam's weight decay gave each of the batch's users, once.
+    penalty = 0.5 * weight_decay * model.user_emb(torch.unique(u)).pow(2).sum()
+    for optimiser in optimisers:
+        optimiser.zero_grad()
+    (loss + penalty).backward()
+    for optimiser in optimisers:
+        optimiser.step()
+    return float(loss.detach())
