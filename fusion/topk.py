@@ -250,22 +250,15 @@ def chunked_topk(
     desc: str = "score",
     components: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
 ) -> TopK:
-    """Exact top-``k`` columns of every row, one chunk of rows at a time.
+    """Exact top-``k`` of the candidate ``columns`` (global indices; ``None``: all
+    ``num_columns``) for every one of ``rows``, ``chunk_size`` rows at a time, ``seen`` pairs
+    (global column indices) excluded.
 
-    Args:
-        scorer: Maps a chunk of row indices to fused, GNN and text scores over the candidate
-            columns (``[b, C]``, column j = ``columns[j]``).
-        rows: Row indices to score.
-        k: Results per row.
-        columns: Global indices of the candidate columns (``None``: all ``num_columns``).
-        num_columns: Total number of columns (needed when ``columns`` is ``None``).
-        seen: Pairs to exclude, in global column indices.
-        chunk_size: Rows per chunk (memory is ``chunk_size x C`` floats, a few times; for a
-            :class:`MatmulScorer`, ``chunk_size x (item_block + C / MEMBERS)``).
-        progress: Show a progress bar.
-        desc: Progress bar label.
-        components: For scorers that return the fused matrix only: maps (rows, global
-            column indices ``[b, k]``) to the GNN and text scores of those pairs.
+    ``scorer`` maps a chunk of rows to fused, GNN and text scores ``[b, C]`` over the
+    candidates (column j = ``columns[j]``), or to the fused ones only: then ``components``
+    maps (rows, global column indices ``[b, k]``) to the GNN and text scores of those pairs.
+    Memory is ``chunk_size x C`` floats a few times (for a :class:`MatmulScorer`,
+    ``chunk_size x (item_block + C / MEMBERS)``).
     """
     if k < 1:
         raise UsageError(f"k must be >= 1, got {k}")

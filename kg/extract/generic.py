@@ -304,11 +304,8 @@ def event_tables(
     """Interaction relationships (one table per event type) from raw event rows.
 
     Args:
-        frame: raw rows with ``_line``.
-        cols: field -> column.
-        file: source file for the report.
-        rejects: collector.
-        products: known product ids.
+        frame: raw rows with ``_line``; ``cols``: field -> column; ``file``: the source
+            file for the ``rejects`` report; ``products``: known product ids.
         options: ``event_type`` (when there is no type column) and ``rating_scale``.
         bare_products: events on unknown products create bare Product nodes (reported as
             repairs) instead of being rejected.
