@@ -80,14 +80,12 @@ def train_text_tower(
         item_text: ``[N, d]`` frozen text vectors of all items (cold ones included, so they
             get vectors too; they simply never appear as positives).
         num_users: Number of users.
-        dim, hidden: Tower sizes (see :class:`TextTower`).
-        epochs: Passes over the training edges.
-        batch_size: Positives per step.
+        dim, hidden, epochs, batch_size: Tower sizes (see :class:`TextTower`); passes over
+            the training edges; positives per step.
         lr, weight_decay: Adam settings (weight decay is the L2 regulariser; on the users it
             applies to each step's users, whose rows alone are updated).
-        seed: Seed of initialisation and negative sampling.
-        device: Where to train.
-        progress: Show a progress bar.
+        seed, device, progress: Seed of initialisation and negative sampling; where to
+            train; whether to show a progress bar.
     """
     if edges.dim() != 2 or edges.shape[0] != 2:
         raise UsageError(f"edges must be [2, E], got {tuple(edges.shape)}")
