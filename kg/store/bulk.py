@@ -352,8 +352,9 @@ class BulkStore:
         shutil.rmtree(self.export.folder)  # as large as the dump; the store holds it now
         self.export = None
         self._stage("start", progress, start_server, self.home, self.port, env)
-        self.store = connect(server_settings(self.settings, env), batch_size=self.batch_size,
-                             timeout_s=60.0)
+        # The server it just started: wait up to 60 s for it, whatever neo4j.wait_seconds says.
+        settings = dataclasses.replace(server_settings(self.settings, env), wait_seconds=60.0)
+        self.store = connect(settings, batch_size=self.batch_size)
         self._stage("constraints", progress, self.store.ensure_constraints)
         self.imported = {f.name: f.rows for f in files}
         self._stage("verify", progress, self._verify, self.imported)

@@ -500,13 +500,11 @@ def _auth_error(settings: Neo4jConfig, password: str) -> StoreError:
     return StoreError(f"{where} refused the credentials of user {settings.user!r}: {fix}")
 
 
-def connect(
-    settings: Neo4jConfig, *, batch_size: int = 5_000, timeout_s: float | None = None
-) -> Neo4jStore:
+def connect(settings: Neo4jConfig, *, batch_size: int = 5_000) -> Neo4jStore:
     """Open a driver from ``settings`` (uri, user, password or a ``password_file``, database;
     no password means no authentication), check that the server answers (retrying for
-    ``timeout_s`` seconds, ``settings.wait_seconds`` by default, so a server that is still
-    starting is waited for), and return a store that owns the driver.
+    ``settings.wait_seconds``, so a server that is still starting is waited for), and return
+    a store that owns the driver.
 
     Raises:
         StoreError: the server cannot be reached or refuses the credentials (the message names
@@ -516,7 +514,7 @@ def connect(
     auth = (settings.user, password) if password else None
     driver = GraphDatabase.driver(settings.uri, auth=auth,
                                   max_transaction_retry_time=settings.retry_seconds)
-    deadline = time.monotonic() + (settings.wait_seconds if timeout_s is None else timeout_s)
+    deadline = time.monotonic() + settings.wait_seconds
     while True:
         try:
             driver.verify_connectivity()

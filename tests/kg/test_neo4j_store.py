@@ -281,9 +281,9 @@ def test_connect_from_settings_and_errors_hide_the_password(neo4j_uri: str,
     with connect(Neo4jConfig(neo4j_uri, password=neo4j_password), batch_size=123) as store:
         assert store.batch_size == 123 and store.owns_driver
         assert isinstance(store, GraphStore)
-    bad = Neo4jConfig("bolt://127.0.0.1:1", password="hunter2-secret")
+    bad = Neo4jConfig("bolt://127.0.0.1:1", password="hunter2-secret", wait_seconds=0.5)
     with pytest.raises(StoreError, match="bolt://127.0.0.1:1 does not answer") as err:
-        connect(bad, timeout_s=0.5)
+        connect(bad)
     assert "hunter2" not in str(err.value)
 
 
