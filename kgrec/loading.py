@@ -11,7 +11,7 @@ from pathlib import Path
 from kgrec.config import Config
 from kgrec.errors import InputError
 from kgrec.kg.extract.sources import count_rows, stream_source
-from kgrec.kg.ingest import ingest_stream
+from kgrec.kg.ingest import IngestSummary, ingest_stream
 from kgrec.kg.store.bulk import BulkStore
 from kgrec.stores import open_store
 
@@ -40,10 +40,7 @@ def ingest(config: Config, *, reports_dir: str | Path | None = None,
         store.close()
     if echo:
         print(summary.paragraph())
-    problems = summary.reject_problems(config.data.max_reject_share)
-    if problems:
-        raise InputError("; ".join(problems) + f"; see {summary.rejects_path}")
-    return summary
+    return _checked(summary, config)
 
 
 def bulk_ingest(config: Config, *, home: str | Path | None = None,
@@ -69,6 +66,12 @@ def bulk_ingest(config: Config, *, home: str | Path | None = None,
         print(summary.paragraph())
         stages = ", ".join(f"{name} {s:.1f}s" for name, s in store.timings.items())
         print(f"Bulk import into {store.home} ({stages}); Neo4j runs at {config.neo4j.uri}.")
+    return _checked(summary, config)
+
+
+def _checked(summary: IngestSummary, config: Config) -> IngestSummary:
+    """``summary``, unless a file lost more than ``data.max_reject_share`` of its rows: then
+    an :class:`InputError` naming the files and the rejects report (the valid rows are in)."""
     problems = summary.reject_problems(config.data.max_reject_share)
     if problems:
         raise InputError("; ".join(problems) + f"; see {summary.rejects_path}")
