@@ -1,7 +1,9 @@
-"""What ``train.kg_every`` costs in quality: the GAT trained to early stopping with the
-knowledge-graph summaries recomputed every step (1, the default) or every 4 / 8 steps.
+"""What ``train.kg_every`` and ``train.kg_hops`` cost in quality: the GAT trained to early
+stopping with the knowledge-graph summaries recomputed every step (1, the default) or every
+4 / 8 steps, and with ``--hops`` rounds of attention over the knowledge graph.
 
-Every row trains the ``TrainSettings`` defaults (only ``kg_every`` changes) on the temporal
+Every row trains the ``TrainSettings`` defaults (only ``kg_every`` and ``kg_hops`` change) on
+the temporal
 split with MiniLM text features and reports the best validation and the test NDCG@20, the
 epochs and the seconds. Quality does not depend on the machine's load (one seed gives one
 result); the seconds do, so the load average is recorded with each row. ``--seeds`` repeats
@@ -9,6 +11,8 @@ each row per seed; ``--baseline REV`` also trains an earlier revision's GAT (its
 defaults, in a git worktree) on the same data, text and seeds, for quality before and after.
 
     .venv/bin/python benchmarks/kg_every.py --dataset ml-100k --every 1 4 8
+    .venv/bin/python benchmarks/kg_every.py --every 1 --hops 1 2 --seeds 2020 2021 2022 \
+        --out benchmarks/results/kg_hops.json
     .venv/bin/python benchmarks/kg_every.py --dataset scientific --every 1 \
         --seeds 2020 2021 2022 2023 2024 --baseline c67c0b3
 """
@@ -43,11 +47,13 @@ from kgrec.gnn.split import make_split  # noqa: E402
 from kgrec.settings import TrainSettings  # noqa: E402
 
 
-def one_row(dataset: str, every: int, seed: int, threads: int | None) -> dict[str, Any]:
+def one_row(dataset: str, every: int, hops: int | None, seed: int,
+            threads: int | None) -> dict[str, Any]:
     snapshot = load_dataset(dataset)
-    settings = TrainSettings(model="gat", kg_every=every, seed=seed, device="cpu",
-                             threads=threads)
-    return {"dataset": dataset, "code": "this", "kg_every": every, "seed": seed,
+    hops = TrainSettings().kg_hops if hops is None else hops
+    settings = TrainSettings(model="gat", kg_every=every, kg_hops=hops, seed=seed,
+                             device="cpu", threads=threads)
+    return {"dataset": dataset, "code": "this", "kg_every": every, "kg_hops": hops, "seed": seed,
             **train_to_convergence(snapshot, make_split(snapshot), settings,
                                    text_vectors(snapshot))}
 
@@ -96,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=DATASETS, nargs="+", default=list(DATASETS))
     p.add_argument("--every", type=int, nargs="+", default=[1, 4, 8])
+    p.add_argument("--hops", type=int, nargs="+", default=[None],
+                   help="kg_hops values (default: the settings' default)")
     p.add_argument("--seeds", type=int, nargs="+", default=[TrainSettings().seed])
     p.add_argument("--baseline", metavar="REV", help="also train this earlier revision's GAT "
                    "(a git worktree) on each dataset and seed, e.g. c67c0b3")
@@ -106,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                                "machine": machine(), "date": now(), "rows": []}
     for dataset in args.dataset:
         for seed in args.seeds:
-            rows = [one_row(dataset, every, seed, args.threads) for every in args.every]
+            rows = [one_row(dataset, every, hops, seed, args.threads)
+                    for every in args.every for hops in args.hops]
             if args.baseline:
                 rows.append(baseline_row(dataset, args.baseline, seed))
             for row in rows:

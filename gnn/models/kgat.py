@@ -17,8 +17,9 @@ what its knowledge-graph neighbourhood says about it:
   bought still lands where its text says (measured on ml-100k: adding ``W t_i`` to every
   product instead over-fits, test NDCG@20 0.1276 vs 0.1325 without text);
 - ``k_i``: ``kg_hops`` rounds of attention over (head, relation, tail) triples towards the
-  products (categories, brands, linked entities and their relations; products send
-  messages into the graph too, so two products sharing a director meet in two hops);
+  products (categories, brands, linked entities and their relations; with two or more
+  rounds products send messages into the graph too, so two products sharing a director meet
+  in two hops);
 - ``g``: a learned gate.
 
 One attention round updates each head ``h`` that has knowledge-graph neighbours:
@@ -293,7 +294,7 @@ class KGATModel(EmbeddingModel):
         *,
         dim: int = 64,
         layers: int = 3,
-        kg_hops: int = 2,
+        kg_hops: int = 1,
         attention: bool = True,
         kg_dropout: float = 0.1,
         kg_every: int = 1,
