@@ -154,12 +154,13 @@ def test_attention_normalises_per_head_and_relation(ml100k_kgat):
         assert float(pi[big].std()) > 1e-3
 
 
-def _formula_knowledge(model: KGATModel, graph, x: torch.Tensor) -> torch.Tensor:
+def _formula_knowledge(model: KGATModel, graph, x: torch.Tensor,
+                       hops: int = 2) -> torch.Tensor:
     """The module docstring's attention formula with plain gathers over every node: the new
     state of every node of ``x`` after the rounds (rows that no round updates keep theirs)."""
     users, num_rel = model.num_users, len(graph.edge_types)
     expected = x
-    for mask in knowledge_rounds(graph, hops=2):
+    for mask in knowledge_rounds(graph, hops):
         tail, head = graph.edge_index[:, mask] - users
         rel = graph.edge_type[mask]
         logits = (expected[head] * model.rel_emb[rel] * expected[tail]).sum(-1) / 4.0
@@ -219,6 +220,30 @@ def test_knowledge_gradients_match_the_formula(ml100k_snapshot, ml100k_split, ml
     for got, expected in zip(*grads, strict=True):
         assert float(expected.abs().max()) > 0
         assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_entity_table_holds_only_the_nodes_one_round_reads(ml100k_snapshot, ml100k_split):
+    """With one round only the products' knowledge-graph neighbours get an embedding, and
+    the summaries equal the formula over every node whatever the other nodes' states."""
+    torch.manual_seed(0)
+    model = _kgat(ml100k_snapshot, ml100k_split, dim=16, kg_hops=1).eval()
+    graph = homogeneous_graph(training_graph(ml100k_snapshot, ml100k_split),
+                              ml100k_snapshot.relations)
+    (mask,) = knowledge_rounds(graph, hops=1)
+    items = model.num_items
+    tails = torch.unique(graph.edge_index[0, mask]) - model.num_users
+    neighbours = tails[tails >= items]
+    all_entities = graph.num_nodes - model.num_users - items
+    assert model.entity.weight.shape == (len(neighbours), 16)
+    assert len(neighbours) < all_entities / 10
+    full = torch.randn(items + all_entities, 16)  # the nodes no round reads: noise
+    full[:items] = model.item_states().detach()
+    full[neighbours] = model.entity.weight.detach()
+    with torch.no_grad():
+        expected = _formula_knowledge(model, graph, full, hops=1)[:items]
+        got = model.knowledge(model.graph_states(model.item_states()))
+    linked = torch.unique(graph.edge_index[1, mask]) - model.num_users
+    assert torch.allclose(got[linked], expected[linked], atol=1e-5)
 
 
 def test_gcn_variant_averages_uniformly(ml100k_snapshot, ml100k_split):
