@@ -40,13 +40,13 @@ class Recommender(Run):
 
     @classmethod
     def fit(cls, snapshot: GraphSnapshot | str | Path, config: Config | None = None, *,
-            model: str | None = None, split: str | Split | None = None,
-            progress: bool = True, checkpoint_dir: str | Path | None = None,
-            resume: bool = False, **train: Any) -> Recommender:
-        """Train ``model`` (default ``config.train.model``) on a split of ``snapshot``
+            split: str | Split | None = None, progress: bool = True,
+            checkpoint_dir: str | Path | None = None, resume: bool = False,
+            **train: Any) -> Recommender:
+        """Train ``config.train.model`` on a split of ``snapshot``
         (:func:`kgrec.training.train_run`: ``split`` a kind or a ready split; ``train``:
-        overrides of ``[train]`` settings, ``nproc`` > 1 data-parallel)."""
-        run = training.train_run(snapshot, config, model=model, split=split, progress=progress,
+        overrides of ``[train]`` settings, e.g. ``model="mf"``, ``nproc`` > 1 data-parallel)."""
+        run = training.train_run(snapshot, config, split=split, progress=progress,
                                  checkpoint_dir=checkpoint_dir, resume=resume, **train)
         return cls(run.snapshot, run.split, run.result, run.config)
 

@@ -98,27 +98,27 @@ def given_test_pairs(snapshot: GraphSnapshot, source: SourceSpec, target: str | 
 
 
 def train_run(snapshot: GraphSnapshot | str | Path, config: Config | None = None, *,
-        model: str | None = None, split: str | Split | None = None,
-        progress: bool = True, checkpoint_dir: str | Path | None = None,
-        resume: bool = False, **train: Any) -> Run:
-    """Train ``model`` (default ``config.train.model``) on a split of ``snapshot``.
+        split: str | Split | None = None, progress: bool = True,
+        checkpoint_dir: str | Path | None = None, resume: bool = False,
+        **train: Any) -> Run:
+    """Train ``config.train.model`` (or the ``model`` override) on a split of ``snapshot``.
 
     Args:
         snapshot: a :class:`GraphSnapshot` or its folder.
         config: settings (default: :class:`kgrec.config.Config` defaults).
-        model: gat, gcn, lightgcn, mf or pop.
         split: a split kind (``kgrec train --help``; default ``train.split``) or a
             ready :class:`Split`.
         progress: show progress bars.
         checkpoint_dir: where training keeps its best and last states while it runs.
         resume: continue an interrupted run from ``checkpoint_dir/last.pt``.
-        train: overrides of ``[train]`` settings, e.g. ``epochs=5``; ``nproc`` > 1 trains
+        train: overrides of ``[train]`` settings, e.g. ``model="mf"`` (gat, gcn, lightgcn,
+            mf or pop) or ``epochs=5``; None leaves a setting as configured; ``nproc`` > 1 trains
             data-parallel in that many processes (:mod:`kgrec.gnn.distributed`).
     """
     config = config or Config()
     snapshot = as_snapshot(snapshot)
     nproc = train.pop("nproc", None) or config.train.nproc
-    settings = TrainSettings.from_any(config.train, model=model, **train)
+    settings = TrainSettings.from_any(config.train, **train)
     run_split = split if isinstance(split, Split) else make_run_split(
         snapshot, split or config.train.split, config)
     features = None
