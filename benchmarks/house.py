@@ -284,9 +284,11 @@ def main() -> None:
         show(name, result)
     path = RESULTS / "house.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
-    # Keep what this call does not measure again (an earlier --before, --demo or tier).
-    extra = {k: v for k, v in previous.items()
-             if k in ("demo", "tests") or (k in ("before", "before_rev") and not args.before)}
+    # Keep what this call does not measure again (an earlier --before, --demo, tier or a
+    # figure added by hand, such as test_modules_ab).
+    remeasured = {"commands", "date", "machine", "after"} | (
+        {"before", "before_rev"} if args.before else set())
+    extra = {k: v for k, v in previous.items() if k not in remeasured}
     commands = [c for c in previous.get("commands", []) if c != command()] + [command()]
     for tier in filter(None, args.tiers.split(",")):
         extra.setdefault("tests", {})[tier] = tier_seconds(tier)
