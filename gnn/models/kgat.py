@@ -127,9 +127,7 @@ class _Round(nn.Module):
                  inputs: Tensor) -> None:
         super().__init__()
         num_rel = len(graph.edge_types)
-        src, dst = graph.edge_index[:, mask] - offset
-        if src.numel() and int(torch.minimum(src, dst).min()) < 0:
-            raise UsageError("knowledge-graph edges must not touch users")
+        src, dst = graph.edge_index[:, mask] - offset  # knowledge_space checked: no users
         rel = graph.edge_type[mask]
         groups, group = torch.unique(dst * num_rel + rel, return_inverse=True)
         heads, group_head = torch.unique(groups // num_rel, return_inverse=True)
