@@ -47,10 +47,9 @@ from kgrec.gnn.split import make_split  # noqa: E402
 from kgrec.settings import TrainSettings  # noqa: E402
 
 
-def one_row(dataset: str, every: int, hops: int | None, seed: int,
+def one_row(dataset: str, every: int, hops: int, seed: int,
             threads: int | None) -> dict[str, Any]:
     snapshot = load_dataset(dataset)
-    hops = TrainSettings().kg_hops if hops is None else hops
     settings = TrainSettings(model="gat", kg_every=every, kg_hops=hops, seed=seed,
                              device="cpu", threads=threads)
     return {"dataset": dataset, "code": "this", "kg_every": every, "kg_hops": hops, "seed": seed,
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", choices=DATASETS, nargs="+", default=list(DATASETS))
     p.add_argument("--every", type=int, nargs="+", default=[1, 4, 8])
-    p.add_argument("--hops", type=int, nargs="+", default=[None],
+    p.add_argument("--hops", type=int, nargs="+", default=[TrainSettings().kg_hops],
                    help="kg_hops values (default: the settings' default)")
     p.add_argument("--seeds", type=int, nargs="+", default=[TrainSettings().seed])
     p.add_argument("--baseline", metavar="REV", help="also train this earlier revision's GAT "
