@@ -176,7 +176,8 @@ def run_at_revision(tree: Path, code: str, *argv: str) -> dict[str, Any]:
 def text_vectors(snapshot, fields: list[str] | None = None, progress: bool = False):
     """MiniLM vectors of the products' text (kgrec's default fields unless ``fields``),
     cached under .kgrec/text-cache: every benchmark encodes a catalogue once."""
-    from kgrec.fusion.text import TextEncoder, product_text
+    from kgrec.fusion.encoder import TextEncoder
+    from kgrec.fusion.text import product_text
     from kgrec.settings import TEXT_FIELDS
 
     encoder = TextEncoder(device="cpu", cache_dir=ROOT / ".kgrec" / "text-cache")

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import RESULTS, SHARED_DATA, command, machine, now  # noqa: E402
-from kgrec.fusion.text import TextEncoder, product_text  # noqa: E402
+from kgrec.fusion.encoder import TextEncoder  # noqa: E402
+from kgrec.fusion.text import product_text  # noqa: E402
 from kgrec.kg.extract.amazon import read_amazon  # noqa: E402
 
 FILES = ("meta_Gift_Cards.json.gz", "meta_Magazine_Subscriptions.json.gz")

@@ -33,7 +33,8 @@ from benchmarks._common import (  # noqa: E402
     now,
     write_json,
 )
-from kgrec.fusion.text import TextEncoder, has_text, product_text  # noqa: E402
+from kgrec.fusion.encoder import TextEncoder  # noqa: E402
+from kgrec.fusion.text import has_text, product_text  # noqa: E402
 from kgrec.gnn.metrics import evaluate_ranking  # noqa: E402
 from kgrec.gnn.split import make_split  # noqa: E402
 from kgrec.gnn.train import train_model  # noqa: E402

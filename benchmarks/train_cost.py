@@ -77,7 +77,7 @@ def snapshot(name: str):
     """The dataset's snapshot, built once and cached under .kgrec/bench."""
     if name not in SYNTHETIC:
         return load_dataset(name)
-    from kgrec.kg.extract.generic import load_mapping
+    from kgrec.kg.extract.mapping import load_mapping
     from kgrec.kg.extract.stream import read_generic
     from kgrec.kg.snapshot import GraphSnapshot, snapshot_from_tables
 

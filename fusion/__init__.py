@@ -1,7 +1,8 @@
 """Fusion layer of kgrec: transformer text embeddings, score fusion and batch scoring.
 
-``kgrec.fusion.text`` encodes product texts and user profiles (MiniLM by default, offline, with
-an on-disk cache); ``kgrec.fusion.blend`` normalises GNN and text scores per user and blends
+``kgrec.fusion.encoder`` runs the text model (MiniLM by default, offline, with an on-disk
+cache) and ``kgrec.fusion.text`` builds product texts and user profiles;
+``kgrec.fusion.blend`` normalises GNN and text scores per user and blends
 them, ``kgrec.fusion.score`` scores users against products with that blend and
 ``kgrec.fusion.tower`` trains the text tower; ``kgrec.fusion.fit`` fits the blend on a
 validation split. Batch scoring: ``kgrec.fusion.candidates`` picks the candidate products,
@@ -14,17 +15,16 @@ from __future__ import annotations
 from kgrec.fusion.alpha import AlphaFit, AlphaFunction, fit_alpha_function
 from kgrec.fusion.blend import Blend, normalise, rank_percentile, zscore
 from kgrec.fusion.candidates import select_items
+from kgrec.fusion.encoder import TextEncoder, resolve_model_dir
 from kgrec.fusion.fit import FusionFit, JobFit, build_text_side, fit_fusion, fit_job
 from kgrec.fusion.output import topk_frame, write_back, write_parquet
 from kgrec.fusion.score import FusedScorer
 from kgrec.fusion.seen import SeenIndex
 from kgrec.fusion.text import (
-    TextEncoder,
     encode_products,
     has_text,
     product_text,
     profile_embeddings,
-    resolve_model_dir,
     text_confidence,
     user_profiles,
 )

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from kgrec.files import atomic_write, naming, write_text
 from kgrec.kg import schema
-from kgrec.kg.extract.validate import REJECTED, REPAIRED, UNKNOWN_EVENT
+from kgrec.kg.extract.parse import UNKNOWN_EVENT
+from kgrec.kg.extract.validate import REJECTED, REPAIRED
 from kgrec.kg.store.base import GraphStore
 from kgrec.kg.tables import GraphTables
 

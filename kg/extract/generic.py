@@ -1,22 +1,7 @@
 """Generic catalogue dumps -> GraphTables: products, events, optional users, KG triples, links.
 
 Files may be CSV, TSV, JSON lines (``.json``/``.jsonl``, also ``.gz``) or Parquet. Column
-names are mapped per section by a :class:`ColumnMapping` (a small TOML file and/or
-``section.field=column`` overrides); defaults try common names (``item_id``, ``user_id`` ...).
-
-TOML example::
-
-    [product]
-    id = "item_id"
-    category = "category_path"   # a list, or a string split on options.category_separator
-    [event]
-    user = "visitorid"
-    product = "itemid"
-    type = "event"               # view/cart/purchase/rating ... (kg.schema.EVENT_ALIASES)
-    [options]
-    event_type = "purchase"      # used when the events have no type column
-    rating_scale = 5
-    category_separator = " > "
+names are mapped per section by a :class:`kgrec.kg.extract.mapping.ColumnMapping`.
 
 Product columns that are not mapped go into the product's ``attributes`` JSON, so no input
 field is lost. Events on unknown products are rejected; unknown users get bare User nodes.
@@ -24,151 +9,27 @@ field is lost. Events on unknown products are rejected; unknown users get bare U
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from kgrec.errors import ConfigError, InputError, SchemaError
 from kgrec.kg import schema
 from kgrec.kg.extract import build
 from kgrec.kg.extract import validate as v
+from kgrec.kg.extract.parse import (
+    changed_text,
+    clean_html,
+    clean_text_column,
+    event_types,
+    event_value_range,
+    event_weights,
+    parse_number,
+    parse_price,
+    parse_timestamp,
+)
 from kgrec.kg.store.local import find_sorted, hash_keys
-
-#: Section -> field -> candidate column names tried in order when not mapped.
-DEFAULT_COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
-    "product": {
-        "id": ("id", "product_id", "item_id", "itemid", "asin", "sku"),
-        "title": ("title", "name", "product_name", "item_name"),
-        "description": ("description", "desc"),
-        "features": ("features", "feature"),
-        "brand": ("brand",),
-        "category": ("category", "categories", "category_path", "categoryid"),
-        "price": ("price",),
-    },
-    "event": {
-        "user": ("user", "user_id", "userid", "visitorid", "reviewerID", "customer_id"),
-        "product": ("product", "product_id", "item_id", "itemid", "asin", "sku"),
-        "type": ("type", "event", "event_type"),
-        "timestamp": ("timestamp", "time", "ts", "unixReviewTime"),
-        "value": ("value", "rating", "overall", "count", "quantity"),
-    },
-    "user": {"id": ("id", "user_id", "userid", "visitorid", "reviewerID", "customer_id")},
-    "kg": {
-        "head": ("head", "head_id", "subject"),
-        "relation": ("relation", "relation_id", "predicate"),
-        "tail": ("tail", "tail_id", "object"),
-    },
-    "link": {
-        "product": ("product", "product_id", "item_id", "itemid", "asin", "sku"),
-        "entity": ("entity", "entity_id"),
-    },
-}
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "event_type": "purchase",
-    "rating_scale": 5.0,
-    "category_separator": " > ",
-}
-OPTIONAL_FIELDS = {
-    "title",
-    "description",
-    "features",
-    "brand",
-    "category",
-    "price",
-    "type",
-    "timestamp",
-    "value",
-}
-
-
-@dataclass
-class ColumnMapping:
-    """Which input column holds each schema field, per section, plus reader options."""
-
-    columns: dict[str, dict[str, str]] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_OPTIONS))
-    #: Event words of the input mapped to schema event types (``event.listen=view``),
-    #: tried before the schema's own words (:data:`kgrec.kg.schema.EVENT_ALIASES`).
-    event_words: dict[str, str] = field(default_factory=dict)
-
-    def set(self, item: str) -> None:
-        """Apply one ``section.field=column`` override (``options.NAME=VALUE`` for options,
-        ``event.WORD=TYPE`` to map an event word the schema does not know)."""
-        target, sep, value = item.partition("=")
-        section, dot, name = target.strip().partition(".")
-        if not sep or not dot:
-            raise ConfigError(f"mapping {item!r}: expected section.field=column")
-        if section == "event" and name not in DEFAULT_COLUMNS["event"]:
-            try:
-                self.event_words[name.strip().lower()] = schema.event_type(value)
-            except SchemaError as exc:
-                raise ConfigError(f"mapping {item!r}: {exc}") from None
-            return
-        if section == "options":
-            if name not in DEFAULT_OPTIONS:
-                raise ConfigError(
-                    f"mapping {item!r}: unknown option; known: {', '.join(DEFAULT_OPTIONS)}"
-                )
-            kind = type(DEFAULT_OPTIONS[name])
-            self.options[name] = kind(value)
-            return
-        if section not in DEFAULT_COLUMNS or name not in DEFAULT_COLUMNS[section]:
-            known = ", ".join(f"{s}.{f}" for s, fs in DEFAULT_COLUMNS.items() for f in fs)
-            raise ConfigError(f"mapping {item!r}: unknown field; known: {known}")
-        self.columns.setdefault(section, {})[name] = value.strip()
-
-    def resolve(self, section: str, frame: pd.DataFrame, file: str) -> dict[str, str]:
-        """Field -> column present in ``frame``; raises InputError for a missing required one."""
-        out: dict[str, str] = {}
-        for name, candidates in DEFAULT_COLUMNS[section].items():
-            mapped = self.columns.get(section, {}).get(name)
-            if mapped is not None:
-                if mapped not in frame.columns:
-                    raise InputError(
-                        f"mapped column {mapped!r} is not in the file",
-                        file=file,
-                        row=1,
-                        field=f"{section}.{name}",
-                    )
-                out[name] = mapped
-                continue
-            found = next((c for c in candidates if c in frame.columns), None)
-            if found is not None:
-                out[name] = found
-            elif name not in OPTIONAL_FIELDS:
-                raise InputError(
-                    f"no column for {section}.{name} (tried {', '.join(candidates)}; map one "
-                    f"with --map {section}.{name}=COLUMN)",
-                    file=file,
-                    row=1,
-                    field=f"{section}.{name}",
-                )
-        return out
-
-
-def load_mapping(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ColumnMapping:
-    """A mapping from a TOML file (optional) and ``section.field=column`` overrides."""
-    mapping = ColumnMapping()
-    if path is not None:
-        try:
-            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError("mapping file does not exist", file=str(path)) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(f"bad TOML: {exc}", file=str(path)) from exc
-        for section, values in raw.items():
-            if not isinstance(values, dict):
-                raise ConfigError(f"{path}: [{section}] must be a table")
-            for name, value in values.items():
-                mapping.set(f"{section}.{name}={value}")
-    for item in overrides:
-        mapping.set(item)
-    return mapping
 
 
 def _text(frame: pd.DataFrame, col: str | None) -> pd.Series:
@@ -198,7 +59,7 @@ def product_tables(
 
     Args:
         frame: raw rows with ``_line``.
-        cols: field -> column (see :meth:`ColumnMapping.resolve`).
+        cols: field -> column (see :meth:`.mapping.ColumnMapping.resolve`).
         file: source file for the report.
         rejects: collector.
         options: reader options (``category_separator``).
@@ -213,10 +74,10 @@ def product_tables(
         work[name] = _text(frame, cols.get(name))
     out = pd.DataFrame({"id": frame["_id"]}, index=frame.index)
     for name in ("title", "description", "features"):
-        out[name] = v.clean_text_column(work, name, file, rejects)
+        out[name] = clean_text_column(work, name, file, rejects)
     out["brand"] = brand_column(frame, cols.get("brand"), file, rejects)
     out["price"] = (
-        v.parse_price(frame, cols["price"], file, rejects)
+        parse_price(frame, cols["price"], file, rejects)
         if "price" in cols
         else pd.Series(pd.NA, index=frame.index, dtype="Float64")
     )
@@ -261,7 +122,7 @@ def clean_paths(
     out = []
     for line, path in zip(frame[v.LINE], paths, strict=True):
         cut = next((i for i, p in enumerate(path) if _bad_category(p)), len(path))
-        kept = [v.clean_html(p) or "" for p in path[:cut]]
+        kept = [clean_html(p) or "" for p in path[:cut]]
         if cut < len(path):
             rejects.add(
                 file,
@@ -280,10 +141,10 @@ def brand_column(frame: pd.DataFrame, col: str | None, file: str, rejects: v.Rej
     if col is None:
         return pd.Series(pd.NA, index=frame.index, dtype="string")
     raw = frame[col]
-    cleaned = raw.map(v.clean_html).astype("string")
+    cleaned = raw.map(clean_html).astype("string")
     by = cleaned.str.match(r"(?i)^by\s").fillna(False)
     cleaned = cleaned.where(~by, cleaned.str.replace(r"(?i)^by\s+", "", regex=True))
-    changed = v.changed_text(raw, cleaned)
+    changed = changed_text(raw, cleaned)
     rejects.add_many(
         file, frame.loc[changed, v.LINE], col, "brand text cleaned", v.REPAIRED, raw[changed]
     )
@@ -319,14 +180,14 @@ def event_tables(
     frame = frame.assign(user=frame[cols["user"]], product=frame[cols["product"]])
     frame = _event_products(frame, cols["product"], file, rejects, products, bare_products)
     if "type" in cols:
-        frame, types = v.event_types(frame, cols["type"], file, rejects,
+        frame, types = event_types(frame, cols["type"], file, rejects,
                                      words=options.get("event_words"))
     else:
         types = pd.Series(schema.event_type(str(options["event_type"])), index=frame.index)
     frame, value, types = _event_values(frame, types, cols.get("value"), file, rejects,
                                         float(options.get("rating_scale", 5.0)))
     if "timestamp" in cols:
-        frame, ts = v.parse_timestamp(frame, cols["timestamp"], file, rejects)
+        frame, ts = parse_timestamp(frame, cols["timestamp"], file, rejects)
     else:
         ts = pd.Series(pd.NA, index=frame.index, dtype="Int64")
     table = pd.DataFrame(
@@ -344,7 +205,7 @@ def event_tables(
     if seen is not None:  # streaming: events of earlier chunks count as earlier rows
         table = seen.dedupe(table, file, rejects, names)
     scale = float(options.get("rating_scale", 5.0))
-    table["weight"] = v.event_weights(table["rel"], table["value"], rating_scale=scale)
+    table["weight"] = event_weights(table["rel"], table["value"], rating_scale=scale)
     out = {str(rel): group.drop(columns=["rel", v.LINE]) for rel, group in table.groupby("rel")}
     # Bare products only for events that made it through every check.
     bare = pd.Index(table.loc[~v.member(table["dst"], products), "dst"].unique())
@@ -375,13 +236,13 @@ def _event_values(frame: pd.DataFrame, types: pd.Series, column: str | None, fil
                              v.REJECTED, pd.Series(pd.NA, index=frame.index[rated]))
             frame, types = frame[~rated], types[~rated]
         return frame, pd.Series(1.0, index=frame.index), types
-    frame, value = v.parse_number(frame, column, file, rejects, required=False)
+    frame, value = parse_number(frame, column, file, rejects, required=False)
     types = types.loc[frame.index]
     missing = value.isna() & rated.loc[frame.index]
     rejects.add_many(file, frame.loc[missing, v.LINE], column, "rating without a value",
                      v.REJECTED, frame.loc[missing, column])
     frame, value, types = frame[~missing], value[~missing], types[~missing]
-    ok = v.event_value_range(frame, value, types.eq(schema.RATED), rating_scale, column, file,
+    ok = event_value_range(frame, value, types.eq(schema.RATED), rating_scale, column, file,
                              rejects)
     return frame[ok], value[ok], types[ok]
 

@@ -36,6 +36,7 @@ from kgrec.kg import schema
 from kgrec.kg.extract import build
 from kgrec.kg.extract import validate as v
 from kgrec.kg.extract.io import read_delimited, text_stream
+from kgrec.kg.extract.parse import event_weights, parse_number, parse_timestamp
 from kgrec.kg.tables import GraphTables
 
 RECBOLE_VERSION = "1.2.1"
@@ -315,11 +316,11 @@ def _inter(
         )
     rel = schema.RATED if "rating" in frame.columns else schema.PURCHASED
     if rel == schema.RATED:
-        frame, value = v.parse_number(frame, "rating", file, rejects, required=True)
+        frame, value = parse_number(frame, "rating", file, rejects, required=True)
     else:
         value = pd.Series(1.0, index=frame.index)
     if "timestamp" in frame.columns:
-        frame, ts = v.parse_timestamp(frame, "timestamp", file, rejects)
+        frame, ts = parse_timestamp(frame, "timestamp", file, rejects)
         value = value.loc[frame.index]
     else:
         ts = pd.Series(pd.NA, index=frame.index, dtype="Int64")
@@ -334,7 +335,7 @@ def _inter(
     )
     out = v.dedupe(out, ["src", "dst", "timestamp"], file, rejects)
     types_ = pd.Series(rel, index=out.index, dtype="string")
-    out["weight"] = v.event_weights(types_, out["value"])
+    out["weight"] = event_weights(types_, out["value"])
     return (rel, out.drop(columns=v.LINE)), out["src"], out["dst"]
 
 

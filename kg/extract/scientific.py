@@ -47,7 +47,9 @@ from kgrec.errors import InputError
 from kgrec.kg import schema
 from kgrec.kg.extract import build
 from kgrec.kg.extract import validate as v
-from kgrec.kg.extract.generic import DEFAULT_OPTIONS, merge_users, product_tables
+from kgrec.kg.extract.generic import merge_users, product_tables
+from kgrec.kg.extract.mapping import DEFAULT_OPTIONS
+from kgrec.kg.extract.parse import event_weights
 from kgrec.kg.tables import GraphTables
 
 ITEM_FILE = "Scientific.item.json"
@@ -204,7 +206,7 @@ def _purchases(
     types = pd.Series(schema.PURCHASED, index=table.index, dtype="string")
     table["timestamp"] = table["timestamp"].astype("Int64")
     table["value"] = pd.Series(1.0, index=table.index, dtype="Float64")
-    table["weight"] = v.event_weights(types, table["value"])
+    table["weight"] = event_weights(types, table["value"])
     return table.drop(columns=v.LINE)
 
 

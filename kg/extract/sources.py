@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 
 from kgrec.errors import InputError
 from kgrec.kg.extract.amazon import read_amazon
-from kgrec.kg.extract.generic import load_mapping
 from kgrec.kg.extract.io import GZIP_MAGIC, file_format
 from kgrec.kg.extract.lists import read_lists
+from kgrec.kg.extract.mapping import load_mapping
 from kgrec.kg.extract.recbole import ML100K, fetch_ml100k, read_recbole
 from kgrec.kg.extract.scientific import read_scientific
 from kgrec.kg.extract.stream import read_generic, stream_generic

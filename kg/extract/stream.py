@@ -22,7 +22,6 @@ from kgrec.kg import schema
 from kgrec.kg.extract import build
 from kgrec.kg.extract import validate as v
 from kgrec.kg.extract.generic import (
-    ColumnMapping,
     KeySet,
     event_tables,
     kg_table,
@@ -31,6 +30,7 @@ from kgrec.kg.extract.generic import (
     user_table,
 )
 from kgrec.kg.extract.io import iter_records, read_records
+from kgrec.kg.extract.mapping import ColumnMapping
 from kgrec.kg.store.local import hash_ids
 from kgrec.kg.tables import GraphTables
 
@@ -123,7 +123,7 @@ def read_generic(
         users: optional users file (id + attribute columns).
         kg: optional knowledge-graph triples (head, relation, tail).
         links: optional product -> entity link table (needed to attach ``kg`` to products).
-        mapping: column mapping and options (defaults: :data:`DEFAULT_COLUMNS`).
+        mapping: column mapping and options (defaults: :data:`.mapping.DEFAULT_COLUMNS`).
         known_products: ids of products already in the store; events and links on them
             are accepted (incremental loads).
     """

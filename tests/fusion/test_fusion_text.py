@@ -1,4 +1,4 @@
-"""fusion.text against the real MiniLM weights (one encoder per session)."""
+"""fusion.encoder and fusion.text against the real MiniLM weights (one encoder per session)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ import pytest
 import torch
 
 from kgrec.errors import ModelError
+from kgrec.fusion.encoder import TextEncoder, resolve_model_dir
 from kgrec.fusion.text import (
-    TextEncoder,
     clean_text,
     has_text,
     product_text,
-    resolve_model_dir,
     text_confidence,
     user_profiles,
 )

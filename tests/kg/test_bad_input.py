@@ -20,7 +20,7 @@ import pytest
 
 from kgrec.errors import InputError
 from kgrec.kg import schema
-from kgrec.kg.extract.generic import load_mapping
+from kgrec.kg.extract.mapping import load_mapping
 from kgrec.kg.extract.stream import read_generic
 from kgrec.kg.tables import GraphTables
 

@@ -13,7 +13,7 @@ import pytest
 
 from kgrec.cli import main
 from kgrec.kg import schema
-from kgrec.kg.extract.generic import load_mapping
+from kgrec.kg.extract.mapping import load_mapping
 from kgrec.kg.extract.stream import read_generic
 from kgrec.kg.ingest import ingest
 from kgrec.kg.store.local import LocalStore

@@ -35,8 +35,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kgrec.kg import schema
+from kgrec.kg.extract.parse import MAX_PRICE, MAX_TIMESTAMP
 from kgrec.kg.extract.stream import read_generic
-from kgrec.kg.extract.validate import MAX_PRICE, MAX_TIMESTAMP, REJECTED, REPAIRED
+from kgrec.kg.extract.validate import REJECTED, REPAIRED
 from kgrec.kg.ingest import ingest
 from kgrec.kg.store.local import LocalStore
 from kgrec.kg.tables import GraphTables

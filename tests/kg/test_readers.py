@@ -11,9 +11,9 @@ import pytest
 
 from kgrec.errors import ConfigError, InputError
 from kgrec.kg import schema
-from kgrec.kg.extract.generic import load_mapping
+from kgrec.kg.extract.mapping import load_mapping
+from kgrec.kg.extract.parse import clean_html
 from kgrec.kg.extract.stream import read_generic
-from kgrec.kg.extract.validate import clean_html
 
 
 def _rows(t: pd.DataFrame) -> list[tuple]:
