@@ -44,7 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import RESULTS, ROOT, command, machine, now  # noqa: E402
 from kgrec.kg import schema  # noqa: E402
 from kgrec.kg.extract.recbole import read_recbole_ml100k  # noqa: E402
-from kgrec.kg.store.neo4j import Neo4jStore, _RelLoad, rel_rows  # noqa: E402
+from kgrec.kg.store.neo4j import Neo4jStore  # noqa: E402
+from kgrec.kg.store.neo4j_loads import _RelLoad  # noqa: E402
+from kgrec.kg.store.neo4j_rows import rel_rows  # noqa: E402
 
 SERVER_SH = ROOT / "scripts" / "neo4j" / "server.sh"
 #: Issue 21: a first load as fast as the CREATE path measured before it was removed (38.7k).

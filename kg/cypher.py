@@ -285,7 +285,7 @@ def delete_all(batch: int = 10_000) -> str:
     )
 
 
-# -- exploration (kgrec.kg.explore): bounded reads, every value a parameter -----------------
+# -- exploration (kgrec.kg.graph_sources): bounded reads, every value a parameter -----------------
 
 def _node_key_expr(var: str) -> str:
     """``"<Label>:<id>"`` of a node, the key explore results use on both stores."""

@@ -31,7 +31,7 @@ from kgrec.fusion.text import encode_products, has_text
 from kgrec.gnn.result import RETRAIN, TrainResult
 from kgrec.gnn.split import Split, pair_table
 from kgrec.ids import IdMap
-from kgrec.kg.explore import GraphIndex
+from kgrec.kg.graph_sources import GraphIndex
 from kgrec.kg.snapshot import GraphSnapshot, build_snapshot
 from kgrec.stores import open_store
 

@@ -23,7 +23,7 @@ def open_store(config: Config, backend: str | None = None) -> GraphStore:
         return LocalStore(config.store.path)
     if name == "neo4j":
         # Imported lazily: the embedded default must work without the neo4j driver in use.
-        from kgrec.kg.store.neo4j import connect
+        from kgrec.kg.store.neo4j_connect import connect
 
         return connect(config.neo4j, batch_size=config.store.batch_size)
     raise ConfigError(f"unknown store backend {name!r}; known: {', '.join(BACKENDS)}")

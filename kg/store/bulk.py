@@ -34,7 +34,8 @@ import pandas as pd
 from kgrec.errors import InputError, StoreError
 from kgrec.kg import schema
 from kgrec.kg.store.local import find_sorted, hash_ids, hash_keys
-from kgrec.kg.store.neo4j import Neo4jStore, connect
+from kgrec.kg.store.neo4j import Neo4jStore
+from kgrec.kg.store.neo4j_connect import connect
 from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
 from kgrec.settings import Neo4jConfig
 

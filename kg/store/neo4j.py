@@ -7,108 +7,35 @@ CREATEs, which skips MERGE's look-up of existing elements, and stays safe when t
 at once: a node label's first load CREATEs under the key's uniqueness constraint, falling back
 to MERGE when another writer got there first; a relationship type's batches take the type's
 lock node in turn and CREATE only while the type holds nothing but this load's own
-relationships (:class:`_RelLoad`), MERGE otherwise. A load cut off (server killed) keeps its
-committed batches, and re-running it completes the graph without duplicates. NA/NaN values are
-left out of the property maps (Neo4j has no null properties), and read back as NA.
+relationships (:class:`~kgrec.kg.store.neo4j_loads._RelLoad`), MERGE otherwise. A load cut off
+(server killed) keeps its committed batches, and re-running it completes the graph without
+duplicates. NA/NaN values are left out of the property maps (Neo4j has no null properties), and
+read back as NA. Rows are shaped in :mod:`kgrec.kg.store.neo4j_rows`; :func:`connect
+<kgrec.kg.store.neo4j_connect.connect>` opens a store on a server.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pandas as pd
-from neo4j import (
-    READ_ACCESS,
-    Driver,
-    GraphDatabase,
-    ManagedTransaction,
-    Query,
-    Record,
-    Result,
-    Session,
-)
-from neo4j.exceptions import (
-    AuthError,
-    ClientError,
-    ConstraintError,
-    Neo4jError,
-    ServiceUnavailable,
-    SessionExpired,
-    TransientError,
-)
+from neo4j import READ_ACCESS, Driver, ManagedTransaction, Query, Record, Session
+from neo4j.exceptions import ConstraintError, Neo4jError, ServiceUnavailable, SessionExpired
 from tqdm.auto import tqdm
 
-from kgrec.errors import InputError, StoreError, UsageError
+from kgrec.errors import StoreError, UsageError
 from kgrec.kg import cypher, schema
+from kgrec.kg.store.neo4j_loads import _Again, _RelLoad, _retry
+from kgrec.kg.store.neo4j_rows import (
+    Row,
+    _batches,
+    _check_not_null,
+    group_by_src,
+    node_rows,
+    rel_rows,
+)
 from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
-from kgrec.settings import Neo4jConfig
-
-Row = dict[str, Any]
-
-def _clean(value: Any) -> Any:
-    """NA/NaN -> None; numpy scalars -> Python scalars (what Bolt can carry)."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value.item() if hasattr(value, "item") else value
-
-
-def _column(frame: pd.DataFrame, name: str) -> list[Any]:
-    values = frame[name].tolist()  # Python scalars; NA stays NA
-    if not frame[name].hasnans:
-        return values
-    return [_clean(v) for v in values]
-
-
-def _check_not_null(frame: pd.DataFrame, columns: list[str], table: str) -> None:
-    """Keys must be present; an empty string is refused too (reads page on ``id > ""``)."""
-    for col in columns:
-        bad = (frame[col].isna() | (frame[col] == "")).to_numpy().nonzero()[0]
-        if len(bad):
-            raise InputError(f"{table} table has an empty {col}", row=int(bad[0]), field=col)
-
-
-def node_rows(label: str, frame: pd.DataFrame) -> list[Row]:
-    """``{id, <property>...}`` maps for :func:`kgrec.kg.cypher.merge_nodes` (NA -> None)."""
-    frame = typed_node_table(label, frame)
-    _check_not_null(frame, [schema.NODE_KEY], label)
-    # First row of a duplicated key wins, as in LocalStore (MERGE alone would let the last win).
-    frame = frame.drop_duplicates(schema.NODE_KEY, keep="first")
-    return _records(frame)
-
-
-def rel_rows(rel: str, frame: pd.DataFrame) -> list[Row]:
-    """``{src, dst, <property>...}`` maps sorted by ``src``, for :func:`group_by_src` (NA: None)."""
-    spec = schema.rel_spec(rel)
-    frame = typed_rel_table(rel, frame)
-    _check_not_null(frame, ["src", "dst"], rel)
-    frame = frame.drop_duplicates(["src", "dst", *spec.key], keep="first")
-    # Sorted by source so that a batch groups into few source nodes.
-    return _records(frame.sort_values("src", kind="stable"))
-
-
-def _records(frame: pd.DataFrame) -> list[Row]:
-    cols = list(frame.columns)
-    values = [_column(frame, c) for c in cols]
-    return [dict(zip(cols, row, strict=True)) for row in zip(*values, strict=True)]
-
-
-def group_by_src(rows: list[Row]) -> list[Row]:
-    """Flat relationship rows -> ``{src, rels}`` maps, the shape :mod:`kgrec.kg.cypher` writes
-    take."""
-    groups: dict[str, list[Row]] = {}
-    for row in rows:
-        groups.setdefault(row["src"], []).append(row)
-    return [{"src": src, "rels": rels} for src, rels in groups.items()]
-
-
-def _batches(rows: list[Row], size: int) -> Iterator[list[Row]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
 
 
 class Neo4jStore:
@@ -118,7 +45,8 @@ class Neo4jStore:
         driver: an open ``neo4j.Driver``.
         database: database name (Community has one user database, ``"neo4j"``).
         batch_size: rows per ``UNWIND`` write transaction.
-        owns_driver: close the driver in :meth:`close` (set by :func:`connect`).
+        owns_driver: close the driver in :meth:`close` (set by
+            :func:`~kgrec.kg.store.neo4j_connect.connect`).
     """
 
     def __init__(
@@ -434,104 +362,10 @@ class Neo4jStore:
 
     def explorer(self) -> Any:
         """Answers :mod:`kgrec.kg.explore`'s questions with bounded Cypher reads."""
-        from kgrec.kg.explore import Neo4jGraphSource  # explore needs torch; ingest does not
+        # graph_sources needs torch; ingest does not
+        from kgrec.kg.graph_sources import Neo4jGraphSource
 
         return Neo4jGraphSource(self)
 
     def __repr__(self) -> str:
         return f"Neo4jStore(database={self.database!r}, batch_size={self.batch_size})"
-
-
-class _RelLoad:
-    """One load's writes of one relationship type, for the CREATE path.
-
-    Every batch of every load takes the type's lock node first, so batches of one type run
-    one at a time. Under that lock, if the type holds exactly the relationships this load has
-    created (none at the start of a first load), nobody else wrote any: the rows, deduplicated
-    on their key, are all new and CREATE is safe. Once another load has written (or the type
-    was not empty at the start), the count differs and this load MERGEs to the end. A batch
-    rolled back after :meth:`wrote` leaves the count short of ``expected``: MERGE, the safe
-    side.
-    """
-
-    def __init__(self, rel: str) -> None:
-        self.rel = rel
-        self.create = cypher.create_rels(rel)
-        self.expected: int | None = 0  # None: MERGE from now on
-        self.batches = {"create": 0, "merge": 0}
-
-    def owns(self, stored: int) -> bool:
-        if stored != self.expected:
-            self.expected = None
-        return self.expected is not None
-
-    def wrote(self, created: int, create: bool) -> None:
-        self.batches["create" if create else "merge"] += 1
-        if self.expected is not None:
-            self.expected += created
-
-
-class _Again(Exception):
-    """Raised inside a transaction function to roll back and run the batch again at once."""
-
-
-def _retry(call: Callable[..., Any], *args: Any, tries: int = 5) -> Any:
-    """``call(*args)``, again after :class:`_Again`, a ConstraintError (two concurrent MERGEs of one
-    new node: a known Neo4j race, the retry finds the node) or a transient error that the
-    driver's own retries did not outlast (a deadlock between concurrent loads)."""
-    for attempt in range(tries):
-        try:
-            result = call(*args)
-            return result.consume() if isinstance(result, Result) else result
-        except _Again:
-            continue
-        except (ConstraintError, TransientError):
-            if attempt == tries - 1:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-    return call(*args)
-
-
-def _auth_error(settings: Neo4jConfig, password: str) -> StoreError:
-    where = f"Neo4j at {settings.uri}"
-    fix = Neo4jConfig.PASSWORD_HINT
-    if not password:
-        return StoreError(f"{where} needs a password: {fix}")
-    return StoreError(f"{where} refused the credentials of user {settings.user!r}: {fix}")
-
-
-def connect(settings: Neo4jConfig, *, batch_size: int = 5_000) -> Neo4jStore:
-    """Open a driver from ``settings`` (uri, user, password or a ``password_file``, database;
-    no password means no authentication), check that the server answers (retrying for
-    ``settings.wait_seconds``, so a server that is still starting is waited for), and return
-    a store that owns the driver.
-
-    Raises:
-        StoreError: the server cannot be reached or refuses the credentials (the message names
-            the uri and user, never the password).
-    """
-    password = settings.read_password()
-    auth = (settings.user, password) if password else None
-    driver = GraphDatabase.driver(settings.uri, auth=auth,
-                                  max_transaction_retry_time=settings.retry_seconds)
-    deadline = time.monotonic() + settings.wait_seconds
-    while True:
-        try:
-            driver.verify_connectivity()
-            break
-        except AuthError:
-            driver.close()
-            raise _auth_error(settings, password) from None
-        except ClientError as exc:  # e.g. too many wrong passwords: the user is locked a while
-            driver.close()
-            raise StoreError(f"Neo4j at {settings.uri}: {exc.message}") from None
-        except (ServiceUnavailable, OSError) as exc:
-            if time.monotonic() > deadline:
-                driver.close()
-                raise StoreError(
-                    f"Neo4j at {settings.uri} does not answer ({exc}); start it with "
-                    "`bash scripts/neo4j/server.sh start`"
-                ) from None
-            time.sleep(0.5)
-    return Neo4jStore(driver, settings.database, batch_size, owns_driver=True)
-

@@ -8,17 +8,10 @@ import pandas as pd
 import pytest
 
 from kgrec.errors import MissingIdError
-from kgrec.kg import schema
-from kgrec.kg.explore import (
-    NodeRef,
-    browser_cypher,
-    draw,
-    draw_interactive,
-    explain,
-    graph_source,
-    neighbourhood,
-    path_score,
-)
+from kgrec.kg import cypher, graph_sources, schema
+from kgrec.kg.draw import browser_cypher, draw, draw_interactive
+from kgrec.kg.explore import explain, neighbourhood, path_score
+from kgrec.kg.graph_sources import NodeRef, graph_source
 from kgrec.kg.snapshot import build_snapshot
 from kgrec.kg.store.local import LocalStore
 from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
@@ -191,7 +184,6 @@ def test_explain_work_is_bounded_on_both_stores(stores, neo4j_explored, monkeypa
     import time
 
     from kgrec.errors import StoreError
-    from kgrec.kg import explore
 
     # The most hops allowed answer quickly, the same on both stores below the path cap.
     timed = {}
@@ -202,7 +194,7 @@ def test_explain_work_is_bounded_on_both_stores(stores, neo4j_explored, monkeypa
     assert [e.nodes for e in timed["local"]] == [e.nodes for e in timed["neo4j"]]
     assert len(timed["local"]) == 3 and all(e.hops <= 4 for e in timed["local"])
     # The embedded store stops after EXPLAIN_STEPS path extensions and says so.
-    monkeypatch.setattr(explore, "EXPLAIN_STEPS", 40)
+    monkeypatch.setattr(graph_sources, "EXPLAIN_STEPS", 40)
     cut = explain(stores["local"], "u00", "p20", max_hops=4, limit=2, max_paths=10**9)
     assert len(cut) == 2
     assert cut[0].text.endswith("paths found within the search bound of 40 steps)")
@@ -210,8 +202,8 @@ def test_explain_work_is_bounded_on_both_stores(stores, neo4j_explored, monkeypa
     # every 2 s, so the query is made slow): one StoreError naming the bound.
     slow = ("UNWIND range(1, 2000000000) AS x WITH count(x) AS n "
             "RETURN [$user, $product] AS keys LIMIT $cap")
-    monkeypatch.setattr(explore.cypher, "explore_paths", lambda hops: slow)
-    monkeypatch.setattr(explore, "EXPLAIN_SECONDS", 0.5)
+    monkeypatch.setattr(cypher, "explore_paths", lambda hops: slow)
+    monkeypatch.setattr(graph_sources, "EXPLAIN_SECONDS", 0.5)
     start = time.perf_counter()
     with pytest.raises(StoreError, match=r"^explaining User:u00 -> Product:p20 within 4 hops "
                                          r"ran over its bound of 0.5 s on Neo4j and was stopped"):

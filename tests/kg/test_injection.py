@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 
 from kgrec.kg import cypher, schema
-from kgrec.kg.explore import browser_cypher, explain, graph_source, neighbourhood
+from kgrec.kg.draw import browser_cypher
+from kgrec.kg.explore import explain, neighbourhood
+from kgrec.kg.graph_sources import graph_source
 from kgrec.kg.snapshot import build_snapshot
 from kgrec.kg.store.local import LocalStore
 from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table

@@ -15,7 +15,9 @@ from kgrec.kg.extract.amazon import read_amazon
 from kgrec.kg.snapshot import build_snapshot
 from kgrec.kg.store.base import GraphStore
 from kgrec.kg.store.local import LocalStore
-from kgrec.kg.store.neo4j import Neo4jStore, connect, group_by_src, rel_rows
+from kgrec.kg.store.neo4j import Neo4jStore
+from kgrec.kg.store.neo4j_connect import connect
+from kgrec.kg.store.neo4j_rows import group_by_src, rel_rows
 from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
 from kgrec.settings import Neo4jConfig
 

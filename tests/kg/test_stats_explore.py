@@ -10,7 +10,9 @@ import pytest
 
 from kgrec.errors import MissingIdError
 from kgrec.kg import schema
-from kgrec.kg.explore import GraphIndex, draw, explain, neighbourhood
+from kgrec.kg.draw import draw
+from kgrec.kg.explore import explain, neighbourhood
+from kgrec.kg.graph_sources import GraphIndex
 from kgrec.kg.snapshot import GraphSnapshot, build_snapshot
 from kgrec.kg.stats import degree_summary, graph_stats, head_size, plot_degrees
 from kgrec.kg.store.local import LocalStore
