@@ -101,7 +101,7 @@ def build(stages: dict[str, Any]):
 
 def behaviour_matrix(split, weights: dict[str, float], cap: float = 10.0) -> torch.Tensor:
     """Dense ``[users, items]`` of each training pair's summed behaviour weights (capped)."""
-    from kgrec.gnn.split import REL_BITS
+    from kgrec.gnn.pairs import REL_BITS
 
     train = split.train
     rels = train["rels"].to_numpy()
@@ -139,7 +139,7 @@ def overrides(pairs: list[str]) -> dict[str, Any]:
 def lightgcn_trains(split) -> dict[str, Any]:
     """LightGCN's training pairs: purchases only, and every behaviour merged into one
     (weight 1 each, so edges and loss treat a view as a purchase)."""
-    from kgrec.gnn.split import REL_BITS
+    from kgrec.gnn.pairs import REL_BITS
     from kgrec.kg import schema
 
     bought = (split.train["rels"].to_numpy() & REL_BITS[schema.PURCHASED]) != 0

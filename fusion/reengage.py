@@ -28,7 +28,8 @@ from kgrec.errors import UsageError
 from kgrec.fusion.score import FusedScorer, candidate_score_fn
 from kgrec.fusion.seen import SeenIndex
 from kgrec.gnn.metrics import evaluate_ranking
-from kgrec.gnn.split import REL_BITS, Split, behaviours_in
+from kgrec.gnn.pairs import REL_BITS, behaviours_in
+from kgrec.gnn.split import Split
 from kgrec.settings import SEEN_PRIOR
 
 #: Re-engagement weights ``b`` the fit compares (in the blend's per-user standard deviations).

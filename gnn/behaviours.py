@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from kgrec.errors import UsageError
-from kgrec.gnn.split import REL_BITS, Split, behaviour_weights, event_weight_table
+from kgrec.gnn.pairs import REL_BITS, behaviour_weights, event_weight_table
+from kgrec.gnn.split import Split
 from kgrec.gnn.train import train_model
 from kgrec.kg.snapshot import GraphSnapshot
 from kgrec.settings import BEHAVIOUR_FIT_EPOCHS, BEHAVIOUR_SCALES, TrainSettings

@@ -238,6 +238,25 @@ def evaluate_ranking(
     if stage not in ("valid", "test"):
         raise UsageError(f"stage must be 'valid' or 'test', got {stage!r}")
     cand = candidate_mask(candidates, split.num_items)
+    slice_masks = _slice_masks(split, slices)
+    states = {name: _SliceState(k, slice_masks[name] & cand, auc) for name in slices}
+    gt_users, gt_items, ex_users, ex_items = stage_pairs(split, stage, cand)
+    users = torch.unique(gt_users)
+    k_eff = min(k, int(cand.sum()))
+    for start in range(0, users.numel(), batch_size):
+        batch = users[start : start + batch_size]
+        scores = _masked_scores(score_fn, batch, split.num_items, cand,
+                                rows_of(ex_users, batch, ex_items))
+        topk, rows, items, ranks, pair_auc = _rank_batch(
+            scores, k_eff, rows_of(gt_users, batch, gt_items), auc)
+        for name, state in states.items():
+            on = slice_masks[name][items]
+            state.update(topk, rows[on], ranks[on], pair_auc[on])
+    return {name: state.result() for name, state in states.items()}
+
+
+def _slice_masks(split: Split, slices: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Bool ``[num_items]`` mask of every known slice; refuses unknown names in ``slices``."""
     slice_masks = {
         "overall": torch.ones(split.num_items, dtype=torch.bool),
         "long_tail": long_tail_items(split),
@@ -246,42 +265,48 @@ def evaluate_ranking(
     unknown = set(slices) - set(slice_masks)
     if unknown:
         raise UsageError(f"unknown slices {sorted(unknown)}; known: {list(slice_masks)}")
-    states = {name: _SliceState(k, slice_masks[name] & cand, auc) for name in slices}
-    gt_users, gt_items, ex_users, ex_items = stage_pairs(split, stage, cand)
-    users = torch.unique(gt_users)
-    k_eff = min(k, int(cand.sum()))
-    for start in range(0, users.numel(), batch_size):
-        batch = users[start : start + batch_size]
-        # Masking and top-k run where the scores are (the GPU during training); only the
-        # [B, k] indices come back, unless AUC needs the whole matrix.
-        scores = score_fn(batch).float()
-        if scores.shape != (batch.numel(), split.num_items):
-            raise UsageError(
-                f"score_fn returned shape {tuple(scores.shape)}, expected "
-                f"({batch.numel()}, {split.num_items})"
-            )
-        device = scores.device
-        scores = scores.clone()
-        scores[:, ~cand.to(device)] = float("-inf")
-        ex_rows, ex_cols = rows_of(ex_users, batch, ex_items)
-        scores[ex_rows.to(device), ex_cols.to(device)] = float("-inf")
-        top = scores.topk(k_eff, dim=1)
-        topk = top.indices.cpu()
-        rows, items = rows_of(gt_users, batch, gt_items)
-        no_top = torch.full((batch.numel(),), float("inf"), device=device)
-        kth = top.values[:, -1] if k_eff else no_top
-        # AUC needs every positive's rank; the top-K metrics only those at or above the
-        # K-th score (a positive below it ranks K or worse either way).
-        ranks = mid_ranks(scores, rows.to(device), items.to(device), None if auc else kth)
-        if auc:
-            pair_auc = _pair_auc(scores[rows, items].cpu(), rows, ranks,
-                                 torch.isfinite(scores).sum(1).cpu())
-        else:
-            pair_auc = torch.full((rows.numel(),), float("nan"), dtype=torch.float64)
-        for name, state in states.items():
-            on = slice_masks[name][items]
-            state.update(topk, rows[on], ranks[on], pair_auc[on])
-    return {name: state.result() for name, state in states.items()}
+    return slice_masks
+
+
+def _masked_scores(score_fn: ScoreFn, batch: torch.Tensor, num_items: int,
+                   cand: torch.Tensor, excluded: tuple[torch.Tensor, torch.Tensor]
+                   ) -> torch.Tensor:
+    """``[B, num_items]`` scores of ``batch``, -inf off the candidates and on the
+    ``excluded`` (row, item) entries, where the scores are (the GPU during training)."""
+    scores = score_fn(batch).float()
+    if scores.shape != (batch.numel(), num_items):
+        raise UsageError(
+            f"score_fn returned shape {tuple(scores.shape)}, expected "
+            f"({batch.numel()}, {num_items})"
+        )
+    device = scores.device
+    scores = scores.clone()
+    scores[:, ~cand.to(device)] = float("-inf")
+    ex_rows, ex_cols = excluded
+    scores[ex_rows.to(device), ex_cols.to(device)] = float("-inf")
+    return scores
+
+
+def _rank_batch(scores: torch.Tensor, k_eff: int, positives: tuple[torch.Tensor, torch.Tensor],
+                auc: bool) -> tuple[torch.Tensor, ...]:
+    """(top-K indices, positives' rows and items, their mid-ranks, their AUC or NaN) of one
+    batch's masked ``scores``. Only the ``[B, k]`` indices come back to the CPU, unless AUC
+    needs the whole matrix."""
+    device = scores.device
+    top = scores.topk(k_eff, dim=1)
+    topk = top.indices.cpu()
+    rows, items = positives
+    no_top = torch.full((scores.shape[0],), float("inf"), device=device)
+    kth = top.values[:, -1] if k_eff else no_top
+    # AUC needs every positive's rank; the top-K metrics only those at or above the
+    # K-th score (a positive below it ranks K or worse either way).
+    ranks = mid_ranks(scores, rows.to(device), items.to(device), None if auc else kth)
+    if auc:
+        pair_auc = _pair_auc(scores[rows, items].cpu(), rows, ranks,
+                             torch.isfinite(scores).sum(1).cpu())
+    else:
+        pair_auc = torch.full((rows.numel(),), float("nan"), dtype=torch.float64)
+    return topk, rows, items, ranks, pair_auc
 
 
 def format_table(results: dict[str, dict[str, dict[str, float]]], k: int = 20) -> str:

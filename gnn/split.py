@@ -1,9 +1,10 @@
-"""Snapshot -> interaction tables and evaluation splits.
+"""Snapshot -> evaluation splits of its interaction pairs (:mod:`kgrec.gnn.pairs` builds them).
 
 Everything here works on row indices into the snapshot's id maps (``user`` indexes
 ``id_maps["user"]``, ``product`` indexes ``id_maps["product"]``). A :class:`Split` holds three
-frames with the columns :data:`SPLIT_COLUMNS`; only ``split.train`` ever reaches message
-passing (:mod:`kgrec.gnn.graph`) or the negative sampler (:mod:`kgrec.gnn.sampling`).
+frames with the columns :data:`~kgrec.gnn.pairs.SPLIT_COLUMNS`; only ``split.train`` ever
+reaches message passing (:mod:`kgrec.gnn.graph`) or the negative sampler
+(:mod:`kgrec.gnn.sampling`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,16 @@ import pandas as pd
 import torch
 
 from kgrec.errors import ModelError, UsageError
+from kgrec.gnn.pairs import (
+    REL_BITS,
+    behaviours_in,
+    event_weight_table,
+    interaction_table,
+    pair_table,
+)
 from kgrec.kg import schema
-from kgrec.kg.snapshot import GraphSnapshot, edge_type
+from kgrec.kg.snapshot import GraphSnapshot
 
-SPLIT_COLUMNS = ["user", "product", "weight", "value", "time"]
 STAGES = ("train", "valid", "test")
 #: Split kinds whose validation pairs come before the test pairs in each user's history.
 TIME_ORDERED_KINDS = ("temporal", "temporal_ratio", "leave_one_out")
@@ -32,9 +39,9 @@ class Split:
     """Train / valid / test interactions as row indices into the snapshot id maps.
 
     Args:
-        train, valid, test: frames with :data:`SPLIT_COLUMNS` (one row per user-product
-            pair; ``weight`` is the loss weight, ``value`` the raw event value, ``time``
-            unix seconds or -1).
+        train, valid, test: frames with :data:`~kgrec.gnn.pairs.SPLIT_COLUMNS` (one row per
+            user-product pair; ``weight`` is the loss weight, ``value`` the raw event value,
+            ``time`` unix seconds or -1).
         num_users, num_items: sizes of the user and product id maps.
         kind: ``"temporal"``, ``"temporal_ratio"``, ``"leave_one_out"``, ``"random"``,
             ``"item_cold_start"`` or ``"given"``.
@@ -122,100 +129,6 @@ class Split:
             f"{self.kind} split{target}: {len(self.train):,} train / {len(self.valid):,} valid / "
             f"{len(self.test):,} test pairs, {self.num_users:,} users x {self.num_items:,} products"
         )
-
-
-def event_weight_table(event_weights: Mapping[str, float] | None = None) -> dict[str, float]:
-    """Per-event-type loss weights: the schema defaults overridden by ``event_weights``."""
-    weights = dict(schema.DEFAULT_EVENT_WEIGHTS)
-    for rel, value in (event_weights or {}).items():
-        weights[schema.event_type(rel)] = float(value)
-    return weights
-
-
-#: Bit of each interaction type in a pair's ``rels`` mask (the behaviours the pair holds).
-REL_BITS = {rel: 1 << i for i, rel in enumerate(schema.INTERACTIONS)}
-
-
-def behaviours_in(rels: np.ndarray) -> list[str]:
-    """The event types any of the ``rels`` masks holds, in :data:`REL_BITS` order."""
-    present = int(np.bitwise_or.reduce(rels, initial=0))
-    return [rel for rel, bit in REL_BITS.items() if present & bit]
-
-
-def interaction_table(
-    snapshot: GraphSnapshot, event_weights: Mapping[str, float] | None = None
-) -> pd.DataFrame:
-    """One row per (user, product) pair of the snapshot's events: :func:`pair_table`."""
-    return pair_table(snapshot.interactions(), event_weights)
-
-
-def pair_table(events: pd.DataFrame, event_weights: Mapping[str, float] | None = None
-               ) -> pd.DataFrame:
-    """One row per (user, product) pair with its loss weight, value, latest time and
-    ``rels`` (the :data:`REL_BITS` of its behaviours).
-
-    The weight of an event is ``event_weights[type]``, times ``value / max rating`` for
-    ratings (so a 5-star rating weighs 1.0 and a 1-star 0.2 by default); a pair seen
-    several times keeps its heaviest event, so one model serves purchase > cart > view.
-    """
-    columns = [*SPLIT_COLUMNS, "rels"]
-    if events.empty:
-        return pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})
-    weights = event_weight_table(event_weights)
-    scale = np.ones(len(events))
-    rated = (events["rel"] == schema.RATED).to_numpy()
-    if rated.any():
-        top = float(events.loc[rated, "value"].max())
-        if top > 0:
-            scale[rated] = events.loc[rated, "value"].to_numpy("float64") / top
-    bits = events["rel"].map(REL_BITS).to_numpy("int64")
-    # Summing a pair's distinct bits ORs them (a behaviour seen twice must count once).
-    first = ~pd.DataFrame({"u": events["user"], "p": events["product"], "b": bits}).duplicated()
-    events = events.assign(weight=events["rel"].map(weights).to_numpy("float64") * scale,
-                           rels=np.where(first.to_numpy(), bits, 0))
-    pairs = (
-        events.groupby(["user", "product"], sort=True)
-        .agg(weight=("weight", "max"), value=("value", "max"), time=("time", "max"),
-             rels=("rels", "sum"))
-        .reset_index()
-    )
-    return pairs[columns].astype(
-        {"user": "int64", "product": "int64", "weight": "float64", "value": "float64",
-         "time": "int64", "rels": "int64"}
-    )
-
-
-def behaviour_weights(pairs: pd.DataFrame, event_weights: Mapping[str, float] | None = None
-                      ) -> np.ndarray:
-    """Each pair's weight from its ``rels``: its heaviest behaviour's, a rating's scaled by
-    ``value / max rating`` (as :func:`pair_table` weighs events)."""
-    weights = event_weight_table(event_weights)
-    rels, value = pairs["rels"].to_numpy("int64"), pairs["value"].to_numpy("float64")
-    rated = (rels & REL_BITS[schema.RATED]) != 0
-    top = float(value[rated].max()) if rated.any() else 0.0
-    out = np.zeros(len(pairs))
-    for rel, bit in REL_BITS.items():
-        scale = value / top if rel == schema.RATED and top > 0 else 1.0
-        out = np.maximum(out, np.where((rels & bit) != 0, weights[rel] * scale, 0.0))
-    return out
-
-
-def target_behaviour(snapshot: GraphSnapshot, target: str | None = "auto") -> str | None:
-    """The event type a split predicts: ``target`` (an event word), or with ``"auto"``
-    ``PURCHASED`` when the catalogue holds purchases beside other behaviours; None (every
-    interaction is a target) for ``""``/None or a single-behaviour catalogue."""
-    present = [rel for rel in schema.INTERACTIONS
-               if edge_type(rel) in snapshot.data.edge_types
-               and snapshot.data[edge_type(rel)].num_edges]
-    if target == "auto":
-        return schema.PURCHASED if schema.PURCHASED in present and len(present) > 1 else None
-    if not target:
-        return None
-    rel = schema.event_type(target)
-    if rel not in present:
-        raise ModelError(f"target behaviour {rel} has no events in this catalogue "
-                         f"(present: {', '.join(present) or 'none'})")
-    return rel
 
 
 def _cut(
@@ -313,26 +226,18 @@ def make_split(
         seed: seed of the random split (and of given's validation pairs without times).
         event_weights: per-event-type loss weights (default
             ``kgrec.kg.schema.DEFAULT_EVENT_WEIGHTS``).
-        target: the event type held out and predicted (:func:`target_behaviour`); None:
-            every interaction. With a target, the other behaviours all stay in training,
-            except in time-ordered kinds those after the user's first held-out target event.
+        target: the event type held out and predicted
+            (:func:`kgrec.gnn.pairs.target_behaviour`); None: every interaction. With a
+            target, the other behaviours all stay in training, except in time-ordered kinds
+            those after the user's first held-out target event.
         held_out: ``user, product`` rows (snapshot row indices) of ``"given"``'s test pairs.
     """
-    _check_ratios(valid_ratio, test_ratio)
-    if kind != "auto" and kind not in _SPLIT_RULES:
-        raise UsageError(
-            f"unknown split kind {kind!r}; expected auto, {', '.join(_SPLIT_RULES)}"
-        )
-    if (kind == "given") != (held_out is not None):
-        raise UsageError("the given split, and only it, takes held_out test pairs")
+    _check_split_args(kind, valid_ratio, test_ratio, held_out)
     events = snapshot.interactions()
     targets = events if target is None else events[events["rel"] == target]
     pairs = pair_table(targets, event_weights)
     if kind == "auto":
-        times = pairs["time"].to_numpy()
-        kind = "temporal" if len(times) and (times >= 0).all() and times.min() < times.max() else (
-            "random"
-        )
+        kind = _auto_kind(pairs)
     stage = _cut(_order_key(pairs, kind, seed), pairs["user"].to_numpy(), valid_ratio,
                  test_ratio, _SPLIT_RULES[kind])
     train, valid, test = (pairs[stage == i].reset_index(drop=True) for i in range(3))
@@ -340,14 +245,29 @@ def make_split(
         test = _given_pairs(held_out, pairs, target, event_weights)
     if target is not None:
         train = pair_table(_training_events(events, target, [valid, test], kind), event_weights)
-    return Split(
-        train, valid, test,
-        num_users=len(snapshot.id_maps["user"]),
-        num_items=len(snapshot.id_maps["product"]),
-        kind=kind,
-        seed=seed if kind == "random" or (kind == "given" and (pairs["time"] < 0).any())
-        else None,
-        target=target,
+    seeded = kind == "random" or (kind == "given" and (pairs["time"] < 0).any())
+    return Split(train, valid, test, num_users=len(snapshot.id_maps["user"]),
+                 num_items=len(snapshot.id_maps["product"]), kind=kind,
+                 seed=seed if seeded else None, target=target)
+
+
+def _check_split_args(kind: str, valid_ratio: float, test_ratio: float,
+                      held_out: pd.DataFrame | None) -> None:
+    """Refuse make_split's impossible arguments (before any work)."""
+    _check_ratios(valid_ratio, test_ratio)
+    if kind != "auto" and kind not in _SPLIT_RULES:
+        raise UsageError(
+            f"unknown split kind {kind!r}; expected auto, {', '.join(_SPLIT_RULES)}"
+        )
+    if (kind == "given") != (held_out is not None):
+        raise UsageError("the given split, and only it, takes held_out test pairs")
+
+
+def _auto_kind(pairs: pd.DataFrame) -> str:
+    """``"auto"``'s kind: temporal when every pair has a time and they differ, else random."""
+    times = pairs["time"].to_numpy()
+    return "temporal" if len(times) and (times >= 0).all() and times.min() < times.max() else (
+        "random"
     )
 
 

@@ -33,10 +33,11 @@ from kgrec.gnn.device import resolve_device, reuse_freed_memory, set_threads
 from kgrec.gnn.losses import bpr_loss, softmax_loss
 from kgrec.gnn.metrics import evaluate_ranking
 from kgrec.gnn.models import EmbeddingModel, build_model
+from kgrec.gnn.pairs import behaviour_weights, interaction_table
 from kgrec.gnn.replica import Replica, current_replica
 from kgrec.gnn.result import TrainResult, export_embeddings
 from kgrec.gnn.sampling import NegativeSampler, negative_pool
-from kgrec.gnn.split import Split, behaviour_weights, interaction_table
+from kgrec.gnn.split import Split
 from kgrec.kg.snapshot import GraphSnapshot
 from kgrec.settings import TrainSettings
 
@@ -209,7 +210,40 @@ def train_model(
     of every batch (:mod:`kgrec.gnn.distributed`); rank 0 alone writes checkpoints.
     """
     settings = cfg if isinstance(cfg, TrainSettings) else TrainSettings.from_any(cfg)
-    if resume and checkpoint_dir is None:
+    device, replica, threads, gen = _prepare(settings, resume and checkpoint_dir is None)
+    weights = train_weights(snapshot, split, settings.event_weights)
+    model = build_model(snapshot, split, settings, product_features=product_features,
+                        train_weight=weights).to(device)
+    stage = eval_stage or ("valid" if len(split.valid) else None)
+    folder = None if checkpoint_dir is None else Path(checkpoint_dir)
+    state, stop_reason = Progress(), "not trainable"
+    start = time.perf_counter()
+    deadline = None if settings.max_minutes is None else start + 60 * settings.max_minutes
+    batch_size, lr = scaled_batch(settings, len(split.train))
+    if model.trainable and len(split.train):
+        optimizer, state = _optimizer_and_progress(model, lr, device, gen, settings, replica,
+                                                   folder if resume else None)
+        loop = _Loop(model, optimizer, gen, split, weights, settings, batch_size, device, replica,
+                     stage, folder if replica.is_main else None, progress and replica.is_main)
+        stop_reason = loop.run(state, deadline)
+        _keep_best(model, state)
+    elif stage == "valid":
+        state.history.append({"epoch": 0, "valid": _evaluate(model, split, stage, settings.k)})
+    seconds = time.perf_counter() - start
+    users, items = export_embeddings(model, snapshot)
+    result = TrainResult(model, users, items, state.history, settings, state.best_epoch, seconds,
+                         stop_reason, {"batch_size": batch_size, "lr": lr, "threads": threads})
+    if progress and replica.is_main:
+        print(result.summary())
+    return result
+
+
+def _prepare(settings: TrainSettings, resume_without_folder: bool
+             ) -> tuple[torch.device, Replica, int, torch.Generator]:
+    """The run's device, replica and torch thread count, with every generator seeded:
+    (device, replica, threads, the generator of shuffles and negatives). Refuses to resume
+    without the interrupted run's checkpoint folder first."""
+    if resume_without_folder:
         raise UsageError("resume=True needs the checkpoint_dir of the interrupted run")
     device = resolve_device(settings.device)
     replica = current_replica(device)
@@ -218,44 +252,35 @@ def train_model(
     reuse_freed_memory()
     torch.manual_seed(settings.seed)
     np.random.seed(settings.seed)
-    gen = torch.Generator().manual_seed(settings.seed)
-    weights = train_weights(snapshot, split, settings.event_weights)
-    model = build_model(snapshot, split, settings, product_features=product_features,
-                        train_weight=weights).to(device)
-    stage = eval_stage or ("valid" if len(split.valid) else None)
-    folder = None if checkpoint_dir is None else Path(checkpoint_dir)
-    state = Progress()
-    stop_reason = "not trainable"
-    start = time.perf_counter()
-    deadline = None if settings.max_minutes is None else start + 60 * settings.max_minutes
-    batch_size, lr = scaled_batch(settings, len(split.train))
-    if model.trainable and len(split.train):
-        # One pass over each parameter instead of six (the GAT's entity table: 3.5 ms a step).
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr,
-                                     fused=device.type in ("cpu", "cuda"))
-        if resume and folder is not None and (folder / LAST_CHECKPOINT).exists():
-            state = resume_from(folder / LAST_CHECKPOINT, model, optimizer, gen, settings)
-            if replica.is_main:
-                log.info("resuming %s after epoch %d", settings.model, state.epoch)
-        elif resume and replica.is_main:
-            log.warning("nothing to resume in %s: training from scratch", folder)
-        loop = _Loop(model, optimizer, gen, split, weights, settings, batch_size, device, replica,
-                     stage, folder if replica.is_main else None, progress and replica.is_main)
-        stop_reason = loop.run(state, deadline)
-        if state.best_state is not None:
-            model.load_state_dict(state.best_state)
-        else:
-            state.best_epoch = len(state.history)
-    elif stage == "valid":
-        state.history.append({"epoch": 0, "valid": _evaluate(model, split, stage, settings.k)})
-    seconds = time.perf_counter() - start
-    users, items = export_embeddings(model, snapshot)
-    result = TrainResult(model, users, items, state.history, settings, state.best_epoch,
-                         seconds, stop_reason, {"batch_size": batch_size, "lr": lr,
-                                                "threads": threads})
-    if progress and replica.is_main:
-        print(result.summary())
-    return result
+    return device, replica, threads, torch.Generator().manual_seed(settings.seed)
+
+
+def _keep_best(model: EmbeddingModel, state: Progress) -> None:
+    """Load the best validation state into ``model``; without one (no validation), the last
+    epoch counts as the best."""
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    else:
+        state.best_epoch = len(state.history)
+
+
+def _optimizer_and_progress(model: EmbeddingModel, lr: float, device: torch.device,
+                            gen: torch.Generator, settings: TrainSettings, replica: Replica,
+                            resume_folder: Path | None
+                            ) -> tuple[torch.optim.Optimizer, Progress]:
+    """Adam over the model's parameters, and the progress to start from: a fresh one, or
+    the last checkpoint in ``resume_folder`` (restoring model, optimizer and ``gen``)."""
+    # One pass over each parameter instead of six (the GAT's entity table: 3.5 ms a step).
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr,
+                                 fused=device.type in ("cpu", "cuda"))
+    if resume_folder is not None and (resume_folder / LAST_CHECKPOINT).exists():
+        state = resume_from(resume_folder / LAST_CHECKPOINT, model, optimizer, gen, settings)
+        if replica.is_main:
+            log.info("resuming %s after epoch %d", settings.model, state.epoch)
+        return optimizer, state
+    if resume_folder is not None and replica.is_main:
+        log.warning("nothing to resume in %s: training from scratch", resume_folder)
+    return optimizer, Progress()
 
 
 @dataclass

@@ -28,8 +28,9 @@ from kgrec.fusion.encoder import TextEncoder
 from kgrec.fusion.fit import Sources
 from kgrec.fusion.reengage import Reengagement
 from kgrec.fusion.text import encode_products, has_text
+from kgrec.gnn.pairs import pair_table
 from kgrec.gnn.result import RETRAIN, TrainResult
-from kgrec.gnn.split import Split, pair_table
+from kgrec.gnn.split import Split
 from kgrec.ids import IdMap
 from kgrec.kg.graph_sources import GraphIndex
 from kgrec.kg.snapshot import GraphSnapshot, build_snapshot

@@ -32,7 +32,8 @@ from kgrec.gnn.behaviours import fit_behaviour_weights, reweighted
 from kgrec.gnn.distributed import train_distributed
 from kgrec.gnn.metrics import evaluate_ranking, long_tail_items
 from kgrec.gnn.models import MODELS
-from kgrec.gnn.split import Split, item_cold_start_split, make_split, target_behaviour
+from kgrec.gnn.pairs import target_behaviour
+from kgrec.gnn.split import Split, item_cold_start_split, make_split
 from kgrec.gnn.train import train_model
 from kgrec.kg import schema
 from kgrec.kg.extract.lists import held_out_pairs

@@ -10,7 +10,8 @@ import torch
 from kgrec.fusion.blend import Blend
 from kgrec.fusion.reengage import SEEN_GRID, Reengagement, conversion_rates, fit_reengagement
 from kgrec.fusion.score import FusedScorer
-from kgrec.gnn.split import REL_BITS, make_split
+from kgrec.gnn.pairs import REL_BITS
+from kgrec.gnn.split import make_split
 from kgrec.kg import schema
 from tests.gnn.conftest import behaviour_snapshot
 

@@ -12,8 +12,9 @@ from kgrec.gnn.export import export_recbole
 from kgrec.gnn.graph import INTERACTS, homogeneous_graph, training_graph
 from kgrec.gnn.lightgcn_files import load_lightgcn_split
 from kgrec.gnn.metrics import cold_start_items
+from kgrec.gnn.pairs import interaction_table
 from kgrec.gnn.sampling import NegativeSampler, negative_pool
-from kgrec.gnn.split import Split, interaction_table, item_cold_start_split, make_split
+from kgrec.gnn.split import Split, item_cold_start_split, make_split
 from kgrec.kg import schema
 from tests.gnn.conftest import tiny_snapshot
 

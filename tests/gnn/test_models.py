@@ -21,7 +21,8 @@ from kgrec.gnn.graph import (
 )
 from kgrec.gnn.models import MODELS, build_model
 from kgrec.gnn.models.base import INIT_STD, SymmetricSpmm
-from kgrec.gnn.models.kgat import KGATModel, knowledge_rounds
+from kgrec.gnn.models.kg_attention import knowledge_rounds
+from kgrec.gnn.models.kgat import KGATModel
 from kgrec.gnn.models.lightgcn import LightGCNModel
 from kgrec.gnn.models.mf import MFModel
 from kgrec.gnn.split import Split

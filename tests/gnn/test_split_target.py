@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from kgrec.errors import ModelError
-from kgrec.gnn.split import REL_BITS, Split, make_split, target_behaviour
+from kgrec.gnn.pairs import REL_BITS, target_behaviour
+from kgrec.gnn.split import Split, make_split
 from kgrec.kg import schema
 from tests.gnn.conftest import behaviour_snapshot, tiny_snapshot
 
