@@ -58,7 +58,7 @@ from kgrec.gnn.graph import HomogeneousGraph, homogeneous_graph, training_graph
 from kgrec.gnn.models.base import INIT_STD, ModelInputs, SymmetricSpmm, sparse_mm
 from kgrec.gnn.models.kg_attention import KnowledgeAttention
 from kgrec.gnn.split import later_events
-from kgrec.settings import ITEM_INPUTS, USER_INPUTS
+from kgrec.settings import ITEM_INPUTS, USER_INPUTS, TrainSettings
 
 
 def _check_inputs(item_input: str, user_input: str, features: Tensor | None,
@@ -121,6 +121,7 @@ class KGATModel(KnowledgeAttention):
             (LightGCN's, :func:`kgrec.gnn.graph.normalized_adjacency`).
         item_counts: ``[I]`` training events per product (zero-count products get no id
             embedding).
+        The defaults of the settings' namesakes are :class:`kgrec.settings.TrainSettings`'s.
         dim: embedding size. layers: collaborative propagation layers.
         kg_hops: attention rounds over the knowledge graph (0: no knowledge graph).
         attention: relation-aware attention (GAT) or uniform means (GCN).
@@ -165,22 +166,22 @@ class KGATModel(KnowledgeAttention):
         adj: Tensor,
         item_counts: Tensor,
         *,
-        dim: int = 64,
-        layers: int = 3,
-        kg_hops: int = 1,
+        dim: int = TrainSettings.dim,
+        layers: int = TrainSettings.layers,
+        kg_hops: int = TrainSettings.kg_hops,
         attention: bool = True,
-        kg_dropout: float = 0.1,
-        kg_every: int = 1,
+        kg_dropout: float = TrainSettings.kg_dropout,
+        kg_every: int = TrainSettings.kg_every,
         product_features: Tensor | None = None,
-        id_dropout: float = 0.2,
+        id_dropout: float = TrainSettings.id_dropout,
         init_std: float = INIT_STD,
         cl_eps: float = 0.0,
         cl_layer: int = 1,
-        item_input: str = "id",
-        user_input: str = "id",
-        text_hidden: int = 0,
+        item_input: str = TrainSettings.item_input,
+        user_input: str = TrainSettings.user_input,
+        text_hidden: int = TrainSettings.text_hidden,
         history: Tensor | None = None,
-        history_half_life: float = 0.0,
+        history_half_life: float = TrainSettings.history_half_life,
     ) -> None:
         super().__init__()
         users, items = graph.offsets["product"], int(item_counts.numel())

@@ -292,14 +292,14 @@ def test_product_without_events_gets_a_text_and_graph_embedding():
     split = Split(frame, frame.iloc[:0], frame.iloc[:0], 3, 4, "given")
     torch.manual_seed(0)
     text = torch.randn(4, 6)
-    model = _kgat(snapshot, split, dim=8, kg_hops=1, product_features=text)
+    model = _kgat(snapshot, split, dim=8, kg_hops=1, product_features=text).eval()  # no dropout
     _, items = model.embed()
     assert float(items[3].norm()) > 0
     with torch.no_grad():
         model.node.weight[3 + 3].fill_(100.0)  # p3's id embedding: unused, it has no events
     _, same = model.embed()
     assert torch.allclose(same[3], items[3])
-    other = _kgat(snapshot, split, dim=8, kg_hops=1, product_features=text.flip(0))
+    other = _kgat(snapshot, split, dim=8, kg_hops=1, product_features=text.flip(0)).eval()
     other.load_state_dict(model.state_dict())
     _, changed = other.embed()
     assert not torch.allclose(changed[3], items[3])  # it follows the text
