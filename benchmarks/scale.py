@@ -23,9 +23,13 @@ Per size (``--sizes``, events) it measures, each step in a subprocess running th
   ``--score-max``; the fusion is fitted on the brand text only, to keep encoding short).
 
 Memory must stay flat as events grow: the table reports the peak-RSS slope in MB per million
-events for each ingest path. Prints a table and writes ``benchmarks/results/scale.json``.
+events for each ingest path. The catalogue (products with text, users) grows with the events
+unless ``--catalogue-events`` fixes its size, which separates the memory per event from the
+memory per product. Prints a table and writes ``benchmarks/results/scale.json``.
 
     .venv/bin/python benchmarks/scale.py [--sizes 1000000 5000000 20000000]
+    .venv/bin/python benchmarks/scale.py --sizes 1000000 5000000 --catalogue-events 1000000 \
+        --bolt-max 0 --train-max 0 --score-max 0 --out benchmarks/results/scale_fixed_catalogue.json
 """
 
 from __future__ import annotations
@@ -85,6 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chunk-rows", type=int, default=100_000, help="data.chunk_rows (100000)")
     p.add_argument("--max-minutes", type=float, default=60.0,
                    help="stop before a size when the run has taken this long (60)")
+    p.add_argument("--catalogue-events", type=int, default=None,
+                   help="size the products and users for this many events at every size, so "
+                        "that only the events grow (default: they grow with the events)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(RESULTS / "scale.json"), help="results JSON path")
     return p.parse_args(argv)
@@ -111,12 +118,15 @@ def _texts(rng: np.random.Generator, vocab: np.ndarray, lengths: np.ndarray) -> 
     return [" ".join(words[end - n:end]) for n, end in zip(lengths, ends, strict=True)]
 
 
-def write_catalogue(folder: Path, events: int, seed: int) -> tuple[Path, Path, dict[str, int]]:
-    """Products and events CSVs of a synthetic catalogue with ``events`` events."""
+def write_catalogue(folder: Path, events: int, seed: int, catalogue_events: int | None = None
+                    ) -> tuple[Path, Path, dict[str, int]]:
+    """Products and events CSVs of a synthetic catalogue with ``events`` events, its products
+    and users as many as the real dataset has for ``catalogue_events`` (None: ``events``)."""
     real, degree, lengths = real_catalogue()
     rng = np.random.default_rng(seed)
-    n_products = max(1, round(events * len(real) / degree.sum()))
-    n_users = max(1, round(events * len(lengths) / degree.sum()))
+    sized = catalogue_events or events
+    n_products = max(1, round(sized * len(real) / degree.sum()))
+    n_users = max(1, round(sized * len(lengths) / degree.sum()))
     pick = rng.integers(0, len(real), size=n_products)  # a real product as each one's model
     title_words = real["title"].fillna("").str.split().str.len().to_numpy()[pick]
     desc_words = real["description"].fillna("").str.split().str.len().to_numpy()[pick]
@@ -251,7 +261,7 @@ def score(run: Path, work: Path, users: int, text_cache: Path) -> dict[str, Any]
 def one_size(n: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     """Every step that ``args`` allows at ``n`` events."""
     t0 = time.perf_counter()
-    products, events, sizes = write_catalogue(folder, n, args.seed)
+    products, events, sizes = write_catalogue(folder, n, args.seed, args.catalogue_events)
     row: dict[str, Any] = {"events": n, **sizes, "generate_s": time.perf_counter() - t0,
                            "events_file_mb": events.stat().st_size / 2**20}
     work = folder / f"run-{n}"
