@@ -45,7 +45,7 @@ from benchmarks._common import RESULTS, ROOT, command, machine, now  # noqa: E40
 from kgrec.kg import schema  # noqa: E402
 from kgrec.kg.extract.recbole import read_recbole_ml100k  # noqa: E402
 from kgrec.kg.store.neo4j import Neo4jStore  # noqa: E402
-from kgrec.kg.store.neo4j_loads import _RelLoad  # noqa: E402
+from kgrec.kg.store.neo4j_loads import RelLoad  # noqa: E402
 from kgrec.kg.store.neo4j_rows import rel_rows  # noqa: E402
 
 SERVER_SH = ROOT / "scripts" / "neo4j" / "server.sh"
@@ -147,20 +147,20 @@ def naive_load(driver: neo4j.Driver, subset: dict[str, pd.DataFrame], progress: 
 
 def create_vs_merge(store: Neo4jStore, tables, pairs: int, pid: int | None) -> dict:
     """First loads into an emptied database, alternating the CREATE path on and off ("merge":
-    today's code with :class:`_RelLoad` never owning the type, i.e. every batch MERGEs under
+    today's code with :class:`RelLoad` never owning the type, i.e. every batch MERGEs under
     the type lock, as before the CREATE path came back): wall and server CPU per load."""
     runs: dict[str, list[tuple[float, float | None]]] = {"create": [], "merge": []}
-    owns = _RelLoad.owns
+    owns = RelLoad.owns
     try:
         for _ in range(pairs):
             for path in ("create", "merge"):
-                _RelLoad.owns = owns if path == "create" else (lambda self, stored: False)
+                RelLoad.owns = owns if path == "create" else (lambda self, stored: False)
                 store.clear()
                 store.ensure_constraints()
                 _, wall, cpu = timed(store.write, tables, progress=False, pid=pid)
                 runs[path].append((round(wall, 3), None if cpu is None else round(cpu, 3)))
     finally:
-        _RelLoad.owns = owns
+        RelLoad.owns = owns
     out: dict = {"pairs": pairs, "loads": runs}
     for metric, pick in (("wall", 0), ("server_cpu", 1)):
         values = {p: [r[pick] for r in runs[p] if r[pick] is not None] for p in runs}

@@ -7,7 +7,7 @@ CREATEs, which skips MERGE's look-up of existing elements, and stays safe when t
 at once: a node label's first load CREATEs under the key's uniqueness constraint, falling back
 to MERGE when another writer got there first; a relationship type's batches take the type's
 lock node in turn and CREATE only while the type holds nothing but this load's own
-relationships (:class:`~kgrec.kg.store.neo4j_loads._RelLoad`), MERGE otherwise. A load cut off
+relationships (:class:`~kgrec.kg.store.neo4j_loads.RelLoad`), MERGE otherwise. A load cut off
 (server killed) keeps its committed batches, and re-running it completes the graph without
 duplicates. NA/NaN values are left out of the property maps (Neo4j has no null properties), and
 read back as NA. Rows are shaped in :mod:`kgrec.kg.store.neo4j_rows`; :func:`connect
@@ -26,14 +26,14 @@ from tqdm.auto import tqdm
 
 from kgrec.errors import StoreError, UsageError
 from kgrec.kg import cypher, schema
-from kgrec.kg.store.neo4j_loads import _Again, _RelLoad, _retry
+from kgrec.kg.store.neo4j_loads import RelLoad, RunAgain, retry
 from kgrec.kg.store.neo4j_rows import (
     Row,
-    _batches,
-    _check_not_null,
+    check_not_null,
     group_by_src,
     node_rows,
     rel_rows,
+    row_batches,
 )
 from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
 
@@ -104,7 +104,7 @@ class Neo4jStore:
             # Two loads creating the same constraint at once: one may fail; retry sees it.
             for query in [*map(cypher.create_constraint, schema.NODE_LABELS),
                           cypher.create_lock_constraint()]:
-                _retry(session.run, query)
+                retry(session.run, query)
             session.run("CALL db.awaitIndexes(300)").consume()
         self._constraints_done = True
 
@@ -130,11 +130,11 @@ class Neo4jStore:
     def _check_names(tables: GraphTables) -> None:
         """Refuse tables this method would skip and keys it cannot write, before writing."""
         for lab, frame in tables.nodes.items():
-            _check_not_null(frame, [schema.NODE_KEY], schema.label(lab))
+            check_not_null(frame, [schema.NODE_KEY], schema.label(lab))
         for rel, frame in tables.rels.items():
             if schema.rel_type(rel) == schema.RECOMMENDED:
                 raise StoreError("write RECOMMENDED rows with write_recommendations(), not write()")
-            _check_not_null(frame, ["src", "dst"], rel)
+            check_not_null(frame, ["src", "dst"], rel)
 
     def _check_endpoints(self, tables: GraphTables) -> None:
         """Fail before writing anything when a relationship names a node that is neither in
@@ -174,7 +174,7 @@ class Neo4jStore:
                 if len(query) == 1:
                     raise
                 query.pop(0)
-                raise _Again from None
+                raise RunAgain from None
 
         return self._run_batches(work, rows, label, progress)
 
@@ -185,7 +185,7 @@ class Neo4jStore:
         groups: dict[tuple[str, ...], list[Row]] = {}
         for row in rows:
             groups.setdefault(tuple(k for k in spec.key if row[k] is None), []).append(row)
-        load = _RelLoad(rel)
+        load = RelLoad(rel)
         total = 0
         for null_keys, group in groups.items():
             merge = (cypher.merge_rels_null_key(rel, null_keys) if null_keys
@@ -195,7 +195,7 @@ class Neo4jStore:
         self.rel_paths[rel] = dict(load.batches)
         return total
 
-    def _rel_work(self, load: _RelLoad, merge: str,
+    def _rel_work(self, load: RelLoad, merge: str,
                   may_create: bool) -> Callable[[ManagedTransaction, list[Row]], int]:
         """One batch: take the type's lock, CREATE while the type holds only what this load
         created (a first load at full speed), MERGE otherwise."""
@@ -242,9 +242,9 @@ class Neo4jStore:
             tqdm(total=len(rows), desc=desc, unit="row", disable=not (progress and rows),
                  leave=False) as bar,
         ):
-            for batch in _batches(rows, self.batch_size):
+            for batch in row_batches(rows, self.batch_size):
                 try:
-                    created += _retry(session.execute_write, work, batch)
+                    created += retry(session.execute_write, work, batch)
                 except (ServiceUnavailable, SessionExpired):
                     raise StoreError(
                         f"lost the connection to Neo4j while writing {desc} ({done:,} of "
@@ -262,7 +262,7 @@ class Neo4jStore:
             return 0
         self.ensure_constraints()
         frame = typed_rel_table(schema.RECOMMENDED, frame)
-        _check_not_null(frame, ["src", "dst", "model_version"], schema.RECOMMENDED)
+        check_not_null(frame, ["src", "dst", "model_version"], schema.RECOMMENDED)
         rows = rel_rows(schema.RECOMMENDED, frame)  # deduplicated on (src, dst, model_version)
         # A user's rows stay in one transaction: delete-then-create must see all of them.
         by_user: dict[tuple[str, str], list[Row]] = {}
@@ -289,7 +289,7 @@ class Neo4jStore:
             tqdm(total=len(rows), desc="RECOMMENDED", unit="row", disable=not progress) as bar,
         ):
             for chunk in chunks:
-                written += _retry(session.execute_write, work, chunk)
+                written += retry(session.execute_write, work, chunk)
                 bar.update(len(chunk))
         return written
 

@@ -12,7 +12,7 @@ from neo4j.exceptions import ConstraintError, TransientError
 from kgrec.kg import cypher
 
 
-class _RelLoad:
+class RelLoad:
     """One load's writes of one relationship type, for the CREATE path.
 
     Every batch of every load takes the type's lock node first, so batches of one type run
@@ -41,19 +41,19 @@ class _RelLoad:
             self.expected += created
 
 
-class _Again(Exception):
+class RunAgain(Exception):
     """Raised inside a transaction function to roll back and run the batch again at once."""
 
 
-def _retry(call: Callable[..., Any], *args: Any, tries: int = 5) -> Any:
-    """``call(*args)``, again after :class:`_Again`, a ConstraintError (two concurrent MERGEs of one
-    new node: a known Neo4j race, the retry finds the node) or a transient error that the
-    driver's own retries did not outlast (a deadlock between concurrent loads)."""
+def retry(call: Callable[..., Any], *args: Any, tries: int = 5) -> Any:
+    """``call(*args)``, again after :class:`RunAgain`, a ConstraintError (two concurrent
+    MERGEs of one new node: a known Neo4j race, the retry finds the node) or a transient error
+    that the driver's own retries did not outlast (a deadlock between concurrent loads)."""
     for attempt in range(tries):
         try:
             result = call(*args)
             return result.consume() if isinstance(result, Result) else result
-        except _Again:
+        except RunAgain:
             continue
         except (ConstraintError, TransientError):
             if attempt == tries - 1:

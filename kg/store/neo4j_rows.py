@@ -31,7 +31,7 @@ def _column(frame: pd.DataFrame, name: str) -> list[Any]:
     return [_clean(v) for v in values]
 
 
-def _check_not_null(frame: pd.DataFrame, columns: list[str], table: str) -> None:
+def check_not_null(frame: pd.DataFrame, columns: list[str], table: str) -> None:
     """Keys must be present; an empty string is refused too (reads page on ``id > ""``)."""
     for col in columns:
         bad = (frame[col].isna() | (frame[col] == "")).to_numpy().nonzero()[0]
@@ -42,7 +42,7 @@ def _check_not_null(frame: pd.DataFrame, columns: list[str], table: str) -> None
 def node_rows(label: str, frame: pd.DataFrame) -> list[Row]:
     """``{id, <property>...}`` maps for :func:`kgrec.kg.cypher.merge_nodes` (NA -> None)."""
     frame = typed_node_table(label, frame)
-    _check_not_null(frame, [schema.NODE_KEY], label)
+    check_not_null(frame, [schema.NODE_KEY], label)
     # First row of a duplicated key wins, as in LocalStore (MERGE alone would let the last win).
     frame = frame.drop_duplicates(schema.NODE_KEY, keep="first")
     return _records(frame)
@@ -52,7 +52,7 @@ def rel_rows(rel: str, frame: pd.DataFrame) -> list[Row]:
     """``{src, dst, <property>...}`` maps sorted by ``src``, for :func:`group_by_src` (NA: None)."""
     spec = schema.rel_spec(rel)
     frame = typed_rel_table(rel, frame)
-    _check_not_null(frame, ["src", "dst"], rel)
+    check_not_null(frame, ["src", "dst"], rel)
     frame = frame.drop_duplicates(["src", "dst", *spec.key], keep="first")
     # Sorted by source so that a batch groups into few source nodes.
     return _records(frame.sort_values("src", kind="stable"))
@@ -73,6 +73,6 @@ def group_by_src(rows: list[Row]) -> list[Row]:
     return [{"src": src, "rels": rels} for src, rels in groups.items()]
 
 
-def _batches(rows: list[Row], size: int) -> Iterator[list[Row]]:
+def row_batches(rows: list[Row], size: int) -> Iterator[list[Row]]:
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
