@@ -86,7 +86,8 @@ def write_back(
     batch_size: int = 5_000,
     progress: bool = True,
 ) -> int:
-    """Write scores to the store as ``RECOMMENDED`` relationships, in batches.
+    """Write scores to the store as ``RECOMMENDED`` relationships, in batches of about
+    ``batch_size`` rows (in one call where the store rewrites its table on each call).
 
     Idempotent per model version: the store merges on (user, product, model_version), so a
     rerun updates the same relationships instead of adding new ones.
@@ -95,7 +96,8 @@ def write_back(
     # Stores replace a user's recommendations of a version per call, so a user's rows must
     # never be split over two batches: sort by user and cut only at user boundaries.
     rows = rows.sort_values(["src", "rank"], kind="stable").reset_index(drop=True)
-    bounds = user_batches(rows["src"].to_numpy(), batch_size)
+    bounds = ([(0, len(rows))] if store.rewrites_recommendations
+              else user_batches(rows["src"].to_numpy(), batch_size))
     written = 0
     for start, end in tqdm(bounds, desc="write-back", unit="batch", disable=not progress,
                            leave=False):

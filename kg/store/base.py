@@ -19,6 +19,11 @@ class GraphStore(Protocol):
     same graph yield identical snapshots.
     """
 
+    #: Whether each ``write_recommendations`` call rewrites the whole ``RECOMMENDED`` table
+    #: (the embedded store): callers then pass every row in one call, since one call per
+    #: batch would make the write grow with the square of the recommendations.
+    rewrites_recommendations: bool
+
     def write(self, tables: GraphTables, *, progress: bool = True) -> dict[str, int]:
         """Merge ``tables`` into the store (idempotent); returns how many nodes and
         relationships of each label/type were newly created."""

@@ -311,6 +311,8 @@ class BulkStore:
         batch_size: rows per write of the Neo4jStore used after the import.
     """
 
+    rewrites_recommendations = False
+
     def __init__(self, settings: Neo4jConfig, home: str | Path | None = None, *,
                  env: dict[str, str] | None = None, batch_size: int = 5_000) -> None:
         self.settings = settings

@@ -50,6 +50,8 @@ class LocalStore:
         path: folder of the store (created on first write).
     """
 
+    rewrites_recommendations = True
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
         #: Part file -> (its stat token, its sorted key hashes): an append then looks keys

@@ -49,6 +49,8 @@ class Neo4jStore:
             :func:`~kgrec.kg.store.neo4j_connect.connect`).
     """
 
+    rewrites_recommendations = False
+
     def __init__(
         self,
         driver: Driver,

@@ -247,6 +247,21 @@ def test_write_back_is_idempotent_per_model_version(tmp_path) -> None:
     assert v1["created_at"].notna().all()
 
 
+def test_the_embedded_store_is_written_in_one_call(tmp_path, monkeypatch) -> None:
+    """Each call rewrites its RECOMMENDED table: a call per batch would grow with the square
+    of the recommendations (166k on Scientific: 34 rewrites, 10 s of a 11 s score stage)."""
+    store = _store_with_graph(tmp_path / "store")
+    calls = []
+    write = store.write_recommendations
+    monkeypatch.setattr(store, "write_recommendations",
+                        lambda frame, **kw: calls.append(len(frame)) or write(frame, **kw))
+    frame = pd.DataFrame({"user_id": ["u0", "u0", "u1"], "product_id": ["p0", "p1", "p2"],
+                          "rank": [1, 2, 1], "score": [0.9, 0.5, 0.8],
+                          "score_gnn": [0.4, 0.3, 0.2], "score_text": [0.1, 0.2, 0.3]})
+    assert write_back(store, frame, model_version="v1", batch_size=1, progress=False) == 3
+    assert calls == [3]
+
+
 @pytest.mark.neo4j
 def test_write_back_to_neo4j_is_idempotent(neo4j_store) -> None:
     tables = GraphTables()
