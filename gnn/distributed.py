@@ -36,6 +36,7 @@ from kgrec.gnn.models import build_model
 from kgrec.gnn.replica import init_from_env, rank_device
 from kgrec.gnn.result import TrainResult, export_embeddings
 from kgrec.gnn.train import train_model, train_weights
+from kgrec.gnn.warm import row_keys
 from kgrec.settings import TrainSettings
 
 
@@ -76,7 +77,7 @@ def train_distributed(snapshot, split, cfg: Any = None, nproc: int = 2, *,
     """:func:`kgrec.gnn.train.train_model` in ``nproc`` local processes; returns rank 0's
     :class:`~kgrec.gnn.result.TrainResult` (the trained model rebuilt in this process).
     ``kwargs``: the other options of ``train_model`` (``progress``, ``checkpoint_dir``,
-    ``resume``, ``eval_stage``)."""
+    ``resume``, ``eval_stage``, ``warm_start``)."""
 
     settings = cfg if isinstance(cfg, TrainSettings) else TrainSettings.from_any(cfg)
     kwargs["product_features"] = product_features
@@ -90,4 +91,5 @@ def train_distributed(snapshot, split, cfg: Any = None, nproc: int = 2, *,
     model.load_state_dict(saved["model"])
     users, items = export_embeddings(model, snapshot)
     return TrainResult(model, users, items, saved["history"], settings, saved["best_epoch"],
-                       saved["seconds"], saved["stop_reason"])
+                       saved["seconds"], saved["stop_reason"],
+                       row_keys=row_keys(model, snapshot))

@@ -68,14 +68,19 @@ class HomogeneousGraph:
         return int(self.node_type.numel())
 
 
+def node_order(node_types: list[str]) -> list[str]:
+    """The node types in the order of the flattened node space: users, products, the rest
+    sorted by name."""
+    return ["user", "product", *sorted(nt for nt in node_types if nt not in ("user", "product"))]
+
+
 def homogeneous_graph(graph: HeteroData, relations: list[str] | None = None) -> HomogeneousGraph:
     """Flatten ``graph`` (from :func:`training_graph`) with users first, then products.
 
     Each edge type contributes both directions with distinct relation ids; ``RELATED``
     edges are further typed by their knowledge-graph relation (``relations`` names them).
     """
-    rest = sorted(nt for nt in graph.node_types if nt not in ("user", "product"))
-    order = ["user", "product", *rest]
+    order = node_order(graph.node_types)
     offsets, start, types = {}, 0, []
     for i, nt in enumerate(order):
         offsets[nt] = start

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from kgrec.errors import ModelError
 from kgrec.files import atomic_write, checksums, read_artefact, verify, write_text
 from kgrec.gnn.models import EmbeddingModel, FrozenEmbeddings
+from kgrec.gnn.warm import ROW_KEYS_FILE, load_row_keys, save_row_keys
 from kgrec.ids import NodeEmbeddings
 from kgrec.kg.snapshot import GraphSnapshot
 from kgrec.settings import TrainSettings
@@ -51,7 +54,10 @@ class TrainResult:
             evaluations: converged), ``"epoch cap"``, ``"time limit"`` (the ``max_minutes``
             safety net) or ``"not trainable"`` (popularity, frozen embeddings).
         applied: what the run derived from the settings and the machine: ``batch_size``
-            and ``lr`` (:func:`scaled_batch`) and torch ``threads``.
+            and ``lr`` (:func:`scaled_batch`) and torch ``threads``; ``warm_start`` where
+            it started from a previous run (:mod:`kgrec.gnn.warm`).
+        row_keys: the ids of the rows of the model's node and relation tables
+            (:func:`kgrec.gnn.warm.row_keys`), saved so that a later run can warm-start.
     """
 
     model: EmbeddingModel
@@ -63,6 +69,10 @@ class TrainResult:
     seconds: float = 0.0
     stop_reason: str = "not trainable"
     applied: dict[str, Any] = field(default_factory=dict)
+    row_keys: dict[str, np.ndarray] | None = None
+    #: A loaded result's ``checkpoint.pt``: ``model`` then holds only the embeddings, and a
+    #: save copies this file, so the trained parameters (a later warm start's) survive.
+    saved_checkpoint: Path | None = None
 
     @property
     def converged(self) -> bool | None:
@@ -102,7 +112,9 @@ class TrainResult:
     def _stopped(self) -> str:
         if self.converged is None:
             return "no training"
-        return how_training_ended(self.stop_reason, self.settings.max_minutes)
+        warm = self.applied.get("warm_start")
+        started = f"warm-started from {warm['source']}, " if warm else ""
+        return started + how_training_ended(self.stop_reason, self.settings.max_minutes)
 
     def save(self, folder: str | Path) -> Path:
         """Write checkpoint, embeddings, id maps, settings and history into ``folder``.
@@ -112,14 +124,21 @@ class TrainResult:
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        source = self.saved_checkpoint
         writers = {
-            "checkpoint.pt": lambda p: torch.save(self.model.state_dict(), p),
+            "checkpoint.pt": (lambda p: torch.save(self.model.state_dict(), p)) if source is None
+            else (lambda p: shutil.copyfile(source, p)),
             "user_embeddings.pt": self.user_embeddings.save,
             "product_embeddings.pt": self.product_embeddings.save,
             "ids_user.json": self.user_embeddings.ids.save,
             "ids_product.json": self.product_embeddings.ids.save,
             "history.json": lambda p: p.write_text(json.dumps(self.history, indent=1)),
         }
+        if self.row_keys is not None:
+            keys = self.row_keys
+            writers[ROW_KEYS_FILE] = lambda p: save_row_keys(keys, p)
+        else:  # another model's keys must not outlive it in a reused folder
+            (folder / ROW_KEYS_FILE).unlink(missing_ok=True)
         for name, write in writers.items():
             atomic_write(folder / name, write)
         meta = {"settings": dataclasses.asdict(self.settings), "best_epoch": self.best_epoch,
@@ -145,10 +164,13 @@ class TrainResult:
         users = read_artefact(folder / "user_embeddings.pt", NodeEmbeddings.load, RETRAIN)
         items = read_artefact(folder / "product_embeddings.pt", NodeEmbeddings.load, RETRAIN)
         history = read_artefact(folder / "history.json", _read_json, RETRAIN)
+        keys = folder / ROW_KEYS_FILE
+        row_keys = read_artefact(keys, load_row_keys, RETRAIN) if keys.exists() else None
         return cls(
             FrozenEmbeddings(users.tensor, items.tensor), users, items, history,
             TrainSettings.from_any(None, **meta["settings"]), meta["best_epoch"], meta["seconds"],
-            meta.get("stop_reason", "epoch cap"), meta.get("applied", {}),
+            meta.get("stop_reason", "epoch cap"), meta.get("applied", {}), row_keys,
+            folder / "checkpoint.pt" if (folder / "checkpoint.pt").exists() else None,
         )
 
 

@@ -38,6 +38,7 @@ from kgrec.gnn.replica import Replica, current_replica
 from kgrec.gnn.result import TrainResult, export_embeddings
 from kgrec.gnn.sampling import NegativeSampler, negative_pool
 from kgrec.gnn.split import Split
+from kgrec.gnn.warm import WarmStart, row_keys
 from kgrec.kg.snapshot import GraphSnapshot
 from kgrec.settings import TrainSettings
 
@@ -187,6 +188,7 @@ def train_model(
     eval_stage: str | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    warm_start: WarmStart | None = None,
 ) -> TrainResult:
     """Train ``cfg.model`` on ``split.train`` and return the best-validation state.
 
@@ -205,6 +207,8 @@ def train_model(
         resume: continue from ``checkpoint_dir/last.pt`` when it exists: the same result
             as an uninterrupted run. Only ``epochs``, ``max_minutes``, ``patience`` and
             ``device`` may differ from the interrupted run's settings.
+        warm_start: a previous run's parameters to start from (:mod:`kgrec.gnn.warm`),
+            matched on ids; a resumed run starts from its checkpoint instead.
 
     Inside an initialised torch.distributed process group each rank trains on its share
     of every batch (:mod:`kgrec.gnn.distributed`); rank 0 alone writes checkpoints.
@@ -213,7 +217,12 @@ def train_model(
     device, replica, threads, gen = _prepare(settings, resume and checkpoint_dir is None)
     weights = train_weights(snapshot, split, settings.event_weights)
     model = build_model(snapshot, split, settings, product_features=product_features,
-                        train_weight=weights).to(device)
+                        train_weight=weights)
+    keys = row_keys(model, snapshot)
+    warmed = None if warm_start is None or not model.trainable else warm_start.apply(model, keys)
+    if warmed is not None and progress and replica.is_main:
+        print(f"kgrec: {warmed.summary()}")
+    model = model.to(device)
     stage = eval_stage or ("valid" if len(split.valid) else None)
     folder = None if checkpoint_dir is None else Path(checkpoint_dir)
     state, stop_reason = Progress(), "not trainable"
@@ -231,8 +240,11 @@ def train_model(
         state.history.append({"epoch": 0, "valid": _evaluate(model, split, stage, settings.k)})
     seconds = time.perf_counter() - start
     users, items = export_embeddings(model, snapshot)
+    applied: dict[str, Any] = {"batch_size": batch_size, "lr": lr, "threads": threads}
+    if warmed is not None:
+        applied["warm_start"] = warmed.to_dict()
     result = TrainResult(model, users, items, state.history, settings, state.best_epoch, seconds,
-                         stop_reason, {"batch_size": batch_size, "lr": lr, "threads": threads})
+                         stop_reason, applied, keys)
     if progress and replica.is_main:
         print(result.summary())
     return result

@@ -42,12 +42,14 @@ class Recommender(Run):
     def fit(cls, snapshot: GraphSnapshot | str | Path, config: Config | None = None, *,
             split: str | Split | None = None, progress: bool = True,
             checkpoint_dir: str | Path | None = None, resume: bool = False,
-            **train: Any) -> Recommender:
+            warm_start: str | Path | None = None, **train: Any) -> Recommender:
         """Train ``config.train.model`` on a split of ``snapshot``
-        (:func:`kgrec.training.train_run`: ``split`` a kind or a ready split; ``train``:
-        overrides of ``[train]`` settings, e.g. ``model="mf"``, ``nproc`` > 1 data-parallel)."""
+        (:func:`kgrec.training.train_run`: ``split`` a kind or a ready split; ``warm_start``
+        a previous run folder to start from; ``train``: overrides of ``[train]`` settings,
+        e.g. ``model="mf"``, ``nproc`` > 1 data-parallel)."""
         run = training.train_run(snapshot, config, split=split, progress=progress,
-                                 checkpoint_dir=checkpoint_dir, resume=resume, **train)
+                                 checkpoint_dir=checkpoint_dir, resume=resume,
+                                 warm_start=warm_start, **train)
         return cls(run.snapshot, run.split, run.result, run.config)
 
     def fuse(self, text_sides: Sequence[str] | None = None, *,

@@ -21,7 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             f"Run {stages} on the catalogue named by [source], into [run] workdir. A "
             "stage whose settings and inputs did not change since its last run is reused "
-            "(keyed by content hashes), so a second run redoes only what changed. The "
+            "(keyed by content hashes), so a second run redoes only what changed. When "
+            "events were appended to the dump since, each model trains from the previous "
+            "run's parameters, matched on ids (run.warm_start; --force train starts from "
+            "scratch), and the fusion is fitted again on the new validation window. The "
             "report (WORKDIR/report/report.html and .md) compares popularity, the "
             "baselines, the GNN, the text alone and the fusion on the overall, long-tail, "
             "cold-start and tail-candidate slices."),
@@ -46,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="append", default=[], choices=RUN_STAGES, metavar="STAGE",
                    help="rerun this stage and those after it (repeatable; "
-                   f"{', '.join(RUN_STAGES)})")
+                   f"{', '.join(RUN_STAGES)}); a forced train starts from scratch")
     p.add_argument("--workdir", help="output folder (default: run.workdir)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 

@@ -30,6 +30,7 @@ from kgrec.files import write_text
 from kgrec.fusion.output import write_back, write_parquet
 from kgrec.gnn.checkpoint import LAST_CHECKPOINT
 from kgrec.gnn.metrics import format_table
+from kgrec.gnn.warm import WarmStart
 from kgrec.kg.extract.sources import source_files
 from kgrec.kg.snapshot import GraphSnapshot
 from kgrec.kg.stats import graph_stats
@@ -38,7 +39,7 @@ from kgrec.report import ReportData, training_line, write_report
 from kgrec.runfolder import load_snapshot
 from kgrec.settings import RUN_STAGES
 from kgrec.stores import open_store
-from kgrec.training import make_run_split
+from kgrec.training import make_run_split, warm_start_from
 
 STATE_FILE = "state.json"
 log = logging.getLogger(__name__)
@@ -225,9 +226,10 @@ class Pipeline:
             resume = (checkpoints / LAST_CHECKPOINT).exists()
             if resume:
                 self._say(f"  resuming the interrupted training from {checkpoints}")
+            warm = None if resume else self._warm_start(model)
             rec = Recommender.fit(self.snapshot, cfg, model=model, split=self.split,
                                   progress=self.progress, checkpoint_dir=checkpoints,
-                                  resume=resume)
+                                  resume=resume, warm_start=warm)
             rec.save(self.path("runs", model), with_snapshot=False)
             shutil.rmtree(checkpoints, ignore_errors=True)
             if not self.progress:  # training prints it itself otherwise
@@ -235,6 +237,19 @@ class Pipeline:
             return {"run": str(self.path("runs", model, "settings.json"))}
 
         return key, work
+
+    def _warm_start(self, model: str) -> WarmStart | None:
+        """The previous run of ``model`` to start from (``run.warm_start``; never when the
+        train stage is forced), or None, said with the reason where one exists."""
+        folder = self.path("runs", model)
+        if not self.config.run.warm_start or "train" in self.force or not folder.exists():
+            return None
+        warm, why_not = warm_start_from(folder, self.config, model)
+        if warm is None and why_not:
+            self._say(f"  training {model} from scratch: {why_not}")
+        elif not self.progress:  # training says it itself otherwise
+            self._say(f"  {model}: warm start from {folder}")
+        return warm
 
     def _fuse(self):
         cfg = self.config

@@ -9,6 +9,7 @@ fail to load. The one place that knows this layout.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -151,6 +152,8 @@ class Run:
             self.snapshot.save(folder / SNAPSHOT_DIR)
         if self.fusion is not None:
             save_fusion(self.fusion, folder / FUSION_DIR, self.users, self.products)
+        else:  # a fusion fitted on an earlier training (other ids, perhaps) must not stay
+            shutil.rmtree(folder / FUSION_DIR, ignore_errors=True)
         write_text(folder / CONFIG_FILE, json.dumps(self.config.redacted(), indent=1))
         write_text(folder / TRAINED_ON_FILE,
                    json.dumps({"snapshot_id_hash": self.snapshot.id_hash()}))

@@ -384,5 +384,10 @@ class RunConfig:
     write_back: bool = True
     #: Users shown in the report with their recommendations and why-paths.
     sample_users: int = 3
+    #: When the data changed since the last run (events appended) and a model's settings
+    #: did not, train it from the previous run's parameters (matched on ids; new users and
+    #: products start fresh) under the usual early stopping, instead of from scratch.
+    #: `--force train` always trains from scratch.
+    warm_start: bool = True
 
 

@@ -7,6 +7,7 @@ its fusion fit (:func:`fuse_run`) and its evaluation table (:func:`evaluate_run`
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from kgrec.config import Config
-from kgrec.errors import InputError
+from kgrec.errors import InputError, ModelError
 from kgrec.fusion.alpha import AlphaFunction
 from kgrec.fusion.artefacts import Fusion
 from kgrec.fusion.fit import (
@@ -35,10 +36,11 @@ from kgrec.gnn.models import MODELS
 from kgrec.gnn.pairs import target_behaviour
 from kgrec.gnn.split import Split, item_cold_start_split, make_split
 from kgrec.gnn.train import train_model
+from kgrec.gnn.warm import WarmStart
 from kgrec.kg import schema
 from kgrec.kg.extract.lists import held_out_pairs
 from kgrec.kg.snapshot import GraphSnapshot
-from kgrec.runfolder import Run, as_snapshot, encode_catalogue
+from kgrec.runfolder import CONFIG_FILE, Run, as_snapshot, encode_catalogue
 from kgrec.settings import SourceSpec, TrainSettings
 
 
@@ -98,10 +100,42 @@ def given_test_pairs(snapshot: GraphSnapshot, source: SourceSpec, target: str | 
     return pd.DataFrame({"user": users[known], "product": products[known]})
 
 
+#: Settings that steer a training run without changing the model it trains: a previous run
+#: trained under other values of these may still warm-start this one.
+RUN_CONTROL = ("epochs", "patience", "min_gain", "eval_every", "max_minutes", "max_batches",
+               "device", "threads")
+TEXT_SETTINGS = ("text_model", "text_fields", "text_separator")
+
+
+def warm_start_from(folder: str | Path, config: Config, model: str
+                    ) -> tuple[WarmStart | None, str]:
+    """The trained run in ``folder`` as the start of training ``model`` under ``config``, or
+    None and why not: none there, other model settings or text inputs, no row keys."""
+    folder = Path(folder)
+    if not (folder / "settings.json").exists():
+        return None, f"no previous run in {folder}"
+    meta = json.loads((folder / "settings.json").read_text())
+    if meta.get("converged") is None:  # popularity: nothing trained, nothing to carry
+        return None, ""
+    old = meta["settings"]
+    new = dataclasses.asdict(TrainSettings.from_any(config.train, model=model))
+    old_text = json.loads((folder / CONFIG_FILE).read_text()).get("fusion", {}) \
+        if (folder / CONFIG_FILE).exists() else {}
+    changed = [k for k in new if k not in RUN_CONTROL and old.get(k) != new[k]]
+    changed += [f"fusion.{k}" for k in TEXT_SETTINGS
+                if old_text.get(k) != json.loads(json.dumps(getattr(config.fusion, k)))]
+    if changed:
+        return None, f"the previous run's settings differ ({', '.join(changed)})"
+    try:
+        return WarmStart.load(folder), ""
+    except ModelError as exc:
+        return None, str(exc)
+
+
 def train_run(snapshot: GraphSnapshot | str | Path, config: Config | None = None, *,
         split: str | Split | None = None, progress: bool = True,
         checkpoint_dir: str | Path | None = None, resume: bool = False,
-        **train: Any) -> Run:
+        warm_start: WarmStart | str | Path | None = None, **train: Any) -> Run:
     """Train ``config.train.model`` (or the ``model`` override) on a split of ``snapshot``.
 
     Args:
@@ -112,6 +146,8 @@ def train_run(snapshot: GraphSnapshot | str | Path, config: Config | None = None
         progress: show progress bars.
         checkpoint_dir: where training keeps its best and last states while it runs.
         resume: continue an interrupted run from ``checkpoint_dir/last.pt``.
+        warm_start: start from a previous run's parameters (its run folder, or a loaded
+            :class:`~kgrec.gnn.warm.WarmStart`), matched on ids (:mod:`kgrec.gnn.warm`).
         train: overrides of ``[train]`` settings, e.g. ``model="mf"`` (gat, gcn, lightgcn,
             mf or pop) or ``epochs=5``; None leaves a setting as configured; ``nproc`` > 1 trains
             data-parallel in that many processes (:mod:`kgrec.gnn.distributed`).
@@ -134,8 +170,10 @@ def train_run(snapshot: GraphSnapshot | str | Path, config: Config | None = None
         run_split = reweighted(run_split, behaviours.weights)
         if progress:
             print(f"kgrec: {behaviours.summary()}")
+    if warm_start is not None and not isinstance(warm_start, WarmStart):
+        warm_start = WarmStart.load(warm_start)
     options = {"product_features": features, "progress": progress,
-               "checkpoint_dir": checkpoint_dir, "resume": resume}
+               "checkpoint_dir": checkpoint_dir, "resume": resume, "warm_start": warm_start}
     result = (train_distributed(snapshot, run_split, settings, nproc, **options)
               if nproc > 1 else train_model(snapshot, run_split, settings, **options))
     if behaviours is not None:

@@ -146,3 +146,38 @@ def test_the_same_run_on_neo4j_writes_recommended(dump, tmp_path, neo4j_uri, neo
         rated = session.run("MATCH ()-[r:RATED]->() RETURN count(r) AS n").single()["n"]
     assert count == len(frame) > 0
     assert rated == 300
+
+
+def test_appended_events_warm_start_training_and_a_forced_train_starts_afresh(
+        dump, tmp_path) -> None:
+    """A day's new events (one new user, a newer event for others) appended to the dump: the
+    next run trains each model from the previous run's parameters, matched on ids, and
+    serves the new user; ``--force train`` trains from scratch."""
+    events = pd.read_csv(dump / "events.csv")
+    newcomer = events["user"].iloc[0]
+    latest = events.sort_values("timestamp").groupby("user").tail(1)
+    held = events["user"].eq(newcomer) | events.index.isin(latest.index[::3])
+    today = tmp_path / "dump"
+    today.mkdir()
+    (today / "products.csv").write_text((dump / "products.csv").read_text())
+    events[~held].to_csv(today / "events.csv", index=False)
+    config = _config(today, tmp_path)
+    Pipeline(config, progress=False, echo=False).run()
+    before = json.loads((tmp_path / "run" / "runs" / "gat" / "ids_user.json").read_text())["ids"]
+    events.to_csv(today / "events.csv", index=False)  # the appended dump
+
+    again = Pipeline(config, progress=False, echo=False).run()
+
+    assert again.reused == []
+    runs = tmp_path / "run" / "runs"
+    users, products = events["user"].nunique(), len(pd.read_csv(today / "products.csv"))
+    assert len(before) == users - 1
+    for model, table in (("gat", "node.weight"), ("mf", "user.weight")):
+        applied = json.loads((runs / model / "settings.json").read_text())["applied"]
+        hit, total = applied["warm_start"]["matched"][table]
+        rows = users + products if model == "gat" else users
+        assert (hit, total) == (rows - 1, rows)
+    recs = pd.read_parquet(tmp_path / "run" / "recommendations.parquet")
+    assert str(newcomer) in set(recs["user_id"]) and recs.groupby("user_id").size().max() == 5
+    Pipeline(config, force=["train"], progress=False, echo=False).run()
+    assert "warm_start" not in json.loads((runs / "gat" / "settings.json").read_text())["applied"]

@@ -73,6 +73,13 @@ class EmbeddingModel(nn.Module):
         """Layer-0 (free parameter) embeddings of the given users and products."""
         raise NotImplementedError
 
+    def keyed_rows(self) -> dict[str, Tensor | list[str]]:
+        """The parameters whose rows belong to graph nodes or relations, by state-dict name:
+        each row's node as a row of the flattened node space (users, then products, then the
+        other types; :func:`kgrec.gnn.graph.node_order`), or each row's relation name. A warm
+        start (:mod:`kgrec.gnn.warm`) carries these row by row, matched on ids."""
+        return {}
+
     def score(self, users: Tensor, cache: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """Scores ``[B, num_items]`` of the given users (pass ``cache=self.embed()`` to
         reuse one propagation over many batches)."""

@@ -89,6 +89,7 @@ class KnowledgeRound(nn.Module):
         groups, group = torch.unique(dst * num_rel + rel, return_inverse=True)
         heads, group_head = torch.unique(groups // num_rel, return_inverse=True)
         self.num_groups, self.num_heads = int(groups.numel()), int(heads.numel())
+        self.inputs = inputs  # on the CPU: only warm starts read it
         #: The edges by (head, relation) group, for attention's scores and softmax ...
         self.tails = EdgePattern(group, _position(inputs, src), self.num_groups,
                                  int(inputs.numel()))
@@ -198,11 +199,16 @@ class KnowledgeAttention(EmbeddingModel):
         users, items, dim = self.num_users, self.num_items, self.dim
         self.rounds = nn.ModuleList(attention_rounds(graph, kg_hops, users, items))
         self.entity = None
+        #: Node-space rows of the entity table's rows and the relations' names (warm starts).
+        self.entity_rows, self.relation_names = torch.zeros(0, dtype=torch.long), ["-"]
         if len(self.rounds):  # the first round's inputs: the products, then these
             first: KnowledgeRound = self.rounds[0]  # type: ignore[assignment]
             self.entity = nn.Embedding(first.tails.shape[1] - items, dim)
             nn.init.normal_(self.entity.weight, std=init_std)
+            self.entity_rows = first.inputs[items:] + users
         num_rel = max(len(graph.edge_types), 1)
+        if graph.edge_types:
+            self.relation_names = list(graph.edge_types)
         self.rel_emb = nn.Parameter(torch.ones(num_rel, dim))  # e_r, starts as plain dot
         self.rel_weight = nn.Parameter(torch.zeros(num_rel))  # w_r, starts uniform
         self.gate = nn.Parameter(torch.ones(()))

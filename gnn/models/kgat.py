@@ -362,6 +362,14 @@ class KGATModel(KnowledgeAttention):
         x0 = self._layer0 if self._layer0 is not None else self.inputs()
         return x0.index_select(0, users), x0.index_select(0, items + self.num_users)
 
+    def keyed_rows(self) -> dict[str, Tensor | list[str]]:
+        rows: dict[str, Tensor | list[str]] = {
+            "node.weight": torch.arange(self.num_users + self.num_items),
+            "rel_emb": self.relation_names, "rel_weight": self.relation_names}
+        if self.entity is not None:
+            rows["entity.weight"] = self.entity_rows
+        return rows
+
 
 def build(inputs: ModelInputs, attention: bool = True) -> KGATModel:
     """The GAT (``attention``) or the GCN over the training graph and the knowledge graph."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch_geometric.nn import LightGCN
 
@@ -43,6 +44,9 @@ class LightGCNModel(EmbeddingModel):
     def ego(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
         weight = self.lightgcn.embedding.weight
         return weight.index_select(0, users), weight.index_select(0, items + self.num_users)
+
+    def keyed_rows(self) -> dict[str, Tensor | list[str]]:
+        return {"lightgcn.embedding.weight": torch.arange(self.num_users + self.num_items)}
 
 
 def build(inputs: ModelInputs) -> LightGCNModel:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from kgrec.gnn.models.base import EmbeddingModel, ModelInputs
@@ -36,6 +37,10 @@ class MFModel(EmbeddingModel):
 
     def ego(self, users: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
         return self.user.weight.index_select(0, users), self.item.weight.index_select(0, items)
+
+    def keyed_rows(self) -> dict[str, Tensor | list[str]]:
+        users = torch.arange(self.num_users)
+        return {"user.weight": users, "item.weight": self.num_users + torch.arange(self.num_items)}
 
 
 def build(inputs: ModelInputs) -> MFModel:
