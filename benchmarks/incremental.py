@@ -16,7 +16,8 @@ user's list a prefix of the full one (so its positions, the events' timestamps, 
 
 Records each run's wall seconds, each stage's seconds, peak RSS, the test NDCG@20 of every
 model and of the fused ranking, and the ratios warm / scratch (targets: time <= 0.3x,
-NDCG@20 within 2%) in ``benchmarks/results/incremental.json``.
+NDCG@20 within 2%) in ``benchmarks/results/incremental.json``, beside one more run from
+scratch under another training seed: how far NDCG@20 moves with the seed alone.
 
     .venv/bin/python benchmarks/incremental.py
 """
@@ -60,7 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--new-users", type=float, default=0.03,
                    help="share of users whose every event is appended (%(default)s)")
     p.add_argument("--rounds", type=int, default=2, help="warm/scratch pairs (%(default)s)")
-    p.add_argument("--seed", type=int, default=2020)
+    p.add_argument("--seed", type=int, default=2020, help="seed of the cut (%(default)s)")
+    p.add_argument("--other-seed", type=int, default=2021,
+                   help="train.seed of one more run from scratch: how far NDCG@20 moves with "
+                   "the seed alone, the yardstick of the warm run's change (%(default)s)")
     p.add_argument("--workdir", type=Path, default=ROOT / ".kgrec" / "bench" / "incremental",
                    help="emptied first")
     p.add_argument("--out", type=Path, default=RESULTS / "incremental.json")
@@ -130,12 +134,19 @@ def main(argv: list[str] | None = None) -> None:
             print(f"round {round_ + 1} {kind}: {runs[kind][-1]['wall_s']} s, test NDCG@20 "
                   f"{runs[kind][-1]['test_ndcg@20']}", flush=True)
             shutil.rmtree(work)
+    work = args.workdir / "scratch-other-seed"
+    shutil.copytree(previous, work)
+    other = kgrec_run(work, dump, "run.warm_start=false", f"train.seed={args.other_seed}")
     summary = summarise(runs)
+    summary["seed_change"] = {m: round(v / summary["ndcg@20"]["scratch"][m] - 1, 4)
+                              for m, v in other["test_ndcg@20"].items()
+                              if summary["ndcg@20"]["scratch"].get(m)}
     payload = {"date": now(), "command": command(), "machine": machine(),
                "load_average_1m_at_end": round(os.getloadavg()[0], 2),
                "cut": counts | {"share": args.share, "new_users_share": args.new_users,
                                 "seed": args.seed},
-               "base_run": base_run, "runs": runs, "summary": summary}
+               "base_run": base_run, "runs": runs,
+               f"scratch_seed_{args.other_seed}": other, "summary": summary}
     print(table(summary))
     print(f"saved {write_json(args.out, payload)}")
 
@@ -169,9 +180,11 @@ def table(summary: dict) -> str:
              f"{summary['wall_s']['scratch']:>10.1f}{summary['wall_ratio']:>14.3f}",
              f"{'train stages s':<22}{summary['train_s']['warm']:>10.1f}"
              f"{summary['train_s']['scratch']:>10.1f}{summary['train_ratio']:>14.3f}"]
+    lines[0] += f"{'other seed/scratch':>20}"
     for model, change in summary["ndcg_change"].items():
         lines.append(f"{'NDCG@20 ' + model:<22}{summary['ndcg@20']['warm'][model]:>10.4f}"
-                     f"{summary['ndcg@20']['scratch'][model]:>10.4f}{1 + change:>14.3f}")
+                     f"{summary['ndcg@20']['scratch'][model]:>10.4f}{1 + change:>14.3f}"
+                     f"{1 + summary['seed_change'].get(model, 0):>20.3f}")
     return "\n".join(lines)
 
 
