@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from RUN/checkpoints/last.pt (written "
                    "after every epoch): the same result as an uninterrupted run")
+    t.add_argument("--warm-start", metavar="RUN",
+                   help="start from the parameters of an earlier run folder (e.g. trained "
+                   "before events were appended), matched on user, product and entity ids; "
+                   "new ones start fresh")
     t.add_argument("--nproc", type=int, help="data-parallel training processes on this "
                    "machine (or launch `torchrun --nproc-per-node N -m kgrec.cli train ...`) "
                    + default_help("train.nproc"))
@@ -176,13 +180,14 @@ def _snapshot(args: argparse.Namespace, config: Config):
 
 
 def _train(snapshot, split, config: Config, model: str, run_dir: Path, progress: bool,
-           resume: bool = False) -> Path:
+           resume: bool = False, warm_start: str | None = None) -> Path:
     from kgrec.api import Recommender
     from kgrec.gnn import replica
     from kgrec.gnn.export import export_recbole
 
     rec = Recommender.fit(snapshot, config, model=model, split=split, progress=progress,
-                          checkpoint_dir=run_dir / "checkpoints", resume=resume)
+                          checkpoint_dir=run_dir / "checkpoints", resume=resume,
+                          warm_start=warm_start)
     if not replica.is_main_rank():
         return run_dir  # a torchrun rank other than 0: rank 0 writes the run
     rec.save(run_dir)
@@ -208,7 +213,8 @@ def run_train(args: argparse.Namespace) -> int:
     model = config.train.model
     run_dir = Path(config.train.out_dir) / (args.run_name or model)
     with _evaluation_lines(args):
-        _train(snapshot, split, config, model, run_dir, _progress(args), resume=args.resume)
+        _train(snapshot, split, config, model, run_dir, _progress(args), resume=args.resume,
+               warm_start=args.warm_start)
     return 0
 
 

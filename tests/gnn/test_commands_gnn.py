@@ -43,6 +43,12 @@ def test_train_then_evaluate(tmp_path, snapshot_dir, capsys):
     assert table.loc[0, "users"] == 943
     assert 0.05 < table.loc[0, "recall@20"] < 0.5
     assert (out_dir / "results.png").stat().st_size > 10_000
+    assert main(["train", "--model", "mf", "--snapshot", str(snapshot_dir), "--split", "random",
+                 "--epochs", "1", "--out-dir", str(runs), "--run-name", "mf-warm",
+                 "--warm-start", str(run), "--no-progress"]) == 0
+    applied = json.loads((runs / "mf-warm" / "settings.json").read_text())["applied"]
+    assert applied["warm_start"]["matched"] == {"user.weight": [943, 943],
+                                                "item.weight": [1682, 1682]}
 
 
 def test_help_explains_every_option(capsys):
