@@ -13,6 +13,9 @@ user's list a prefix of the full one (so its positions, the events' timestamps, 
 3. in each round, two copies of the base run's workdir run `kgrec run` again: one warm
    (`run.warm_start = true`, the default) and one from scratch (`run.warm_start = false`),
    one after the other, the order swapped every round; each is a process of its own.
+   With ``--steps N`` the appended events arrive in N equal steps instead, each followed by a
+   warm run in one workdir (``--out`` then names another file), and the last is compared
+   with one full retrain.
 
 Records each run's wall seconds, each stage's seconds, peak RSS, the test NDCG@20 of every
 model and of the fused ranking, and the ratios warm / scratch (targets: time <= 0.3x,
@@ -61,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--new-users", type=float, default=0.03,
                    help="share of users whose every event is appended (%(default)s)")
     p.add_argument("--rounds", type=int, default=2, help="warm/scratch pairs (%(default)s)")
+    p.add_argument("--steps", type=int, default=1,
+                   help="append the events in this many equal steps, each run warm from the "
+                   "one before, then compare the last with one full retrain (%(default)s)")
     p.add_argument("--seed", type=int, default=2020, help="seed of the cut (%(default)s)")
     p.add_argument("--other-seed", type=int, default=2021,
                    help="train.seed of one more run from scratch: how far NDCG@20 moves with "
@@ -72,22 +78,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def cut(lists: dict[str, list], share: float, new_users: float, seed: int
-        ) -> tuple[dict[str, list], dict[str, int]]:
-    """The base lists (prefixes of ``lists``) and the counts of what the full lists append."""
+        ) -> tuple[list[str], list[str], dict[str, int]]:
+    """The users whose every event is appended, those whose latest event is, in a seeded
+    order, and the counts of what the full lists append to the base (:func:`lists_at`)."""
     rng = np.random.default_rng(seed)
     users = sorted(lists, key=int)
     total = sum(len(v) for v in lists.values())
-    new = set(rng.choice(users, size=round(new_users * len(users)), replace=False).tolist())
+    new = rng.choice(users, size=round(new_users * len(users)), replace=False).tolist()
     appended = sum(len(lists[u]) for u in new)
-    others = [u for u in rng.permutation(users).tolist() if u not in new]
-    latest = set(others[:max(0, round(share * total) - appended)])
-    base = {u: items[:-1] if u in latest else items
-            for u, items in lists.items() if u not in new}
+    others = [u for u in rng.permutation(users).tolist() if u not in set(new)]
+    latest = others[:max(0, round(share * total) - appended)]
+    base = lists_at(lists, new, latest, 0.0)
     counts = {"events": total, "appended_events": appended + len(latest),
               "new_users": len(new), "users_with_a_new_latest_event": len(latest)}
     counts["new_products"] = len({i for u in new for i in lists[u]}
                                  - {i for v in base.values() for i in v})
-    return base, counts
+    return new, latest, counts
+
+
+def lists_at(lists: dict[str, list], new: list[str], latest: list[str], done: float
+             ) -> dict[str, list]:
+    """The lists once the share ``done`` of the appended users (of each kind, in order) has
+    arrived: 0 gives the base (each list a prefix of the full one), 1 the full lists."""
+    held_new = set(new[round(done * len(new)):])
+    held_latest = set(latest[round(done * len(latest)):])
+    return {u: items[:-1] if u in held_latest else items
+            for u, items in lists.items() if u not in held_new}
 
 
 def kgrec_run(work: Path, dump: Path, *sets: str) -> dict:
@@ -115,13 +131,30 @@ def main(argv: list[str] | None = None) -> None:
     dump = args.workdir / "dump"
     dump.mkdir(parents=True)
     full_text = (args.data / INTER).read_text()
-    base, counts = cut(json.loads(full_text), args.share, args.new_users, args.seed)
+    full = json.loads(full_text)
+    new, latest, counts = cut(full, args.share, args.new_users, args.seed)
     shutil.copy(args.data / ITEMS, dump / ITEMS)
-    (dump / INTER).write_text(json.dumps(base))
+    (dump / INTER).write_text(json.dumps(lists_at(full, new, latest, 0.0)))
     print(f"base run: {counts['events'] - counts['appended_events']:,} events; appended "
           f"later: {counts}", flush=True)
     previous = args.workdir / "previous"
     base_run = kgrec_run(previous, dump)
+    if args.steps > 1:
+        steps = chain(args, previous, dump, full, new, latest)
+        (dump / INTER).write_text(full_text)
+        work = args.workdir / "scratch"
+        shutil.copytree(previous, work)
+        scratch = kgrec_run(work, dump, "run.warm_start=false")
+        payload = {"date": now(), "command": command(), "machine": machine(),
+                   "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+                   "cut": counts | {"share": args.share, "new_users_share": args.new_users,
+                                    "seed": args.seed, "steps": args.steps},
+                   "base_run": base_run, "warm_steps": steps, "scratch": scratch}
+        print(f"steps: {[s['wall_s'] for s in steps]} s; scratch {scratch['wall_s']} s; test "
+              f"NDCG@20 after the last step {steps[-1]['test_ndcg@20']}, scratch "
+              f"{scratch['test_ndcg@20']}")
+        print(f"saved {write_json(args.out, payload)}")
+        return
     (dump / INTER).write_text(full_text)
     runs: dict[str, list[dict]] = {"warm": [], "scratch": []}
     for round_ in range(args.rounds):
@@ -149,6 +182,21 @@ def main(argv: list[str] | None = None) -> None:
                f"scratch_seed_{args.other_seed}": other, "summary": summary}
     print(table(summary))
     print(f"saved {write_json(args.out, payload)}")
+
+
+def chain(args: argparse.Namespace, previous: Path, dump: Path, full: dict, new: list[str],
+          latest: list[str]) -> list[dict]:
+    """``args.steps`` warm runs, each after its share of the appended events, one after the
+    other in one workdir (each starting from the run before)."""
+    work = args.workdir / "chain"
+    shutil.copytree(previous, work)
+    steps = []
+    for step in range(1, args.steps + 1):
+        (dump / INTER).write_text(json.dumps(lists_at(full, new, latest, step / args.steps)))
+        steps.append(kgrec_run(work, dump))
+        print(f"step {step}: {steps[-1]['wall_s']} s, test NDCG@20 "
+              f"{steps[-1]['test_ndcg@20']}", flush=True)
+    return steps
 
 
 def summarise(runs: dict[str, list[dict]]) -> dict:

@@ -17,7 +17,7 @@ from torch import Tensor
 from kgrec.errors import ModelError
 from kgrec.files import atomic_write, checksums, read_artefact, verify, write_text
 from kgrec.gnn.models import EmbeddingModel, FrozenEmbeddings
-from kgrec.gnn.warm import ROW_KEYS_FILE, load_row_keys, save_row_keys
+from kgrec.gnn.warm import CHECKPOINT_FILE, ROW_KEYS_FILE, load_row_keys, save_row_keys
 from kgrec.ids import NodeEmbeddings
 from kgrec.kg.snapshot import GraphSnapshot
 from kgrec.settings import TrainSettings
@@ -126,7 +126,7 @@ class TrainResult:
         folder.mkdir(parents=True, exist_ok=True)
         source = self.saved_checkpoint
         writers = {
-            "checkpoint.pt": (lambda p: torch.save(self.model.state_dict(), p)) if source is None
+            CHECKPOINT_FILE: (lambda p: torch.save(self.model.state_dict(), p)) if source is None
             else (lambda p: shutil.copyfile(source, p)),
             "user_embeddings.pt": self.user_embeddings.save,
             "product_embeddings.pt": self.product_embeddings.save,
@@ -170,7 +170,7 @@ class TrainResult:
             FrozenEmbeddings(users.tensor, items.tensor), users, items, history,
             TrainSettings.from_any(None, **meta["settings"]), meta["best_epoch"], meta["seconds"],
             meta.get("stop_reason", "epoch cap"), meta.get("applied", {}), row_keys,
-            folder / "checkpoint.pt" if (folder / "checkpoint.pt").exists() else None,
+            folder / CHECKPOINT_FILE if (folder / CHECKPOINT_FILE).exists() else None,
         )
 
 

@@ -26,17 +26,15 @@ from kgrec.gnn.graph import node_order
 from kgrec.gnn.models import EmbeddingModel
 from kgrec.kg.snapshot import GraphSnapshot
 
-#: A trained run's row keys of its keyed parameters (:meth:`TrainResult.save`).
-ROW_KEYS_FILE = "row_keys.parquet"
-CHECKPOINT_FILE = "checkpoint.pt"
+#: A trained run's parameters and the row keys of its keyed ones (:meth:`TrainResult.save`).
+CHECKPOINT_FILE, ROW_KEYS_FILE = "checkpoint.pt", "row_keys.parquet"
 
 
 def node_keys(snapshot: GraphSnapshot) -> np.ndarray:
     """``type:id`` of every row of the flattened node space of ``snapshot``."""
     keys = [f"{nt}:" + pd.Series(snapshot.id_maps[nt].ids, dtype=object)
             for nt in node_order(list(snapshot.id_maps))]
-    return pd.concat(keys, ignore_index=True).to_numpy(dtype=object) if keys else \
-        np.zeros(0, dtype=object)
+    return pd.concat(keys, ignore_index=True).to_numpy(dtype=object)
 
 
 def row_keys(model: EmbeddingModel, snapshot: GraphSnapshot) -> dict[str, np.ndarray]:
