@@ -62,8 +62,13 @@ def training_line(settings_json: str | Path) -> str:
     reason = meta.get("stop_reason", "epoch cap")
     if reason == "not trainable":
         return "is not trained"
-    return how_training_ended(reason, meta["settings"].get("max_minutes"),
-                              meta.get("best_epoch", 0))
+    warm = meta.get("applied", {}).get("warm_start")
+    start = ""
+    if warm and warm["matched"]:  # its largest keyed table: users' (and products') rows
+        hit, total = max(warm["matched"].values(), key=lambda pair: pair[1])
+        start = f"warm-started from the previous run ({hit:,} of {total:,} rows carried), "
+    return start + how_training_ended(reason, meta["settings"].get("max_minutes"),
+                                      meta.get("best_epoch", 0))
 
 
 def _training(data: ReportData) -> list[tuple[str, Any]]:

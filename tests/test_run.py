@@ -179,5 +179,12 @@ def test_appended_events_warm_start_training_and_a_forced_train_starts_afresh(
         assert (hit, total) == (rows - 1, rows)
     recs = pd.read_parquet(tmp_path / "run" / "recommendations.parquet")
     assert str(newcomer) in set(recs["user_id"]) and recs.groupby("user_id").size().max() == 5
+    report = (tmp_path / "run" / "report" / "report.md").read_text()
+    # The report counts each model's largest table: the GAT's users and products, MF's
+    # products (more than users here, and none of them new).
+    assert products > users
+    assert (f"gat warm-started from the previous run ({users + products - 1:,} of "
+            f"{users + products:,} rows carried)") in report
+    assert f"mf warm-started from the previous run ({products:,} of {products:,} rows" in report
     Pipeline(config, force=["train"], progress=False, echo=False).run()
     assert "warm_start" not in json.loads((runs / "gat" / "settings.json").read_text())["applied"]
