@@ -107,6 +107,23 @@ def write_back(
     return written
 
 
+def prune_versions(store: GraphStore, current: str, keep: int) -> list[str]:
+    """Delete the ``RECOMMENDED`` relationships of the older versions of ``current``'s family
+    (``<family>-<number>``, as each ``kgrec run`` writes one), keeping the ``keep`` newest,
+    ``current`` among them; returns the versions deleted. Without it every run would add
+    its recommendations to the store for good."""
+    family, _, number = current.rpartition("-")
+    if not family or not number.isdigit():
+        return []
+    ours = [v for v in store.recommendation_versions()
+            if v.rpartition("-")[0] == family and v.rpartition("-")[2].isdigit()]
+    ours.sort(key=lambda v: int(v.rpartition("-")[2]), reverse=True)
+    older = [v for v in ours if v != current][max(keep - 1, 0):]
+    if older:
+        store.delete_recommendation_versions(older)
+    return older
+
+
 def user_batches(users: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
     """(start, end) row ranges of about ``batch_size`` rows over rows sorted by user, never
     splitting one user's rows (a user with more rows than ``batch_size`` gets one batch)."""

@@ -277,6 +277,19 @@ def create_recommendations() -> str:
     )
 
 
+def recommendation_versions() -> str:
+    """The distinct ``model_version`` values of the RECOMMENDED edges."""
+    return (f"MATCH ()-[r:{quote(schema.RECOMMENDED_SPEC.name)}]->()\n"
+            "RETURN DISTINCT r.`model_version` AS version")
+
+
+def delete_recommendation_versions(batch: int = 10_000) -> str:
+    """Delete the RECOMMENDED edges of ``$versions`` in batches (auto-commit: ``run``)."""
+    return (f"MATCH ()-[r:{quote(schema.RECOMMENDED_SPEC.name)}]->()\n"
+            "WHERE r.`model_version` IN $versions\n"
+            f"CALL (r) {{ DELETE r }} IN TRANSACTIONS OF {int(batch)} ROWS")
+
+
 def delete_all(batch: int = 10_000) -> str:
     """Delete every node and relationship in batches (auto-commit: ``run``, not execute_write)."""
     return (

@@ -161,6 +161,7 @@ RULES: dict[str, Rule] = {
     "fusion.seen_prior": NON_NEGATIVE,
     "score.top_k": POSITIVE,
     "score.chunk_size": POSITIVE,
+    "score.keep_versions": at_least(1),
     "score.spark": matching(r"|local(\[(\d+|\*)(,\d+)?\])?|yarn|(spark|k8s|mesos)://\S+",
                             "empty (local scoring), local[N], yarn, spark://HOST:PORT or "
                             "k8s://URL"),

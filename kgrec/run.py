@@ -27,7 +27,7 @@ from kgrec.api import Recommender
 from kgrec.config import Config
 from kgrec.errors import ConfigError
 from kgrec.files import write_text
-from kgrec.fusion.output import write_back, write_parquet
+from kgrec.fusion.output import prune_versions, write_back, write_parquet
 from kgrec.gnn.checkpoint import LAST_CHECKPOINT
 from kgrec.gnn.metrics import format_table
 from kgrec.gnn.warm import WarmStart
@@ -297,13 +297,16 @@ class Pipeline:
                       f"users ({cfg.run.items}) in {out}")
             if cfg.run.write_back:
                 store = open_store(cfg)
+                version = rec.fusion.model_version
                 try:
-                    n = write_back(store, frame, model_version=rec.fusion.model_version,
+                    n = write_back(store, frame, model_version=version,
                                    batch_size=cfg.store.batch_size, progress=self.progress)
+                    pruned = prune_versions(store, version, cfg.score.keep_versions)
                 finally:
                     store.close()
                 self._say(f"  {n:,} RECOMMENDED relationships written to the "
-                          f"{cfg.store.backend} store")
+                          f"{cfg.store.backend} store ({version})"
+                          + (f"; older versions deleted: {', '.join(pruned)}" if pruned else ""))
             return {"recommendations": str(out)}
 
         return key, work

@@ -366,6 +366,10 @@ class ScoreConfig:
     unseen_only: bool = False
     #: Users (or items) scored per chunk; bounds memory to chunk x num_items scores.
     chunk_size: int = 1024
+    #: `kgrec run`'s write-back keeps this many versions of a model's RECOMMENDED
+    #: relationships (the newest; each run writes one), so the store does not grow with
+    #: every run; 1 keeps only the current recommendations.
+    keep_versions: int = 2
     out: str = ".kgrec/scores.parquet"
     #: Spark master that scores users on executors (local[N], spark://HOST:PORT, yarn,
     #: k8s://URL); empty: the local scorer. The run must sit on storage all executors see.

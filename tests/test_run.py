@@ -13,6 +13,7 @@ import pytest
 from kgrec.cli import main
 from kgrec.config import Config
 from kgrec.kg import schema
+from kgrec.kg.store.local import LocalStore
 from kgrec.report import render_png, rendered_dom
 from kgrec.run import Pipeline
 
@@ -188,3 +189,5 @@ def test_appended_events_warm_start_training_and_a_forced_train_starts_afresh(
     assert f"mf warm-started from the previous run ({products:,} of {products:,} rows" in report
     Pipeline(config, force=["train"], progress=False, echo=False).run()
     assert "warm_start" not in json.loads((runs / "gat" / "settings.json").read_text())["applied"]
+    versions = LocalStore(config.store.path).recommendation_versions()  # three runs wrote
+    assert len(versions) == config.score.keep_versions == 2

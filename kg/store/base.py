@@ -51,5 +51,13 @@ class GraphStore(Protocol):
         idempotent per ``model_version``; returns the number written."""
         ...
 
+    def recommendation_versions(self) -> list[str]:
+        """The ``model_version`` values of the stored ``RECOMMENDED`` relationships."""
+        ...
+
+    def delete_recommendation_versions(self, versions: list[str]) -> int:
+        """Delete the ``RECOMMENDED`` relationships of ``versions``; returns how many."""
+        ...
+
     def close(self) -> None:
         ...

@@ -395,6 +395,12 @@ class BulkStore:
     def write_recommendations(self, frame: pd.DataFrame, *, progress: bool = True) -> int:
         return self._open().write_recommendations(frame, progress=progress)
 
+    def recommendation_versions(self) -> list[str]:
+        return self._open().recommendation_versions()
+
+    def delete_recommendation_versions(self, versions: list[str]) -> int:
+        return self._open().delete_recommendation_versions(versions)
+
     def close(self) -> None:
         if self.store is not None:
             self.store.close()

@@ -229,6 +229,21 @@ class LocalStore:
             extra.unlink()
         return len(recs)
 
+    def recommendation_versions(self) -> list[str]:
+        frames = [pq.read_table(f, columns=["model_version"]).to_pandas()
+                  for f in self._parts(schema.RECOMMENDED)]
+        return sorted({str(v) for f in frames for v in f["model_version"].dropna().unique()})
+
+    def delete_recommendation_versions(self, versions: list[str]) -> int:
+        old = self._load(schema.RECOMMENDED)
+        gone = old["model_version"].isin(versions).to_numpy(bool)
+        if gone.any():
+            parts = self._parts(schema.RECOMMENDED)
+            self._save(schema.RECOMMENDED, old[~gone].reset_index(drop=True), parts[0])
+            for extra in parts[1:]:
+                extra.unlink()
+        return int(gone.sum())
+
     # -- reads ---------------------------------------------------------------------------
     def iter_nodes(self, label: str, *, batch_size: int = 50_000) -> Iterator[pd.DataFrame]:
         """Nodes of ``label`` in batches of ``batch_size``, part by part, each ordered by id."""

@@ -347,6 +347,18 @@ class Neo4jStore:
 
     # -- housekeeping ---------------------------------------------------------------------
 
+    def recommendation_versions(self) -> list[str]:
+        return sorted(r["version"] for r in self._query(cypher.recommendation_versions())
+                      if r["version"] is not None)
+
+    def delete_recommendation_versions(self, versions: list[str]) -> int:
+        if not versions:
+            return 0
+        with self._session() as session:
+            summary = session.run(cypher.delete_recommendation_versions(),
+                                  versions=list(versions)).consume()
+        return summary.counters.relationships_deleted
+
     def clear(self) -> None:
         """Delete every node and relationship (constraints stay). For tests and benchmarks."""
         with self._session() as session:

@@ -11,7 +11,13 @@ import torch
 from kgrec.errors import InputError
 from kgrec.fusion.blend import Blend
 from kgrec.fusion.candidates import long_tail, select_items
-from kgrec.fusion.output import topk_frame, user_batches, write_back, write_parquet
+from kgrec.fusion.output import (
+    prune_versions,
+    topk_frame,
+    user_batches,
+    write_back,
+    write_parquet,
+)
 from kgrec.fusion.score import FusedScorer
 from kgrec.fusion.seen import SeenIndex
 from kgrec.fusion.topk import MEMBERS, MatmulScorer, chunked_topk, dot_scorer, grouped_topk
@@ -247,6 +253,26 @@ def test_write_back_is_idempotent_per_model_version(tmp_path) -> None:
     assert v1["created_at"].notna().all()
 
 
+def _versions_frame() -> pd.DataFrame:
+    return pd.DataFrame({"user_id": ["u0"], "product_id": ["p0"], "rank": [1], "score": [0.9],
+                         "score_gnn": [0.4], "score_text": [0.1]})
+
+
+def _prune_keeps_the_newest_of_the_family(store) -> None:
+    for version in ("gat-fusion-100", "gat-fusion-300", "gat-fusion-200", "mf-fusion-50", "v1"):
+        write_back(store, _versions_frame(), model_version=version, progress=False)
+    assert prune_versions(store, "gat-fusion-300", keep=2) == ["gat-fusion-100"]
+    assert store.recommendation_versions() == ["gat-fusion-200", "gat-fusion-300",
+                                                "mf-fusion-50", "v1"]
+    assert prune_versions(store, "gat-fusion-300", keep=1) == ["gat-fusion-200"]
+    assert prune_versions(store, "v1", keep=1) == []  # not <family>-<number>: left alone
+    assert store.counts()[schema.RECOMMENDED] == 3
+
+
+def test_a_run_keeps_the_newest_versions_of_its_recommendations(tmp_path) -> None:
+    _prune_keeps_the_newest_of_the_family(_store_with_graph(tmp_path / "store"))
+
+
 def test_the_embedded_store_is_written_in_one_call(tmp_path, monkeypatch) -> None:
     """Each call rewrites its RECOMMENDED table: a call per batch would grow with the square
     of the recommendations (166k on Scientific: 34 rewrites, 10 s of a 11 s score stage)."""
@@ -260,6 +286,16 @@ def test_the_embedded_store_is_written_in_one_call(tmp_path, monkeypatch) -> Non
                           "score_gnn": [0.4, 0.3, 0.2], "score_text": [0.1, 0.2, 0.3]})
     assert write_back(store, frame, model_version="v1", batch_size=1, progress=False) == 3
     assert calls == [3]
+
+
+@pytest.mark.neo4j
+def test_neo4j_keeps_the_newest_versions_of_its_recommendations(neo4j_store) -> None:
+    tables = GraphTables()
+    tables.nodes[schema.USER] = typed_node_table(schema.USER, pd.DataFrame({"id": ["u0"]}))
+    tables.nodes[schema.PRODUCT] = typed_node_table(
+        schema.PRODUCT, pd.DataFrame({"id": ["p0"], "title": ["a"]}))
+    neo4j_store.write(tables, progress=False)
+    _prune_keeps_the_newest_of_the_family(neo4j_store)
 
 
 @pytest.mark.neo4j
