@@ -107,9 +107,15 @@ def write_back(
     return written
 
 
+def new_model_version(model: str) -> str:
+    """The version a fusion fitted now writes its recommendations under: ``<model>-fusion-``
+    and the unix time, a ``<family>-<number>`` name that :func:`prune_versions` orders."""
+    return f"{model}-fusion-{int(time.time())}"
+
+
 def prune_versions(store: GraphStore, current: str, keep: int) -> list[str]:
     """Delete the ``RECOMMENDED`` relationships of the older versions of ``current``'s family
-    (``<family>-<number>``, as each ``kgrec run`` writes one), keeping the ``keep`` newest,
+    (``<family>-<number>``, as :func:`new_model_version` names them), keeping the ``keep`` newest,
     ``current`` among them; returns the versions deleted. Without it every run would add
     its recommendations to the store for good."""
     family, _, number = current.rpartition("-")

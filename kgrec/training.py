@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from kgrec.fusion.fit import (
     fused_table,
     job_scorer,
 )
+from kgrec.fusion.output import new_model_version
 from kgrec.fusion.text import text_confidence
 from kgrec.gnn.behaviours import fit_behaviour_weights, reweighted
 from kgrec.gnn.distributed import train_distributed
@@ -210,7 +210,7 @@ def fuse_run(run: Run, text_sides: Sequence[str] | None = None, *,
                      **sampling)
     # Serve with profiles as of the latest history the split knows.
     fit.sides = {kind: side.at_stage(split, "test") for kind, side in fit.sides.items()}
-    meta = {"model_version": f"{run.result.settings.model}-fusion-{int(time.time())}",
+    meta = {"model_version": new_model_version(run.result.settings.model),
             "text_fields": list(config.fusion.text_fields),
             "normalise": config.fusion.normalise,
             "text_model": None if raw is None else config.fusion.text_model,
