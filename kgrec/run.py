@@ -36,10 +36,10 @@ from kgrec.kg.snapshot import GraphSnapshot
 from kgrec.kg.stats import graph_stats
 from kgrec.loading import ingest
 from kgrec.report import ReportData, training_line, write_report
-from kgrec.runfolder import load_snapshot
+from kgrec.runfolder import load_snapshot, warm_start_from
 from kgrec.settings import RUN_STAGES
 from kgrec.stores import open_store
-from kgrec.training import make_run_split, warm_start_from
+from kgrec.training import make_run_split
 
 STATE_FILE = "state.json"
 log = logging.getLogger(__name__)

@@ -3,11 +3,13 @@ settings and, once fused, the fusion) and the run folder it is saved as: the tra
 (:meth:`kgrec.gnn.result.TrainResult.save`), the split, the snapshot (``snapshot/``), the
 fitted fusion (``fusion/``, :mod:`kgrec.fusion.artefacts`), the settings (``config.json``),
 the id hash of the snapshot it was trained on and the checksums that make a damaged file
-fail to load. The one place that knows this layout.
+fail to load; and whether a saved run can warm-start the next training
+(:func:`warm_start_from`). The one place that knows this layout.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Sequence
@@ -32,9 +34,11 @@ from kgrec.fusion.text import encode_products, has_text
 from kgrec.gnn.pairs import pair_table
 from kgrec.gnn.result import RETRAIN, TrainResult
 from kgrec.gnn.split import Split
+from kgrec.gnn.warm import WarmStart
 from kgrec.ids import IdMap
 from kgrec.kg.graph_sources import GraphIndex
 from kgrec.kg.snapshot import GraphSnapshot, build_snapshot
+from kgrec.settings import TrainSettings
 from kgrec.stores import open_store
 
 SNAPSHOT_DIR, FUSION_DIR, CONFIG_FILE = "snapshot", "fusion", "config.json"
@@ -102,6 +106,38 @@ def load_snapshot(
         return build_snapshot(store, progress=progress)
     finally:
         store.close()
+
+
+#: Settings that steer a training run without changing the model it trains: a previous run
+#: trained under other values of these may still warm-start this one.
+RUN_CONTROL = ("epochs", "patience", "min_gain", "eval_every", "max_minutes", "max_batches",
+               "device", "threads")
+TEXT_SETTINGS = ("text_model", "text_fields", "text_separator")
+
+
+def warm_start_from(folder: str | Path, config: Config, model: str
+                    ) -> tuple[WarmStart | None, str]:
+    """The trained run in ``folder`` as the start of training ``model`` under ``config``, or
+    None and why not: none there, other model settings or text inputs, no row keys."""
+    folder = Path(folder)
+    if not (folder / "settings.json").exists():
+        return None, f"no previous run in {folder}"
+    meta = json.loads((folder / "settings.json").read_text())
+    if meta.get("converged") is None:  # popularity: nothing trained, nothing to carry
+        return None, ""
+    old = meta["settings"]
+    new = dataclasses.asdict(TrainSettings.from_any(config.train, model=model))
+    old_text = json.loads((folder / CONFIG_FILE).read_text()).get("fusion", {}) \
+        if (folder / CONFIG_FILE).exists() else {}
+    changed = [k for k in new if k not in RUN_CONTROL and old.get(k) != new[k]]
+    changed += [f"fusion.{k}" for k in TEXT_SETTINGS
+                if old_text.get(k) != json.loads(json.dumps(getattr(config.fusion, k)))]
+    if changed:
+        return None, f"the previous run's settings differ ({', '.join(changed)})"
+    try:
+        return WarmStart.load(folder), ""
+    except ModelError as exc:
+        return None, str(exc)
 
 
 @dataclass

@@ -7,7 +7,6 @@ its fusion fit (:func:`fuse_run`) and its evaluation table (:func:`evaluate_run`
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from kgrec.config import Config
-from kgrec.errors import InputError, ModelError
+from kgrec.errors import InputError
 from kgrec.fusion.alpha import AlphaFunction
 from kgrec.fusion.artefacts import Fusion
 from kgrec.fusion.fit import (
@@ -40,7 +39,7 @@ from kgrec.gnn.warm import WarmStart
 from kgrec.kg import schema
 from kgrec.kg.extract.lists import held_out_pairs
 from kgrec.kg.snapshot import GraphSnapshot
-from kgrec.runfolder import CONFIG_FILE, Run, as_snapshot, encode_catalogue
+from kgrec.runfolder import Run, as_snapshot, encode_catalogue
 from kgrec.settings import SourceSpec, TrainSettings
 
 
@@ -98,38 +97,6 @@ def given_test_pairs(snapshot: GraphSnapshot, source: SourceSpec, target: str | 
         print(f"kgrec: {int((~known).sum()):,} of {len(pairs):,} held-out pairs name users or "
               "products the graph lacks: left out of the test stage.")
     return pd.DataFrame({"user": users[known], "product": products[known]})
-
-
-#: Settings that steer a training run without changing the model it trains: a previous run
-#: trained under other values of these may still warm-start this one.
-RUN_CONTROL = ("epochs", "patience", "min_gain", "eval_every", "max_minutes", "max_batches",
-               "device", "threads")
-TEXT_SETTINGS = ("text_model", "text_fields", "text_separator")
-
-
-def warm_start_from(folder: str | Path, config: Config, model: str
-                    ) -> tuple[WarmStart | None, str]:
-    """The trained run in ``folder`` as the start of training ``model`` under ``config``, or
-    None and why not: none there, other model settings or text inputs, no row keys."""
-    folder = Path(folder)
-    if not (folder / "settings.json").exists():
-        return None, f"no previous run in {folder}"
-    meta = json.loads((folder / "settings.json").read_text())
-    if meta.get("converged") is None:  # popularity: nothing trained, nothing to carry
-        return None, ""
-    old = meta["settings"]
-    new = dataclasses.asdict(TrainSettings.from_any(config.train, model=model))
-    old_text = json.loads((folder / CONFIG_FILE).read_text()).get("fusion", {}) \
-        if (folder / CONFIG_FILE).exists() else {}
-    changed = [k for k in new if k not in RUN_CONTROL and old.get(k) != new[k]]
-    changed += [f"fusion.{k}" for k in TEXT_SETTINGS
-                if old_text.get(k) != json.loads(json.dumps(getattr(config.fusion, k)))]
-    if changed:
-        return None, f"the previous run's settings differ ({', '.join(changed)})"
-    try:
-        return WarmStart.load(folder), ""
-    except ModelError as exc:
-        return None, str(exc)
 
 
 def train_run(snapshot: GraphSnapshot | str | Path, config: Config | None = None, *,
