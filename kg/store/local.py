@@ -223,11 +223,15 @@ class LocalStore:
         )
         out = pd.concat([old[~replaced], recs], ignore_index=True)
         out = out.sort_values(["src", "dst", "model_version"], kind="stable")
-        parts = self._parts(schema.RECOMMENDED)  # replaced whole: one part
-        self._save(schema.RECOMMENDED, out.reset_index(drop=True), parts[0] if parts else None)
+        self._rewrite_recommendations(out.reset_index(drop=True))
+        return len(recs)
+
+    def _rewrite_recommendations(self, table: pd.DataFrame) -> None:
+        """Replace the whole RECOMMENDED table with ``table``, as one part."""
+        parts = self._parts(schema.RECOMMENDED)
+        self._save(schema.RECOMMENDED, table, parts[0] if parts else None)
         for extra in parts[1:]:
             extra.unlink()
-        return len(recs)
 
     def recommendation_versions(self) -> list[str]:
         frames = [pq.read_table(f, columns=["model_version"]).to_pandas()
@@ -238,10 +242,7 @@ class LocalStore:
         old = self._load(schema.RECOMMENDED)
         gone = old["model_version"].isin(versions).to_numpy(bool)
         if gone.any():
-            parts = self._parts(schema.RECOMMENDED)
-            self._save(schema.RECOMMENDED, old[~gone].reset_index(drop=True), parts[0])
-            for extra in parts[1:]:
-                extra.unlink()
+            self._rewrite_recommendations(old[~gone].reset_index(drop=True))
         return int(gone.sum())
 
     # -- reads ---------------------------------------------------------------------------
