@@ -215,7 +215,8 @@ class Pipeline:
         cfg = self.config
         settings = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k != "model"}
         key = [self._token("snapshot"), model, settings,
-               cfg.fusion.text_model, cfg.fusion.text_fields, cfg.fusion.text_separator]
+               cfg.fusion.text_model, cfg.fusion.text_fields, cfg.fusion.text_separator,
+               cfg.fusion.text_precision]
         key_hash = digest(key)  # a checkpoint of other settings or data is never resumed
 
         def work() -> dict[str, str]:

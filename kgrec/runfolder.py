@@ -52,7 +52,8 @@ def text_encoder(config: Config):
     """The configured transformer text encoder (cached on disk per text)."""
     return TextEncoder(config.fusion.text_model, device=config.train.device,
                        batch_size=config.fusion.text_batch_size,
-                       cache_dir=config.fusion.cache_dir)
+                       cache_dir=config.fusion.cache_dir,
+                       precision=config.fusion.text_precision)
 
 
 def encode_catalogue(snapshot: GraphSnapshot, config: Config, progress: bool = True):

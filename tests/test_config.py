@@ -81,6 +81,8 @@ def test_precedence_file_env_set_with_sources(tmp_path):
         (["score.top_k=0"], "score.top_k = 0 (--set): must be an integer >= 1"),
         (["fusion.normalise=minmax"], "fusion.normalise = 'minmax' (--set): must be one of "
                                       "zscore, rank"),
+        (["fusion.text_precision=half"], "fusion.text_precision = 'half' (--set): must be one "
+                                         "of auto, float32, bfloat16"),
         (["train.lr=-1"], "train.lr = -1.0 (--set): must be > 0"),
         (["train.kg_dropout=1"], "train.kg_dropout = 1.0 (--set): must be in [0, 1)"),
         (["train.model=bert"], "train.model = 'bert' (--set): must be one of pop, mf"),

