@@ -56,25 +56,75 @@ JVM_OPTS=(
 
 lib_complete() { [[ -f "$HERE/lib/.complete" ]] && cmp -s "$HERE/lib/.complete" <(sha256sum "$HERE/pom.xml"); }
 
-# Launcher.java compiled once (the single-file source launcher would compile it, against all
-# the jars, on every start: about 3 s of each start on 2 cores).
+# Launcher.java compiled once into a jar (the single-file source launcher would compile it,
+# against all the jars, on every start: about 3 s of each start on 2 cores).
 CLASSES="$HERE/lib/classes"
+LAUNCHER_JAR="$CLASSES/launcher.jar"
 launcher() {
-  [[ "$CLASSES/Launcher.class" -nt "$HERE/Launcher.java" ]] && return 0
+  [[ "$LAUNCHER_JAR" -nt "$HERE/Launcher.java" ]] && return 0
   mkdir -p "$CLASSES"
   local tmp; tmp="$(mktemp -d "$CLASSES/.javac.XXXXXX")"  # two starts at once: one rename wins
-  javac -nowarn -cp "$HERE/lib/*" -d "$tmp" "$HERE/Launcher.java"
-  mv "$tmp/Launcher.class" "$CLASSES/Launcher.class"
-  rm -rf "$tmp"
+  javac -nowarn -cp "$HERE/lib/*" -d "$tmp/classes" "$HERE/Launcher.java"
+  jar --create --file "$tmp/launcher.jar" -C "$tmp/classes" .
+  rm -f "$CDS_ARCHIVE"  # it holds the old launcher's classes
+  mv "$tmp/launcher.jar" "$LAUNCHER_JAR"
+  rm -rf "$tmp" "$CLASSES/Launcher.class"  # the class file of earlier versions
+}
+
+# Class data sharing: the first start that is stopped cleanly dumps the classes it loaded
+# (about 110 MB, once); later starts map them instead of loading ~10k classes from the jars,
+# about 3 s less per start on 2 cores. CDS needs jars only on the class path (hence the
+# launcher jar), and a JVM that finds the archive stale just starts without it.
+CDS_ARCHIVE="$CLASSES/neo4j-cds.jsa"
+CDS_DUMP_FILE="$RUN_DIR/neo4j-$PORT.cds"  # where this server dumps its archive when it stops
+cds_opts() {
+  CDS=(-Xlog:cds=off -Xlog:cds+dynamic=off)
+  rm -f "$CDS_DUMP_FILE"
+  if [[ -f "$CDS_ARCHIVE" ]]; then
+    CDS+=("-XX:SharedArchiveFile=$CDS_ARCHIVE")
+  else
+    local dump="$CDS_ARCHIVE.$PORT.$$"
+    CDS+=("-XX:ArchiveClassesAtExit=$dump")
+    echo "$dump" > "$CDS_DUMP_FILE"
+  fi
+}
+
+# After a clean stop: the dumped archive into place (two first starts: the first rename wins).
+keep_cds_archive() {
+  [[ -f "$CDS_DUMP_FILE" ]] || return 0
+  local dump; dump="$(cat "$CDS_DUMP_FILE")"
+  rm -f "$CDS_DUMP_FILE"
+  [[ -f "$dump" ]] || return 0
+  if [[ -f "$CDS_ARCHIVE" ]]; then rm -f "$dump"; else mv "$dump" "$CDS_ARCHIVE"; fi
 }
 
 build() {
-  if lib_complete; then echo "neo4j: jars already in $HERE/lib"; return 0; fi
-  command -v mvn >/dev/null || { echo "neo4j: Maven (mvn) is needed to fetch the jars" >&2; exit 1; }
-  rm -rf "$HERE/lib"
-  (cd "$HERE" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies)
-  sha256sum "$HERE/pom.xml" > "$HERE/lib/.complete"
-  echo "neo4j: $(ls "$HERE/lib"/*.jar | wc -l) jars in $HERE/lib"
+  if lib_complete; then
+    echo "neo4j: jars already in $HERE/lib"
+  else
+    command -v mvn >/dev/null || { echo "neo4j: Maven (mvn) is needed to fetch the jars" >&2; exit 1; }
+    rm -rf "$HERE/lib"
+    (cd "$HERE" && mvn -q -B -Dstyle.color=never dependency:copy-dependencies)
+    sha256sum "$HERE/pom.xml" > "$HERE/lib/.complete"
+    echo "neo4j: $(ls "$HERE/lib"/*.jar | wc -l) jars in $HERE/lib"
+  fi
+  launcher
+  cds_archive
+}
+
+# Once per build: a throwaway server (a temporary home and password, a free port) started and
+# stopped, so that even the first real start maps the class-data archive.
+cds_archive() {
+  [[ -f "$CDS_ARCHIVE" ]] && return 0
+  local port tmp
+  for port in $(seq 17687 17787); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break; done
+  tmp="$(mktemp -d)"
+  (export NEO4J_PORT="$port" NEO4J_RUN_DIR="$tmp" NEO4J_HOME="$tmp/home" NEO4J_AUTH=on
+   unset NEO4J_PASSWORD NEO4J_PASSWORD_FILE  # setting the password loads Cypher's classes too
+   bash "$HERE/server.sh" start >/dev/null && bash "$HERE/server.sh" stop >/dev/null) || true
+  rm -rf "$tmp"
+  if [[ -f "$CDS_ARCHIVE" ]]; then echo "neo4j: class-data archive in $CDS_ARCHIVE"
+  else echo "neo4j: no class-data archive (starts take about 3 s longer)" >&2; fi
 }
 
 # A killed server stays a zombie until its parent (init, once start's shell has gone) reaps it,
@@ -119,7 +169,8 @@ start() {
   mkdir -p "$RUN_DIR" "$NEO4J_HOME"
   load_password
   # setsid: the server outlives this shell; its pid is what stop() signals.
-  setsid "$JAVA" "${JVM_OPTS[@]}" -cp "$CLASSES:$HERE/lib/*" Launcher \
+  cds_opts
+  setsid "$JAVA" "${JVM_OPTS[@]}" "${CDS[@]}" -cp "$LAUNCHER_JAR:$HERE/lib/*" Launcher \
     --home "$NEO4J_HOME" --port "$PORT" --listen "$LISTEN" --auth "$AUTH" >"$LOG_FILE" 2>&1 < /dev/null &
   echo $! > "$PID_FILE"
   local pid; pid="$(cat "$PID_FILE")" waited=0 polls=0
@@ -142,12 +193,12 @@ stop() {
   if ! pid="$(running_pid)"; then echo "neo4j: not running on port $PORT"; rm -f "$PID_FILE"; return 0; fi
   kill -TERM "$pid"
   for _ in $(seq 1 300); do
-    alive "$pid" || { rm -f "$PID_FILE"; echo "neo4j: stopped (pid $pid)"; return 0; }
+    alive "$pid" || { rm -f "$PID_FILE"; keep_cds_archive; echo "neo4j: stopped (pid $pid)"; return 0; }
     sleep 0.2
   done
   echo "neo4j: pid $pid did not stop within 60s; killing it" >&2
   kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$PID_FILE"
+  rm -f "$PID_FILE" "$(cat "$CDS_DUMP_FILE" 2>/dev/null || echo /nonexistent)" "$CDS_DUMP_FILE"
   return 1
 }
 
