@@ -46,7 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run settings (default: the demo's data/ml100k.toml)")
     p.add_argument("--workdir", type=Path, default=ROOT / ".kgrec" / "bench" / "pipeline",
                    help="emptied first; the store, text cache and run go there")
-    p.add_argument("--out", type=Path, default=RESULTS / "pipeline.json")
+    p.add_argument("--out", type=Path, default=RESULTS / "pipeline.json",
+                   help="results JSON; the report's picture goes beside it as *_report.png")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="a setting over the config, as kgrec's --set (repeatable)")
     p.add_argument("--busy", action="store_true",
                    help="also run from scratch beside 2 x CPUs busy processes and compare")
     p.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)
@@ -64,7 +67,7 @@ def _timed_run(config) -> tuple[float, dict]:
 
 def _config(args: argparse.Namespace, workdir: Path):
     shutil.rmtree(workdir, ignore_errors=True)
-    config = load_config(args.config, env={})
+    config = load_config(args.config, env={}, sets=args.set)
     config.run.workdir = str(workdir / "run")
     config.store.path = str(workdir / "store")
     config.fusion.cache_dir = str(workdir / "text-cache")  # a cold text cache too
@@ -90,7 +93,8 @@ def busy_run(args: argparse.Namespace, quiet: dict, k: int) -> dict:
         time.sleep(5)
         load = os.getloadavg()[0]
         out = subprocess.run([sys.executable, __file__, "--one-run", "--config", str(args.config),
-                              "--workdir", str(workdir)], capture_output=True, text=True)
+                              "--workdir", str(workdir),
+                              *(f"--set={s}" for s in args.set)], capture_output=True, text=True)
         load_end = os.getloadavg()[0]
     finally:
         for b in burners:
@@ -122,6 +126,7 @@ def one_run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.out = args.out.resolve()
     if args.one_run:
         return one_run(args)
     config = _config(args, args.workdir)
@@ -142,10 +147,11 @@ def main(argv: list[str] | None = None) -> int:
                             for name in rows} for model, rows in table.items()},
         "config": str(args.config.relative_to(ROOT)) if args.config.is_relative_to(ROOT)
         else str(args.config),
+        "sets": args.set,
         "command": command(), "machine": host, "date": now(),
     }
     png = render_png(args.workdir / "run" / "report" / "report.html",
-                     RESULTS / "pipeline_report.png")
+                     args.out.with_name(f"{args.out.stem}_report.png"))
     payload["report_png"] = str(png.relative_to(ROOT))
     write_json(args.out, payload)
     if args.busy:
