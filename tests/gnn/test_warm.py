@@ -70,6 +70,7 @@ def converged(ml100k_snapshot, ml100k_split):
     return train_model(ml100k_snapshot, ml100k_split, settings, progress=False), settings
 
 
+@pytest.mark.slow  # trains ml-100k to 16 epochs first (module fixture)
 def test_a_warm_start_begins_where_the_previous_run_ended(tmp_path, converged, ml100k_snapshot,
                                                            ml100k_split) -> None:
     previous, settings = converged
@@ -86,6 +87,7 @@ def test_a_warm_start_begins_where_the_previous_run_ended(tmp_path, converged, m
     assert "warm-started from" in warm.summary() and "warm_start" not in cold.applied
 
 
+@pytest.mark.slow  # trains ml-100k to 16 epochs first (module fixture)
 def test_a_run_without_row_keys_cannot_warm_start(tmp_path, converged) -> None:
     previous, _ = converged
     previous.save(tmp_path)
@@ -94,6 +96,7 @@ def test_a_run_without_row_keys_cannot_warm_start(tmp_path, converged) -> None:
         WarmStart.load(tmp_path)
 
 
+@pytest.mark.slow  # trains ml-100k to 16 epochs first (module fixture)
 def test_a_loaded_run_saved_again_keeps_its_parameters_and_row_keys(tmp_path, converged):
     """The fusion stage loads a run and saves it again: what a warm start reads must survive."""
     previous, _ = converged
