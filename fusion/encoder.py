@@ -194,7 +194,9 @@ def native_bfloat16(device: torch.device) -> bool:
     float32, so "auto" only picks it where it is native)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    # torch's own CPU feature probes (private: a torch without them counts as "not native")
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -104,6 +104,16 @@ def test_auto_precision_takes_bfloat16_only_where_it_is_native(monkeypatch) -> N
         resolve_precision("half", cpu)
 
 
+def test_a_torch_without_its_cpu_probes_counts_as_not_native(monkeypatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert encoder.native_bfloat16(cpu)
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.delattr(torch.cpu, name, raising=False)
+    assert not encoder.native_bfloat16(cpu)
+    assert resolve_precision("auto", cpu) == "float32"
+
+
 def test_cache_hit_encodes_nothing_and_change_reencodes_one(tmp_path, text_encoder) -> None:
     enc = text_encoder.with_cache(tmp_path)
     texts = ["red apple", "green pear", "yellow banana", "red apple"]
