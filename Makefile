@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-neo4j: ## fetch the Neo4j 5.26 jars from Maven Central (once)
+neo4j: ## fetch the Neo4j 5.26 jars from Maven Central, dump their class-data archive (once)
 	bash scripts/neo4j/server.sh build
 
 browser: ## Debian's Chromium, which renders the run report in the tests (once; needs root)
