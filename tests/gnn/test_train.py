@@ -234,7 +234,7 @@ def _cpu_burners(count: int) -> list[subprocess.Popen]:
 def test_same_seed_same_metrics_on_a_busy_machine(ml100k_snapshot, ml100k_split):
     """No clock decides anything: two trainings with one seed give identical losses and
     validation metrics, the second while other processes keep every CPU busy."""
-    settings = TrainSettings(model="gat", dim=16, layers=2, epochs=4, eval_every=2,
+    settings = TrainSettings(model="gat", dim=16, layers=2, epochs=2, eval_every=1,
                              batch_size=8192, lr=0.01, text_features=False, kg_every=2)
     assert settings.max_minutes is None
     quiet = train_model(ml100k_snapshot, ml100k_split, settings, progress=False)
