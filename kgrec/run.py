@@ -36,7 +36,7 @@ from kgrec.kg.snapshot import GraphSnapshot
 from kgrec.kg.stats import graph_stats
 from kgrec.loading import ingest
 from kgrec.report import ReportData, training_line, write_report
-from kgrec.runfolder import load_snapshot, warm_start_from
+from kgrec.runfolder import TEXT_SETTINGS, load_snapshot, warm_start_from
 from kgrec.settings import RUN_STAGES
 from kgrec.stores import open_store
 from kgrec.training import make_run_split
@@ -215,8 +215,7 @@ class Pipeline:
         cfg = self.config
         settings = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k != "model"}
         key = [self._token("snapshot"), model, settings,
-               cfg.fusion.text_model, cfg.fusion.text_fields, cfg.fusion.text_separator,
-               cfg.fusion.text_precision]
+               *(getattr(cfg.fusion, k) for k in TEXT_SETTINGS), cfg.fusion.text_precision]
         key_hash = digest(key)  # a checkpoint of other settings or data is never resumed
 
         def work() -> dict[str, str]:

@@ -113,6 +113,8 @@ def load_snapshot(
 #: trained under other values of these may still warm-start this one.
 RUN_CONTROL = ("epochs", "patience", "min_gain", "eval_every", "max_minutes", "max_batches",
                "device", "threads")
+#: The ``[fusion]`` settings that decide what a product's text vector says (a model trained
+#: on other ones cannot warm-start); ``text_precision`` changes its last digits only.
 TEXT_SETTINGS = ("text_model", "text_fields", "text_separator")
 
 
