@@ -18,13 +18,14 @@ from neo4j import Driver, GraphDatabase
 pytestmark = pytest.mark.neo4j
 
 #: Enough events that the load is still running when the server is killed at a fifth of it.
-USERS, PRODUCTS, EVENTS = 5_000, 20_000, 50_000
+USERS, PRODUCTS, EVENTS = 2_000, 5_000, 20_000
 CLEAN = {"User": USERS, "Product": PRODUCTS, "PURCHASED": EVENTS}
 
 
 def _dump(folder: Path, events: int = EVENTS, timestamps: bool = True) -> list[str]:
     """Synthetic products and purchase events (every event distinct; without timestamps up
-    to 20,000 events); ``ingest`` options."""
+    to 10,000 events: the (user, product) pairs repeat after lcm(USERS, PRODUCTS)); ``ingest``
+    options."""
     folder.mkdir(parents=True, exist_ok=True)
     products, ev = folder / "products.csv", folder / "events.csv"
     if not ev.exists():
@@ -130,7 +131,7 @@ def test_two_loads_at_once_end_as_one_load(neo4j_uri: str, neo4j_password: str,
     with _driver(neo4j_uri, neo4j_password) as driver:
         for record in driver.execute_query("SHOW CONSTRAINTS YIELD name").records:
             driver.execute_query(f"DROP CONSTRAINT `{record['name']}`")
-    events = EVENTS // 2 if timestamps else 20_000
+    events = EVENTS // 2
     source = _dump(tmp_path / "dump", events=events, timestamps=timestamps)
     runs = [_ingest(tmp_path, neo4j_uri, "", *source, password=neo4j_password)
             for _ in range(2)]
