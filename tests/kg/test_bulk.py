@@ -14,14 +14,8 @@ import pytest
 
 from kgrec.errors import InputError, StoreError
 from kgrec.kg import cypher, schema
-from kgrec.kg.store.bulk import (
-    SCRIPTS,
-    BulkStore,
-    CsvExport,
-    check_target,
-    export_csv,
-    server_settings,
-)
+from kgrec.kg.store.bulk import SCRIPTS, BulkStore, check_target, server_settings
+from kgrec.kg.store.bulk_csv import CsvExport, export_csv
 from kgrec.kg.store.neo4j import Neo4jStore
 from kgrec.kg.tables import GraphTables, typed_node_table, typed_rel_table
 from kgrec.settings import Neo4jConfig
