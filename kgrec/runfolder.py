@@ -27,10 +27,11 @@ from kgrec.config import Config
 from kgrec.errors import InputError, ModelError
 from kgrec.files import checksums, read_artefact, verify, write_text
 from kgrec.fusion.artefacts import Fusion, load_fusion, save_fusion
-from kgrec.fusion.encoder import TextEncoder
+from kgrec.fusion.encoder import TextEncoder, resolve_precision
 from kgrec.fusion.fit import Sources
 from kgrec.fusion.reengage import Reengagement
 from kgrec.fusion.text import encode_products, has_text
+from kgrec.gnn.device import resolve_device
 from kgrec.gnn.pairs import pair_table
 from kgrec.gnn.result import RETRAIN, TrainResult
 from kgrec.gnn.split import Split
@@ -54,6 +55,12 @@ def text_encoder(config: Config):
                        batch_size=config.fusion.text_batch_size,
                        cache_dir=config.fusion.cache_dir,
                        precision=config.fusion.text_precision)
+
+
+def text_precision(config: Config) -> str:
+    """The arithmetic the text encoder runs in here (``fusion.text_precision`` resolved for
+    the device: "auto" is bfloat16 only where the hardware computes it)."""
+    return resolve_precision(config.fusion.text_precision, resolve_device(config.train.device))
 
 
 def encode_catalogue(snapshot: GraphSnapshot, config: Config, progress: bool = True):

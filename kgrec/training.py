@@ -39,7 +39,7 @@ from kgrec.gnn.warm import WarmStart
 from kgrec.kg import schema
 from kgrec.kg.extract.lists import held_out_pairs
 from kgrec.kg.snapshot import GraphSnapshot
-from kgrec.runfolder import Run, as_snapshot, encode_catalogue
+from kgrec.runfolder import Run, as_snapshot, encode_catalogue, text_precision
 from kgrec.settings import SourceSpec, TrainSettings
 
 
@@ -181,6 +181,7 @@ def fuse_run(run: Run, text_sides: Sequence[str] | None = None, *,
             "text_fields": list(config.fusion.text_fields),
             "normalise": config.fusion.normalise,
             "text_model": None if raw is None else config.fusion.text_model,
+            "text_precision": None if raw is None else text_precision(config),
             "split": split.summary()}
     run.fusion = Fusion(fit, confidence, raw, meta)
     return run

@@ -6,8 +6,10 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from kgrec.cli import main
+from kgrec.fusion.encoder import native_bfloat16
 from kgrec.gnn.split import Split, make_split
 from kgrec.gnn.train import train_model
 from kgrec.kg import schema
@@ -49,6 +51,9 @@ def test_fuse_score_write_back_and_search(workdir, capsys) -> None:
     assert main(["fuse", *_common(workdir), "--tower-epochs", "3"]) == 0
     meta = json.loads((workdir / "run" / "fusion" / "fusion.json").read_text())
     assert meta["text_sides"] == ["profile", "tower"]
+    # The arithmetic the vectors were computed in: "auto" resolved for this CPU.
+    assert meta["text_precision"] == ("bfloat16" if native_bfloat16(torch.device("cpu"))
+                                      else "float32")
     for job in ("full", "tail"):
         fit = meta["jobs"][job]
         assert fit["text_side"] in ("profile", "tower", "none")
@@ -143,7 +148,7 @@ def test_catalogue_without_text_fuses_graph_only(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "the catalogue carries no product text" in out and "nothing encoded" in out
     meta = json.loads((tmp_path / "run" / "fusion" / "fusion.json").read_text())
-    assert meta["text_sides"] == [] and meta["text_model"] is None
+    assert meta["text_sides"] == [] and meta["text_model"] is meta["text_precision"] is None
     assert {job["text_side"] for job in meta["jobs"].values()} == {"none"}
     assert not (tmp_path / "run" / "fusion" / "raw_text_products.pt").exists()
     assert main(["score", *_common(tmp_path), "--items", "all", "--top-k", "2", "--out",
