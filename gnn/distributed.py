@@ -69,7 +69,7 @@ def _train_rank(snapshot, split, settings, kwargs: dict[str, Any], out: Path) ->
     if dist.get_rank() == 0:
         torch.save({"model": result.model.state_dict(), "history": result.history,
                     "best_epoch": result.best_epoch, "seconds": result.seconds,
-                    "stop_reason": result.stop_reason}, out)
+                    "stop_reason": result.stop_reason, "applied": result.applied}, out)
 
 
 def train_distributed(snapshot, split, cfg: Any = None, nproc: int = 2, *,
@@ -91,5 +91,5 @@ def train_distributed(snapshot, split, cfg: Any = None, nproc: int = 2, *,
     model.load_state_dict(saved["model"])
     users, items = export_embeddings(model, snapshot)
     return TrainResult(model, users, items, saved["history"], settings, saved["best_epoch"],
-                       saved["seconds"], saved["stop_reason"],
+                       saved["seconds"], saved["stop_reason"], saved["applied"],
                        row_keys=row_keys(model, snapshot))

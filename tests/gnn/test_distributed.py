@@ -56,6 +56,9 @@ def test_two_processes_equal_one(model, extra):
     ndcg = torch.tensor([[h["valid"]["ndcg@20"] for h in r.history] for r in (one, two)])
     assert (ndcg[0] - ndcg[1]).abs().max() < 1e-3
     assert two.best_epoch == one.best_epoch
+    # What the run derived is rank 0's: the global batch and rate, each rank's threads.
+    assert {k: two.applied[k] for k in ("batch_size", "lr")} == {"batch_size": 101, "lr": 0.05}
+    assert two.applied["threads"] == max(1, one.applied["threads"] // 2)
 
 
 def test_ranks_split_a_batch_like_tensor_split():
