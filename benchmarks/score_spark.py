@@ -59,7 +59,7 @@ def main() -> None:
 
     import kgrec
     from kgrec.config import Config
-    from kgrec.spark import _session, score_on_spark
+    from kgrec.spark import score_on_spark, spark_session
 
     config = Config()
     config.score.chunk_size, config.train.device = args.chunk_size, "cpu"
@@ -78,7 +78,7 @@ def main() -> None:
              "users_per_s": round(users / (scored - start), 1), "rows": len(local)}]
 
     t = time.perf_counter()
-    spark, _ = _session(args.master)  # kept open: the warm run reuses it and its workers
+    spark, _ = spark_session(args.master)  # kept open: the warm run reuses it and its workers
     session_start = time.perf_counter() - t
     try:
         for name in ("cold", "warm"):

@@ -126,7 +126,7 @@ def score_on_spark(run: str | Path, *, master: str, out: str | Path,
     # One user on the driver checks items, k and alpha and counts the candidates.
     candidates = serving.recommend(rec, ids[:1], **options).attrs["candidates"]
     job = functools.partial(_score_batches, files=files, config=config, options=options)
-    spark, owned = _session(master)
+    spark, owned = spark_session(master)
     try:
         parts = partitions or spark.sparkContext.defaultParallelism
         master = spark.sparkContext.master or master  # an active session's master wins
@@ -190,8 +190,10 @@ def _score_batches(batches: Iterator[pd.DataFrame], *, files: RunFiles, config: 
         yield serving.recommend(rec, users, **options).assign(per="user")
 
 
-def _session(master: str) -> tuple[SparkSession, bool]:
-    """A quiet Spark session on ``master`` (an active one is reused, and not stopped)."""
+def spark_session(master: str) -> tuple[SparkSession, bool]:
+    """A quiet Spark session on ``master`` for :func:`score_on_spark`, and whether the
+    caller owns it (an active session is reused, and its owner stops it): open one first to
+    keep the workers warm across several scorings."""
     try:
         from pyspark.sql import SparkSession
     except ImportError as err:

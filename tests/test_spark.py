@@ -12,7 +12,7 @@ from kgrec.cli import main
 from kgrec.config import Config
 from kgrec.errors import InputError
 from kgrec.kg.snapshot import snapshot_from_tables
-from kgrec.spark import _session, score_on_spark
+from kgrec.spark import score_on_spark, spark_session
 
 pytest.importorskip("pyspark")
 
@@ -37,7 +37,7 @@ def run(themed_tables, tmp_path_factory):
 @pytest.fixture(scope="module")
 def spark():
     """One local[2] session for the module: the CLI run reuses it and its Python workers."""
-    session, _ = _session("local[2]")
+    session, _ = spark_session("local[2]")
     yield session
     session.stop()
 
