@@ -82,6 +82,9 @@ cds_opts() {
   rm -f "$CDS_DUMP_FILE"
   if [[ -f "$CDS_ARCHIVE" ]]; then
     CDS+=("-XX:SharedArchiveFile=$CDS_ARCHIVE")
+    # Dumps of first starts killed before a clean stop (110 MB each, maybe cut short): with
+    # the archive in place no server keeps its dump, so these are left-overs.
+    rm -f "$CDS_ARCHIVE".*
   else
     local dump="$CDS_ARCHIVE.$PORT.$$"
     CDS+=("-XX:ArchiveClassesAtExit=$dump")

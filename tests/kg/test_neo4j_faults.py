@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from neo4j import Driver, GraphDatabase
 
+from kgrec.kg.store.bulk import SCRIPTS
+
 pytestmark = pytest.mark.neo4j
 
 #: Enough events that the load is still running when the server is killed at a fifth of it.
@@ -110,7 +112,13 @@ def test_server_killed_mid_load_then_rerun_completes(neo4j_private, tmp_path: Pa
     assert "lost the connection to Neo4j while writing" in line or (
         f"cannot reach Neo4j at {server.uri}" in line), line
     assert time.monotonic() - killed < 20  # the retry time, not the driver's 30 s per batch
+    # A first start killed while it dumped its class-data archive leaves the dump behind.
+    archive = SCRIPTS / "lib" / "classes" / "neo4j-cds.jsa"
+    assert archive.exists()  # made by `server.sh build`
+    orphan = archive.with_name(f"{archive.name}.7687.12345")
+    orphan.write_bytes(b"cut short")
     server.start()  # recovery replays the committed batches
+    assert not orphan.exists()  # the archive is in place: left-over dumps go
     cut = _graph(server.uri, server.password)
     assert cut["bad_ends"] == cut["dup_rels"] == cut["dup_nodes"] == 0
     assert cut["User"] <= USERS and cut["Product"] <= PRODUCTS
