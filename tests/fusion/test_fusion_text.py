@@ -133,6 +133,31 @@ def test_cache_hit_encodes_nothing_and_change_reencodes_one(tmp_path, text_encod
     assert len(list(enc.cache.folder.glob("part-*.npz"))) == 2
 
 
+def test_an_interrupted_encoding_resumes_from_its_last_chunk(tmp_path, text_encoder,
+                                                             monkeypatch) -> None:
+    monkeypatch.setattr(encoder, "CACHE_CHUNK", 2)
+    enc = text_encoder.with_cache(tmp_path)
+    enc.batch_size = 2  # a chunk is one batch of 2 texts
+    texts = [f"a lab product of {i} parts" for i in range(7)]
+    real, batches = enc._forward, []
+
+    def interrupted(ids, mask):
+        if len(batches) == 2:
+            raise KeyboardInterrupt  # the third batch: two chunks were cached
+        batches.append(len(ids))
+        return real(ids, mask)
+
+    monkeypatch.setattr(enc, "_forward", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        enc.encode(texts)
+    assert len(list(tmp_path.rglob("part-*.npz"))) == 2
+    resumed = text_encoder.with_cache(tmp_path)
+    vectors = resumed.encode(texts)
+    assert resumed.encoded_count == 3  # only the 7 - 2 x 2 texts not cached yet
+    fresh = text_encoder.with_cache(None).encode(texts)
+    torch.testing.assert_close(vectors, fresh, rtol=0, atol=5e-3)  # other batches (bf16)
+
+
 def test_product_text_cleans_and_orders_fields() -> None:
     products = pd.DataFrame(
         {
