@@ -1,11 +1,11 @@
 """``kgrec run``: the main job as one resumable run.
 
-ingest -> snapshot -> train (the model and its baselines) -> fuse -> evaluate -> score the
-long tail -> report. Each stage is keyed by a hash of its settings, the contents of its
-input files and the tokens of the stages it reads; a stage whose key is unchanged and whose
-outputs exist is reused, so a second run redoes only what changed. ``force`` reruns a
-stage (and, since its token changes, every stage after it). State lives in
-``WORKDIR/state.json``.
+ingest -> snapshot -> encode the products' text -> train (the model and its baselines) ->
+fuse -> evaluate -> score the long tail -> report. Each stage is keyed by a hash of its
+settings, the contents of its input files and the tokens of the stages it reads; a stage
+whose key is unchanged and whose outputs exist is reused, so a second run redoes only what
+changed. ``force`` reruns a stage (and, since its token changes, every stage after it).
+State lives in ``WORKDIR/state.json``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from kgrec.kg.snapshot import GraphSnapshot
 from kgrec.kg.stats import graph_stats
 from kgrec.loading import ingest
 from kgrec.report import ReportData, training_line, write_report
-from kgrec.runfolder import TEXT_SETTINGS, load_snapshot, warm_start_from
+from kgrec.runfolder import TEXT_SETTINGS, encode_catalogue, load_snapshot, warm_start_from
 from kgrec.settings import RUN_STAGES
 from kgrec.stores import open_store
 from kgrec.training import make_run_split
@@ -139,7 +139,7 @@ class Pipeline:
         self.workdir.mkdir(parents=True, exist_ok=True)
         models = self.models
         plan: list[tuple[str, Callable[[], tuple[list, Callable[[], dict[str, str]]]]]] = [
-            ("ingest", self._ingest), ("snapshot", self._snapshot),
+            ("ingest", self._ingest), ("snapshot", self._snapshot), ("encode", self._encode),
             *[(f"train:{m}", lambda m=m: self._train(m)) for m in models],
             ("fuse", self._fuse), ("evaluate", self._evaluate), ("score", self._score),
             ("report", self._report)]
@@ -211,11 +211,29 @@ class Pipeline:
 
         return [self._token("ingest")], work
 
+    def _encode(self):
+        """The products' text vectors into the text cache, where training and the fusion
+        read them: on a large catalogue the longest step of a first run, timed on its own."""
+        cfg = self.config
+        key = [self._token("snapshot"), *(getattr(cfg.fusion, k) for k in TEXT_SETTINGS),
+               cfg.fusion.text_precision, cfg.fusion.cache_dir]
+
+        def work() -> dict[str, str]:
+            if not cfg.fusion.cache_dir:
+                self._say("  no text cache (fusion.cache_dir is empty): the texts are "
+                          "encoded where they are used")
+                return {}
+            raw = encode_catalogue(self.snapshot, cfg, self.progress)
+            if raw is not None:
+                self._say(f"  {len(raw.ids):,} product texts in {cfg.fusion.cache_dir}")
+            return {}
+
+        return key, work
+
     def _train(self, model: str):
         cfg = self.config
         settings = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k != "model"}
-        key = [self._token("snapshot"), model, settings,
-               *(getattr(cfg.fusion, k) for k in TEXT_SETTINGS), cfg.fusion.text_precision]
+        key = [self._token("encode"), model, settings]
         key_hash = digest(key)  # a checkpoint of other settings or data is never resumed
 
         def work() -> dict[str, str]:

@@ -19,7 +19,7 @@ from kgrec.run import Pipeline
 
 pytestmark = pytest.mark.slow  # the whole pipeline, end to end: the full suite only
 TRAIN_STAGES = ["train:gat", "train:pop", "train:mf"]
-ALL = ["ingest", "snapshot", *TRAIN_STAGES, "fuse", "evaluate", "score", "report"]
+ALL = ["ingest", "snapshot", "encode", *TRAIN_STAGES, "fuse", "evaluate", "score", "report"]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_second_run_reuses_every_stage_and_a_change_reruns_what_follows(first) -
     assert again.reused == ALL
     config.fusion.tower_epochs = 3
     changed = Pipeline(config, progress=False, echo=False).run()
-    assert changed.reused == ["ingest", "snapshot", *TRAIN_STAGES]
+    assert changed.reused == ["ingest", "snapshot", "encode", *TRAIN_STAGES]
     forced = Pipeline(config, force=["snapshot"], progress=False, echo=False).run()
     assert forced.reused == ["ingest"]
 
@@ -111,7 +111,7 @@ def test_cli_run_prints_the_stage_table(first, capsys) -> None:
         f'[score]\ntop_k = 5\n')
     assert main(["run", str(toml), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "(9 of 9 stages reused)" in out and "report.html" in out
+    assert "(10 of 10 stages reused)" in out and "report.html" in out
     table = json.loads((Path(config.run.workdir) / "evaluation.json").read_text())
     fused = table["gat+fusion"]
     assert re.search(rf"^gat\+fusion +{fused['overall']['ndcg@20']:.4f} +"

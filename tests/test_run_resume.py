@@ -39,7 +39,7 @@ def _config(tmp_path: Path, themed_tables) -> Config:
 def _until_trained(pipeline: Pipeline) -> None:
     """The run's stages up to training (the rest do not matter here)."""
     for name, stage in (("ingest", pipeline._ingest), ("snapshot", pipeline._snapshot),
-                        ("train:mf", lambda: pipeline._train("mf"))):
+                        ("encode", pipeline._encode), ("train:mf", lambda: pipeline._train("mf"))):
         pipeline._stage("", name, *stage())
 
 
