@@ -33,6 +33,7 @@ def _config(tmp_path: Path, themed_tables) -> Config:
     config.train.epochs = 4
     config.train.dim = 8
     config.train.device = "cpu"
+    config.fusion.cache_dir = str(tmp_path / "text-cache")
     return config
 
 
