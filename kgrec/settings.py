@@ -52,8 +52,7 @@ SPLITS = ("auto", "temporal", "temporal_ratio", "leave_one_out", "random", "item
           "given")
 
 #: The stages of ``kgrec run``, in order (``--force STAGE``).
-RUN_STAGES = ("ingest", "snapshot", "encode", "train", "fuse", "evaluate", "score",
-              "report")
+RUN_STAGES = ("ingest", "snapshot", "encode", "train", "fuse", "evaluate", "score", "report")
 SOURCE_KINDS = ("recbole", "scientific", "amazon", "generic", "lists")
 
 
