@@ -215,8 +215,10 @@ class Pipeline:
         """The products' text vectors into the text cache, where training and the fusion
         read them: on a large catalogue the longest step of a first run, timed on its own."""
         cfg = self.config
+        # Not the cache's folder: moving it must not retrain. A missing cache only moves
+        # the encoding into the stages that read the vectors.
         key = [self._token("snapshot"), *(getattr(cfg.fusion, k) for k in TEXT_SETTINGS),
-               cfg.fusion.text_precision, cfg.fusion.cache_dir]
+               cfg.fusion.text_precision]
 
         def work() -> dict[str, str]:
             if not cfg.fusion.cache_dir:
