@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.reg,
         eval_every=args.eval_every, seed=args.seed, device=args.device,
         max_minutes=args.max_minutes,
+        eval_users=0,  # the paper's protocol: every test user ranked
     )
     started, host = now(), machine()
     t0 = time.perf_counter()

@@ -174,10 +174,11 @@ def evaluate(
     score_fn: ScoreFn, split: Split, *, stage: str = "test", k: int = 20,
     candidates: Tensor | None = None, slices: tuple[str, ...] = ("overall", "long_tail",
                                                                    "cold_start"),
+    sample_users: int = 0, seed: int = 2020,
 ) -> dict[str, dict[str, float]]:
     """``kgrec.gnn.metrics.evaluate_ranking`` (kept as the one evaluation of every model)."""
     return evaluate_ranking(score_fn, split, stage=stage, k=k, candidates=candidates,
-                            slices=slices)
+                            slices=slices, sample_users=sample_users, seed=seed)
 
 
 @dataclass
@@ -349,12 +350,15 @@ def fused_table(
     k: int = 20,
     normalise_method: str = "zscore",
     seen: Reengagement | None = None,
+    sample_users: int = 0,
+    seed: int = 2020,
 ) -> dict[str, dict[str, float]]:
-    """The evaluation table of a fitted fusion: the ``full`` job's blend on the overall /
-    long-tail / cold-start slices and the ``tail`` job's blend on ``tail_candidates`` (the
-    ranking restricted to long-tail products), each with its own text side and alpha; a
-    profile side from the history known at ``stage`` (:meth:`TextSide.at_stage`). ``sources``
-    carries the text sides of ``fit``."""
+    """The evaluation table of a fitted fusion (of a seeded sample of at most
+    ``sample_users`` users, as :func:`kgrec.gnn.metrics.evaluate_ranking`): the ``full``
+    job's blend on the overall / long-tail / cold-start slices and the ``tail`` job's blend
+    on ``tail_candidates`` (the ranking restricted to long-tail products), each with its
+    own text side and alpha; a profile side from the history known at ``stage``
+    (:meth:`TextSide.at_stage`). ``sources`` carries the text sides of ``fit``."""
     table: dict[str, dict[str, float]] = {}
     staged = sources.at_stage(split, stage)
     for job, slices in (("full", ("overall", "long_tail", "cold_start")), ("tail", None)):
@@ -363,7 +367,8 @@ def fused_table(
         scorer = job_scorer(staged, fit, job, normalise_method=normalise_method, seen=seen)
         candidates = job_candidates(job, split)
         result = evaluate(candidate_score_fn(scorer, candidates), split, stage=stage, k=k,
-                          candidates=candidates, slices=slices or ("overall",))
+                          candidates=candidates, slices=slices or ("overall",),
+                          sample_users=sample_users, seed=seed)
         if slices:
             table.update(result)
         else:

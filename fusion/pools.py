@@ -38,24 +38,13 @@ from tqdm.auto import tqdm
 
 from kgrec.errors import UsageError
 from kgrec.fusion.blend import GNN_ONLY, Blend, normalise
-from kgrec.gnn.metrics import candidate_mask, rows_of, stage_pairs
+from kgrec.gnn.metrics import candidate_mask, draw_users, rows_of, stage_pairs
 from kgrec.gnn.split import Split
 from kgrec.settings import FIT_POOL, FIT_USERS
 
 #: Scores held per source while one user block is scored (16 MB of float32; a block's
 #: temporaries take a few times that per source).
 BLOCK_ELEMENTS = 1 << 22
-
-
-def draw_users(stage_users: Tensor, size: int, seed: int) -> tuple[Tensor, int]:
-    """(sorted seeded sample of at most ``size`` of the distinct ``stage_users``, how many
-    distinct users there are); ``size=0`` takes them all."""
-    users = torch.unique(stage_users)
-    total = users.numel()
-    if size and total > size:
-        order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
-        users = torch.sort(users[order[:size]]).values
-    return users, total
 
 
 class BlendPools:

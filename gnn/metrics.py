@@ -8,6 +8,12 @@ constant score ranks every product at the middle, not first). PyG's link-predict
 rank ties by index, hence this own count; without ties both agree. AUC and coverage come from
 the same scores.
 
+With ``sample_users``, a seeded sample of the users holding ``stage`` pairs is ranked instead
+of all of them (the cost is users x products); each mean then carries its standard error
+(``se:ndcg@K`` ..., with the finite-population correction) and ``sampled_from``, the users
+sampled from. Coverage@K then counts the sample's top K only, so it reads lower than a full
+ranking's.
+
 Slices: ``overall``; ``long_tail`` (ground-truth pairs whose product lies outside the head
 covering 80% of training interactions); ``cold_start`` (products without training
 interactions). A user counts in a slice only if the slice holds one of their pairs.
@@ -55,6 +61,17 @@ def candidate_mask(candidates: torch.Tensor | None, num_items: int) -> torch.Ten
     return mask
 
 
+def draw_users(stage_users: torch.Tensor, size: int, seed: int) -> tuple[torch.Tensor, int]:
+    """(sorted seeded sample of at most ``size`` of the distinct ``stage_users``, how many
+    distinct users there are); ``size=0`` takes them all."""
+    users = torch.unique(stage_users)
+    total = users.numel()
+    if size and total > size:
+        order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+        users = torch.sort(users[order[:size]]).values
+    return users, total
+
+
 class _SliceState:
     """Accumulates one slice's metrics over user batches."""
 
@@ -62,6 +79,8 @@ class _SliceState:
         self.k = k
         self.auc = auc
         self.sums = dict.fromkeys((f"recall@{k}", f"ndcg@{k}", f"hit@{k}", "mrr"), 0.0)
+        #: Sums of squared per-user values, for the standard errors of a sampled evaluation.
+        self.squares = dict.fromkeys(self.sums, 0.0)
         #: Ideal DCG of a user with n positives (n capped at k): the discounts' cumsum.
         self.idcg = torch.cat([torch.zeros(1, dtype=torch.float64),
                                (1.0 / torch.log2(torch.arange(k, dtype=torch.float64) + 2))
@@ -94,17 +113,19 @@ class _SliceState:
         best = torch.zeros(n_rows, dtype=torch.float64).scatter_reduce_(
             0, rows, hit / (ranks.double() + 1), "amax")
         k = self.k
-        self.sums[f"recall@{k}"] += float((hits[has] / count[has]).sum())
-        self.sums[f"ndcg@{k}"] += float((dcg[has] / self.idcg[count[has].clamp(max=k)]).sum())
-        self.sums[f"hit@{k}"] += float((hits[has] > 0).sum())
-        self.sums["mrr"] += float(best[has].sum())
+        for name, values in ((f"recall@{k}", hits[has] / count[has]),
+                             (f"ndcg@{k}", dcg[has] / self.idcg[count[has].clamp(max=k)]),
+                             (f"hit@{k}", (hits[has] > 0).double()), ("mrr", best[has])):
+            self.sums[name] += float(values.sum())
+            self.squares[name] += float((values * values).sum())
         # Per-user AUC = mean over that user's positives, then averaged over users.
         self.auc_sum += float((per_user(auc)[has] / count[has]).sum())
         self.users += int(has.sum())
         self.pairs += int(rows.numel())
 
-    def result(self) -> dict[str, float]:
-        """The slice's metrics. A slice without users (cold_start when no held-out pair is on
+    def result(self, sampled_from: int = 0) -> dict[str, float]:
+        """The slice's metrics (with their standard errors when the users ranked are a
+        sample of ``sampled_from``). A slice without users (cold_start when no held-out pair is on
         a cold product) has nothing to average: its ranking metrics are NaN, never 0, so a
         table cannot show a missing slice as a model that scored zero. Coverage stays
         defined while any user was ranked (the share of the slice's products in their top
@@ -119,7 +140,21 @@ class _SliceState:
         out[f"coverage@{self.k}"] = hit_items / n_items if covered else math.nan
         out["users"] = float(self.users)
         out["pairs"] = float(self.pairs)
+        if sampled_from:
+            out["sampled_from"] = float(sampled_from)
+            out.update(self._standard_errors(self.ranked / sampled_from))
         return out
+
+    def _standard_errors(self, fraction: float) -> dict[str, float]:
+        """``se:<metric>`` of each mean over a sample holding ``fraction`` of the users: the
+        sample's standard deviation / sqrt(n), times sqrt(1 - fraction) (finite population)."""
+        n = self.users
+        if n < 2:
+            return {f"se:{name}": math.nan for name in self.sums}
+        correction = math.sqrt(max(0.0, 1.0 - fraction))
+        return {f"se:{name}": math.sqrt(max(0.0, (self.squares[name] - total * total / n)
+                                            / (n - 1)) / n) * correction
+                for name, total in self.sums.items()}
 
 
 def mid_ranks(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor,
@@ -214,6 +249,8 @@ def evaluate_ranking(
     batch_size: int = 1024,
     slices: tuple[str, ...] = SLICES,
     auc: bool = True,
+    sample_users: int = 0,
+    seed: int = 2020,
 ) -> dict[str, dict[str, float]]:
     """Rank products for every user holding ``stage`` pairs and report metrics per slice.
 
@@ -229,10 +266,13 @@ def evaluate_ranking(
         slices: which of ``overall``, ``long_tail``, ``cold_start`` to report.
         auc: compute AUC (every positive's rank counted, not only the top K's; training-time
             monitoring skips it and leaves the key out).
+        sample_users: rank a sample of at most this many users (0: all; module doc);
+            ``seed`` draws it, the same users for every score function.
 
     Returns:
         ``{slice: {"recall@K", "ndcg@K", "hit@K", "mrr", "auc", "coverage@K", "users",
-        "pairs"}}``; ``mrr`` is MRR@K, ``coverage@K`` is the share of the slice's
+        "pairs"}}`` (and ``"sampled_from"``, ``"se:recall@K"`` ... when users were
+        sampled); ``mrr`` is MRR@K, ``coverage@K`` is the share of the slice's
         (candidate) products that appear in some user's top K.
     """
     if stage not in ("valid", "test"):
@@ -241,7 +281,8 @@ def evaluate_ranking(
     slice_masks = _slice_masks(split, slices)
     states = {name: _SliceState(k, slice_masks[name] & cand, auc) for name in slices}
     gt_users, gt_items, ex_users, ex_items = stage_pairs(split, stage, cand)
-    users = torch.unique(gt_users)
+    users, total = draw_users(gt_users, sample_users, seed)
+    sampled_from = total if users.numel() < total else 0
     k_eff = min(k, int(cand.sum()))
     for start in range(0, users.numel(), batch_size):
         batch = users[start : start + batch_size]
@@ -252,7 +293,7 @@ def evaluate_ranking(
         for name, state in states.items():
             on = slice_masks[name][items]
             state.update(topk, rows[on], ranks[on], pair_auc[on])
-    return {name: state.result() for name, state in states.items()}
+    return {name: state.result(sampled_from) for name, state in states.items()}
 
 
 def _slice_masks(split: Split, slices: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -319,7 +360,20 @@ def format_table(results: dict[str, dict[str, dict[str, float]]], k: int = 20) -
         for name, values in by_slice.items():
             cells = "".join(_cell(values.get(c), 0 if c == "users" else 4) for c in cols)
             lines.append(f"{model:<12} {name:<16}{cells}")
-    return "\n".join(lines)
+    return "\n".join(lines + _sample_lines(results, k))
+
+
+def _sample_lines(results: dict[str, dict[str, dict[str, float]]], k: int) -> list[str]:
+    """The footnote of a sampled table: how many users of how many, and the standard
+    errors of NDCG@K (none when every user was ranked)."""
+    overall = [by["overall"] for by in results.values()
+               if "sampled_from" in by.get("overall", {})]
+    if not overall:
+        return []
+    errors = [v[f"se:ndcg@{k}"] for v in overall]
+    return [f"Users: a seeded sample of {overall[0]['users']:,.0f} of "
+            f"{overall[0]['sampled_from']:,.0f} (train.eval_users); standard error of "
+            f"ndcg@{k} overall {min(errors):.4f}-{max(errors):.4f}"]
 
 
 def _cell(value: float | None, digits: int) -> str:

@@ -82,7 +82,8 @@ def _autocast(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def _evaluate(model: EmbeddingModel, split: Split, stage: str, k: int) -> dict[str, float]:
+def _evaluate(model: EmbeddingModel, split: Split, stage: str,
+              settings: TrainSettings) -> dict[str, float]:
     model.eval()
     with torch.no_grad():
         cache = model.embed()
@@ -93,8 +94,9 @@ def _evaluate(model: EmbeddingModel, split: Split, stage: str, k: int) -> dict[s
         return model.score(users.to(device), cache)
 
     # AUC needs a full sort per batch: skipped while monitoring (it only stops on NDCG@k).
-    return evaluate_ranking(score, split, stage=stage, k=k, slices=("overall",),
-                            auc=False)["overall"]
+    return evaluate_ranking(score, split, stage=stage, k=settings.k, slices=("overall",),
+                            auc=False, sample_users=settings.eval_users,
+                            seed=settings.seed)["overall"]
 
 
 class _BatchLoss(nn.Module):
@@ -237,7 +239,7 @@ def train_model(
         stop_reason = loop.run(state, deadline)
         _keep_best(model, state)
     elif stage == "valid":
-        state.history.append({"epoch": 0, "valid": _evaluate(model, split, stage, settings.k)})
+        state.history.append({"epoch": 0, "valid": _evaluate(model, split, stage, settings)})
     seconds = time.perf_counter() - start
     users, items = export_embeddings(model, snapshot)
     applied: dict[str, Any] = {"batch_size": batch_size, "lr": lr, "threads": threads}
@@ -350,7 +352,7 @@ class _Loop:
         settings, stage = self.settings, self.stage
         assert stage is not None
         metrics = self.replica.from_main(
-            lambda: _evaluate(self.model, self.split, stage, settings.k))
+            lambda: _evaluate(self.model, self.split, stage, settings))
         record[stage] = metrics
         score = metrics[f"ndcg@{settings.k}"]
         bar.set_postfix(loss=f"{record['loss']:.4f}", ndcg=f"{score:.4f}")

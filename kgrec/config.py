@@ -133,6 +133,7 @@ RULES: dict[str, Rule] = {
     "train.patience": POSITIVE,
     "train.min_gain": NON_NEGATIVE,
     "train.eval_every": POSITIVE,
+    "train.eval_users": NON_NEGATIVE,
     "train.k": POSITIVE,
     "train.seed": at_least(0),
     "train.device": matching(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N"),

@@ -125,8 +125,9 @@ def rendered_dom(html_path: str | Path) -> str:
 
 
 def metrics_frame(metrics: dict[str, dict[str, dict[str, float]]], k: int) -> pd.DataFrame:
-    """One row per model, NDCG@k and Recall@k per slice (n/a where a slice is empty), then
-    per other objective (``objective:CARTED`` ..., with a target behaviour)."""
+    """One row per model, NDCG@k and Recall@k per slice (n/a where a slice is empty; ``±`` its
+    standard error where the users were sampled), then per other objective
+    (``objective:CARTED`` ..., with a target behaviour)."""
     objectives = sorted({name for by_slice in metrics.values() for name in by_slice
                          if name.startswith("objective:")})
     rows = []
@@ -135,9 +136,10 @@ def metrics_frame(metrics: dict[str, dict[str, dict[str, float]]], k: int) -> pd
         for name in (*SLICES, *objectives):
             values = by_slice.get(name, {})
             for metric in (f"ndcg@{k}", f"recall@{k}"):
-                value = values.get(metric)
-                row[f"{name} {metric}"] = "n/a" if value is None or not values.get(
-                    "users", 1) else f"{value:.4f}"
+                value, error = values.get(metric), values.get(f"se:{metric}")
+                shown = "n/a" if value is None or not values.get("users", 1) else f"{value:.4f}"
+                row[f"{name} {metric}"] = shown if error is None or shown == "n/a" else (
+                    f"{shown} ± {error:.4f}")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -152,6 +154,16 @@ def _reengagement_cells(job: dict[str, Any], k: int) -> dict[str, str]:
         return {}
     weight = job.get("seen_weight", 0.0)
     return {"re-engagement b": f"{weight:g}", f"with it, valid NDCG@{k}": f"{curve[weight]:.4f}"}
+
+
+def _sample_note(metrics: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Says which users were ranked where the evaluation sampled them (train.eval_users)."""
+    overall = next(iter(metrics.values()), {}).get("overall", {})
+    if "sampled_from" not in overall:
+        return ""
+    return (f" Ranked for a seeded sample of {overall['users']:,.0f} of "
+            f"{overall['sampled_from']:,.0f} test users (train.eval_users), the same users "
+            f"for every model; ± is the standard error.")
 
 
 def _blocks(data: ReportData) -> dict[str, list[tuple[str, Any]]]:
@@ -186,7 +198,7 @@ def _blocks(data: ReportData) -> dict[str, list[tuple[str, Any]]]:
         "metrics": [("p", f"Test split, full ranking over all products with the training and "
                           f"validation pairs excluded; long_tail / cold_start: test pairs on "
                           f"such products; tail_candidates: the ranking restricted to long-tail "
-                          f"products. NDCG@{k} and Recall@{k}."),
+                          f"products. NDCG@{k} and Recall@{k}." + _sample_note(data.metrics)),
                     ("table", table)],
         "fusion": [("p", "s = a * z(s_gnn) + (1 - a) * z(s_text), fitted on validation per "
                          "job; a may depend on the product's popularity and text. With a "

@@ -287,7 +287,7 @@ class Pipeline:
 
     def _evaluate(self):
         key = [*(self._token(f"train:{m}") for m in self.models), self._token("fuse"),
-               self.config.train.k]
+               self.config.train.k, self.config.train.eval_users]
 
         def work() -> dict[str, str]:
             table: dict[str, dict[str, dict[str, float]]] = {}

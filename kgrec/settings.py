@@ -30,6 +30,10 @@ BEHAVIOUR_SCALES = (0.0, 1.0, 2.0, 4.0)
 BEHAVIOUR_FIT_EPOCHS = 3
 #: Validation users a fusion fit samples by default (all when there are fewer).
 FIT_USERS = 10_000
+#: Users each evaluation ranks by default (all when there are fewer): training's validation
+#: and the evaluation tables. A mean NDCG@20 over 20,000 users has a standard error of
+#: about 0.002 at most (per-user values lie in [0, 1]); reported with every sampled table.
+EVAL_USERS = 20_000
 #: Products each source contributes to a user's fit pool by default (0: every candidate).
 FIT_POOL = 200
 #: Pseudo-events shrinking a product's conversion rate toward its behaviour's overall rate
@@ -164,6 +168,11 @@ class TrainSettings:
             stops a long creep of tiny gains from holding training open (on Tmall 0.01 ends
             at epoch 20 instead of 54, validation 0.0670 instead of 0.0686).
         eval_every: epochs between validation evaluations (2). k: metric cut-off (20).
+        eval_users: users each evaluation ranks, validation in training and the
+            evaluation tables alike (20,000; 0: every user): a seeded sample above that, its
+            standard errors reported (:func:`kgrec.gnn.metrics.evaluate_ranking`), so an
+            evaluation's cost stops growing with the user count. Catalogues with fewer
+            users (ml-100k, Scientific) are ranked whole.
         seed: seed of initialisation, shuffling and negatives (2020).
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; CUDA trains in bf16
             autocast where supported.
@@ -206,6 +215,7 @@ class TrainSettings:
     patience: int = 6
     min_gain: float = 0.0
     eval_every: int = 2
+    eval_users: int = EVAL_USERS
     k: int = 20
     seed: int = 2020
     device: str = "auto"

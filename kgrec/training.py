@@ -195,14 +195,16 @@ def evaluate_run(run: Run, stage: str = "test", k: int | None = None
     also on each other behaviour as the objective, ``objective:CARTED`` ...)."""
     k = run.top_k(k if k is not None else run.config.train.k)
     name, split = run.result.settings.model, run.split
-    table = evaluate_ranking(run.result.score, split, stage=stage, k=k)
+    # Every row ranks the same sampled users (train.eval_users), so rows compare paired.
+    sample = {"sample_users": run.config.train.eval_users, "seed": run.config.train.seed}
+    table = evaluate_ranking(run.result.score, split, stage=stage, k=k, **sample)
     table["tail_candidates"] = evaluate_ranking(
         run.result.score, split, stage=stage, k=k, candidates=long_tail_items(split),
-        slices=("overall",))["overall"]
+        slices=("overall",), **sample)["overall"]
     objectives = objective_splits(run.snapshot, split, run.config)
     for rel, other in objectives.items():
         table[f"objective:{rel}"] = evaluate_ranking(
-            run.result.score, other, stage=stage, k=k, slices=("overall",))["overall"]
+            run.result.score, other, stage=stage, k=k, slices=("overall",), **sample)["overall"]
     rows = {name: table}
     fusion = run.fusion
     if fusion is None:
@@ -211,14 +213,15 @@ def evaluate_run(run: Run, stage: str = "test", k: int | None = None
 
     def fused(f: FusionFit) -> dict[str, dict[str, float]]:
         return fused_table(sources, f, split, stage=stage, k=k,
-                           normalise_method=fusion.normalise, seen=run.seen_in_training)
+                           normalise_method=fusion.normalise, seen=run.seen_in_training,
+                           **sample)
 
     rows[f"{name}+fusion"] = fused(fit)
     scorer = job_scorer(sources, fit, "full", normalise_method=fusion.normalise,
                         seen=run.seen_in_training)
     for rel, other in objectives.items():
         rows[f"{name}+fusion"][f"objective:{rel}"] = evaluate_ranking(
-            scorer, other, stage=stage, k=k, slices=("overall",))["overall"]
+            scorer, other, stage=stage, k=k, slices=("overall",), **sample)["overall"]
     for side in fit.sides:
         text_only = {job: JobFit(job, side, AlphaFunction.constant(0.0), 0.0, 0.0)
                      for job in fit.jobs}

@@ -17,10 +17,10 @@ import torch
 from kgrec.fusion.alpha import AlphaFunction
 from kgrec.fusion.blend import Blend
 from kgrec.fusion.fit import Sources, build_text_side, fit_job, job_candidates
-from kgrec.fusion.pools import BlendPools, draw_users
+from kgrec.fusion.pools import BlendPools
 from kgrec.fusion.score import FusedScorer, candidate_score_fn
 from kgrec.fusion.text import product_text, text_confidence
-from kgrec.gnn.metrics import evaluate_ranking, stage_pairs
+from kgrec.gnn.metrics import draw_users, evaluate_ranking, stage_pairs
 from kgrec.gnn.split import Split, make_split
 from kgrec.gnn.train import train_model
 from kgrec.settings import TrainSettings

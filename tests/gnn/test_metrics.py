@@ -8,7 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from kgrec.gnn.metrics import cold_start_items, evaluate_ranking, format_table, long_tail_items
+from kgrec.gnn.metrics import (
+    cold_start_items,
+    draw_users,
+    evaluate_ranking,
+    format_table,
+    long_tail_items,
+)
 from kgrec.gnn.split import Split
 
 
@@ -186,3 +192,67 @@ def test_auc_equals_the_pairwise_count_with_ties_several_positives_and_exclusion
                  for p in positives for n in negatives]
         expected.append(sum(pairs) / len(pairs))
     assert out["auc"] == pytest.approx(sum(expected) / users, abs=1e-12)
+
+
+def _random_split(n_users: int = 300, n_items: int = 40, seed: int = 0) -> Split:
+    """Each user: 3 training and 1-3 test products, drawn without repeats."""
+    rng = torch.Generator().manual_seed(seed)
+    train, test = [], []
+    for u in range(n_users):
+        items = torch.randperm(n_items, generator=rng)[: 3 + 1 + u % 3].tolist()
+        train += [(u, i) for i in items[:3]]
+        test += [(u, i) for i in items[3:]]
+    return Split(_frame(train), _frame([]), _frame(test), n_users, n_items, "given")
+
+
+def test_a_sampled_evaluation_ranks_the_drawn_users_and_reports_their_standard_errors():
+    split = _random_split()
+    table = torch.randn(300, 40, generator=torch.Generator().manual_seed(1))
+
+    def random_score(users: torch.Tensor) -> torch.Tensor:
+        return table[users]
+
+    sampled = evaluate_ranking(random_score, split, k=5, sample_users=80, seed=7)["overall"]
+    drawn, total = draw_users(torch.as_tensor(split.test["user"].to_numpy()), 80, seed=7)
+    assert (sampled["users"], sampled["sampled_from"], total) == (80.0, 300.0, 300)
+    # The same as a full evaluation of a split holding only the drawn users' test pairs.
+    only = split.test[split.test["user"].isin(drawn.tolist())]
+    sub = Split(split.train, split.valid, only, 300, 40, "given")
+    full_of_drawn = evaluate_ranking(random_score, sub, k=5)["overall"]
+    for name in ("recall@5", "ndcg@5", "hit@5", "mrr", "auc", "pairs"):
+        assert sampled[name] == pytest.approx(full_of_drawn[name]), name
+    assert "se:ndcg@5" not in full_of_drawn and "sampled_from" not in full_of_drawn
+    # Standard error: per-user NDCG@5 (each user evaluated alone), sd / sqrt(n) * sqrt(1 - n/N).
+    per_user = torch.tensor([evaluate_ranking(
+        random_score, Split(split.train, split.valid, only[only["user"] == u], 300, 40,
+                            "given"), k=5, auc=False)["overall"]["ndcg@5"]
+        for u in drawn.tolist()], dtype=torch.float64)
+    expected = float(per_user.std()) / math.sqrt(80) * math.sqrt(1 - 80 / 300)
+    assert sampled["se:ndcg@5"] == pytest.approx(expected)
+    assert float(per_user.mean()) == pytest.approx(sampled["ndcg@5"])
+    # Every user drawn, or a sample at least as large as the users: the exact evaluation.
+    whole = evaluate_ranking(random_score, split, k=5)
+    assert evaluate_ranking(random_score, split, k=5, sample_users=300) == whole
+    assert whole["overall"]["users"] == 300.0
+    # The table says which users it ranked.
+    footer = format_table({"gat": {"overall": sampled}}, k=5).splitlines()[-1]
+    assert footer == (f"Users: a seeded sample of 80 of 300 (train.eval_users); standard "
+                      f"error of ndcg@5 overall {expected:.4f}-{expected:.4f}")
+
+
+def test_the_report_shows_a_sampled_evaluation_with_its_standard_errors():
+    from kgrec.report import _sample_note, metrics_frame
+
+    split = _random_split()
+    table = torch.randn(300, 40, generator=torch.Generator().manual_seed(1))
+    sampled = evaluate_ranking(lambda u: table[u], split, k=5, sample_users=80, seed=7)
+    row = metrics_frame({"gat": sampled}, k=5).iloc[0]
+    overall = sampled["overall"]
+    assert row["overall ndcg@5"] == f"{overall['ndcg@5']:.4f} ± {overall['se:ndcg@5']:.4f}"
+    assert _sample_note({"gat": sampled}) == (
+        " Ranked for a seeded sample of 80 of 300 test users (train.eval_users), the same "
+        "users for every model; ± is the standard error.")
+    whole = evaluate_ranking(lambda u: table[u], split, k=5)
+    assert metrics_frame({"gat": whole}, k=5).iloc[0]["overall ndcg@5"] == (
+        f"{whole['overall']['ndcg@5']:.4f}")
+    assert _sample_note({"gat": whole}) == ""
