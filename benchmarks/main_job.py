@@ -59,7 +59,9 @@ def config_file(folder: Path, products: Path, events: Path) -> Path:
         f"products = \"{products}\"\nevents = \"{events}\"\n"
         "map = [\"options.category_separator=,\", \"options.event_type=purchase\"]\n"
         f"[store]\nbackend = \"local\"\npath = \"{folder / 'store'}\"\n"
-        f"[run]\nworkdir = \"{folder / 'work'}\"\n")
+        f"[run]\nworkdir = \"{folder / 'work'}\"\n"
+        # A text cache of the run's own: a fresh folder encodes every product, as a first run does.
+        f"[fusion]\ncache_dir = \"{folder / 'text-cache'}\"\n")
     return toml
 
 
@@ -101,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     size = size_name(args.events)
     folder = args.workdir or BENCH / f"run{size}"
+    if (folder / "work").exists() and not args.collect:
+        raise SystemExit(f"{folder} holds an earlier run, whose stages would be reused: "
+                         "give a fresh --workdir")
     folder.mkdir(parents=True, exist_ok=True)
     data = BENCH / f"synthetic-{size}"
     products, events = data / f"products-{args.events}.csv", data / f"events-{args.events}.csv"
