@@ -26,16 +26,10 @@ USER_INPUTS = ("id", "history", "history+id")
 #: Measured on Tmall (4 epochs each, validation NDCG@10): x0 0.0168, x0.5 0.0439, x1 0.0491,
 #: x2 0.0524, x4 0.0520.
 BEHAVIOUR_SCALES = (0.0, 1.0, 2.0, 4.0)
-#: Epochs of each candidate's short training (judged once, at its end).
-BEHAVIOUR_FIT_EPOCHS = 3
-#: Validation users a fusion fit samples by default (all when there are fewer).
-FIT_USERS = 10_000
-#: Users each evaluation ranks by default (all when there are fewer): training's validation
-#: and the evaluation tables. A mean NDCG@20 over 20,000 users has a standard error of
-#: about 0.002 at most (per-user values lie in [0, 1]); reported with every sampled table.
-EVAL_USERS = 20_000
-#: Products each source contributes to a user's fit pool by default (0: every candidate).
-FIT_POOL = 200
+BEHAVIOUR_FIT_EPOCHS = 3  #: Epochs of each candidate's short training (judged at its end).
+FIT_USERS = 10_000  #: Validation users a fusion fit samples (all when there are fewer).
+EVAL_USERS = 20_000  #: Users each evaluation ranks (all when fewer; see TrainSettings).
+FIT_POOL = 200  #: Products each source puts in a user's fit pool (0: every candidate).
 #: Pseudo-events shrinking a product's conversion rate toward its behaviour's overall rate
 #: (a product viewed once and bought once is not a sure sale). Tmall: 1, 5 and 20 rank within
 #: 0.004 HR@10 of each other.
@@ -159,30 +153,26 @@ class TrainSettings:
             the learning rate with the square root of the batch's growth
             (:func:`scaled_batch`). None keeps ``batch_size`` whatever the data.
         weight_decay: L2 coefficient on the batch's layer-0 embeddings only (1e-4).
-        patience: evaluations without a better validation NDCG@k before stopping (6: with
-            an evaluation every 2 epochs, 12 epochs; at 4 the one-round GAT on ml-100k, seed
-            2021, stopped at epoch 34 on a dip, valid 0.1311, while its curve went on rising
-            to 0.1443 at epoch 78).
+        patience: evaluations without a better validation NDCG@k before stopping (6: 12
+            epochs; at 4 the GAT on ml-100k, seed 2021, stopped at epoch 34 on a dip, valid
+            0.1311, while its curve rose on to 0.1443 at epoch 78).
         min_gain: the relative gain over the best validation NDCG@k that resets the
             patience (0: any gain). A smaller gain still keeps its better state; it only
             stops a long creep of tiny gains from holding training open (on Tmall 0.01 ends
             at epoch 20 instead of 54, validation 0.0670 instead of 0.0686).
         eval_every: epochs between validation evaluations (2). k: metric cut-off (20).
-        eval_users: users each evaluation ranks, validation in training and the
-            evaluation tables alike (20,000; 0: every user): a seeded sample above that, its
-            standard errors reported (:func:`kgrec.gnn.metrics.evaluate_ranking`), so an
-            evaluation's cost stops growing with the user count. Catalogues with fewer
-            users (ml-100k, Scientific) are ranked whole.
+        eval_users: users each evaluation ranks, training's validation and the tables
+            (20,000; 0: all): above it a seeded sample with standard errors (at most 0.0035
+            for NDCG), so the cost stops growing with the users (:mod:`kgrec.gnn.metrics`).
         seed: seed of initialisation, shuffling and negatives (2020).
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; CUDA trains in bf16
             autocast where supported.
         event_weights: per-event-type loss weights; empty keeps the split's weights.
         max_batches: stop each epoch after this many batches (None = all; for smoke runs).
-        max_minutes: a safety net, not a way to end training (None = no limit, the
-            default): a wall-time limit checked after every batch; the best validated state
-            is kept and the run is reported as stopped by the time limit and not converged.
-            Where it acts, results depend on the machine's speed and load; epochs, patience
-            and early stopping decide when training ends.
+        max_minutes: a safety net, not a way to end training (None: no limit, the default):
+            a wall-time limit checked after every batch, keeping the best validated state and
+            reporting the run as stopped by the time limit, not converged. Where it acts,
+            results depend on the machine's speed and load.
         threads: torch CPU threads (None: the CPUs this process may use, shared among the
             local training processes; see :func:`kgrec.gnn.device.set_threads`).
     """
