@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from kgrec.errors import UsageError
 from kgrec.fusion.blend import GNN_ONLY, Blend, normalise
-from kgrec.gnn.metrics import candidate_mask, draw_users, rows_of, stage_pairs
+from kgrec.gnn.metrics import candidate_mask, draw_users, rows_of, sampling_error, stage_pairs
 from kgrec.gnn.split import Split
 from kgrec.settings import FIT_POOL, FIT_USERS
 
@@ -199,8 +199,7 @@ class BlendPools:
         correction: 0 when every user is in it) and the share of users the pool makes exact."""
         ndcg, exact = self.per_user(gnn, blend)
         n, total = self.users.numel(), self.total_users
-        spread = float(ndcg.std()) if n > 1 else 0.0
-        error = spread / math.sqrt(n) * math.sqrt(max(0.0, (total - n) / max(total - 1, 1)))
+        error = sampling_error(float(ndcg.std()) if n > 1 else 0.0, n, total)
         return {"fit_users": float(n), "stage_users": float(total), "sampling_error": error,
                 "exact_share": float(exact.float().mean()) if n else 1.0, "pool": float(self.pool)}
 

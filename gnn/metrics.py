@@ -10,7 +10,7 @@ the same scores.
 
 With ``sample_users``, a seeded sample of the users holding ``stage`` pairs is ranked instead
 of all of them (the cost is users x products); each mean then carries its standard error
-(``se:ndcg@K`` ..., with the finite-population correction) and ``sampled_from``, the users
+(``se:ndcg@K`` ..., :func:`sampling_error`) and ``sampled_from``, the users
 sampled from. Coverage@K then counts the sample's top K only, so it reads lower than a full
 ranking's.
 
@@ -70,6 +70,15 @@ def draw_users(stage_users: torch.Tensor, size: int, seed: int) -> tuple[torch.T
         order = torch.randperm(total, generator=torch.Generator().manual_seed(seed))
         users = torch.sort(users[order[:size]]).values
     return users, total
+
+
+def sampling_error(sd: float, n: int, total: int) -> float:
+    """Standard error of a mean over ``n`` of ``total`` users drawn without replacement,
+    from the sample's standard deviation ``sd``: ``sd / sqrt(n)`` times the finite-population
+    correction ``sqrt((total - n) / (total - 1))`` (0 when every user is in the sample)."""
+    if n < 1:
+        return math.nan
+    return sd / math.sqrt(n) * math.sqrt(max(0.0, (total - n) / max(total - 1, 1)))
 
 
 class _SliceState:
@@ -142,18 +151,19 @@ class _SliceState:
         out["pairs"] = float(self.pairs)
         if sampled_from:
             out["sampled_from"] = float(sampled_from)
-            out.update(self._standard_errors(self.ranked / sampled_from))
+            out.update(self._standard_errors(sampled_from))
         return out
 
-    def _standard_errors(self, fraction: float) -> dict[str, float]:
-        """``se:<metric>`` of each mean over a sample holding ``fraction`` of the users: the
-        sample's standard deviation / sqrt(n), times sqrt(1 - fraction) (finite population)."""
+    def _standard_errors(self, sampled_from: int) -> dict[str, float]:
+        """``se:<metric>`` of each mean, the ranked users being a sample of ``sampled_from``
+        (:func:`sampling_error`; the slice's users are that same share of its own)."""
         n = self.users
         if n < 2:
             return {f"se:{name}": math.nan for name in self.sums}
-        correction = math.sqrt(max(0.0, 1.0 - fraction))
-        return {f"se:{name}": math.sqrt(max(0.0, (self.squares[name] - total * total / n)
-                                            / (n - 1)) / n) * correction
+        population = round(n * sampled_from / self.ranked)
+        return {f"se:{name}": sampling_error(
+                    math.sqrt(max(0.0, (self.squares[name] - total * total / n) / (n - 1))),
+                    n, population)
                 for name, total in self.sums.items()}
 
 

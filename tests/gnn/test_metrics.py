@@ -222,12 +222,13 @@ def test_a_sampled_evaluation_ranks_the_drawn_users_and_reports_their_standard_e
     for name in ("recall@5", "ndcg@5", "hit@5", "mrr", "auc", "pairs"):
         assert sampled[name] == pytest.approx(full_of_drawn[name]), name
     assert "se:ndcg@5" not in full_of_drawn and "sampled_from" not in full_of_drawn
-    # Standard error: per-user NDCG@5 (each user evaluated alone), sd / sqrt(n) * sqrt(1 - n/N).
+    # Standard error: per-user NDCG@5 (each user evaluated alone), sd / sqrt(n) times the
+    # finite-population correction sqrt((N - n) / (N - 1)).
     per_user = torch.tensor([evaluate_ranking(
         random_score, Split(split.train, split.valid, only[only["user"] == u], 300, 40,
                             "given"), k=5, auc=False)["overall"]["ndcg@5"]
         for u in drawn.tolist()], dtype=torch.float64)
-    expected = float(per_user.std()) / math.sqrt(80) * math.sqrt(1 - 80 / 300)
+    expected = float(per_user.std()) / math.sqrt(80) * math.sqrt((300 - 80) / 299)
     assert sampled["se:ndcg@5"] == pytest.approx(expected)
     assert float(per_user.mean()) == pytest.approx(sampled["ndcg@5"])
     # Every user drawn, or a sample at least as large as the users: the exact evaluation.
